@@ -1,0 +1,89 @@
+// Package metrics defines every Prometheus metric Bulkhead exports, registered
+// with controller-runtime's registry so they are served on the (authenticated)
+// metrics endpoint. Names are part of the product: alerts and the dashboard
+// in config/prometheus use them.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// ActiveQuarantines is the number of unreleased Quarantines by phase.
+	ActiveQuarantines = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_active_quarantines",
+		Help: "Quarantines not yet released, by namespace and phase.",
+	}, []string{"namespace", "phase"})
+
+	// QuarantinesTotal counts Quarantines reaching a phase.
+	QuarantinesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_quarantines_total",
+		Help: "Quarantines that reached a phase, by phase and reason.",
+	}, []string{"phase", "reason"})
+
+	// ActionsTotal counts containment actions by type and result state.
+	ActionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_actions_total",
+		Help: "Containment actions by type and resulting state (Applied, Refused, Failed, Reverted, NotReverted).",
+	}, []string{"type", "state"})
+
+	// TimeToContain measures creation of a Quarantine to phase Contained.
+	TimeToContain = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "bulkhead_time_to_contain_seconds",
+		Help:    "Seconds from a Quarantine's creation to phase Contained.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+
+	// Scores is the distribution of effective scores evaluated.
+	Scores = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "bulkhead_score",
+		Help:    "Scores recorded, by detector (effective for the fused score).",
+		Buckets: []float64{.1, .2, .3, .4, .5, .6, .7, .8, .9, .95, 1},
+	}, []string{"detector"})
+
+	// IngestedEvents counts signals by source and outcome (accepted or the HTTP status class).
+	IngestedEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_ingested_events_total",
+		Help: "Ingested signals by source (scores, falco, cloudevents, tetragon, alertmanager, syscalls) and outcome (accepted, or the reason for rejection).",
+	}, []string{"source", "outcome"})
+
+	// DetectorLatency measures time spent scoring one event in a detector.
+	DetectorLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "bulkhead_detector_latency_seconds",
+		Help:    "Seconds a detector took to score one event.",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+	}, []string{"detector"})
+
+	// DetectorLastSignal is the Unix time of the last signal per detector (DetectorSilent alert).
+	DetectorLastSignal = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_detector_last_signal_timestamp_seconds",
+		Help: "Unix time of the last accepted signal per detector.",
+	}, []string{"detector"})
+
+	// PolicyBudgetExhausted is 1 while a policy has no budget left (BudgetExhausted alert).
+	PolicyBudgetExhausted = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_policy_budget_exhausted",
+		Help: "1 while a ThreatPolicy's maxActiveQuarantines budget is exhausted, else 0.",
+	}, []string{"policy"})
+
+	// IsolationIneffective is 1 while a Quarantine's IsolationEffective condition is False.
+	IsolationIneffective = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_isolation_ineffective",
+		Help: "1 while other NetworkPolicies still admit a contained pod, else 0.",
+	}, []string{"namespace", "quarantine"})
+
+	// NotificationsTotal counts notification deliveries by sink and outcome.
+	NotificationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_notifications_total",
+		Help: "Notifications by sink (slack, webhook, cloudevents) and outcome (delivered, failed, dropped).",
+	}, []string{"sink", "outcome"})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(
+		ActiveQuarantines, QuarantinesTotal, ActionsTotal, TimeToContain, Scores,
+		IngestedEvents, DetectorLatency, DetectorLastSignal, PolicyBudgetExhausted,
+		IsolationIneffective, NotificationsTotal,
+	)
+}
