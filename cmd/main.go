@@ -19,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
 )
 
 var (
@@ -34,6 +35,10 @@ func init() {
 // Options shared by every component of the manager.
 type Options struct {
 	ManagerNamespace string
+	// Behavior is the built-in behavior model, set by the behavior component
+	// (behavior.go sorts, and so initialises, before detection.go) and fed by
+	// signal ingestion. Nil when the model is disabled.
+	Behavior detector.BehaviorObserver
 }
 
 // component is one area of the manager (containment, detection, ...). Each
