@@ -1,0 +1,162 @@
+package detector
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"time"
+)
+
+// PodKey names one pod.
+type PodKey struct{ Namespace, Pod string }
+
+// Entry is the latest score one detector gave one pod.
+type Entry struct {
+	Score    float64
+	Reason   string
+	Evidence []byte
+	Time     time.Time
+}
+
+// DefaultTTL is how long a score counts as fresh (--score-ttl).
+const DefaultTTL = 5 * time.Minute
+
+// Store keeps the latest score per pod and detector. It is bounded: beyond
+// maxPods the least recently updated pod is dropped, and scores older than
+// the TTL are neither returned nor kept by Sweep. Forget drops a deleted pod.
+type Store struct {
+	mu      sync.Mutex
+	ttl     time.Duration
+	maxPods int
+	now     func() time.Time
+	// lru holds *podScores, most recently updated at the front.
+	lru  *list.List
+	pods map[PodKey]*list.Element
+}
+
+type podScores struct {
+	key   PodKey
+	byDet map[string]Entry
+}
+
+// NewStore returns a store keeping at most maxPods pods for ttl.
+func NewStore(ttl time.Duration, maxPods int) *Store {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	if maxPods <= 0 {
+		maxPods = 100_000
+	}
+	return &Store{ttl: ttl, maxPods: maxPods, now: time.Now, lru: list.New(), pods: map[PodKey]*list.Element{}}
+}
+
+// TTL is how long a score stays fresh.
+func (s *Store) TTL() time.Duration { return s.ttl }
+
+// Record stores signals, keeping the newest per pod and detector; it
+// implements Sink.
+func (s *Store) Record(_ context.Context, signals []Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range signals {
+		s.put(&signals[i])
+	}
+	return nil
+}
+
+func (s *Store) put(sig *Signal) {
+	key := PodKey{sig.Namespace, sig.Pod}
+	// Freshness counts from receipt at the latest: a clock ahead of ours
+	// must not keep a score alive.
+	now := s.now()
+	t := sig.Time
+	if t.IsZero() || t.After(now) {
+		t = now
+	}
+	el, ok := s.pods[key]
+	if !ok {
+		el = s.lru.PushFront(&podScores{key: key, byDet: map[string]Entry{}})
+		s.pods[key] = el
+		for s.lru.Len() > s.maxPods {
+			oldest := s.lru.Back()
+			s.lru.Remove(oldest)
+			delete(s.pods, oldest.Value.(*podScores).key)
+		}
+	} else {
+		s.lru.MoveToFront(el)
+	}
+	ps := el.Value.(*podScores)
+	// An out-of-order older signal does not replace a newer score.
+	if prev, ok := ps.byDet[sig.Detector]; ok && prev.Time.After(t) {
+		return
+	}
+	ps.byDet[sig.Detector] = Entry{Score: sig.Score, Reason: sig.Reason, Evidence: sig.Evidence, Time: t}
+}
+
+// Fresh returns the pod's scores younger than the TTL, by detector.
+func (s *Store) Fresh(key PodKey) map[string]Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	el, ok := s.pods[key]
+	if !ok {
+		return nil
+	}
+	cutoff := s.now().Add(-s.ttl)
+	out := make(map[string]Entry, len(el.Value.(*podScores).byDet))
+	for d, e := range el.Value.(*podScores).byDet {
+		if e.Time.After(cutoff) {
+			out[d] = e
+		}
+	}
+	return out
+}
+
+// Forget drops a pod's scores (the pod was deleted).
+func (s *Store) Forget(key PodKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if el, ok := s.pods[key]; ok {
+		s.lru.Remove(el)
+		delete(s.pods, key)
+	}
+}
+
+// Len is the number of pods held.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Len()
+}
+
+// Sweep drops expired scores and pods left with none.
+func (s *Store) Sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cutoff := s.now().Add(-s.ttl)
+	for key, el := range s.pods {
+		ps := el.Value.(*podScores)
+		for d, e := range ps.byDet {
+			if !e.Time.After(cutoff) {
+				delete(ps.byDet, d)
+			}
+		}
+		if len(ps.byDet) == 0 {
+			s.lru.Remove(el)
+			delete(s.pods, key)
+		}
+	}
+}
+
+// Start sweeps every TTL/2 until ctx ends (a manager Runnable).
+func (s *Store) Start(ctx context.Context) error {
+	t := time.NewTicker(s.ttl / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}

@@ -1,0 +1,77 @@
+package detector
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestStoreFreshnessBoundsAndForget(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	s := NewStore(5*time.Minute, 2)
+	s.now = func() time.Time { return now }
+	ctx := context.Background()
+	a, b, c := PodKey{"ns", "a"}, PodKey{"ns", "b"}, PodKey{"ns", "c"}
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Record(ctx, []Signal{
+		{Namespace: "ns", Pod: "a", Detector: Falco, Score: 0.7, Time: now.Add(-6 * time.Minute)},
+		{Namespace: "ns", Pod: "a", Detector: "ext", Score: 0.4, Time: now.Add(-time.Minute)},
+		{Namespace: "ns", Pod: "a", Detector: "future", Score: 0.9, Time: now.Add(time.Hour)},
+	}))
+	got := s.Fresh(a)
+	if _, stale := got[Falco]; stale {
+		t.Errorf("a 6m old score is fresh with a 5m TTL: %v", got)
+	}
+	if got["ext"].Score != 0.4 {
+		t.Errorf("ext = %v, want 0.4", got["ext"])
+	}
+	if !got["future"].Time.Equal(now) {
+		t.Errorf("a future time must be clamped to receipt, got %v", got["future"].Time)
+	}
+
+	// An older signal arriving late does not replace the newer one.
+	must(s.Record(ctx, []Signal{{Namespace: "ns", Pod: "a", Detector: "ext", Score: 0.1, Time: now.Add(-2 * time.Minute)}}))
+	if s.Fresh(a)["ext"].Score != 0.4 {
+		t.Errorf("late older signal replaced the newer score")
+	}
+
+	// Bounded: the third pod evicts the least recently updated one (a).
+	must(s.Record(ctx, []Signal{{Namespace: "ns", Pod: "b", Detector: "ext", Score: 1}}))
+	must(s.Record(ctx, []Signal{{Namespace: "ns", Pod: "c", Detector: "ext", Score: 1}}))
+	if s.Len() != 2 || s.Fresh(a) != nil || s.Fresh(b) == nil {
+		t.Errorf("eviction: len=%d a=%v b=%v", s.Len(), s.Fresh(a), s.Fresh(b))
+	}
+
+	s.Forget(c)
+	if s.Fresh(c) != nil || s.Len() != 1 {
+		t.Errorf("Forget left c: len=%d", s.Len())
+	}
+
+	now = now.Add(10 * time.Minute)
+	s.Sweep()
+	if s.Len() != 0 {
+		t.Errorf("Sweep kept %d expired pods", s.Len())
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	r := NewRegistry()
+	if _, ok := r.Get(Behavior); !ok {
+		t.Fatal("built-in behavior missing")
+	}
+	if err := r.Register(Named("Bad Name")); err == nil {
+		t.Error("registered an invalid name")
+	}
+	if err := r.Register(Named("my-model")); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Names(); len(n) != 5 || n[3] != "my-model" {
+		t.Errorf("Names() = %v", n)
+	}
+}
