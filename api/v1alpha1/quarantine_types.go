@@ -212,6 +212,11 @@ type ActionStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=320
 	Resource string `json:"resource,omitempty"`
+	// resourceAPIVersion of the changed resource, so release can find it
+	// again after the pod is gone (apps/v1, argoproj.io/v1alpha1, ...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ResourceAPIVersion string `json:"resourceAPIVersion,omitempty"`
 	// message explains a Refused, Failed or NotReverted state, or warns (HPA, GitOps).
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
@@ -379,8 +384,4 @@ type QuarantineList struct {
 	// +optional
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Quarantine `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&Quarantine{}, &QuarantineList{})
 }

@@ -319,7 +319,3 @@ type ThreatPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ThreatPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ThreatPolicy{}, &ThreatPolicyList{})
-}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,8 +99,10 @@ func set(t *testing.T, u *unstructured.Unstructured, path string, value any) {
 			}
 			cur = c[p]
 		case []any:
-			var idx int
-			fmt.Sscanf(p, "%d", &idx)
+			idx, err := strconv.Atoi(p)
+			if err != nil {
+				t.Fatalf("path %s: %v", path, err)
+			}
 			if last {
 				c[idx] = value
 				return
