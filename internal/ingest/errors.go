@@ -1,0 +1,59 @@
+package ingest
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Error is a rejected request, answered with Status and a JSON body.
+type Error struct {
+	Status int `json:"code"`
+	// Reason is a stable CamelCase word clients can switch on.
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+	// Index is the offending item of a batch, when there is one.
+	Index *int `json:"index,omitempty"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Reason, e.Message) }
+
+// Reasons, one per status code of the brief (and a few transport ones).
+const (
+	ReasonMalformed        = "Malformed"
+	ReasonUnauthorized     = "Unauthorized"
+	ReasonForbidden        = "Forbidden"
+	ReasonReplayed         = "Replayed"
+	ReasonTooLarge         = "TooLarge"
+	ReasonUnsupportedMedia = "UnsupportedMediaType"
+	ReasonOutOfRange       = "OutOfRange"
+	ReasonUnknownPod       = "UnknownPod"
+	ReasonRateLimited      = "RateLimited"
+	ReasonMethod           = "MethodNotAllowed"
+	ReasonUnavailable      = "Unavailable"
+	ReasonInternal         = "Internal"
+)
+
+var reasonStatus = map[string]int{
+	ReasonMalformed:        http.StatusBadRequest,
+	ReasonUnauthorized:     http.StatusUnauthorized,
+	ReasonForbidden:        http.StatusForbidden,
+	ReasonReplayed:         http.StatusConflict,
+	ReasonTooLarge:         http.StatusRequestEntityTooLarge,
+	ReasonUnsupportedMedia: http.StatusUnsupportedMediaType,
+	ReasonOutOfRange:       http.StatusUnprocessableEntity,
+	ReasonUnknownPod:       http.StatusUnprocessableEntity,
+	ReasonRateLimited:      http.StatusTooManyRequests,
+	ReasonMethod:           http.StatusMethodNotAllowed,
+	ReasonUnavailable:      http.StatusServiceUnavailable,
+	ReasonInternal:         http.StatusInternalServerError,
+}
+
+func errorf(reason string, format string, args ...any) *Error {
+	return &Error{Status: reasonStatus[reason], Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// at marks the batch item an error is about.
+func (e *Error) at(i int) *Error {
+	e.Index = &i
+	return e
+}

@@ -1,0 +1,284 @@
+// Package ingest is Bulkhead's signal ingestion: an HTTPS server that
+// authenticates detectors, decodes their formats into signals and behaviour
+// events, refuses anything malformed, replayed or too much, and records the
+// rest all-or-nothing per request.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+)
+
+// Sources, as paths and metric labels.
+const (
+	SourceScores       = "scores"
+	SourceFalco        = "falco"
+	SourceCloudEvents  = "cloudevents"
+	SourceTetragon     = "tetragon"
+	SourceAlertmanager = "alertmanager"
+	SourceSyscalls     = "syscalls"
+)
+
+// Defaults for Config's limits.
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultRate         = 50
+	DefaultBurst        = 100
+	DefaultReplayWindow = time.Hour
+	DefaultReplayMax    = 100_000
+)
+
+// Config wires the handler to the rest of the manager.
+type Config struct {
+	Auth *Authenticator
+	// Sink records accepted signals (the policy engine).
+	Sink detector.Sink
+	// Behavior is the built-in model; nil when disabled.
+	Behavior detector.BehaviorObserver
+	// Pods answers whether a pod exists (the manager's cache).
+	Pods client.Reader
+	// Registry learns the names external models post under.
+	Registry *detector.Registry
+
+	MaxBodyBytes int64
+	// Rate and Burst limit requests per credential.
+	Rate         rate.Limit
+	Burst        int
+	ReplayWindow time.Duration
+	ReplayMax    int
+}
+
+// Handler serves the ingestion API.
+type Handler struct {
+	cfg    Config
+	mux    *http.ServeMux
+	replay *replayGuard
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+type decodeFunc func(r *http.Request, body []byte) (Batch, *Error)
+
+func body(f func([]byte) (Batch, *Error)) decodeFunc {
+	return func(_ *http.Request, b []byte) (Batch, *Error) { return f(b) }
+}
+
+// NewHandler applies defaults to cfg and builds the routes.
+func NewHandler(cfg Config) *Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.ReplayWindow <= 0 {
+		cfg.ReplayWindow = DefaultReplayWindow
+	}
+	if cfg.ReplayMax <= 0 {
+		cfg.ReplayMax = DefaultReplayMax
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = detector.NewRegistry()
+	}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), replay: newReplayGuard(cfg.ReplayWindow, cfg.ReplayMax), limiters: map[string]*rate.Limiter{}}
+	jsonTypes := []string{"application/json"}
+	h.route(SourceScores, body(DecodeScores), jsonTypes)
+	h.route(SourceFalco, body(DecodeFalco), append(jsonTypes, "application/x-ndjson"))
+	h.route(SourceCloudEvents, func(r *http.Request, b []byte) (Batch, *Error) { return DecodeCloudEvent(r.Header, b) }, nil)
+	h.route(SourceTetragon, body(DecodeTetragon), append(jsonTypes, "application/x-ndjson", "application/jsonl"))
+	h.route(SourceAlertmanager, body(DecodeAlertmanager), jsonTypes)
+	h.route(SourceSyscalls, body(DecodeSyscalls), jsonTypes)
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// route registers POST /v1/<source>; contentTypes nil lets decode check it.
+func (h *Handler) route(source string, decode decodeFunc, contentTypes []string) {
+	h.mux.HandleFunc("/v1/"+source, func(w http.ResponseWriter, r *http.Request) {
+		accepted, skipped, err := h.serve(r, decode, contentTypes)
+		if err != nil {
+			n := max(accepted, 1)
+			metrics.IngestedEvents.WithLabelValues(source, err.Reason).Add(float64(n))
+			if err.Status >= 500 {
+				logf.FromContext(r.Context()).Error(err, "ingest failed", "source", source)
+			}
+			writeJSON(w, err.Status, err)
+			return
+		}
+		metrics.IngestedEvents.WithLabelValues(source, "accepted").Add(float64(accepted))
+		if skipped > 0 {
+			metrics.IngestedEvents.WithLabelValues(source, "skipped").Add(float64(skipped))
+		}
+		writeJSON(w, http.StatusAccepted, map[string]int{"accepted": accepted, "skipped": skipped})
+	})
+}
+
+// serve runs one request through every check before recording anything. On
+// error, accepted is the number of items the request held (for metrics).
+func (h *Handler) serve(r *http.Request, decode decodeFunc, contentTypes []string) (int, int, *Error) {
+	if r.Method != http.MethodPost {
+		return 0, 0, errorf(ReasonMethod, "use POST")
+	}
+	cred := h.cfg.Auth.Authenticate(r)
+	if cred == nil {
+		return 0, 0, errorf(ReasonUnauthorized, "no or bad credential")
+	}
+	if !h.limiter(cred.Name).Allow() {
+		return 0, 0, errorf(ReasonRateLimited, "credential %s is over %v requests/s", cred.Name, h.cfg.Rate)
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		return 0, 0, errorf(ReasonTooLarge, "body over %d bytes", h.cfg.MaxBodyBytes)
+	}
+	if contentTypes != nil {
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if !contains(contentTypes, mt) {
+			return 0, 0, errorf(ReasonUnsupportedMedia, "content type %q, want one of %v", mt, contentTypes)
+		}
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return 0, 0, errorf(ReasonTooLarge, "body over %d bytes", h.cfg.MaxBodyBytes)
+		}
+		return 0, 0, errorf(ReasonMalformed, "reading body: %v", err)
+	}
+	b, e := decode(r, raw)
+	if e != nil {
+		return 0, 0, e
+	}
+	n := len(b.Items)
+	if e := h.check(r.Context(), cred, b.Items); e != nil {
+		return n, b.Skipped, e
+	}
+	keys := make([]string, n)
+	for i := range b.Items {
+		if b.Items[i].ID != "" {
+			keys[i] = b.Items[i].Detector + "\x00" + b.Items[i].ID
+		}
+	}
+	if i, ok := h.replay.reserve(keys); !ok {
+		return n, b.Skipped, errorf(ReasonReplayed, "id %q was already accepted", b.Items[i].ID).at(i)
+	}
+	accepted, skipped, e := h.record(r.Context(), b)
+	if e != nil {
+		h.replay.release(keys)
+		return n, b.Skipped, e
+	}
+	return accepted, skipped, nil
+}
+
+// check authorizes every item and requires its pod to exist.
+func (h *Handler) check(ctx context.Context, cred *Credential, items []Item) *Error {
+	for i := range items {
+		it := &items[i]
+		if !cred.Allows(it.Detector, it.Namespace()) {
+			return errorf(ReasonForbidden, "credential %s may not post for detector %q in namespace %q", cred.Name, it.Detector, it.Namespace()).at(i)
+		}
+	}
+	// Pods repeat within a batch; look each up once.
+	known := map[detector.PodKey]bool{}
+	for i := range items {
+		key := detector.PodKey{Namespace: items[i].Namespace(), Pod: items[i].Pod()}
+		if known[key] {
+			continue
+		}
+		err := h.cfg.Pods.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Pod}, &corev1.Pod{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return errorf(ReasonUnknownPod, "pod %s/%s not found", key.Namespace, key.Pod).at(i)
+		case err != nil:
+			return errorf(ReasonUnavailable, "looking up pod: %v", err)
+		}
+		known[key] = true
+	}
+	return nil
+}
+
+// record feeds behaviour events to the model and records every signal.
+func (h *Handler) record(ctx context.Context, b Batch) (int, int, *Error) {
+	signals := make([]detector.Signal, 0, len(b.Items))
+	var events []detector.BehaviorEvent
+	skipped := b.Skipped
+	for i := range b.Items {
+		it := &b.Items[i]
+		switch {
+		case it.Signal != nil:
+			signals = append(signals, *it.Signal)
+		case h.cfg.Behavior != nil:
+			events = append(events, *it.Behavior)
+		case it.Detector == detector.Behavior:
+			// The syscall format exists only for the model.
+			return 0, 0, errorf(ReasonUnavailable, "the behavior model is disabled")
+		default:
+			skipped++
+		}
+	}
+	accepted := len(signals) + len(events)
+	if len(events) > 0 {
+		start := time.Now()
+		produced, err := h.cfg.Behavior.ObserveBehavior(ctx, events)
+		metrics.DetectorLatency.WithLabelValues(detector.Behavior).Observe(time.Since(start).Seconds() / float64(len(events)))
+		if err != nil {
+			return 0, 0, errorf(ReasonInternal, "behavior model: %v", err)
+		}
+		signals = append(signals, produced...)
+	}
+	for i := range signals {
+		if !detector.BuiltIn(signals[i].Detector) {
+			if _, ok := h.cfg.Registry.Get(signals[i].Detector); !ok {
+				_ = h.cfg.Registry.Register(detector.Named(signals[i].Detector))
+			}
+		}
+	}
+	if len(signals) > 0 {
+		if err := h.cfg.Sink.Record(ctx, signals); err != nil {
+			return 0, 0, errorf(ReasonInternal, "recording: %v", err)
+		}
+	}
+	return accepted, skipped, nil
+}
+
+func (h *Handler) limiter(name string) *rate.Limiter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l, ok := h.limiters[name]
+	if !ok {
+		l = rate.NewLimiter(h.cfg.Rate, h.cfg.Burst)
+		h.limiters[name] = l
+	}
+	return l
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"code":500,"reason":"Internal","message":"encoding response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+}
+
