@@ -2,19 +2,39 @@ package main
 
 import (
 	"flag"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
 )
 
-// Containment: the Quarantine controller.
+// Containment: the Quarantine controller and its janitor.
 func init() {
+	var (
+		retention   time.Duration
+		minNodes    int
+		concurrency int
+	)
 	register(component{
-		name:  "containment",
-		flags: func(fs *flag.FlagSet) {},
-		setup: func(mgr ctrl.Manager, _ *Options) error {
-			return (&quarantine.QuarantineReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
+		name: "containment",
+		flags: func(fs *flag.FlagSet) {
+			fs.DurationVar(&retention, "released-retention", 720*time.Hour, "How long a Released Quarantine is kept before it is deleted.")
+			fs.IntVar(&minNodes, "min-schedulable-nodes", 1, "CordonNode never leaves fewer schedulable nodes than this (hand-made Quarantines).")
+			fs.IntVar(&concurrency, "containment-concurrency", 8, "Quarantines contained in parallel.")
+		},
+		setup: func(mgr ctrl.Manager, opts *Options) error {
+			r := &quarantine.QuarantineReconciler{
+				Client:                  mgr.GetClient(),
+				ManagerNamespace:        opts.ManagerNamespace,
+				ReleasedRetention:       retention,
+				MinSchedulableNodes:     minNodes,
+				MaxConcurrentReconciles: concurrency,
+			}
+			if err := r.SetupWithManager(mgr); err != nil {
+				return err
+			}
+			return mgr.Add(&quarantine.Janitor{Reconciler: r, Interval: 5 * time.Minute})
 		},
 	})
 }

@@ -1,49 +1,229 @@
 // Package quarantine reconciles Quarantines: it applies containment actions
-// and undoes them on release. The decisions live in internal/containment.
+// and undoes them on release. The decisions live in internal/containment;
+// this package is plumbing: fetch, finalizer, ordered steps, one status patch.
 package quarantine
 
 import (
 	"context"
+	"time"
 
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/containment"
 )
 
-// QuarantineReconciler contains targets. Foundation only: it records that it
-// saw the object; the containment engine is not wired in yet.
+// QuarantineReconciler contains targets and releases them.
 type QuarantineReconciler struct {
+	// Client writes Quarantines and everything containment changes.
 	client.Client
+	// APIReader reads fresh state for containment decisions.
+	APIReader client.Reader
+	// Recorder emits Events on the Quarantine and the pod.
+	Recorder events.EventRecorder
+	// ManagerNamespace is always protected.
+	ManagerNamespace string
+	// ReleasedRetention is how long a Released Quarantine is kept.
+	ReleasedRetention time.Duration
+	// MinSchedulableNodes is the CordonNode floor for hand-made Quarantines.
+	MinSchedulableNodes int
+	// Recheck is how often a Contained Quarantine is re-verified (tampering
+	// the watches miss, new policies reopening the pod); jittered.
+	Recheck time.Duration
+	// MaxConcurrentReconciles bounds parallel containment.
+	MaxConcurrentReconciles int
+	// OnPhaseChange, when set, is called after a status patch that changed
+	// the phase (notifications hook in here).
+	OnPhaseChange func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase)
+	// Now is the clock; tests may pin it.
+	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;replicasets;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale;replicasets/scale,verbs=get;update
+// +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=get;patch
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list
+// +kubebuilder:rbac:groups=policy.networking.k8s.io,resources=adminnetworkpolicies;clusternetworkpolicies,verbs=get;list;create;patch;delete
+// +kubebuilder:rbac:groups=cilium.io,resources=ciliumnetworkpolicies,verbs=get;create;patch;delete
+// +kubebuilder:rbac:groups=crd.projectcalico.org,resources=globalnetworkpolicies,verbs=get;list;create;patch;delete
 
-// Reconcile records the observed generation and a Ready=False condition
-// saying containment is not implemented.
-func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Reconcile fetches the Quarantine, keeps the finalizer, runs the contain or
+// release steps and patches status once.
+func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	q := &securityv1alpha1.Quarantine{}
 	if err := r.Get(ctx, req.NamespacedName, q); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	patch := client.MergeFrom(q.DeepCopy())
-	q.Status.ObservedGeneration = q.Generation
-	if q.Status.Phase == "" {
-		q.Status.Phase = securityv1alpha1.PhasePending
+	if q.Status.Phase == securityv1alpha1.PhaseReleased && !controllerutil.ContainsFinalizer(q, securityv1alpha1.QuarantineFinalizer) {
+		return r.reconcileRetention(ctx, q)
 	}
-	apimeta.SetStatusCondition(&q.Status.Conditions, metav1.Condition{
-		Type: securityv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-		Reason: "NotImplemented", Message: "containment engine not yet available",
-		ObservedGeneration: q.Generation,
-	})
-	return ctrl.Result{}, r.Status().Patch(ctx, q, patch)
+	releasing := q.IsReleased() || !q.DeletionTimestamp.IsZero()
+	if !releasing && !controllerutil.ContainsFinalizer(q, securityv1alpha1.QuarantineFinalizer) {
+		// The finalizer first, alone: nothing may be changed that a delete
+		// could leave behind.
+		base := q.DeepCopy()
+		controllerutil.AddFinalizer(q, securityv1alpha1.QuarantineFinalizer)
+		return ctrl.Result{}, r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), fieldOwner)
+	}
+
+	p := r.newPass(q)
+	defer func() {
+		if err := r.patchStatus(ctx, p); err != nil && retErr == nil {
+			retErr = err
+		}
+		if retErr == nil && p.dropFinalizer {
+			retErr = r.dropFinalizer(ctx, q)
+		}
+	}()
+	if releasing {
+		return p.run(ctx, r.releaseSteps())
+	}
+	return p.run(ctx, r.containSteps())
 }
 
-// SetupWithManager registers the controller.
+var fieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
+
+func (r *QuarantineReconciler) dropFinalizer(ctx context.Context, q *securityv1alpha1.Quarantine) error {
+	if !controllerutil.ContainsFinalizer(q, securityv1alpha1.QuarantineFinalizer) {
+		return nil
+	}
+	base := q.DeepCopy()
+	controllerutil.RemoveFinalizer(q, securityv1alpha1.QuarantineFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), fieldOwner))
+}
+
+// patchStatus writes status when it changed, then reports a phase change.
+func (r *QuarantineReconciler) patchStatus(ctx context.Context, p *pass) error {
+	q := p.q
+	if equality.Semantic.DeepEqual(p.base.Status, q.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, q, client.MergeFrom(p.base), fieldOwner); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	from, to := p.base.Status.Phase, q.Status.Phase
+	if from != to {
+		recordPhase(q, from, to, r.now())
+		if r.OnPhaseChange != nil {
+			r.OnPhaseChange(ctx, q, from, to)
+		}
+	}
+	return nil
+}
+
+func (r *QuarantineReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// reconcileRetention deletes a Released Quarantine once its retention ends.
+func (r *QuarantineReconciler) reconcileRetention(ctx context.Context, q *securityv1alpha1.Quarantine) (ctrl.Result, error) {
+	if r.ReleasedRetention <= 0 || !q.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	since := q.CreationTimestamp.Time
+	if q.Status.ReleasedAt != nil {
+		since = q.Status.ReleasedAt.Time
+	}
+	if left := since.Add(r.ReleasedRetention).Sub(r.now()); left > 0 {
+		return ctrl.Result{RequeueAfter: left}, nil
+	}
+	return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, q, client.Preconditions{UID: &q.UID}))
+}
+
+func (r *QuarantineReconciler) jitter(d time.Duration) time.Duration { return wait.Jitter(d, 0.2) }
+
+// SetupWithManager registers the controller: Quarantines on spec, deletion,
+// finalizer or a reconcile-request annotation; owned NetworkPolicies and
+// labelled pods so tampering is repaired at once.
 func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&securityv1alpha1.Quarantine{}).Named("quarantine").Complete(r)
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder("bulkhead-containment")
+	}
+	if r.Recheck == 0 {
+		r.Recheck = 5 * time.Minute
+	}
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 8
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Named("quarantine").
+		Complete(r)
+}
+
+// quarantineChanged passes spec changes, deletion, finalizer changes and
+// reconcile requests, not the controller's own status patches.
+var quarantineChanged = predicate.Or(
+	predicate.GenerationChangedPredicate{},
+	predicate.AnnotationChangedPredicate{},
+	predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return true },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !equality.Semantic.DeepEqual(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers()) ||
+				!e.ObjectNew.GetDeletionTimestamp().IsZero()
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return true },
+	},
+)
+
+// quarantineLabelChanged passes pod events where the quarantine label is
+// involved: removing it is tampering.
+var quarantineLabelChanged = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.GetLabels()[securityv1alpha1.QuarantineLabel], e.ObjectNew.GetLabels()[securityv1alpha1.QuarantineLabel]
+		return o != n
+	},
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// podToQuarantine maps a pod to the Quarantine named by its label; for an
+// update it is called with both the old and the new pod.
+func podToQuarantine(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[securityv1alpha1.QuarantineLabel]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+func (r *QuarantineReconciler) engine() *containment.Engine {
+	return &containment.Engine{Client: r.Client, Reader: r.APIReader, MinSchedulableNodes: r.MinSchedulableNodes, Now: r.Now}
 }

@@ -1,0 +1,158 @@
+package containment
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// controlPlaneLabels mark nodes CordonNode never touches.
+var controlPlaneLabels = []string{"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}
+
+func isControlPlane(n *corev1.Node) bool {
+	return slices.ContainsFunc(controlPlaneLabels, func(l string) bool { _, ok := n.Labels[l]; return ok })
+}
+
+func quarantineTaint() corev1.Taint {
+	return corev1.Taint{Key: securityv1alpha1.QuarantineTaintKey, Effect: corev1.TaintEffectNoSchedule}
+}
+
+func hasQuarantineTaint(n *corev1.Node) bool {
+	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.MatchTaint(new(quarantineTaint())) })
+}
+
+func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	if s.Target == nil {
+		if st.Resource == "" {
+			st.State, st.Message = securityv1alpha1.ActionRefused, "the target is gone"
+		}
+		return Outcome{}, nil
+	}
+	if s.Target.Node == "" {
+		msg := "the pod is not scheduled to a node"
+		if s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod {
+			msg = "a workload spans nodes: CordonNode needs a Pod target"
+		}
+		st.State, st.Message = securityv1alpha1.ActionRefused, msg
+		return Outcome{}, nil
+	}
+	node := &corev1.Node{}
+	if err := e.Reader.Get(ctx, client.ObjectKey{Name: s.Target.Node}, node); err != nil {
+		if apierrors.IsNotFound(err) {
+			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("node %s not found", s.Target.Node)
+			return Outcome{}, nil
+		}
+		return Outcome{}, err
+	}
+	if isControlPlane(node) {
+		st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("node %s is a control-plane node", node.Name)
+		return Outcome{}, nil
+	}
+	st.Resource, st.ResourceAPIVersion = "Node/"+node.Name, "v1"
+	hs := holders(node.Annotations)
+	held := slices.Contains(hs, s.Holder())
+	if held && node.Spec.Unschedulable && hasQuarantineTaint(node) {
+		st.State, st.NodeWasCordoned = securityv1alpha1.ActionApplied, wasCordoned(node)
+		return Outcome{}, nil
+	}
+	if !held && !node.Spec.Unschedulable {
+		left, err := e.schedulableNodesWithout(ctx, node.Name)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if left < e.MinSchedulableNodes {
+			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("cordoning %s would leave %d schedulable nodes, below minSchedulableNodes %d", node.Name, left, e.MinSchedulableNodes)
+			return Outcome{}, nil
+		}
+	}
+	// Undo record, cordon and taint in one write.
+	base := node.DeepCopy()
+	if node.Annotations == nil {
+		node.Annotations = map[string]string{}
+	}
+	if len(hs) == 0 {
+		node.Annotations[WasCordonedAnnotation] = strconv.FormatBool(node.Spec.Unschedulable)
+	}
+	node.Annotations[HoldersAnnotation] = withHolder(hs, s.Holder())
+	node.Spec.Unschedulable = true
+	if !hasQuarantineTaint(node) {
+		node.Spec.Taints = append(node.Spec.Taints, quarantineTaint())
+	}
+	if err := e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner); err != nil {
+		return Outcome{}, err
+	}
+	st.State, st.NodeWasCordoned = securityv1alpha1.ActionApplied, wasCordoned(node)
+	return Outcome{Changed: true}, nil
+}
+
+func wasCordoned(n *corev1.Node) *bool {
+	v, err := strconv.ParseBool(n.Annotations[WasCordonedAnnotation])
+	if err != nil {
+		return nil
+	}
+	return &v
+}
+
+// schedulableNodesWithout counts schedulable worker nodes other than name.
+func (e *Engine) schedulableNodesWithout(ctx context.Context, name string) (int, error) {
+	nodes := &corev1.NodeList{}
+	if err := e.Reader.List(ctx, nodes); err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range nodes.Items {
+		x := &nodes.Items[i]
+		if x.Name != name && !x.Spec.Unschedulable && !isControlPlane(x) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (e *Engine) revertCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	ref, ok := parseResource(st.Resource, st.ResourceAPIVersion)
+	if !ok {
+		st.State, st.Message = securityv1alpha1.ActionReverted, "no node was cordoned"
+		return Outcome{}, nil
+	}
+	node := &corev1.Node{}
+	if err := e.Reader.Get(ctx, client.ObjectKey{Name: ref.Name}, node); err != nil {
+		if apierrors.IsNotFound(err) {
+			st.State, st.Message = securityv1alpha1.ActionNotReverted, fmt.Sprintf("node %s was deleted meanwhile", ref.Name)
+			return Outcome{}, nil
+		}
+		return Outcome{}, err
+	}
+	hs := holders(node.Annotations)
+	if !slices.Contains(hs, s.Holder()) {
+		st.State = securityv1alpha1.ActionReverted
+		return Outcome{}, nil
+	}
+	base := node.DeepCopy()
+	if rest := withoutHolder(hs, s.Holder()); rest != "" {
+		node.Annotations[HoldersAnnotation] = rest
+		st.State, st.Message = securityv1alpha1.ActionReverted, "still held by "+rest+"; uncordoned when the last holder releases"
+	} else {
+		uncordonNode(node)
+		st.State, st.Message = securityv1alpha1.ActionReverted, ""
+	}
+	return Outcome{Changed: true}, e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner)
+}
+
+// uncordonNode removes the taint and the undo record, and uncordons only a
+// node Bulkhead cordoned.
+func uncordonNode(node *corev1.Node) {
+	if was := wasCordoned(node); was == nil || !*was {
+		node.Spec.Unschedulable = false
+	}
+	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == securityv1alpha1.QuarantineTaintKey })
+	delete(node.Annotations, HoldersAnnotation)
+	delete(node.Annotations, WasCordonedAnnotation)
+}

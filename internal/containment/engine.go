@@ -1,0 +1,205 @@
+// Package containment applies and reverts Bulkhead's containment actions. It
+// holds no controller plumbing: the Quarantine controller calls Apply and
+// Revert per action and persists the ActionStatus they fill in.
+//
+// Crash safety: every change to an object Bulkhead does not own carries, in
+// the same write, the marker needed to undo it (a label, or an annotation on
+// the changed object), so a manager killed between any two writes resumes
+// from what the cluster says, not from memory.
+package containment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// Annotations Bulkhead puts on objects it changes but does not own. They are
+// the undo record, written in the same request as the change.
+const (
+	// HoldersAnnotation lists the Quarantines (namespace/name) holding a
+	// workload scaled to zero or a cordoned node.
+	HoldersAnnotation = "security.bulkhead.dev/holders"
+	// OriginalReplicasAnnotation is the replica count (or Job/CronJob suspend
+	// value) before the first holder scaled the workload.
+	OriginalReplicasAnnotation = "security.bulkhead.dev/original-replicas"
+	// OriginalSuspendAnnotation is a Job's or CronJob's spec.suspend before
+	// the first holder suspended it.
+	OriginalSuspendAnnotation = "security.bulkhead.dev/original-suspend"
+	// WasCordonedAnnotation records whether a node was unschedulable before
+	// Bulkhead cordoned it.
+	WasCordonedAnnotation = "security.bulkhead.dev/was-cordoned"
+	// AddedLabelsAnnotation / AddedAnnotationsAnnotation list the keys the
+	// Label action added to a pod.
+	AddedLabelsAnnotation      = "security.bulkhead.dev/added-labels"
+	AddedAnnotationsAnnotation = "security.bulkhead.dev/added-annotations"
+	// DetachedLabelsAnnotation keeps the owner-selector labels Detach removed.
+	DetachedLabelsAnnotation = "security.bulkhead.dev/detached-labels"
+)
+
+// ErrTargetNotFound means the target does not exist, or a new object with
+// the same name replaced the one recorded at creation.
+var ErrTargetNotFound = errors.New("target not found")
+
+// Engine applies and reverts actions.
+type Engine struct {
+	// Client writes; its RESTMapper resolves owner kinds.
+	Client client.Client
+	// Reader reads fresh state (the manager's API reader): decisions on
+	// holders and markers must not be taken on a stale cache.
+	Reader client.Reader
+	// MinSchedulableNodes is the floor CordonNode never goes below.
+	MinSchedulableNodes int
+	// Now is the clock; tests may pin it.
+	Now func() time.Time
+}
+
+func (e *Engine) now() metav1.Time {
+	if e.Now != nil {
+		return metav1.NewTime(e.Now())
+	}
+	return metav1.Now()
+}
+
+// Scope is one Quarantine as its actions see it.
+type Scope struct {
+	Q *securityv1alpha1.Quarantine
+	// Target is nil when the target is gone (after ScaleToZero or Evict, or
+	// deleted by someone); reverts then work from the status alone.
+	Target *Target
+}
+
+// Holder is how this Quarantine is named in holders lists.
+func (s *Scope) Holder() string { return s.Q.Namespace + "/" + s.Q.Name }
+
+// Outcome says what Apply or Revert did.
+type Outcome struct {
+	// Changed is true when the cluster was written.
+	Changed bool
+	// Repaired is true when an action already Applied had to be re-applied:
+	// someone tampered with it.
+	Repaired bool
+}
+
+// Apply makes one action true in the cluster, or refreshes it, filling st.
+// It writes nothing when the cluster already matches.
+func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	st.Type = a.Type
+	was := st.State
+	var (
+		o   Outcome
+		err error
+	)
+	switch a.Type {
+	case securityv1alpha1.ActionIsolate:
+		o, err = e.applyIsolate(ctx, s, a, st)
+	case securityv1alpha1.ActionDetach:
+		o, err = e.applyDetach(ctx, s, st)
+	case securityv1alpha1.ActionScaleToZero:
+		o, err = e.applyScale(ctx, s, st)
+	case securityv1alpha1.ActionCordonNode:
+		o, err = e.applyCordon(ctx, s, st)
+	case securityv1alpha1.ActionEvict:
+		o, err = e.applyEvict(ctx, s, st)
+	case securityv1alpha1.ActionLabel:
+		o, err = e.applyLabel(ctx, s, a, st)
+	default:
+		st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("unknown action type %q", a.Type)
+	}
+	if err != nil {
+		return o, err
+	}
+	if st.State == securityv1alpha1.ActionApplied {
+		if st.AppliedAt == nil {
+			t := e.now()
+			st.AppliedAt = &t
+		}
+		o.Repaired = o.Changed && was == securityv1alpha1.ActionApplied
+	}
+	return o, nil
+}
+
+// Revert undoes one action. Reverts are driven by the markers in the
+// cluster, so they are safe to repeat and to run after a partial apply.
+func (e *Engine) Revert(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	st.Type = a.Type
+	var (
+		o   Outcome
+		err error
+	)
+	switch a.Type {
+	case securityv1alpha1.ActionIsolate:
+		o, err = e.revertIsolate(ctx, s, st)
+	case securityv1alpha1.ActionDetach:
+		o, err = e.revertDetach(ctx, s, a, st)
+	case securityv1alpha1.ActionScaleToZero:
+		o, err = e.revertScale(ctx, s, st)
+	case securityv1alpha1.ActionCordonNode:
+		o, err = e.revertCordon(ctx, s, st)
+	case securityv1alpha1.ActionEvict:
+		st.State, st.Message = securityv1alpha1.ActionNotReverted, "an eviction cannot be undone; the owner recreates the pod"
+	case securityv1alpha1.ActionLabel:
+		o, err = e.revertLabel(ctx, s, st)
+	}
+	if err == nil && st.State == securityv1alpha1.ActionReverted && st.RevertedAt == nil {
+		t := e.now()
+		st.RevertedAt = &t
+	}
+	return o, err
+}
+
+// holders parses a holders annotation.
+func holders(annotations map[string]string) []string {
+	v := annotations[HoldersAnnotation]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+// withHolder and withoutHolder return the sorted holders list as an
+// annotation value ("" when empty).
+func withHolder(list []string, h string) string {
+	if !slices.Contains(list, h) {
+		list = append(slices.Clone(list), h)
+	}
+	slices.Sort(list)
+	return strings.Join(list, ",")
+}
+
+func withoutHolder(list []string, h string) string {
+	out := slices.DeleteFunc(slices.Clone(list), func(x string) bool { return x == h })
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
+
+// lockedPatch is a merge patch that fails on a concurrent change: holders
+// lists and taints are read-modify-write.
+func lockedPatch(obj client.Object) client.Patch {
+	return client.MergeFromWithOptions(obj, client.MergeFromWithOptimisticLock{})
+}
+
+var fieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
+
+// apply writes an object Bulkhead owns with server-side apply, taking
+// ownership of its fields from anyone who edited them (tampering).
+func (e *Engine) apply(ctx context.Context, obj client.Object) error {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u})
+	return e.Client.Apply(ctx, ac, fieldOwner, client.ForceOwnership)
+}

@@ -1,0 +1,40 @@
+package containment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// ErrEvictionBlocked means a PodDisruptionBudget refused the eviction; the
+// caller retries with backoff, never forcing a delete.
+var ErrEvictionBlocked = errors.New("eviction blocked by a PodDisruptionBudget")
+
+func (e *Engine) applyEvict(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	pod := podOf(s)
+	if pod == nil || pod.DeletionTimestamp != nil {
+		// Gone or going: evicted by us earlier, or by someone else.
+		st.State = securityv1alpha1.ActionApplied
+		return Outcome{}, nil
+	}
+	st.Resource, st.ResourceAPIVersion = "Pod/"+pod.Name, "v1"
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
+	err := e.Client.SubResource("eviction").Create(ctx, pod, ev)
+	switch {
+	case err == nil || apierrors.IsNotFound(err):
+		st.State, st.Message = securityv1alpha1.ActionApplied, ""
+		return Outcome{Changed: err == nil}, nil
+	case apierrors.IsTooManyRequests(err):
+		st.Attempts++
+		st.State, st.Message = securityv1alpha1.ActionPending, fmt.Sprintf("attempt %d: %v", st.Attempts, err)
+		return Outcome{}, fmt.Errorf("%w: %v", ErrEvictionBlocked, err)
+	default:
+		return Outcome{}, err
+	}
+}

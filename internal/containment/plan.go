@@ -1,0 +1,97 @@
+package containment
+
+import (
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// Plan records, before any write, which resource an action will change, so
+// release finds it even if the manager dies right after the change and the
+// target disappears. It writes nothing.
+func Plan(s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	st.Type, st.State = a.Type, securityv1alpha1.ActionPending
+	switch a.Type {
+	case securityv1alpha1.ActionIsolate:
+		st.Resource, st.ResourceAPIVersion = "NetworkPolicy/"+NetworkPolicyName(s.Q.Name), "networking.k8s.io/v1"
+	case securityv1alpha1.ActionScaleToZero:
+		if ref, refusal := scaleTarget(s, st); refusal == "" {
+			st.Resource, st.ResourceAPIVersion = ref.String(), ref.APIVersion
+		}
+	case securityv1alpha1.ActionCordonNode:
+		if s.Target != nil && s.Target.Node != "" {
+			st.Resource, st.ResourceAPIVersion = "Node/"+s.Target.Node, "v1"
+		}
+	default:
+		if s.Target != nil {
+			st.Resource, st.ResourceAPIVersion = "Pod/"+s.Q.Spec.Target.Name, "v1"
+		}
+	}
+}
+
+// Phase derives a Quarantine's phase from its actions: Contained when at
+// least one is Applied and the rest Applied or Refused; Failed when none
+// could be applied; otherwise still Containing. A Failed action beside an
+// Applied one leaves it Contained (Ready says what failed): retrying cannot
+// fix it, and Containing would never end.
+func Phase(actions []securityv1alpha1.ActionStatus) securityv1alpha1.QuarantinePhase {
+	applied, settled := 0, 0
+	for _, a := range actions {
+		switch a.State {
+		case securityv1alpha1.ActionApplied:
+			applied++
+			settled++
+		case securityv1alpha1.ActionRefused, securityv1alpha1.ActionFailed:
+			settled++
+		}
+	}
+	switch {
+	case len(actions) == 0 || settled < len(actions):
+		return securityv1alpha1.PhaseContaining
+	case applied == 0:
+		return securityv1alpha1.PhaseFailed
+	default:
+		return securityv1alpha1.PhaseContained
+	}
+}
+
+// Permanent reports errors retrying cannot fix: the action is Failed.
+func Permanent(err error) bool {
+	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+}
+
+// NeedsRevert reports whether release must undo an action. Pending and
+// Failed actions are reverted too: a crash may have left part of them.
+func NeedsRevert(st securityv1alpha1.ActionStatus) bool {
+	switch st.State {
+	case securityv1alpha1.ActionRefused, securityv1alpha1.ActionReverted, securityv1alpha1.ActionNotReverted:
+		return false
+	}
+	return true
+}
+
+// EarlierHolder names another unreleased Quarantine for the same target that
+// came first (by creation time, then name), or "". The order is total, so
+// two Quarantines racing each see the same winner.
+func EarlierHolder(q *securityv1alpha1.Quarantine, all []securityv1alpha1.Quarantine) string {
+	kind := func(x *securityv1alpha1.Quarantine) securityv1alpha1.TargetKind {
+		if x.Spec.Target.Kind == "" {
+			return securityv1alpha1.TargetPod
+		}
+		return x.Spec.Target.Kind
+	}
+	for i := range all {
+		o := &all[i]
+		if o.UID == q.UID || o.IsReleased() || !o.DeletionTimestamp.IsZero() || kind(o) != kind(q) || o.Spec.Target.Name != q.Spec.Target.Name {
+			continue
+		}
+		switch o.Status.Phase {
+		case securityv1alpha1.PhaseFailed, securityv1alpha1.PhaseReleased:
+			continue
+		}
+		if o.CreationTimestamp.Before(&q.CreationTimestamp) || (o.CreationTimestamp.Equal(&q.CreationTimestamp) && o.Name < q.Name) {
+			return o.Name
+		}
+	}
+	return ""
+}

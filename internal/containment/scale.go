@@ -1,0 +1,272 @@
+package containment
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// scaleTarget is the workload ScaleToZero acts on: from the live target, or
+// from the status once the pod is gone.
+func scaleTarget(s *Scope, st *securityv1alpha1.ActionStatus) (ObjectRef, string) {
+	if s.Target != nil {
+		switch {
+		case s.Target.Workload != nil:
+			return *s.Target.Workload, ""
+		case s.Target.BrokenChain != "":
+			return ObjectRef{}, s.Target.BrokenChain
+		default:
+			return ObjectRef{}, "the pod has no controller to scale; use Evict or Isolate"
+		}
+	}
+	if ref, ok := parseResource(st.Resource, st.ResourceAPIVersion); ok {
+		return ref, ""
+	}
+	return ObjectRef{}, "the target is gone"
+}
+
+func isSuspendable(ref ObjectRef) bool {
+	g := ref.GVK().Group
+	return g == "batch" && (ref.Kind == "Job" || ref.Kind == "CronJob")
+}
+
+func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	ref, refusal := scaleTarget(s, st)
+	if refusal != "" {
+		st.State, st.Message = securityv1alpha1.ActionRefused, refusal
+		return Outcome{}, nil
+	}
+	if ref.Kind == "DaemonSet" {
+		st.State, st.Message = securityv1alpha1.ActionRefused, "a DaemonSet runs one pod per node and cannot be scaled to zero; use Isolate, Evict or CordonNode"
+		return Outcome{}, nil
+	}
+	st.Resource, st.ResourceAPIVersion = ref.String(), ref.APIVersion
+	w := &unstructured.Unstructured{}
+	w.SetGroupVersionKind(ref.GVK())
+	if err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: ref.Name}, w); err != nil {
+		if apierrors.IsNotFound(err) {
+			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("owner %s not found", ref)
+			return Outcome{}, nil
+		}
+		return Outcome{}, err
+	}
+	var (
+		o   Outcome
+		err error
+	)
+	if isSuspendable(ref) {
+		o, err = e.suspend(ctx, s, w, st)
+	} else {
+		o, err = e.scaleDown(ctx, s, w, st)
+	}
+	if err != nil || st.State != securityv1alpha1.ActionApplied {
+		return o, err
+	}
+	st.Message, err = e.autoscalerWarning(ctx, s.Q.Namespace, ref, holders(w.GetAnnotations()), s.Holder())
+	return o, err
+}
+
+// scaleDown records the holder and the original count on the workload, then
+// sets /scale to zero: the record is written first, so a crash in between
+// restores the right count.
+func (e *Engine) scaleDown(ctx context.Context, s *Scope, w *unstructured.Unstructured, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	var o Outcome
+	sc := &autoscalingv1.Scale{}
+	if err := e.Client.SubResource("scale").Get(ctx, w, sc); err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) {
+			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("%s/%s does not serve the /scale subresource", w.GetKind(), w.GetName())
+			return o, nil
+		}
+		return o, err
+	}
+	hs := holders(w.GetAnnotations())
+	if !slices.Contains(hs, s.Holder()) {
+		base := w.DeepCopy()
+		ann := w.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		if len(hs) == 0 {
+			ann[OriginalReplicasAnnotation] = strconv.Itoa(int(sc.Spec.Replicas))
+		}
+		ann[HoldersAnnotation] = withHolder(hs, s.Holder())
+		w.SetAnnotations(ann)
+		if err := e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner); err != nil {
+			return o, err
+		}
+		o.Changed = true
+	}
+	orig, err := strconv.Atoi(w.GetAnnotations()[OriginalReplicasAnnotation])
+	if err != nil {
+		return o, fmt.Errorf("%s/%s: bad %s annotation: %w", w.GetKind(), w.GetName(), OriginalReplicasAnnotation, err)
+	}
+	r := int32(orig)
+	st.OriginalReplicas = &r
+	if sc.Spec.Replicas != 0 {
+		// The annotation patch moved the resourceVersion; zero is wanted
+		// whatever the count is now.
+		sc.Spec.Replicas, sc.ResourceVersion = 0, ""
+		if err := e.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(sc)); err != nil {
+			return o, err
+		}
+		o.Changed = true
+	}
+	st.State = securityv1alpha1.ActionApplied
+	return o, nil
+}
+
+// suspend sets spec.suspend on a Job or CronJob together with the holder and
+// the original value, in one write.
+func (e *Engine) suspend(ctx context.Context, s *Scope, w *unstructured.Unstructured, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	hs := holders(w.GetAnnotations())
+	suspended, _, _ := unstructured.NestedBool(w.Object, "spec", "suspend")
+	if slices.Contains(hs, s.Holder()) && suspended {
+		st.State = securityv1alpha1.ActionApplied
+		return Outcome{}, nil
+	}
+	base := w.DeepCopy()
+	ann := w.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	if len(hs) == 0 {
+		ann[OriginalSuspendAnnotation] = strconv.FormatBool(suspended)
+	}
+	ann[HoldersAnnotation] = withHolder(hs, s.Holder())
+	w.SetAnnotations(ann)
+	if err := unstructured.SetNestedField(w.Object, true, "spec", "suspend"); err != nil {
+		return Outcome{}, err
+	}
+	if err := e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner); err != nil {
+		return Outcome{}, err
+	}
+	st.State = securityv1alpha1.ActionApplied
+	return Outcome{Changed: true}, nil
+}
+
+// autoscalerWarning names HorizontalPodAutoscalers targeting the workload:
+// they may scale it back up once it is released or if it is scaled by hand.
+func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef, hs []string, me string) (string, error) {
+	var notes []string
+	if others := withoutHolder(hs, me); others != "" {
+		notes = append(notes, "shared with "+others)
+	}
+	hpas := &autoscalingv2.HorizontalPodAutoscalerList{}
+	if err := e.Reader.List(ctx, hpas, client.InNamespace(ns)); err != nil {
+		return "", err
+	}
+	for _, h := range hpas.Items {
+		t := h.Spec.ScaleTargetRef
+		if t.Kind == ref.Kind && t.Name == ref.Name {
+			notes = append(notes, fmt.Sprintf("warning: HorizontalPodAutoscaler %s targets %s and may scale it back up", h.Name, ref))
+		}
+	}
+	return strings.Join(notes, "; "), nil
+}
+
+func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	var o Outcome
+	ref, ok := parseResource(st.Resource, st.ResourceAPIVersion)
+	if !ok {
+		st.State, st.Message = securityv1alpha1.ActionReverted, "nothing was scaled"
+		return o, nil
+	}
+	w := &unstructured.Unstructured{}
+	w.SetGroupVersionKind(ref.GVK())
+	if err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: ref.Name}, w); err != nil {
+		if apierrors.IsNotFound(err) {
+			st.State, st.Message = securityv1alpha1.ActionNotReverted, fmt.Sprintf("%s was deleted meanwhile", ref)
+			return o, nil
+		}
+		return o, err
+	}
+	hs := holders(w.GetAnnotations())
+	if !slices.Contains(hs, s.Holder()) {
+		// Already released by an earlier pass; keep what it decided.
+		if st.State != securityv1alpha1.ActionNotReverted {
+			st.State = securityv1alpha1.ActionReverted
+		}
+		return o, nil
+	}
+	base := w.DeepCopy()
+	ann := w.GetAnnotations()
+	if rest := withoutHolder(hs, s.Holder()); rest != "" {
+		ann[HoldersAnnotation] = rest
+		w.SetAnnotations(ann)
+		st.State, st.Message = securityv1alpha1.ActionReverted, "still held by "+rest+"; restored when the last holder releases"
+		return Outcome{Changed: true}, e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner)
+	}
+	if isSuspendable(ref) {
+		if err := e.restoreSuspend(w, st); err != nil {
+			return o, err
+		}
+	} else {
+		restored, err := e.restoreReplicas(ctx, w, st)
+		if err != nil {
+			return o, err
+		}
+		if restored {
+			// The scale write moved the resourceVersion.
+			if err := e.Reader.Get(ctx, client.ObjectKeyFromObject(w), w); err != nil {
+				return o, err
+			}
+			base, ann = w.DeepCopy(), w.GetAnnotations()
+		}
+	}
+	delete(ann, HoldersAnnotation)
+	delete(ann, OriginalReplicasAnnotation)
+	delete(ann, OriginalSuspendAnnotation)
+	w.SetAnnotations(ann)
+	o.Changed = true
+	return o, e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner)
+}
+
+// restoreReplicas sets the original count unless someone changed it from
+// zero meanwhile. A count already equal to the original means an earlier
+// pass restored it and died before dropping the record.
+func (e *Engine) restoreReplicas(ctx context.Context, w *unstructured.Unstructured, st *securityv1alpha1.ActionStatus) (bool, error) {
+	orig, err := strconv.Atoi(w.GetAnnotations()[OriginalReplicasAnnotation])
+	if err != nil {
+		return false, fmt.Errorf("%s/%s: bad %s annotation: %w", w.GetKind(), w.GetName(), OriginalReplicasAnnotation, err)
+	}
+	sc := &autoscalingv1.Scale{}
+	if err := e.Client.SubResource("scale").Get(ctx, w, sc); err != nil {
+		return false, err
+	}
+	switch sc.Spec.Replicas {
+	case 0:
+		sc.Spec.Replicas = int32(orig)
+		if err := e.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(sc)); err != nil {
+			return false, err
+		}
+		st.State, st.Message = securityv1alpha1.ActionReverted, fmt.Sprintf("restored %d replicas", orig)
+		return true, nil
+	case int32(orig):
+		st.State, st.Message = securityv1alpha1.ActionReverted, fmt.Sprintf("restored %d replicas", orig)
+	default:
+		st.State, st.Message = securityv1alpha1.ActionNotReverted, fmt.Sprintf("replicas were changed to %d by someone else meanwhile; left as is (original %d)", sc.Spec.Replicas, orig)
+	}
+	return false, nil
+}
+
+// restoreSuspend edits w in place; the caller writes it with the annotations.
+func (e *Engine) restoreSuspend(w *unstructured.Unstructured, st *securityv1alpha1.ActionStatus) error {
+	orig, _ := strconv.ParseBool(w.GetAnnotations()[OriginalSuspendAnnotation])
+	suspended, _, _ := unstructured.NestedBool(w.Object, "spec", "suspend")
+	if !suspended {
+		st.State, st.Message = securityv1alpha1.ActionNotReverted, "resumed by someone else meanwhile; left as is"
+		return nil
+	}
+	st.State, st.Message = securityv1alpha1.ActionReverted, fmt.Sprintf("restored suspend=%t", orig)
+	return unstructured.SetNestedField(w.Object, orig, "spec", "suspend")
+}

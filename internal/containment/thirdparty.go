@@ -1,0 +1,211 @@
+package containment
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+// QuarantineNamespaceLabel names the Quarantine's namespace on cluster-scoped
+// objects, which cannot carry an owner reference to it.
+const QuarantineNamespaceLabel = "security.bulkhead.dev/quarantine-namespace"
+
+// denyFlavor is a network policy API that can express a Deny evaluated
+// before any NetworkPolicy allow. Each is used only where it is served.
+type denyFlavor struct {
+	gvk        schema.GroupVersionKind
+	namespaced bool
+	spec       func(s *Scope, allowDNS bool) map[string]any
+}
+
+// DenyFlavors are the third-party kinds Isolate also writes when served.
+var DenyFlavors = []denyFlavor{
+	{gvk: schema.GroupVersionKind{Group: "policy.networking.k8s.io", Version: "v1alpha1", Kind: "AdminNetworkPolicy"}, spec: anpSpec},
+	{gvk: schema.GroupVersionKind{Group: "policy.networking.k8s.io", Version: "v1alpha2", Kind: "ClusterNetworkPolicy"}, spec: cnpSpec},
+	{gvk: schema.GroupVersionKind{Group: "cilium.io", Version: "v2", Kind: "CiliumNetworkPolicy"}, namespaced: true, spec: ciliumSpec},
+	{gvk: schema.GroupVersionKind{Group: "crd.projectcalico.org", Version: "v1", Kind: "GlobalNetworkPolicy"}, spec: calicoSpec},
+}
+
+// name of the flavor's object: cluster-scoped ones carry the namespace.
+func (f denyFlavor) name(q *securityv1alpha1.Quarantine) string {
+	if f.namespaced {
+		return NetworkPolicyName(q.Name)
+	}
+	return "bulkhead-" + q.Namespace + "-" + q.Name
+}
+
+func (e *Engine) served(gvk schema.GroupVersionKind) (bool, error) {
+	_, err := e.Client.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	if apimeta.IsNoMatchError(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv1alpha1.Action) (bool, error) {
+	changed := false
+	for _, f := range DenyFlavors {
+		ok, err := e.served(f.gvk)
+		if err != nil {
+			return changed, err
+		}
+		if !ok {
+			continue
+		}
+		want := f.object(s, allowDNS(a))
+		have := &unstructured.Unstructured{}
+		have.SetGroupVersionKind(f.gvk)
+		err = e.Reader.Get(ctx, client.ObjectKeyFromObject(want), have)
+		if err == nil && equality.Semantic.DeepEqual(have.Object["spec"], want.Object["spec"]) && hasLabels(have.GetLabels(), want.GetLabels()) {
+			continue
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return changed, err
+		}
+		if err := e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(want), fieldOwner, client.ForceOwnership); err != nil {
+			return changed, fmt.Errorf("applying %s: %w", f.gvk.Kind, err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func (f denyFlavor) object(s *Scope, allowDNS bool) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": f.spec(s, allowDNS)}}
+	u.SetGroupVersionKind(f.gvk)
+	u.SetName(f.name(s.Q))
+	l := ManagedLabels(s.Q.Name)
+	if f.namespaced {
+		u.SetNamespace(s.Q.Namespace)
+		u.SetOwnerReferences(append(u.GetOwnerReferences(), ownerRef(s.Q)))
+	} else {
+		l[QuarantineNamespaceLabel] = s.Q.Namespace
+	}
+	u.SetLabels(l)
+	return u
+}
+
+func (e *Engine) deleteThirdPartyDeny(ctx context.Context, s *Scope) (bool, error) {
+	changed := false
+	for _, f := range DenyFlavors {
+		ok, err := e.served(f.gvk)
+		if err != nil {
+			return changed, err
+		}
+		if !ok {
+			continue
+		}
+		have := &unstructured.Unstructured{}
+		have.SetGroupVersionKind(f.gvk)
+		key := client.ObjectKey{Name: f.name(s.Q)}
+		if f.namespaced {
+			key.Namespace = s.Q.Namespace
+		}
+		if err := e.Reader.Get(ctx, key, have); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return changed, err
+		}
+		if have.GetLabels()[securityv1alpha1.ManagedByLabel] != securityv1alpha1.ManagedByValue {
+			continue
+		}
+		if err := ignoreNotFound(e.Client.Delete(ctx, have)); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func quarantineMatch(s *Scope) map[string]any {
+	return map[string]any{"matchLabels": map[string]any{securityv1alpha1.QuarantineLabel: s.Q.Name}}
+}
+
+func anpSubject(s *Scope) map[string]any {
+	return map[string]any{"pods": map[string]any{
+		"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": s.Q.Namespace}},
+		"podSelector":       quarantineMatch(s),
+	}}
+}
+
+func anpDNS() map[string]any {
+	return map[string]any{
+		"name": "bulkhead-allow-dns", "action": "Allow",
+		"to": []any{map[string]any{"pods": map[string]any{
+			"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "kube-system"}},
+			"podSelector":       map[string]any{"matchLabels": map[string]any{"k8s-app": "kube-dns"}},
+		}}},
+		"ports": []any{map[string]any{"portNumber": map[string]any{"protocol": "UDP", "port": int64(53)}}, map[string]any{"portNumber": map[string]any{"protocol": "TCP", "port": int64(53)}}},
+	}
+}
+
+// anpSpec: priority 0 is evaluated first of all AdminNetworkPolicies.
+func anpSpec(s *Scope, allowDNS bool) map[string]any {
+	egress := []any{map[string]any{"name": "bulkhead-deny", "action": "Deny", "to": []any{map[string]any{"networks": []any{"0.0.0.0/0", "::/0"}}}}}
+	if allowDNS {
+		egress = append([]any{anpDNS()}, egress...)
+	}
+	return map[string]any{
+		"priority": int64(0),
+		"subject":  anpSubject(s),
+		"ingress":  []any{map[string]any{"name": "bulkhead-deny", "action": "Deny", "from": []any{map[string]any{"namespaces": map[string]any{}}}}},
+		"egress":   egress,
+	}
+}
+
+// cnpSpec is the v1alpha2 ClusterNetworkPolicy in the Admin tier.
+func cnpSpec(s *Scope, allowDNS bool) map[string]any {
+	spec := anpSpec(s, allowDNS)
+	spec["tier"] = "Admin"
+	return spec
+}
+
+// ciliumSpec denies all ingress; egress is denied outright, or, with DNS
+// allowed, limited to the DNS pods (Cilium deny rules win over allows, so a
+// blanket egress deny would also cut DNS).
+func ciliumSpec(s *Scope, allowDNS bool) map[string]any {
+	spec := map[string]any{
+		"endpointSelector": quarantineMatch(s),
+		"ingressDeny":      []any{map[string]any{"fromEntities": []any{"all"}}},
+	}
+	if allowDNS {
+		spec["egress"] = []any{map[string]any{
+			"toEndpoints": []any{map[string]any{"matchLabels": map[string]any{"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}},
+			"toPorts":     []any{map[string]any{"ports": []any{map[string]any{"port": "53", "protocol": "ANY"}}}},
+		}}
+	} else {
+		spec["egressDeny"] = []any{map[string]any{"toEntities": []any{"all"}}}
+	}
+	return spec
+}
+
+// calicoSpec: order 0 is evaluated before every other Calico policy.
+func calicoSpec(s *Scope, allowDNS bool) map[string]any {
+	egress := []any{map[string]any{"action": "Deny"}}
+	if allowDNS {
+		dns := func(proto string) map[string]any {
+			return map[string]any{"action": "Allow", "protocol": proto, "destination": map[string]any{
+				"namespaceSelector": "projectcalico.org/name == 'kube-system'",
+				"selector":          "k8s-app == 'kube-dns'",
+				"ports":             []any{int64(53)},
+			}}
+		}
+		egress = append([]any{dns("UDP"), dns("TCP")}, egress...)
+	}
+	return map[string]any{
+		"order":    int64(0),
+		"selector": fmt.Sprintf("%s == '%s' && projectcalico.org/namespace == '%s'", securityv1alpha1.QuarantineLabel, s.Q.Name, s.Q.Namespace),
+		"types":    []any{"Ingress", "Egress"},
+		"ingress":  []any{map[string]any{"action": "Deny"}},
+		"egress":   egress,
+	}
+}

@@ -1,0 +1,457 @@
+package quarantine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+)
+
+// pass is one reconcile of one Quarantine.
+type pass struct {
+	r     *QuarantineReconciler
+	q     *securityv1alpha1.Quarantine
+	base  *securityv1alpha1.Quarantine
+	e     *containment.Engine
+	scope *containment.Scope
+	now   metav1.Time
+	// dropFinalizer is set once everything is undone.
+	dropFinalizer bool
+}
+
+// step is one ordered part of a pass; stop ends the pass without error.
+type step func(ctx context.Context, p *pass) (res ctrl.Result, stop bool, err error)
+
+func (r *QuarantineReconciler) newPass(q *securityv1alpha1.Quarantine) *pass {
+	return &pass{r: r, q: q, base: q.DeepCopy(), e: r.engine(), scope: &containment.Scope{Q: q}, now: metav1.NewTime(r.now())}
+}
+
+func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
+	var res ctrl.Result
+	for _, s := range steps {
+		r, stop, err := s(ctx, p)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if r.RequeueAfter > 0 {
+			res = r
+		}
+		if stop {
+			break
+		}
+	}
+	p.q.Status.ObservedGeneration = p.q.Generation
+	return res, nil
+}
+
+func (r *QuarantineReconciler) containSteps() []step {
+	return []step{stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, planActions, applyActions, summarize}
+}
+
+func (r *QuarantineReconciler) releaseSteps() []step {
+	return []step{markReleasing, resolveForRelease, revertActions, finishRelease}
+}
+
+// stopWhenSettled: Failed and (expired) Released wait for release or deletion.
+func stopWhenSettled(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	ph := p.q.Status.Phase
+	return ctrl.Result{}, ph == securityv1alpha1.PhaseFailed || ph == securityv1alpha1.PhaseReleased, nil
+}
+
+// validateTarget refuses protected namespaces and a second Quarantine for a
+// target, once, before anything is done.
+func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	if q.Status.Phase != "" && q.Status.Phase != securityv1alpha1.PhasePending {
+		return ctrl.Result{}, false, nil
+	}
+	if slices.Contains(securityv1alpha1.AlwaysProtectedNamespaces, q.Namespace) || q.Namespace == p.r.ManagerNamespace {
+		p.fail(securityv1alpha1.ReasonProtectedNamespace, fmt.Sprintf("namespace %s is protected: Bulkhead never contains workloads there", q.Namespace))
+		return ctrl.Result{}, true, nil
+	}
+	list := &securityv1alpha1.QuarantineList{}
+	if err := p.r.APIReader.List(ctx, list, client.InNamespace(q.Namespace)); err != nil {
+		return ctrl.Result{}, false, err
+	}
+	if holder := containment.EarlierHolder(q, list.Items); holder != "" {
+		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kindOf(q), q.Spec.Target.Name, holder))
+		return ctrl.Result{}, true, nil
+	}
+	return ctrl.Result{}, false, nil
+}
+
+// resolveTarget finds the target, recording its uid the first time. A
+// target missing at creation fails the Quarantine; one gone later (scaled
+// away, evicted) leaves it as it is.
+func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	t, err := p.e.Resolve(ctx, p.q)
+	switch {
+	case errors.Is(err, containment.ErrTargetNotFound):
+		if p.q.Status.Target == nil {
+			p.fail(securityv1alpha1.ReasonTargetNotFound, err.Error())
+			return ctrl.Result{}, true, nil
+		}
+		return ctrl.Result{}, false, nil
+	case err != nil:
+		return ctrl.Result{}, false, err
+	}
+	p.scope.Target = t
+	if p.q.Status.Target == nil {
+		rt := &securityv1alpha1.ResolvedTarget{UID: t.UID, Node: t.Node}
+		if t.Workload != nil {
+			rt.Owner = t.Workload.String()
+		}
+		if kindOf(p.q) != securityv1alpha1.TargetPod {
+			for _, pod := range t.Pods {
+				rt.Pods = append(rt.Pods, pod.Name)
+			}
+		}
+		p.q.Status.Target = rt
+		p.audit(containment.Actor, "TargetResolved", fmt.Sprintf("%s %s uid %s", kindOf(p.q), p.q.Spec.Target.Name, t.UID))
+	}
+	return ctrl.Result{}, false, nil
+}
+
+// captureEvidence records the pod as it was, before any action and even
+// while unapproved.
+func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
+		return ctrl.Result{}, false, nil
+	}
+	doc := containment.CaptureEvidence(p.now, &p.scope.Target.Pods[0], p.scope.Target.Chain, p.q.Spec.Reason)
+	raw, sum, err := doc.Encode()
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	ev, err := containment.StatusEvidence(doc, raw, sum, containment.EvidenceSecretName(p.q.Name))
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	if ev.SecretRef != "" {
+		if err := p.e.SpillEvidence(ctx, p.q, raw, sum); err != nil {
+			return ctrl.Result{}, false, err
+		}
+	}
+	p.q.Status.Evidence = ev
+	p.audit(containment.Actor, "EvidenceCaptured", fmt.Sprintf("%d bytes, sha256 %s", len(raw), sum))
+	return ctrl.Result{}, false, nil
+}
+
+// awaitApproval keeps an unapproved Quarantine Pending with nothing applied;
+// past its approvalTimeout it expires.
+func awaitApproval(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	if q.IsApproved() {
+		return ctrl.Result{}, false, nil
+	}
+	if q.Spec.ApprovalTimeout != nil {
+		left := q.CreationTimestamp.Add(q.Spec.ApprovalTimeout.Duration).Sub(p.now.Time)
+		if left <= 0 {
+			q.Status.Phase, q.Status.ReleasedAt = securityv1alpha1.PhaseReleased, &p.now
+			p.setReady(metav1.ConditionFalse, "ApprovalExpired", "not approved within "+q.Spec.ApprovalTimeout.Duration.String()+"; nothing was applied")
+			p.audit(containment.Actor, "ApprovalExpired", "nothing was applied")
+			p.dropFinalizer = true
+			return ctrl.Result{}, true, nil
+		}
+		q.Status.Phase = securityv1alpha1.PhasePending
+		p.setReady(metav1.ConditionFalse, securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
+		return ctrl.Result{RequeueAfter: left}, true, nil
+	}
+	q.Status.Phase = securityv1alpha1.PhasePending
+	p.setReady(metav1.ConditionFalse, securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
+	return ctrl.Result{}, true, nil
+}
+
+// planActions persists the intent (which resource each action will change)
+// before any action writes, so a crash right after a change is undone.
+func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	planned := false
+	for _, a := range p.q.Spec.Actions {
+		if p.actionStatus(a.Type) != nil {
+			continue
+		}
+		st := securityv1alpha1.ActionStatus{}
+		containment.Plan(p.scope, a, &st)
+		p.q.Status.Actions = append(p.q.Status.Actions, st)
+		planned = true
+	}
+	if !planned {
+		return ctrl.Result{}, false, nil
+	}
+	if p.q.Status.Phase != securityv1alpha1.PhaseContaining {
+		p.q.Status.Phase = securityv1alpha1.PhaseContaining
+		p.audit(containment.Actor, "Containing", "actions planned: "+actionList(p.q.Spec.Actions))
+	}
+	p.setReady(metav1.ConditionFalse, securityv1alpha1.ReasonProgressing, "applying actions")
+	return ctrl.Result{}, false, p.flush(ctx)
+}
+
+// applyActions applies each action in order. Refused and Failed actions are
+// final; the others are re-applied every pass, which repairs tampering.
+func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	for _, a := range p.q.Spec.Actions {
+		st := p.actionStatus(a.Type)
+		if st.State == securityv1alpha1.ActionRefused || st.State == securityv1alpha1.ActionFailed {
+			continue
+		}
+		was := *st.DeepCopy()
+		o, err := p.e.Apply(ctx, p.scope, a, st)
+		switch {
+		case errors.Is(err, containment.ErrEvictionBlocked):
+			p.event(corev1.EventTypeWarning, "EvictionBlocked", "Evict", err.Error())
+			return ctrl.Result{}, false, err
+		case err != nil && containment.Permanent(err):
+			st.State, st.Message = securityv1alpha1.ActionFailed, truncate(err.Error())
+		case err != nil:
+			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
+		}
+		if o.Repaired {
+			msg := fmt.Sprintf("%s on %s was undone by someone; repaired", a.Type, st.Resource)
+			p.event(corev1.EventTypeWarning, "Tampered", "Repair", msg)
+			p.audit(containment.Actor, "Tampered", msg)
+		}
+		if st.State != was.State {
+			metrics.ActionsTotal.WithLabelValues(string(a.Type), string(st.State)).Inc()
+			msg := fmt.Sprintf("%s %s %s", a.Type, strings.ToLower(string(st.State)), st.Resource)
+			if st.Message != "" {
+				msg += ": " + st.Message
+			}
+			etype := corev1.EventTypeNormal
+			if st.State != securityv1alpha1.ActionApplied {
+				etype = corev1.EventTypeWarning
+			}
+			p.event(etype, string(a.Type)+string(st.State), string(a.Type), msg)
+			p.audit(containment.Actor, string(st.State), msg)
+		}
+	}
+	return ctrl.Result{}, false, nil
+}
+
+// summarize derives phase and conditions, checks isolation and schedules
+// the periodic re-check.
+func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	phase := containment.Phase(q.Status.Actions)
+	switch phase {
+	case securityv1alpha1.PhaseFailed:
+		p.fail(securityv1alpha1.ReasonNothingApplied, "no action could be applied: "+refusals(q.Status.Actions))
+		return ctrl.Result{}, true, nil
+	case securityv1alpha1.PhaseContained:
+		if q.Status.Phase != securityv1alpha1.PhaseContained {
+			p.audit(containment.Actor, "Contained", actionList(q.Spec.Actions))
+			p.event(corev1.EventTypeNormal, "Contained", "Contain", "contained: "+summary(q.Status.Actions))
+		}
+		if q.Status.ContainedAt == nil {
+			q.Status.ContainedAt = &p.now
+		}
+	}
+	q.Status.Phase = phase
+	if err := p.checkIsolation(ctx); err != nil {
+		return ctrl.Result{}, false, err
+	}
+	p.setConditions()
+	if phase != securityv1alpha1.PhaseContained {
+		return ctrl.Result{}, false, nil
+	}
+	return ctrl.Result{RequeueAfter: p.r.jitter(p.r.Recheck)}, false, nil
+}
+
+// checkIsolation reports other NetworkPolicies that still admit the pod.
+func (p *pass) checkIsolation(ctx context.Context) error {
+	st := p.actionStatus(securityv1alpha1.ActionIsolate)
+	if st == nil || st.State != securityv1alpha1.ActionApplied || p.scope.Target == nil {
+		return nil
+	}
+	gaps, err := p.e.IsolationGaps(ctx, p.scope)
+	if err != nil {
+		return err
+	}
+	c := metav1.Condition{Type: securityv1alpha1.ConditionIsolationEffective, Status: metav1.ConditionTrue, Reason: "Isolated", Message: "no other NetworkPolicy admits traffic to or from the pod", ObservedGeneration: p.q.Generation}
+	if len(gaps) > 0 {
+		c.Status, c.Reason = metav1.ConditionFalse, "OtherPoliciesAdmit"
+		c.Message = truncate("NetworkPolicies still admitting traffic: " + strings.Join(gaps, ", "))
+	}
+	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && len(gaps) > 0 {
+		p.event(corev1.EventTypeWarning, "IsolationIneffective", "Isolate", c.Message)
+	}
+	v := 0.0
+	if len(gaps) > 0 {
+		v = 1
+	}
+	metrics.IsolationIneffective.WithLabelValues(p.q.Namespace, p.q.Name).Set(v)
+	return nil
+}
+
+func markReleasing(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	switch q.Status.Phase {
+	case securityv1alpha1.PhaseReleased:
+		p.dropFinalizer = true
+		return ctrl.Result{}, true, nil
+	case securityv1alpha1.PhaseReleasing:
+	default:
+		q.Status.Phase = securityv1alpha1.PhaseReleasing
+		how := "released"
+		if !q.DeletionTimestamp.IsZero() {
+			how = "deleted"
+		}
+		p.audit(actorOf(q), "Releasing", "Quarantine "+how)
+	}
+	return ctrl.Result{}, false, nil
+}
+
+func resolveForRelease(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	if p.q.Status.Target == nil {
+		return ctrl.Result{}, false, nil
+	}
+	t, err := p.e.Resolve(ctx, p.q)
+	if err != nil && !errors.Is(err, containment.ErrTargetNotFound) {
+		return ctrl.Result{}, false, err
+	}
+	p.scope.Target = t
+	return ctrl.Result{}, false, nil
+}
+
+// revertActions undoes actions in reverse order.
+func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	acts := p.q.Spec.Actions
+	for i := len(acts) - 1; i >= 0; i-- {
+		st := p.actionStatus(acts[i].Type)
+		if st == nil || !containment.NeedsRevert(*st) {
+			continue
+		}
+		was := st.State
+		if _, err := p.e.Revert(ctx, p.scope, acts[i], st); err != nil {
+			return ctrl.Result{}, false, fmt.Errorf("reverting %s: %w", acts[i].Type, err)
+		}
+		if st.State != was {
+			metrics.ActionsTotal.WithLabelValues(string(acts[i].Type), string(st.State)).Inc()
+			msg := fmt.Sprintf("%s %s %s", acts[i].Type, strings.ToLower(string(st.State)), st.Resource)
+			if st.Message != "" {
+				msg += ": " + st.Message
+			}
+			p.audit(containment.Actor, string(st.State), msg)
+		}
+	}
+	return ctrl.Result{}, false, nil
+}
+
+func finishRelease(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	q.Status.Phase, q.Status.ReleasedAt = securityv1alpha1.PhaseReleased, &p.now
+	p.setConditions()
+	p.audit(containment.Actor, "Released", summary(q.Status.Actions))
+	p.event(corev1.EventTypeNormal, "Released", "Release", "released: "+summary(q.Status.Actions))
+	metrics.IsolationIneffective.DeleteLabelValues(q.Namespace, q.Name)
+	p.dropFinalizer = true
+	if q.DeletionTimestamp.IsZero() && p.r.ReleasedRetention > 0 {
+		return ctrl.Result{RequeueAfter: p.r.ReleasedRetention}, false, nil
+	}
+	return ctrl.Result{}, false, nil
+}
+
+// flush patches status now (the intent record) and rebases the pass.
+func (p *pass) flush(ctx context.Context) error {
+	p.q.Status.ObservedGeneration = p.q.Generation
+	if err := p.r.patchStatus(ctx, p); err != nil {
+		return err
+	}
+	p.base = p.q.DeepCopy()
+	return nil
+}
+
+func (p *pass) actionStatus(t securityv1alpha1.ActionType) *securityv1alpha1.ActionStatus {
+	for i := range p.q.Status.Actions {
+		if p.q.Status.Actions[i].Type == t {
+			return &p.q.Status.Actions[i]
+		}
+	}
+	return nil
+}
+
+// fail ends the Quarantine: nothing was applied, so nothing is reverted.
+func (p *pass) fail(reason, msg string) {
+	p.q.Status.Phase = securityv1alpha1.PhaseFailed
+	p.setReady(metav1.ConditionFalse, reason, msg)
+	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{Type: securityv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation})
+	apimeta.RemoveStatusCondition(&p.q.Status.Conditions, securityv1alpha1.ConditionReconciling)
+	p.audit(containment.Actor, "Failed", reason+": "+msg)
+	p.event(corev1.EventTypeWarning, reason, "Contain", msg)
+}
+
+func (p *pass) audit(actor, event, msg string) {
+	containment.AppendAudit(&p.q.Status, p.now, actor, event, msg)
+}
+
+// event is recorded on the Quarantine and, when there is one, on the pod.
+func (p *pass) event(etype, reason, action, msg string) {
+	if p.r.Recorder == nil {
+		return
+	}
+	var pod *corev1.Pod
+	if p.scope.Target != nil && kindOf(p.q) == securityv1alpha1.TargetPod && len(p.scope.Target.Pods) == 1 {
+		pod = &p.scope.Target.Pods[0]
+	}
+	if pod == nil {
+		p.r.Recorder.Eventf(p.q, nil, etype, reason, action, "%s", msg)
+		return
+	}
+	p.r.Recorder.Eventf(p.q, pod, etype, reason, action, "%s", msg)
+	p.r.Recorder.Eventf(pod, p.q, etype, reason, action, "Quarantine %s: %s", p.q.Name, msg)
+}
+
+func kindOf(q *securityv1alpha1.Quarantine) securityv1alpha1.TargetKind {
+	if q.Spec.Target.Kind == "" {
+		return securityv1alpha1.TargetPod
+	}
+	return q.Spec.Target.Kind
+}
+
+func actorOf(q *securityv1alpha1.Quarantine) string {
+	if a := q.Annotations[securityv1alpha1.ActorAnnotation]; a != "" {
+		return a
+	}
+	return "unknown"
+}
+
+func actionList(as []securityv1alpha1.Action) string {
+	names := make([]string, len(as))
+	for i, a := range as {
+		names[i] = string(a.Type)
+	}
+	return strings.Join(names, ", ")
+}
+
+func summary(sts []securityv1alpha1.ActionStatus) string {
+	parts := make([]string, len(sts))
+	for i, s := range sts {
+		parts[i] = string(s.Type) + "=" + string(s.State)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func refusals(sts []securityv1alpha1.ActionStatus) string {
+	var parts []string
+	for _, s := range sts {
+		parts = append(parts, fmt.Sprintf("%s: %s", s.Type, s.Message))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func truncate(s string) string {
+	if len(s) > 1024 {
+		return s[:1021] + "..."
+	}
+	return s
+}
