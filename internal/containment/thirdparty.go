@@ -34,6 +34,12 @@ var DenyFlavors = []denyFlavor{
 	{gvk: schema.GroupVersionKind{Group: "crd.projectcalico.org", Version: "v1", Kind: "GlobalNetworkPolicy"}, spec: calicoSpec},
 }
 
+// GVK of the flavor.
+func (f denyFlavor) GVK() schema.GroupVersionKind { return f.gvk }
+
+// Namespaced reports whether the flavor's objects live in the Quarantine's namespace.
+func (f denyFlavor) Namespaced() bool { return f.namespaced }
+
 // name of the flavor's object: cluster-scoped ones carry the namespace.
 func (f denyFlavor) name(q *securityv1alpha1.Quarantine) string {
 	if f.namespaced {
