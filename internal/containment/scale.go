@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"strings"
 
-	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
@@ -72,7 +72,7 @@ func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.
 	if err != nil || st.State != securityv1alpha1.ActionApplied {
 		return o, err
 	}
-	st.Message, err = e.autoscalerWarning(ctx, s.Q.Namespace, ref, holders(w.GetAnnotations()), s.Holder())
+	st.Message, err = e.autoscalerWarning(ctx, s.Q.Namespace, ref)
 	return o, err
 }
 
@@ -81,8 +81,8 @@ func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.
 // restores the right count.
 func (e *Engine) scaleDown(ctx context.Context, s *Scope, w *unstructured.Unstructured, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
-	sc := &autoscalingv1.Scale{}
-	if err := e.Client.SubResource("scale").Get(ctx, w, sc); err != nil {
+	sc, cur, err := e.getScale(ctx, w)
+	if err != nil {
 		if apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) {
 			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("%s/%s does not serve the /scale subresource", w.GetKind(), w.GetName())
 			return o, nil
@@ -97,7 +97,7 @@ func (e *Engine) scaleDown(ctx context.Context, s *Scope, w *unstructured.Unstru
 			ann = map[string]string{}
 		}
 		if len(hs) == 0 {
-			ann[OriginalReplicasAnnotation] = strconv.Itoa(int(sc.Spec.Replicas))
+			ann[OriginalReplicasAnnotation] = strconv.Itoa(int(cur))
 		}
 		ann[HoldersAnnotation] = withHolder(hs, s.Holder())
 		w.SetAnnotations(ann)
@@ -112,11 +112,11 @@ func (e *Engine) scaleDown(ctx context.Context, s *Scope, w *unstructured.Unstru
 	}
 	r := int32(orig)
 	st.OriginalReplicas = &r
-	if sc.Spec.Replicas != 0 {
+	if cur != 0 {
 		// The annotation patch moved the resourceVersion; zero is wanted
 		// whatever the count is now.
-		sc.Spec.Replicas, sc.ResourceVersion = 0, ""
-		if err := e.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(sc)); err != nil {
+		sc.SetResourceVersion("")
+		if err := e.setScale(ctx, w, sc, 0); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -156,11 +156,8 @@ func (e *Engine) suspend(ctx context.Context, s *Scope, w *unstructured.Unstruct
 
 // autoscalerWarning names HorizontalPodAutoscalers targeting the workload:
 // they may scale it back up once it is released or if it is scaled by hand.
-func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef, hs []string, me string) (string, error) {
+func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef) (string, error) {
 	var notes []string
-	if others := withoutHolder(hs, me); others != "" {
-		notes = append(notes, "shared with "+others)
-	}
 	hpas := &autoscalingv2.HorizontalPodAutoscalerList{}
 	if err := e.Reader.List(ctx, hpas, client.InNamespace(ns)); err != nil {
 		return "", err
@@ -239,22 +236,21 @@ func (e *Engine) restoreReplicas(ctx context.Context, w *unstructured.Unstructur
 	if err != nil {
 		return false, fmt.Errorf("%s/%s: bad %s annotation: %w", w.GetKind(), w.GetName(), OriginalReplicasAnnotation, err)
 	}
-	sc := &autoscalingv1.Scale{}
-	if err := e.Client.SubResource("scale").Get(ctx, w, sc); err != nil {
+	sc, cur, err := e.getScale(ctx, w)
+	if err != nil {
 		return false, err
 	}
-	switch sc.Spec.Replicas {
+	switch cur {
 	case 0:
-		sc.Spec.Replicas = int32(orig)
-		if err := e.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(sc)); err != nil {
+		if err := e.setScale(ctx, w, sc, int64(orig)); err != nil {
 			return false, err
 		}
 		st.State, st.Message = securityv1alpha1.ActionReverted, fmt.Sprintf("restored %d replicas", orig)
 		return true, nil
-	case int32(orig):
+	case int64(orig):
 		st.State, st.Message = securityv1alpha1.ActionReverted, fmt.Sprintf("restored %d replicas", orig)
 	default:
-		st.State, st.Message = securityv1alpha1.ActionNotReverted, fmt.Sprintf("replicas were changed to %d by someone else meanwhile; left as is (original %d)", sc.Spec.Replicas, orig)
+		st.State, st.Message = securityv1alpha1.ActionNotReverted, fmt.Sprintf("replicas were changed to %d by someone else meanwhile; left as is (original %d)", cur, orig)
 	}
 	return false, nil
 }
@@ -269,4 +265,22 @@ func (e *Engine) restoreSuspend(w *unstructured.Unstructured, st *securityv1alph
 	}
 	st.State, st.Message = securityv1alpha1.ActionReverted, fmt.Sprintf("restored suspend=%t", orig)
 	return unstructured.SetNestedField(w.Object, orig, "spec", "suspend")
+}
+
+// getScale reads the /scale subresource of any kind that serves it.
+func (e *Engine) getScale(ctx context.Context, w *unstructured.Unstructured) (*unstructured.Unstructured, int64, error) {
+	sc := &unstructured.Unstructured{}
+	sc.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"})
+	if err := e.Client.SubResource("scale").Get(ctx, w, sc); err != nil {
+		return nil, 0, err
+	}
+	n, _, err := unstructured.NestedInt64(sc.Object, "spec", "replicas")
+	return sc, n, err
+}
+
+func (e *Engine) setScale(ctx context.Context, w, sc *unstructured.Unstructured, n int64) error {
+	if err := unstructured.SetNestedField(sc.Object, n, "spec", "replicas"); err != nil {
+		return err
+	}
+	return e.Client.SubResource("scale").Update(ctx, w, client.WithSubResourceBody(sc))
 }
