@@ -371,4 +371,3 @@ func TestMethodNotAllowed(t *testing.T) {
 		t.Errorf("GET: %d", w.Code)
 	}
 }
-
