@@ -1,0 +1,201 @@
+package behavior
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/gob"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+)
+
+// Key identifies a workload baseline: a rollout (new pod-template hash) gets
+// a new one.
+type Key struct {
+	Namespace    string
+	Owner        string // Kind/name of the controlling workload, or Pod/name
+	TemplateHash string // pod-template-hash or controller-revision-hash
+}
+
+func (k Key) String() string { return k.Namespace + "/" + k.Owner + "@" + k.TemplateHash }
+
+// Config sizes the models; zero fields take the defaults.
+type Config struct {
+	LearningWindow time.Duration // default 24h
+	SeqN           int           // longest syscall n-gram, default 8
+	SeqBits        int           // syscall n-gram filter size, default 4 Mbit (512 KiB, fits a ConfigMap)
+	SetCap         int           // exec/network items kept per kind, default 2048
+	ResourceCap    int           // resource samples kept, default 512
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.LearningWindow <= 0 {
+		c.LearningWindow = 24 * time.Hour
+	}
+	def(&c.SeqN, 8)
+	def(&c.SeqBits, 1<<22)
+	def(&c.SetCap, 2048)
+	def(&c.ResourceCap, 512)
+	return c
+}
+
+// Baseline is what one workload revision normally does.
+type Baseline struct {
+	Key      Key
+	Started  time.Time
+	Window   time.Duration
+	Events   uint64
+	Syscalls *Seq
+	ExecSeq  *Seq // order of exec'd binaries
+	Exec     *Exec
+	Net      *Net
+	Res      *Resource
+}
+
+// NewBaseline starts learning at now.
+func NewBaseline(k Key, cfg Config, now time.Time) *Baseline {
+	cfg = cfg.withDefaults()
+	return &Baseline{
+		Key: k, Started: now, Window: cfg.LearningWindow,
+		Syscalls: NewSeq(cfg.SeqN, cfg.SeqBits),
+		ExecSeq:  NewSeq(3, 16*cfg.SetCap),
+		Exec:     NewExec(cfg.SetCap),
+		Net:      NewNet(cfg.SetCap),
+		Res:      NewResource(cfg.ResourceCap),
+	}
+}
+
+// Learning reports whether the learning window is still open at now.
+func (b *Baseline) Learning(now time.Time) bool { return now.Before(b.Started.Add(b.Window)) }
+
+// Stream is the per-container sequence state against one baseline.
+type Stream struct {
+	Syscalls, Execs History
+}
+
+// Learn adds one event to the baseline.
+func (b *Baseline) Learn(ev *detector.BehaviorEvent, st *Stream, rng *rand.Rand) {
+	b.Events++
+	switch {
+	case len(ev.Syscalls) > 0:
+		b.Syscalls.Learn(&st.Syscalls, ev.Syscalls)
+	case ev.Exec != nil:
+		b.Exec.Learn(ev.Exec)
+		b.ExecSeq.Learn(&st.Execs, []string{ev.Exec.Binary})
+	case ev.Connect != nil:
+		b.Net.Learn(ev.Connect)
+	case ev.Metrics != nil:
+		b.Res.Learn(ev.Metrics, rng)
+	}
+}
+
+// Component names in scores and evidence.
+const (
+	CompSyscalls = "syscalls"
+	CompExec     = "exec"
+	CompNetwork  = "network"
+	CompResource = "resources"
+)
+
+// Finding is one component's score for a batch, with what made it anomalous.
+type Finding struct {
+	Component string   `json:"component"`
+	Score     float64  `json:"score"`
+	Reason    string   `json:"reason,omitempty"`
+	Tokens    []string `json:"tokens,omitempty"`
+	Events    int      `json:"events"`
+}
+
+// Score scores a batch of one pod's events against the baseline: syscalls
+// by mean event score over the batch, the others by their worst event.
+func (b *Baseline) Score(evs []detector.BehaviorEvent, streams func(container string) *Stream, rng *rand.Rand) []Finding {
+	var (
+		sys        Finding
+		sysSum     float64
+		novel      = map[string]float64{}
+		exec, netw = Finding{Component: CompExec}, Finding{Component: CompNetwork}
+		res        = Finding{Component: CompResource}
+		worst      = func(f *Finding, s float64, why string) {
+			f.Events++
+			if s > f.Score {
+				f.Score, f.Reason = s, why
+			}
+		}
+	)
+	sys.Component = CompSyscalls
+	for i := range evs {
+		ev := &evs[i]
+		st := streams(ev.Container)
+		switch {
+		case len(ev.Syscalls) > 0:
+			for _, t := range ev.Syscalls {
+				e := b.Syscalls.Event(&st.Syscalls, t)
+				sysSum += e
+				sys.Events++
+				if e >= 0.5 && e > novel[t] {
+					novel[t] = e
+				}
+			}
+		case ev.Exec != nil:
+			s, why := b.Exec.Score(ev.Exec)
+			// A known binary at an unseen point of the exec order is weak evidence.
+			if q := 0.4 * b.ExecSeq.Event(&st.Execs, ev.Exec.Binary); q > s {
+				s, why = q, fmt.Sprintf("%s exec'd in an unseen order", ev.Exec.Binary)
+			}
+			worst(&exec, s, why)
+		case ev.Connect != nil:
+			s, why := b.Net.Score(ev.Connect)
+			worst(&netw, s, why)
+		case ev.Metrics != nil:
+			s, why := b.Res.Score(ev.Metrics, rng)
+			worst(&res, s, why)
+		}
+	}
+	var out []Finding
+	if sys.Events > 0 {
+		sys.Score = sysSum / float64(sys.Events)
+		sys.Tokens = top(novel, 5)
+		sys.Reason = fmt.Sprintf("%.0f%% of %d system calls outside learned sequences", 100*sys.Score, sys.Events)
+		out = append(out, sys)
+	}
+	for _, f := range []Finding{exec, netw, res} {
+		if f.Events > 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// plain has Baseline's fields but not its methods, so gob does not recurse
+// into MarshalBinary.
+type plain Baseline
+
+// MarshalBinary encodes the baseline (gob, gzip).
+func (b *Baseline) MarshalBinary() ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := gob.NewEncoder(zw).Encode((*plain)(b)); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// UnmarshalBinary decodes what MarshalBinary wrote.
+func (b *Baseline) UnmarshalBinary(data []byte) error {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	return gob.NewDecoder(io.LimitReader(zr, 64<<20)).Decode((*plain)(b))
+}

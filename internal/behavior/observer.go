@@ -1,0 +1,235 @@
+package behavior
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+)
+
+// Resolver finds the workload of a pod: its controlling owner and template
+// hash (Kubernetes lookups live outside this package).
+type Resolver interface {
+	Resolve(ctx context.Context, namespace, pod string) (Key, error)
+}
+
+// Store persists baselines where tenants cannot write.
+type Store interface {
+	// Load returns every stored baseline of the workload (any template hash).
+	Load(ctx context.Context, namespace, owner string) ([]*Baseline, error)
+	Save(ctx context.Context, b *Baseline) error
+}
+
+// Observer is the behavior detector: it learns per-workload baselines and
+// scores pods against them. Safe for concurrent use.
+type Observer struct {
+	cfg      Config
+	resolver Resolver
+	store    Store // may be nil: baselines then live in memory only
+	now      func() time.Time
+
+	mu        sync.Mutex
+	rng       *rand.Rand
+	workloads map[string]*workload // namespace/owner
+	streams   map[string]*podStreams
+}
+
+type workload struct {
+	cur, prev *Baseline
+	dirty     bool
+}
+
+// podStreams is the sequence state of one container against the learning and
+// the scoring baseline (their vocabularies differ).
+type podStreams struct {
+	learn, score Stream
+	baseline     *Baseline // the scoring baseline the state belongs to
+}
+
+// maxStreams bounds per-container state; beyond it the map is reset, which
+// only costs the n-gram context of live streams.
+const maxStreams = 1 << 16
+
+// NewObserver returns a behavior detector. store may be nil.
+func NewObserver(cfg Config, r Resolver, store Store) *Observer {
+	return &Observer{
+		cfg: cfg.withDefaults(), resolver: r, store: store, now: time.Now,
+		rng:       rand.New(rand.NewPCG(1, 2)),
+		workloads: map[string]*workload{}, streams: map[string]*podStreams{},
+	}
+}
+
+// Evidence is the JSON evidence attached to a behavior signal.
+type Evidence struct {
+	Workload string    `json:"workload"`
+	Baseline string    `json:"baseline"` // key of the baseline scored against
+	Learning bool      `json:"learning"` // the pod's own revision is still learning
+	Findings []Finding `json:"findings"`
+}
+
+var _ detector.BehaviorObserver = (*Observer)(nil)
+
+// ObserveBehavior learns from and scores events, one signal per pod that has
+// a baseline to be scored against (none while a first revision learns).
+func (o *Observer) ObserveBehavior(ctx context.Context, events []detector.BehaviorEvent) ([]detector.Signal, error) {
+	type podRef struct{ ns, pod string }
+	byPod := map[podRef][]detector.BehaviorEvent{}
+	var order []podRef
+	for _, ev := range events {
+		p := podRef{ev.Namespace, ev.Pod}
+		if _, ok := byPod[p]; !ok {
+			order = append(order, p)
+		}
+		byPod[p] = append(byPod[p], ev)
+	}
+	var out []detector.Signal
+	for _, p := range order {
+		key, err := o.resolver.Resolve(ctx, p.ns, p.pod)
+		if err != nil {
+			return out, fmt.Errorf("resolving workload of %s/%s: %w", p.ns, p.pod, err)
+		}
+		start := time.Now()
+		sig, err := o.observePod(ctx, key, p.pod, byPod[p])
+		if err != nil {
+			return out, err
+		}
+		metrics.DetectorLatency.WithLabelValues(detector.Behavior).Observe(time.Since(start).Seconds() / float64(len(byPod[p])))
+		if sig != nil {
+			out = append(out, *sig)
+		}
+	}
+	return out, nil
+}
+
+func (o *Observer) workload(ctx context.Context, key Key) (*workload, error) {
+	id := key.Namespace + "/" + key.Owner
+	w, ok := o.workloads[id]
+	if !ok {
+		w = &workload{}
+		if o.store != nil {
+			stored, err := o.store.Load(ctx, key.Namespace, key.Owner)
+			if err != nil {
+				return nil, fmt.Errorf("loading baselines of %s: %w", id, err)
+			}
+			// Newest first: the current revision's baseline, else the latest one.
+			sort.Slice(stored, func(i, j int) bool { return stored[i].Started.After(stored[j].Started) })
+			for _, b := range stored {
+				switch {
+				case b.Key.TemplateHash == key.TemplateHash && w.cur == nil:
+					w.cur = b
+				case b.Key.TemplateHash != key.TemplateHash && w.prev == nil && !b.Learning(o.now()):
+					w.prev = b
+				}
+			}
+		}
+		o.workloads[id] = w
+	}
+	if w.cur == nil || w.cur.Key.TemplateHash != key.TemplateHash {
+		// A rollout: learn anew, scored meanwhile against the last finished baseline.
+		if w.cur != nil && !w.cur.Learning(o.now()) {
+			w.prev = w.cur
+		}
+		w.cur = NewBaseline(key, o.cfg, o.now())
+		w.dirty = true
+	}
+	return w, nil
+}
+
+func (o *Observer) observePod(ctx context.Context, key Key, pod string, evs []detector.BehaviorEvent) (*detector.Signal, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w, err := o.workload(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	now := o.now()
+	learning := w.cur.Learning(now)
+	scoring := w.cur
+	if learning {
+		scoring = w.prev
+	}
+	streams := func(c string) *podStreams {
+		id := key.Namespace + "/" + pod + "/" + c
+		s, ok := o.streams[id]
+		if !ok {
+			if len(o.streams) >= maxStreams {
+				o.streams = map[string]*podStreams{}
+			}
+			s = &podStreams{}
+			o.streams[id] = s
+		}
+		if s.baseline != scoring {
+			s.score, s.baseline = Stream{}, scoring
+		}
+		return s
+	}
+	if learning {
+		for i := range evs {
+			w.cur.Learn(&evs[i], &streams(evs[i].Container).learn, o.rng)
+		}
+		w.dirty = true
+	}
+	if scoring == nil {
+		return nil, nil
+	}
+	findings := scoring.Score(evs, func(c string) *Stream { return &streams(c).score }, o.rng)
+	if len(findings) == 0 {
+		return nil, nil
+	}
+	best := findings[0]
+	for _, f := range findings[1:] {
+		if f.Score > best.Score {
+			best = f
+		}
+	}
+	ev, err := json.Marshal(Evidence{Workload: key.String(), Baseline: scoring.Key.String(), Learning: learning, Findings: findings})
+	if err != nil {
+		return nil, err
+	}
+	reason := best.Reason
+	if len(best.Tokens) > 0 {
+		reason += fmt.Sprintf(" (e.g. %v)", best.Tokens)
+	}
+	return &detector.Signal{
+		Namespace: key.Namespace, Pod: pod, Detector: detector.Behavior,
+		Score: best.Score, Reason: reason, Evidence: ev, Time: evs[len(evs)-1].Time,
+	}, nil
+}
+
+// Flush saves every baseline changed since the last flush.
+func (o *Observer) Flush(ctx context.Context) error {
+	if o.store == nil {
+		return nil
+	}
+	o.mu.Lock()
+	var todo []*Baseline
+	for _, w := range o.workloads {
+		if w.dirty {
+			data, err := w.cur.MarshalBinary() // snapshot under the lock
+			if err != nil {
+				o.mu.Unlock()
+				return err
+			}
+			b := &Baseline{}
+			if err := b.UnmarshalBinary(data); err != nil {
+				o.mu.Unlock()
+				return err
+			}
+			todo = append(todo, b)
+			w.dirty = false
+		}
+	}
+	o.mu.Unlock()
+	for _, b := range todo {
+		if err := o.store.Save(ctx, b); err != nil {
+			return fmt.Errorf("saving baseline %s: %w", b.Key, err)
+		}
+	}
+	return nil
+}

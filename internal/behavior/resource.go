@@ -1,0 +1,209 @@
+package behavior
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+)
+
+// Resource features, log1p-scaled because usage is heavy-tailed.
+var resourceNames = [nFeat]string{"cpu", "memory", "net-rx", "net-tx", "disk-read", "disk-write"}
+
+const nFeat = 6
+
+func features(r *detector.ResourceSample) [nFeat]float64 {
+	v := [nFeat]float64{r.CPUMillicores, r.MemoryBytes, r.NetworkRxBytes, r.NetworkTxBytes, r.DiskReadBytes, r.DiskWrittenBytes}
+	for i := range v {
+		v[i] = math.Log1p(math.Max(0, v[i]))
+	}
+	return v
+}
+
+// Resource models resource samples: per-feature median/MAD (robust z) and
+// Half-Space Trees for joint outliers. Learning keeps a bounded reservoir;
+// both are fitted from it when learning ends.
+type Resource struct {
+	Cap     int
+	Seen    uint64
+	Samples [][nFeat]float64
+	Median  [nFeat]float64
+	MAD     [nFeat]float64
+	Trees   *HST
+}
+
+// NewResource returns an empty model keeping at most cap samples.
+func NewResource(cap int) *Resource { return &Resource{Cap: cap} }
+
+// Learn adds a sample (reservoir sampling keeps memory bounded).
+func (m *Resource) Learn(r *detector.ResourceSample, rng *rand.Rand) {
+	m.Seen++
+	v := features(r)
+	if len(m.Samples) < m.Cap {
+		m.Samples = append(m.Samples, v)
+	} else if i := rng.Uint64N(m.Seen); i < uint64(m.Cap) {
+		m.Samples[i] = v
+	}
+	m.Trees = nil
+}
+
+// fit computes the statistics; needs a few samples.
+func (m *Resource) fit(rng *rand.Rand) bool {
+	if m.Trees != nil {
+		return true
+	}
+	if len(m.Samples) < 8 {
+		return false
+	}
+	col := make([]float64, len(m.Samples))
+	for f := 0; f < nFeat; f++ {
+		for i, s := range m.Samples {
+			col[i] = s[f]
+		}
+		m.Median[f] = median(col)
+		for i, s := range m.Samples {
+			col[i] = math.Abs(s[f] - m.Median[f])
+		}
+		m.MAD[f] = median(col)
+	}
+	m.Trees = NewHST(m.Samples, 25, 8, rng)
+	return true
+}
+
+func median(x []float64) float64 {
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Score is the larger of the robust-z score (0 up to 3 MADs, then rising to
+// 1) and the Half-Space-Trees score; with the feature that stood out.
+func (m *Resource) Score(r *detector.ResourceSample, rng *rand.Rand) (float64, string) {
+	if !m.fit(rng) {
+		return 0, ""
+	}
+	v := features(r)
+	best, which := 0.0, ""
+	for f := 0; f < nFeat; f++ {
+		// MAD floor: a constant feature should not make tiny changes infinite.
+		z := math.Abs(v[f]-m.Median[f]) / (1.4826*m.MAD[f] + 0.05)
+		if s := 1 - math.Exp(-math.Max(0, z-3)/3); s > best {
+			best, which = s, fmt.Sprintf("%s %.1f MADs from its median", resourceNames[f], z)
+		}
+	}
+	if h := m.Trees.Score(v); h > best {
+		best, which = h, "unusual combination of resource usage (half-space trees)"
+	}
+	return best, which
+}
+
+// HST is a Half-Space-Trees ensemble (Tan, Ting, Liu 2011): random
+// axis-aligned splits of the feature box; a point landing in regions that
+// held little reference mass is anomalous.
+type HST struct {
+	Depth int
+	Nodes [][]hstNode // per tree, heap-ordered (children of i: 2i+1, 2i+2)
+	// Typical is the median mass score of the reference samples.
+	Typical float64
+}
+
+type hstNode struct {
+	Dim   int
+	Split float64
+	Mass  float64
+}
+
+// NewHST builds trees over the box spanned by ref (with margins) and loads
+// the reference mass.
+func NewHST(ref [][nFeat]float64, trees, depth int, rng *rand.Rand) *HST {
+	var lo, hi [nFeat]float64
+	for f := range lo {
+		lo[f], hi[f] = math.Inf(1), math.Inf(-1)
+		for _, s := range ref {
+			lo[f], hi[f] = math.Min(lo[f], s[f]), math.Max(hi[f], s[f])
+		}
+		// Work range as in the paper: a random box around the data.
+		w := math.Max(hi[f]-lo[f], 0.1)
+		lo[f] -= w * (0.5 + rng.Float64())
+		hi[f] += w * (0.5 + rng.Float64())
+	}
+	h := &HST{Depth: depth, Nodes: make([][]hstNode, trees)}
+	for t := range h.Nodes {
+		nodes := make([]hstNode, 1<<(depth+1)-1)
+		var build func(i int, lo, hi [nFeat]float64)
+		build = func(i int, lo, hi [nFeat]float64) {
+			if i >= len(nodes) {
+				return
+			}
+			d := rng.IntN(nFeat)
+			nodes[i] = hstNode{Dim: d, Split: (lo[d] + hi[d]) / 2}
+			l, r := hi, lo
+			l[d], r[d] = nodes[i].Split, nodes[i].Split
+			build(2*i+1, lo, l)
+			build(2*i+2, r, hi)
+		}
+		build(0, lo, hi)
+		h.Nodes[t] = nodes
+	}
+	for _, s := range ref {
+		h.walk(s, func(n *hstNode, _ int) { n.Mass++ })
+	}
+	sc := make([]float64, len(ref))
+	for i, s := range ref {
+		sc[i] = h.mass(s)
+	}
+	h.Typical = median(sc)
+	return h
+}
+
+func (h *HST) walk(v [nFeat]float64, fn func(n *hstNode, depth int)) {
+	for _, nodes := range h.Nodes {
+		i := 0
+		for d := 0; i < len(nodes); d++ {
+			fn(&nodes[i], d)
+			if v[nodes[i].Dim] < nodes[i].Split {
+				i = 2*i + 1
+			} else {
+				i = 2*i + 2
+			}
+		}
+	}
+}
+
+// mass is the paper's score: sum over trees of mass * 2^depth at the deepest
+// node on the path that still holds reference mass.
+func (h *HST) mass(v [nFeat]float64) float64 {
+	var total float64
+	for _, nodes := range h.Nodes {
+		i, last := 0, 0.0
+		for d := 0; i < len(nodes) && nodes[i].Mass > 0; d++ {
+			last = nodes[i].Mass * math.Pow(2, float64(d))
+			if v[nodes[i].Dim] < nodes[i].Split {
+				i = 2*i + 1
+			} else {
+				i = 2*i + 2
+			}
+		}
+		total += last
+	}
+	return total
+}
+
+// Score in [0,1]: 0 down to a quarter of the typical mass, then rising by
+// 0.125 per halving, so only regions far emptier than usual score high.
+func (h *HST) Score(v [nFeat]float64) float64 {
+	m := h.mass(v)
+	if h.Typical == 0 || m >= h.Typical {
+		return 0
+	}
+	if m == 0 {
+		return 1
+	}
+	return math.Min(1, math.Max(0, math.Log2(h.Typical/m)-2)/8)
+}
