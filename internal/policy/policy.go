@@ -1,0 +1,392 @@
+// Package policy decides, without a cluster, what ThreatPolicies do about a
+// pod whose score was evaluated: which policies cover it, whether a
+// threshold held long enough, which safeguard blocks, and what one
+// Quarantine for the pod must say.
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/scoring"
+)
+
+// Selects reports whether p covers pod in namespace ns.
+func Selects(p *securityv1alpha1.ThreatPolicy, ns *corev1.Namespace, pod *corev1.Pod) (bool, error) {
+	for _, s := range []struct {
+		sel    *metav1.LabelSelector
+		labels map[string]string
+	}{{p.Spec.Selector.NamespaceSelector, ns.Labels}, {p.Spec.Selector.PodSelector, pod.Labels}} {
+		if s.sel == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(s.sel)
+		if err != nil {
+			return false, fmt.Errorf("policy %s selector: %w", p.Name, err)
+		}
+		if !sel.Matches(labelSet(s.labels)) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+type labelSet map[string]string
+
+func (l labelSet) Has(k string) bool              { _, ok := l[k]; return ok }
+func (l labelSet) Get(k string) string            { return l[k] }
+func (l labelSet) Lookup(k string) (string, bool) { v, ok := l[k]; return v, ok }
+
+// Uses reports whether the policy weighs detector det.
+func Uses(p *securityv1alpha1.ThreatPolicy, det string) bool {
+	return slices.ContainsFunc(p.Spec.Detectors, func(d securityv1alpha1.DetectorWeight) bool { return d.Name == det })
+}
+
+// Threshold is the policy's threshold as a number (CRD validation keeps it parseable).
+func Threshold(p *securityv1alpha1.ThreatPolicy) float64 {
+	f, _ := scoring.ParseScore(p.Spec.Scoring.Threshold)
+	return f
+}
+
+// Sustain is how many consecutive evaluations must reach the threshold.
+func Sustain(p *securityv1alpha1.ThreatPolicy) int {
+	return max(int(p.Spec.Scoring.Sustain), 1)
+}
+
+// Ladder returns every action of the steps score reaches, in ladder order:
+// a pod that jumps straight to the top step gets the lower steps' actions too.
+func Ladder(p *securityv1alpha1.ThreatPolicy, score float64) []securityv1alpha1.Action {
+	var out []securityv1alpha1.Action
+	for _, step := range p.Spec.Response {
+		min, err := scoring.ParseScore(step.MinScore)
+		if err != nil || score < min {
+			continue
+		}
+		out = addActions(out, step.Actions)
+	}
+	return out
+}
+
+// addActions appends the actions whose type is not in have yet.
+func addActions(have, add []securityv1alpha1.Action) []securityv1alpha1.Action {
+	for _, a := range add {
+		if !slices.ContainsFunc(have, func(h securityv1alpha1.Action) bool { return h.Type == a.Type }) {
+			have = append(have, *a.DeepCopy())
+		}
+	}
+	return have
+}
+
+// missing lists the types in want that have lacks.
+func missing(have, want []securityv1alpha1.Action) []securityv1alpha1.ActionType {
+	var out []securityv1alpha1.ActionType
+	for _, a := range want {
+		if !slices.ContainsFunc(have, func(h securityv1alpha1.Action) bool { return h.Type == a.Type }) {
+			out = append(out, a.Type)
+		}
+	}
+	return out
+}
+
+// Evaluation is one policy's latest view of one pod.
+type Evaluation struct {
+	Policy *securityv1alpha1.ThreatPolicy
+	Result scoring.Result
+	// Streak counts consecutive evaluations at or above the threshold.
+	Streak int
+	// Reason is the top detector's explanation.
+	Reason string
+}
+
+// Triggered reports whether the threshold held for sustain evaluations.
+func (e *Evaluation) Triggered() bool {
+	return e.Streak >= Sustain(e.Policy) && e.Result.Score >= Threshold(e.Policy)
+}
+
+// Env is the cluster state a decision depends on.
+type Env struct {
+	Now              time.Time
+	Paused           bool
+	ManagerNamespace string
+	Pod              *corev1.Pod
+	// Existing is the pod's unreleased Quarantine, if any.
+	Existing *securityv1alpha1.Quarantine
+	// LastRelease is when a Quarantine of this pod was last released.
+	LastRelease time.Time
+	// ActiveByPolicy counts unreleased Quarantines each policy contributes to.
+	ActiveByPolicy map[string]int
+	// ActiveTotal counts unreleased Quarantines made by policies; MaxActive
+	// caps it cluster-wide (0: no cap).
+	ActiveTotal int
+	MaxActive   int
+}
+
+// Safeguards that block, as written in plans and events.
+const (
+	BlockedProtectedNamespace = "ProtectedNamespace"
+	BlockedBudget             = securityv1alpha1.ReasonBudgetExhausted
+	BlockedClusterCap         = "ClusterQuarantineCap"
+	BlockedCooldown           = "Cooldown"
+	BlockedManualQuarantine   = "ManualQuarantine"
+)
+
+// Outcome is what the evaluations of one pod call for.
+type Outcome struct {
+	// Create is the spec of a new Quarantine; Update the new spec of the
+	// existing one (a policy's Quarantine only). At most one is set.
+	Create, Update *securityv1alpha1.QuarantineSpec
+	// Recommendations are escalations for a human (outside Enforce).
+	Recommendations []securityv1alpha1.Recommendation
+	// Plans are containments not carried out, by policy.
+	Plans map[string]securityv1alpha1.Plan
+	// Triggers are the policies whose threshold held, with their score.
+	Triggers map[string]float64
+}
+
+// Decide turns the triggered evaluations of one pod into an Outcome.
+// Evaluations are considered in order; the first contributor of a new
+// Quarantine is reason.policy.
+func Decide(evals []Evaluation, env Env) Outcome {
+	out := Outcome{Plans: map[string]securityv1alpha1.Plan{}, Triggers: map[string]float64{}}
+	var spec *securityv1alpha1.QuarantineSpec
+	if q := env.Existing; q != nil && createdByPolicy(q) {
+		spec = q.Spec.DeepCopy()
+	}
+	var created *securityv1alpha1.QuarantineSpec
+	changed := false
+	for i := range evals {
+		e := &evals[i]
+		if !e.Triggered() {
+			continue
+		}
+		p := e.Policy
+		out.Triggers[p.Name] = e.Result.Score
+		actions := Ladder(p, e.Result.Score)
+		mode := p.Spec.Mode
+		if env.Paused {
+			mode = securityv1alpha1.ModeDryRun
+		}
+		plan := func(blockedBy string) {
+			out.Plans[p.Name] = securityv1alpha1.Plan{
+				Time: metav1.NewTime(env.Now), Namespace: env.Pod.Namespace, Pod: env.Pod.Name,
+				Score: scoring.FormatScore(e.Result.Score), Breakdown: e.Result.Breakdown, Actions: types(actions), BlockedBy: blockedBy,
+			}
+		}
+		contributor := spec != nil && slices.Contains(spec.Reason.Policies, p.Name)
+		if block := safeguard(p, env, spec != nil, contributor, created != nil); block != "" || mode == securityv1alpha1.ModeDryRun {
+			plan(block)
+			continue
+		}
+		switch {
+		case spec == nil:
+			// A new Quarantine, shared by every contributor of this pass.
+			spec = newSpec(p, e, actions)
+			created = spec
+			changed = true
+		case contributor || created != nil && spec == created:
+			if add := missing(spec.Actions, actions); len(add) > 0 {
+				if mode == securityv1alpha1.ModeEnforce || spec == created {
+					spec.Actions = addActions(spec.Actions, actions)
+					changed = true
+				} else {
+					out.Recommendations = append(out.Recommendations, recommendation(p, e, env, add))
+				}
+			}
+			if !contributor {
+				join(spec, p, e, spec == created)
+				changed = true
+			}
+		default:
+			// Joins an existing Quarantine: it counts against this policy's
+			// budget; its actions are added only under Enforce.
+			join(spec, p, e, false)
+			changed = true
+			if add := missing(spec.Actions, actions); len(add) > 0 {
+				if mode == securityv1alpha1.ModeEnforce {
+					spec.Actions = addActions(spec.Actions, actions)
+				} else {
+					out.Recommendations = append(out.Recommendations, recommendation(p, e, env, add))
+				}
+			}
+		}
+		if e.Result.Score > scoreOf(spec) {
+			spec.Reason.Score = scoring.FormatScore(e.Result.Score)
+			spec.Reason.Detector = e.Result.Top
+			spec.Reason.Summary = truncate(e.Reason, 1024)
+			changed = true
+		}
+	}
+	switch {
+	case created != nil:
+		out.Create = created
+	case changed:
+		out.Update = spec
+	}
+	return out
+}
+
+// safeguard names what blocks p from containing the pod, or "".
+func safeguard(p *securityv1alpha1.ThreatPolicy, env Env, exists, contributor, creating bool) string {
+	ns := env.Pod.Namespace
+	if ns == env.ManagerNamespace || slices.Contains(securityv1alpha1.AlwaysProtectedNamespaces, ns) || slices.Contains(p.Spec.Safeguards.ProtectedNamespaces, ns) {
+		return BlockedProtectedNamespace
+	}
+	if env.Existing != nil && !createdByPolicy(env.Existing) {
+		return BlockedManualQuarantine
+	}
+	if contributor {
+		return ""
+	}
+	if !exists && !env.LastRelease.IsZero() && p.Spec.Safeguards.Cooldown != nil && env.Now.Sub(env.LastRelease) < p.Spec.Safeguards.Cooldown.Duration {
+		return BlockedCooldown
+	}
+	if env.ActiveByPolicy[p.Name] >= budget(p) {
+		return BlockedBudget
+	}
+	if !exists && !creating && env.MaxActive > 0 && env.ActiveTotal >= env.MaxActive {
+		return BlockedClusterCap
+	}
+	return ""
+}
+
+func budget(p *securityv1alpha1.ThreatPolicy) int {
+	if p.Spec.Safeguards.MaxActiveQuarantines > 0 {
+		return int(p.Spec.Safeguards.MaxActiveQuarantines)
+	}
+	return 10
+}
+
+// Budget is a policy's maxActiveQuarantines with its default.
+func Budget(p *securityv1alpha1.ThreatPolicy) int { return budget(p) }
+
+func newSpec(p *securityv1alpha1.ThreatPolicy, e *Evaluation, actions []securityv1alpha1.Action) *securityv1alpha1.QuarantineSpec {
+	approved, released := true, false
+	spec := &securityv1alpha1.QuarantineSpec{
+		Actions:  actions,
+		Approved: &approved, Released: &released,
+		Reason: &securityv1alpha1.QuarantineReason{Policy: p.Name, Detector: e.Result.Top,
+			Score: scoring.FormatScore(e.Result.Score), Summary: truncate(e.Reason, 1024)},
+	}
+	join(spec, p, e, true)
+	return spec
+}
+
+// join makes p a contributor: it is listed, the shortest autoReleaseAfter
+// applies, and at creation a RequireApproval contributor leaves it unapproved.
+func join(spec *securityv1alpha1.QuarantineSpec, p *securityv1alpha1.ThreatPolicy, _ *Evaluation, creating bool) {
+	spec.Reason.Policies = append(spec.Reason.Policies, p.Name)
+	if spec.Reason.Policy == "" {
+		spec.Reason.Policy = p.Name
+	}
+	if d := p.Spec.Release.AutoReleaseAfter; d != nil && (spec.AutoReleaseAfter == nil || d.Duration < spec.AutoReleaseAfter.Duration) {
+		spec.AutoReleaseAfter = d.DeepCopy()
+	}
+	if creating && p.Spec.Mode == securityv1alpha1.ModeRequireApproval {
+		f := false
+		spec.Approved = &f
+		if d := p.Spec.Release.ApprovalTimeout; d != nil && (spec.ApprovalTimeout == nil || d.Duration < spec.ApprovalTimeout.Duration) {
+			spec.ApprovalTimeout = d.DeepCopy()
+		}
+	}
+}
+
+func recommendation(p *securityv1alpha1.ThreatPolicy, e *Evaluation, env Env, add []securityv1alpha1.ActionType) securityv1alpha1.Recommendation {
+	return securityv1alpha1.Recommendation{Time: metav1.NewTime(env.Now), Policy: p.Name, Score: scoring.FormatScore(e.Result.Score), Actions: add}
+}
+
+func createdByPolicy(q *securityv1alpha1.Quarantine) bool {
+	return q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" && q.Spec.Reason != nil
+}
+
+func scoreOf(spec *securityv1alpha1.QuarantineSpec) float64 {
+	f, _ := scoring.ParseScore(spec.Reason.Score)
+	return f
+}
+
+func types(actions []securityv1alpha1.Action) []securityv1alpha1.ActionType {
+	out := make([]securityv1alpha1.ActionType, len(actions))
+	for i, a := range actions {
+		out[i] = a.Type
+	}
+	return out
+}
+
+// MaxNameLength bounds Quarantine names.
+const MaxNameLength = 63
+
+// Name is the Quarantine name for pod: the pod's name cut to 63 characters,
+// then -2, -3, ... until taken reports a free one.
+func Name(pod string, taken func(string) bool) string {
+	base := trimName(pod, MaxNameLength)
+	if !taken(base) {
+		return base
+	}
+	for i := 2; ; i++ {
+		suffix := "-" + strconv.Itoa(i)
+		if n := trimName(pod, MaxNameLength-len(suffix)) + suffix; !taken(n) {
+			return n
+		}
+	}
+}
+
+// trimName cuts s to n characters without leaving a trailing '-' or '.'.
+func trimName(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	for len(s) > 1 && (s[len(s)-1] == '-' || s[len(s)-1] == '.') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && (s[n]&0xC0) == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// SortedPolicies orders policies by name, so decisions are deterministic.
+func SortedPolicies(ps []securityv1alpha1.ThreatPolicy) {
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Name < ps[j].Name })
+}
+
+// AutoReleaseAtAnnotation holds when an extended auto-release is next due.
+const AutoReleaseAtAnnotation = "security.bulkhead.dev/auto-release-at"
+
+// AutoReleaseActor is the audit actor of an automatic release.
+const AutoReleaseActor = "bulkhead/auto-release"
+
+// AutoReleaseDue is when q's automatic release is due; ok is false when it
+// has none (no autoReleaseAfter, released, or not a policy's Quarantine).
+func AutoReleaseDue(q *securityv1alpha1.Quarantine) (time.Time, bool) {
+	if q.Spec.AutoReleaseAfter == nil || q.IsReleased() || !createdByPolicy(q) {
+		return time.Time{}, false
+	}
+	if at, err := time.Parse(time.RFC3339, q.Annotations[AutoReleaseAtAnnotation]); err == nil {
+		return at, true
+	}
+	return q.CreationTimestamp.Add(q.Spec.AutoReleaseAfter.Duration), true
+}
+
+// FallenBelow reports whether no contributing policy's evaluation is still
+// at or above its threshold (policies with no fresh score count as fallen).
+func FallenBelow(evals []Evaluation) bool {
+	for i := range evals {
+		if evals[i].Result.Score >= Threshold(evals[i].Policy) {
+			return false
+		}
+	}
+	return true
+}
