@@ -83,4 +83,3 @@ func TestBundleValidatorsCatchProblems(t *testing.T) {
 		t.Fatal("a bundle without a CRD it owns passed validation")
 	}
 }
-

@@ -62,7 +62,7 @@ func bundle(root string, objs, samples []Object, files Files) error {
 	csv.Annotations["alm-examples"] = string(examples)
 
 	roles := map[string][]rbacv1.PolicyRule{} // kind/name → rules
-	var clusterRoles, nsRoles []string      // bound to the manager's ServiceAccount
+	var clusterRoles, nsRoles []string        // bound to the manager's ServiceAccount
 	strategy := operatorsv1alpha1.StrategyDetailsDeployment{}
 	crdVersions := map[string]string{}
 	for _, o := range objs {

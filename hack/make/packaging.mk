@@ -1,0 +1,34 @@
+##@ Packaging
+
+# The install artefacts are rendered from config/ by one generator
+# (test/packaging/cmd/bulkhead-package, its own Go module so Helm's and
+# operator-framework/api's k8s.io versions never touch the manager's). It
+# embeds the kustomize API, so no kustomize binary is needed. All three
+# targets write all artefacts: they must never disagree.
+PACKAGING_DIR := test/packaging
+PACKAGE_GEN := cd $(PACKAGING_DIR) && go run ./cmd/bulkhead-package -root $(CURDIR)
+
+.PHONY: build-installer
+build-installer: ## Render config/default into dist/install.yaml (and the bundle and chart).
+	$(PACKAGE_GEN)
+
+.PHONY: bundle
+bundle: ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/.
+	$(PACKAGE_GEN)
+
+.PHONY: helm-chart
+helm-chart: ## Generate the Helm chart in dist/chart from config/.
+	$(PACKAGE_GEN)
+
+.PHONY: verify-packaging
+verify-packaging: ## Fail when dist/install.yaml, bundle/ or dist/chart are stale.
+	$(PACKAGE_GEN) -check
+
+.PHONY: test-packaging
+test-packaging: kube-binaries ## Bundle validation, Helm lint and render, RBAC and alert checks; install, admission-policy and sample tests in envtest.
+	cd $(PACKAGING_DIR) && go test ./... -count=1 -timeout 10m
+	go test ./test/install/... -count=1 -timeout 10m
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image (needs a Docker engine).
+	docker build -f bundle.Dockerfile -t $(subst bulkhead:,bulkhead-bundle:,$(IMG)) .

@@ -1,0 +1,234 @@
+package packaging
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v4/pkg/chart/common"
+	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
+)
+
+func chartDir(t *testing.T) string { return filepath.Join(repoRoot(t), "dist", "chart") }
+
+// TestChartLint runs Helm's own lint rules (Chart.yaml, values, templates
+// rendered against the minimum Kubernetes version, CRDs) and fails on any
+// message, informational ones included.
+func TestChartLint(t *testing.T) {
+	kv, err := common.ParseKubeVersion("v" + gen.MinKubeVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, values := range map[string]map[string]any{
+		"defaults":      nil,
+		"everything on": allOn(),
+	} {
+		res := lint.RunAll(chartDir(t), values, "bulkhead-system", lint.WithKubeVersion(kv))
+		for _, m := range res.Messages {
+			if m.Severity >= support.InfoSev {
+				t.Errorf("helm lint (%s): %s", name, m)
+			}
+		}
+	}
+}
+
+func allOn() map[string]any {
+	return map[string]any{
+		"metrics": map[string]any{
+			"serviceMonitor":   map[string]any{"enabled": true},
+			"prometheusRule":   map[string]any{"enabled": true},
+			"grafanaDashboard": map[string]any{"enabled": true},
+		},
+		"extraArgs":    []any{"--ingest-token-file=/etc/bulkhead/tokens"},
+		"nodeSelector": map[string]any{"kubernetes.io/os": "linux"},
+	}
+}
+
+// render renders the chart like `helm template` into namespace ns.
+func render(t *testing.T, values map[string]any, ns string) map[string][]map[string]any {
+	t.Helper()
+	ch, err := loader.Load(chartDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps := common.DefaultCapabilities.Copy()
+	vals, err := chartutil.ToRenderValues(ch, values, common.ReleaseOptions{Name: "bulkhead", Namespace: ns, IsInstall: true}, caps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := engine.Render(ch, vals)
+	if err != nil {
+		t.Fatalf("rendering the chart: %v", err)
+	}
+	byKind := map[string][]map[string]any{}
+	for name, doc := range out {
+		if !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader([]byte(doc)), 4096)
+		for {
+			var obj map[string]any
+			if err := dec.Decode(&obj); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				t.Fatalf("%s does not render to YAML: %v\n%s", name, err, doc)
+			}
+			if obj == nil {
+				continue
+			}
+			kind, _ := obj["kind"].(string)
+			byKind[kind] = append(byKind[kind], obj)
+		}
+	}
+	return byKind
+}
+
+// TestChartRendersDefaults: the default values render the manager, its RBAC,
+// Services, NetworkPolicy and the admission policy into the release
+// namespace, and no Prometheus objects.
+func TestChartRendersDefaults(t *testing.T) {
+	objs := render(t, nil, "security")
+	for kind, n := range map[string]int{
+		"Deployment": 1, "ServiceAccount": 1, "Service": 2, "NetworkPolicy": 1,
+		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
+		"ClusterRole": 6, "ClusterRoleBinding": 2, "Role": 2, "RoleBinding": 1,
+		"ServiceMonitor": 0, "PrometheusRule": 0, "ConfigMap": 0, "Namespace": 0,
+	} {
+		if got := len(objs[kind]); got != n {
+			t.Errorf("%d %s rendered, want %d", got, kind, n)
+		}
+	}
+	dep := objs["Deployment"][0]
+	c := dig(dep, "spec", "template", "spec", "containers").([]any)[0].(map[string]any)
+	if img := c["image"]; img != gen.Image+":v"+gen.Version {
+		t.Errorf("image %v, want %s:v%s", img, gen.Image, gen.Version)
+	}
+	if ns := dig(dep, "metadata", "namespace"); ns != "security" {
+		t.Errorf("Deployment namespace %v, want the release namespace", ns)
+	}
+	if got := dig(dep, "metadata", "labels", "app.kubernetes.io/instance"); got != "bulkhead" {
+		t.Errorf("Helm labels missing: app.kubernetes.io/instance=%v", got)
+	}
+	vap := objs["ValidatingAdmissionPolicy"][0]
+	conds, _ := dig(vap, "spec", "matchConditions").([]any)
+	found := false
+	for _, mc := range conds {
+		if strings.Contains(mc.(map[string]any)["expression"].(string), "system:serviceaccount:security:bulkhead-controller-manager") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the admission policy does not exempt the manager's ServiceAccount in the release namespace")
+	}
+	for _, b := range append(objs["ClusterRoleBinding"], objs["RoleBinding"]...) {
+		for _, s := range b["subjects"].([]any) {
+			if ns := s.(map[string]any)["namespace"]; ns != "security" {
+				t.Errorf("%v binds a ServiceAccount in %v, want the release namespace", dig(b, "metadata", "name"), ns)
+			}
+		}
+	}
+}
+
+// TestChartRendersEverythingOn: optional parts render, and Prometheus
+// template syntax in alert annotations and the dashboard survives Helm.
+func TestChartRendersEverythingOn(t *testing.T) {
+	objs := render(t, allOn(), "bulkhead-system")
+	for _, kind := range []string{"ServiceMonitor", "PrometheusRule", "ConfigMap"} {
+		if len(objs[kind]) != 1 {
+			t.Fatalf("%d %s rendered, want 1", len(objs[kind]), kind)
+		}
+	}
+	rule := objs["PrometheusRule"][0]
+	if s := stringOf(rule); !strings.Contains(s, "{{ $labels.policy }}") {
+		t.Error("PrometheusRule annotations lost their {{ $labels }} templates")
+	}
+	if s := stringOf(objs["ConfigMap"][0]); !strings.Contains(s, "{{phase}}") {
+		t.Error("the dashboard lost its {{phase}} legends")
+	}
+	c := dig(objs["Deployment"][0], "spec", "template", "spec", "containers").([]any)[0].(map[string]any)
+	args := c["args"].([]any)
+	if args[len(args)-1] != "--ingest-token-file=/etc/bulkhead/tokens" {
+		t.Errorf("extraArgs not appended: %v", args)
+	}
+}
+
+func dig(m map[string]any, path ...string) any {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[p]
+	}
+	return v
+}
+
+func stringOf(v any) string {
+	var b strings.Builder
+	var walk func(any)
+	walk = func(v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			for _, x := range t {
+				walk(x)
+			}
+		case []any:
+			for _, x := range t {
+				walk(x)
+			}
+		case string:
+			b.WriteString(t)
+			b.WriteString("\n")
+		}
+	}
+	walk(v)
+	return b.String()
+}
+
+// TestChartLintCatchesProblems: a chart with a broken template and no
+// version in Chart.yaml fails lint, so TestChartLint can fail.
+func TestChartLintCatchesProblems(t *testing.T) {
+	files, err := gen.Generate(repoRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	broken := gen.Files{}
+	for p, data := range files {
+		if !strings.HasPrefix(p, "dist/chart/") {
+			continue
+		}
+		switch {
+		case strings.HasSuffix(p, "Chart.yaml"):
+			data = []byte(strings.Replace(string(data), "\nversion: ", "\nversionRemoved: ", 1))
+		case strings.HasSuffix(p, "deployment-controller-manager.yaml"):
+			data = append(data, []byte("{{ .Values.missing.field }\n")...)
+		}
+		broken[p] = data
+	}
+	if err := gen.Write(tmp, broken); err != nil {
+		t.Fatal(err)
+	}
+	res := lint.RunAll(filepath.Join(tmp, "dist", "chart"), nil, "bulkhead-system")
+	errs := 0
+	for _, m := range res.Messages {
+		if m.Severity == support.ErrorSev {
+			errs++
+		}
+	}
+	if errs < 2 {
+		t.Fatalf("lint found %d errors in a broken chart, want at least 2: %v", errs, res.Messages)
+	}
+}
