@@ -1,44 +1,247 @@
-// Package threatpolicy reconciles ThreatPolicies: it turns scores into Quarantines.
+// Package threatpolicy reconciles ThreatPolicies: the Engine evaluates every
+// accepted signal against them, the ContainmentReconciler turns held
+// thresholds into Quarantines, and the ThreatPolicyReconciler reports each
+// policy's status. None of them writes a ThreatPolicy's spec.
 package threatpolicy
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
-// ThreatPolicyReconciler turns scores into Quarantines. Foundation only: it records that it
-// saw the object; scoring is not wired in yet.
+// resync refreshes podsCovered even when nothing else changes.
+const resync = time.Minute
+
+// ThreatPolicyReconciler writes a ThreatPolicy's status: pods covered,
+// active Quarantines, last trigger, last signal per detector, plans, and a
+// Ready condition that says BudgetExhausted when the budget is spent.
 type ThreatPolicyReconciler struct {
 	client.Client
+	Engine   *Engine
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies/status,verbs=get;update;patch
 
-// Reconcile records the observed generation and a Ready=False condition
-// saying policy evaluation is not implemented.
+// Reconcile fetches the policy, builds its status in small steps and applies
+// it once.
 func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &securityv1alpha1.ThreatPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			metrics.PolicyBudgetExhausted.DeleteLabelValues(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	patch := client.MergeFrom(p.DeepCopy())
-	p.Status.ObservedGeneration = p.Generation
-	apimeta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type: securityv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-		Reason: "NotImplemented", Message: "policy evaluation not yet available",
-		ObservedGeneration: p.Generation,
-	})
-	return ctrl.Result{}, r.Status().Patch(ctx, p, patch)
+	snap := r.Engine.TakeSnapshot(p.Name)
+	st := p.Status.DeepCopy()
+	for _, step := range []func(context.Context, *securityv1alpha1.ThreatPolicy, *securityv1alpha1.ThreatPolicyStatus, Snapshot) error{
+		r.reconcileCoverage, r.reconcileActive, r.reconcileSignals, r.reconcileReady,
+	} {
+		if err := step(ctx, p, st, snap); err != nil {
+			r.Engine.Restore(p.Name, snap.Plans)
+			var s *stalled
+			if errors.As(err, &s) {
+				return ctrl.Result{}, reconcile.TerminalError(r.writeStalled(ctx, p, s))
+			}
+			return ctrl.Result{}, err
+		}
+	}
+	st.ObservedGeneration = p.Generation
+	if !equality.Semantic.DeepEqual(&p.Status, st) {
+		if err := r.applyStatus(ctx, p, st); err != nil {
+			r.Engine.Restore(p.Name, snap.Plans)
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: jitter(resync)}, nil
 }
 
-// SetupWithManager registers the controller.
+// stalled is a spec problem retrying cannot fix.
+type stalled struct{ err error }
+
+func (s *stalled) Error() string { return s.err.Error() }
+
+func (r *ThreatPolicyReconciler) writeStalled(ctx context.Context, p *securityv1alpha1.ThreatPolicy, s *stalled) error {
+	st := p.Status.DeepCopy()
+	st.ObservedGeneration = p.Generation
+	setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonInvalidSpec, s.Error())
+	setCondition(st, p, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, securityv1alpha1.ReasonInvalidSpec, s.Error())
+	if err := r.applyStatus(ctx, p, st); err != nil {
+		return err
+	}
+	return s.err
+}
+
+// reconcileCoverage counts the pods the selector matches.
+func (r *ThreatPolicyReconciler) reconcileCoverage(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, _ Snapshot) error {
+	var nss corev1.NamespaceList
+	if err := r.List(ctx, &nss); err != nil {
+		return err
+	}
+	var opts []client.ListOption
+	if s := p.Spec.Selector.PodSelector; s != nil {
+		sel, err := metav1.LabelSelectorAsSelector(s)
+		if err != nil {
+			return &stalled{fmt.Errorf("podSelector: %w", err)}
+		}
+		opts = append(opts, client.MatchingLabelsSelector{Selector: sel})
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, opts...); err != nil {
+		return err
+	}
+	byName := make(map[string]*corev1.Namespace, len(nss.Items))
+	for i := range nss.Items {
+		byName[nss.Items[i].Name] = &nss.Items[i]
+	}
+	n := int32(0)
+	for i := range pods.Items {
+		ns, ok := byName[pods.Items[i].Namespace]
+		if !ok {
+			continue
+		}
+		ok, err := policy.Selects(p, ns, &pods.Items[i])
+		if err != nil {
+			return &stalled{err}
+		}
+		if ok {
+			n++
+		}
+	}
+	st.PodsCovered = n
+	return nil
+}
+
+// reconcileActive counts unreleased Quarantines this policy contributes to.
+func (r *ThreatPolicyReconciler) reconcileActive(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, _ Snapshot) error {
+	var qs securityv1alpha1.QuarantineList
+	if err := r.List(ctx, &qs); err != nil {
+		return err
+	}
+	n := int32(0)
+	for i := range qs.Items {
+		q := &qs.Items[i]
+		if !q.IsReleased() && q.Spec.Reason != nil && q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" && slices.Contains(q.Spec.Reason.Policies, p.Name) {
+			n++
+		}
+	}
+	st.ActiveQuarantines = n
+	return nil
+}
+
+// reconcileSignals reports the last trigger, last signal per detector and plans.
+func (r *ThreatPolicyReconciler) reconcileSignals(_ context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, snap Snapshot) error {
+	if snap.LastTrigger != nil && (st.LastTrigger == nil || snap.LastTrigger.Time.After(st.LastTrigger.Time.Time)) {
+		st.LastTrigger = snap.LastTrigger.DeepCopy()
+	}
+	var dets []securityv1alpha1.DetectorStatus
+	for _, d := range p.Spec.Detectors {
+		ds := securityv1alpha1.DetectorStatus{Name: d.Name}
+		if i := slices.IndexFunc(st.Detectors, func(x securityv1alpha1.DetectorStatus) bool { return x.Name == d.Name }); i >= 0 {
+			ds.LastSignalTime = st.Detectors[i].LastSignalTime
+		}
+		if t, ok := snap.LastSignal[d.Name]; ok && (ds.LastSignalTime == nil || t.Truncate(time.Second).After(ds.LastSignalTime.Time)) {
+			ds.LastSignalTime = &metav1.Time{Time: t.Truncate(time.Second)}
+		}
+		dets = append(dets, ds)
+	}
+	st.Detectors = dets
+	st.Plans = append(st.Plans, snap.Plans...)
+	if len(st.Plans) > maxPlans {
+		st.Plans = st.Plans[len(st.Plans)-maxPlans:]
+	}
+	return nil
+}
+
+// reconcileReady sets Ready, False with BudgetExhausted when no budget is left.
+func (r *ThreatPolicyReconciler) reconcileReady(_ context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, _ Snapshot) error {
+	budget := policy.Budget(p)
+	apimeta.RemoveStatusCondition(&st.Conditions, securityv1alpha1.ConditionStalled)
+	if int(st.ActiveQuarantines) >= budget {
+		was := apimeta.IsStatusConditionPresentAndEqual(st.Conditions, securityv1alpha1.ConditionReady, metav1.ConditionFalse) &&
+			apimeta.FindStatusCondition(st.Conditions, securityv1alpha1.ConditionReady).Reason == securityv1alpha1.ReasonBudgetExhausted
+		msg := fmt.Sprintf("%d active Quarantines reach maxActiveQuarantines %d: new containments are planned, not carried out", st.ActiveQuarantines, budget)
+		setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonBudgetExhausted, msg)
+		metrics.PolicyBudgetExhausted.WithLabelValues(p.Name).Set(1)
+		if !was {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, securityv1alpha1.ReasonBudgetExhausted, "Evaluate", "%s", msg)
+		}
+		return nil
+	}
+	metrics.PolicyBudgetExhausted.WithLabelValues(p.Name).Set(0)
+	setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionTrue, securityv1alpha1.ReasonSucceeded,
+		fmt.Sprintf("%s: covering %d pods, %d of %d Quarantines in use", p.Spec.Mode, st.PodsCovered, st.ActiveQuarantines, budget))
+	return nil
+}
+
+func setCondition(st *securityv1alpha1.ThreatPolicyStatus, p *securityv1alpha1.ThreatPolicy, t string, s metav1.ConditionStatus, reason, msg string) {
+	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: p.Generation})
+}
+
+// applyStatus server-side applies the status subresource.
+func (r *ThreatPolicyReconciler) applyStatus(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus) error {
+	data, err := json.Marshal(map[string]any{
+		"apiVersion": securityv1alpha1.GroupVersion.String(), "kind": "ThreatPolicy",
+		"metadata": map[string]any{"name": p.Name, "uid": string(p.UID)},
+		"status":   st,
+	})
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(data); err != nil {
+		return err
+	}
+	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+		client.FieldOwner(securityv1alpha1.FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying ThreatPolicy %s status: %w", p.Name, err)
+	}
+	return nil
+}
+
+// SetupWithManager watches policies (spec changes or a reconcile-request
+// annotation), the engine's notifications, and Quarantines by contributor.
 func (r *ThreatPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&securityv1alpha1.ThreatPolicy{}).Named("threatpolicy").Complete(r)
+	toPolicies := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		q, ok := o.(*securityv1alpha1.Quarantine)
+		if !ok || q.Spec.Reason == nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, p := range q.Spec.Reason.Policies {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: p}})
+		}
+		return out
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&securityv1alpha1.ThreatPolicy{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		WatchesRawSource(source.Channel(r.Engine.Policies, &handler.EnqueueRequestForObject{})).
+		Watches(&securityv1alpha1.Quarantine{}, toPolicies).
+		Named("threatpolicy").
+		Complete(r)
 }

@@ -1,0 +1,386 @@
+package threatpolicy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/scoring"
+)
+
+// ContainmentReconciler decides, per pod, what the policies whose threshold
+// held call for, and writes the one Quarantine of that pod. It also
+// releases a policy's Quarantine when autoReleaseAfter is due and the score
+// has fallen.
+type ContainmentReconciler struct {
+	client.Client
+	// APIReader reads the pause switch without caching every ConfigMap.
+	APIReader        client.Reader
+	Engine           *Engine
+	Recorder         events.EventRecorder
+	ManagerNamespace string
+	// MaxActive caps unreleased policy Quarantines cluster-wide; 0: no cap.
+	MaxActive int
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile handles one pod: a decision when a new signal asks for one, and
+// the auto-release of its Quarantine.
+func (r *ContainmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	key := detector.PodKey{Namespace: req.Namespace, Pod: req.Name}
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Engine.Forget(key, "")
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	w, err := r.observe(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if evals, decide := r.Engine.Take(key); decide {
+		if err := r.decide(ctx, w, evals); err != nil {
+			r.Engine.Retry(key)
+			return ctrl.Result{}, err
+		}
+	}
+	return r.autoRelease(ctx, w)
+}
+
+// world is the cluster state one decision reads.
+type world struct {
+	pod      *corev1.Pod
+	policies map[string]*securityv1alpha1.ThreatPolicy
+	env      policy.Env
+	names    map[string]bool // Quarantine names taken in the namespace
+}
+
+func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*world, error) {
+	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}}
+	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive}
+	var tps securityv1alpha1.ThreatPolicyList
+	if err := r.List(ctx, &tps); err != nil {
+		return nil, err
+	}
+	for i := range tps.Items {
+		w.policies[tps.Items[i].Name] = &tps.Items[i]
+	}
+	var qs securityv1alpha1.QuarantineList
+	if err := r.List(ctx, &qs); err != nil {
+		return nil, err
+	}
+	for i := range qs.Items {
+		q := &qs.Items[i]
+		samePod := q.Namespace == pod.Namespace && q.Spec.Target.Name == pod.Name && (q.Spec.Target.Kind == "" || q.Spec.Target.Kind == securityv1alpha1.TargetPod)
+		if q.Namespace == pod.Namespace {
+			w.names[q.Name] = true
+		}
+		if q.IsReleased() {
+			if samePod && q.Status.ReleasedAt != nil && q.Status.ReleasedAt.After(w.env.LastRelease) {
+				w.env.LastRelease = q.Status.ReleasedAt.Time
+			} else if samePod && w.env.LastRelease.IsZero() {
+				// Released but not yet undone: the cooldown starts now.
+				w.env.LastRelease = w.env.Now
+			}
+			continue
+		}
+		if q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" {
+			w.env.ActiveTotal++
+			if q.Spec.Reason != nil {
+				for _, p := range q.Spec.Reason.Policies {
+					w.env.ActiveByPolicy[p]++
+				}
+			}
+		}
+		// A policy's own Quarantine wins over a hand-made one for the same pod.
+		if samePod && (w.env.Existing == nil || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "") {
+			w.env.Existing = q
+		}
+	}
+	paused, err := r.paused(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.env.Paused = paused
+	return w, nil
+}
+
+func (r *ContainmentReconciler) paused(ctx context.Context) (bool, error) {
+	cm := &corev1.ConfigMap{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: r.ManagerNamespace, Name: securityv1alpha1.ControlConfigMap}, cm)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the pause switch: %w", err)
+	}
+	return cm.Data[securityv1alpha1.PausedKey] == "true", nil
+}
+
+// decide runs the policy decision and carries it out.
+func (r *ContainmentReconciler) decide(ctx context.Context, w *world, latest map[string]policy.Evaluation) error {
+	var evals []policy.Evaluation
+	for name, ev := range latest {
+		p, ok := w.policies[name]
+		if !ok {
+			continue
+		}
+		// The policy may have changed since; judge by its current spec.
+		ev.Policy = p
+		evals = append(evals, ev)
+	}
+	slices.SortFunc(evals, func(a, b policy.Evaluation) int { return compareStrings(a.Policy.Name, b.Policy.Name) })
+	out := policy.Decide(evals, w.env)
+
+	qName := ""
+	switch {
+	case out.Create != nil:
+		name, err := r.create(ctx, w, out.Create)
+		if err != nil {
+			return err
+		}
+		qName = name
+	case out.Update != nil:
+		if err := r.applySpec(ctx, w.env.Existing, out.Update); err != nil {
+			return err
+		}
+		qName = w.env.Existing.Name
+	case w.env.Existing != nil:
+		qName = w.env.Existing.Name
+	}
+	if len(out.Recommendations) > 0 && w.env.Existing != nil {
+		if err := r.recommend(ctx, w.env.Existing, out.Recommendations); err != nil {
+			return err
+		}
+	}
+	for name, plan := range out.Plans {
+		r.Engine.AddPlan(name, plan)
+		r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "WouldQuarantine", "Plan",
+			"policy %s would quarantine this pod at score %s with %v%s", name, plan.Score, plan.Actions, blocked(plan.BlockedBy))
+	}
+	for name, score := range out.Triggers {
+		t := securityv1alpha1.Trigger{Time: metav1.NewTime(w.env.Now), Namespace: w.pod.Namespace, Pod: w.pod.Name, Score: scoring.FormatScore(score)}
+		if _, planned := out.Plans[name]; !planned {
+			t.Quarantine = qName
+		}
+		r.Engine.SetTrigger(name, t)
+	}
+	return nil
+}
+
+func blocked(by string) string {
+	if by == "" {
+		return ""
+	}
+	return ", but " + by + " would block it"
+}
+
+// create writes a new Quarantine. Create, not apply: it must fail when
+// the name was taken meanwhile, so another name is tried.
+func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *securityv1alpha1.QuarantineSpec) (string, error) {
+	spec.Target = securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: w.pod.Name}
+	for range 10 {
+		name := policy.Name(w.pod.Name, func(n string) bool { return w.names[n] })
+		q := &securityv1alpha1.Quarantine{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.pod.Namespace,
+				Labels: map[string]string{
+					securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue,
+					securityv1alpha1.PolicyLabel:    spec.Reason.Policy,
+				},
+				Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: spec.Reason.Policy},
+			},
+			Spec: *spec,
+		}
+		err := r.Create(ctx, q, client.FieldOwner(securityv1alpha1.FieldManager))
+		if apierrors.IsAlreadyExists(err) {
+			w.names[name] = true
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("creating Quarantine %s/%s: %w", w.pod.Namespace, name, err)
+		}
+		logf.FromContext(ctx).Info("quarantine created", "quarantine", name, "policies", spec.Reason.Policies, "score", spec.Reason.Score)
+		r.Recorder.Eventf(w.pod, q, corev1.EventTypeWarning, "Quarantined", "Create",
+			"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, name)
+		return name, nil
+	}
+	return "", fmt.Errorf("no free Quarantine name for pod %s/%s", w.pod.Namespace, w.pod.Name)
+}
+
+// applySpec writes the fields the policy controller owns on its own
+// Quarantine: actions, reason and autoReleaseAfter (never approved or
+// released, which humans flip).
+func (r *ContainmentReconciler) applySpec(ctx context.Context, q *securityv1alpha1.Quarantine, spec *securityv1alpha1.QuarantineSpec) error {
+	fields := map[string]any{"actions": spec.Actions, "reason": spec.Reason}
+	if spec.AutoReleaseAfter != nil {
+		fields["autoReleaseAfter"] = spec.AutoReleaseAfter
+	}
+	return r.apply(ctx, q, nil, fields)
+}
+
+// apply server-side applies metadata annotations and spec fields to q.
+func (r *ContainmentReconciler) apply(ctx context.Context, q *securityv1alpha1.Quarantine, annotations map[string]string, spec map[string]any) error {
+	obj := map[string]any{
+		"apiVersion": securityv1alpha1.GroupVersion.String(), "kind": "Quarantine",
+		"metadata": map[string]any{"name": q.Name, "namespace": q.Namespace, "uid": string(q.UID)},
+	}
+	if len(annotations) > 0 {
+		obj["metadata"].(map[string]any)["annotations"] = annotations
+	}
+	if len(spec) > 0 {
+		obj["spec"] = spec
+	}
+	u, err := toUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+		client.FieldOwner(securityv1alpha1.FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying Quarantine %s/%s: %w", q.Namespace, q.Name, err)
+	}
+	return nil
+}
+
+// toUnstructured round-trips typed values (actions, durations) to JSON maps.
+func toUnstructured(obj map[string]any) (*unstructured.Unstructured, error) {
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(data); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// recommend appends escalations not already recommended to the
+// Quarantine's status (a merge patch of that list only: its other status
+// fields belong to the Quarantine controller).
+func (r *ContainmentReconciler) recommend(ctx context.Context, q *securityv1alpha1.Quarantine, recs []securityv1alpha1.Recommendation) error {
+	have := q.Status.Recommendations
+	changed := false
+	for _, rec := range recs {
+		if slices.ContainsFunc(have, func(h securityv1alpha1.Recommendation) bool {
+			return h.Policy == rec.Policy && slices.Equal(h.Actions, rec.Actions)
+		}) {
+			continue
+		}
+		have = append(have, rec)
+		changed = true
+		r.Recorder.Eventf(q, nil, corev1.EventTypeWarning, "EscalationRecommended", "Recommend",
+			"policy %s reached score %s: consider adding %v", rec.Policy, rec.Score, rec.Actions)
+	}
+	if !changed {
+		return nil
+	}
+	if len(have) > 10 {
+		have = have[len(have)-10:]
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"recommendations": have}})
+	if err != nil {
+		return err
+	}
+	return r.Status().Patch(ctx, q, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(securityv1alpha1.FieldManager))
+}
+
+// autoRelease releases a policy's Quarantine once autoReleaseAfter is due
+// and the score has fallen below every contributor's threshold; otherwise
+// it extends by autoReleaseAfter and says so.
+func (r *ContainmentReconciler) autoRelease(ctx context.Context, w *world) (ctrl.Result, error) {
+	q := w.env.Existing
+	if q == nil {
+		return ctrl.Result{}, nil
+	}
+	due, ok := policy.AutoReleaseDue(q)
+	if !ok {
+		return ctrl.Result{}, nil
+	}
+	if wait := due.Sub(w.env.Now); wait > 0 {
+		return ctrl.Result{RequeueAfter: jitter(wait)}, nil
+	}
+	var evals []policy.Evaluation
+	for _, name := range q.Spec.Reason.Policies {
+		if p, ok := w.policies[name]; ok {
+			evals = append(evals, r.Engine.Evaluate(ctx, p, w.pod))
+		}
+	}
+	if policy.FallenBelow(evals) {
+		if err := r.apply(ctx, q, map[string]string{securityv1alpha1.ActorAnnotation: policy.AutoReleaseActor},
+			map[string]any{"released": true}); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.Recorder.Eventf(q, w.pod, corev1.EventTypeNormal, "AutoReleased", "Release",
+			"autoReleaseAfter %s passed and the score has fallen below the threshold", q.Spec.AutoReleaseAfter.Duration)
+		return ctrl.Result{}, nil
+	}
+	next := w.env.Now.Add(q.Spec.AutoReleaseAfter.Duration)
+	if err := r.apply(ctx, q, map[string]string{policy.AutoReleaseAtAnnotation: next.UTC().Format(time.RFC3339)}, nil); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.Recorder.Eventf(q, w.pod, corev1.EventTypeWarning, "AutoReleaseExtended", "Extend",
+		"the score is still at or above the threshold: auto-release extended to %s", next.UTC().Format(time.RFC3339))
+	return ctrl.Result{RequeueAfter: jitter(q.Spec.AutoReleaseAfter.Duration)}, nil
+}
+
+// jitter adds up to 10% so many timers do not fire together.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/10+1))
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// SetupWithManager watches the engine's triggers, and Quarantines (mapped
+// to their pod) so auto-release timers survive restarts.
+func (r *ContainmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	toPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		q, ok := o.(*securityv1alpha1.Quarantine)
+		if !ok || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: q.Namespace, Name: q.Spec.Target.Name}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("threatpolicy-containment").
+		WatchesRawSource(source.Channel(r.Engine.Pods, &handler.EnqueueRequestForObject{})).
+		Watches(&securityv1alpha1.Quarantine{}, toPod).
+		Complete(r)
+}
