@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
@@ -14,6 +15,9 @@ var resourceNames = [nFeat]string{"cpu", "memory", "net-rx", "net-tx", "disk-rea
 
 const nFeat = 6
 
+// minHSTSamples is the reference size below which only median/MAD scores.
+const minHSTSamples = 128
+
 func features(r *detector.ResourceSample) [nFeat]float64 {
 	v := [nFeat]float64{r.CPUMillicores, r.MemoryBytes, r.NetworkRxBytes, r.NetworkTxBytes, r.DiskReadBytes, r.DiskWrittenBytes}
 	for i := range v {
@@ -22,15 +26,18 @@ func features(r *detector.ResourceSample) [nFeat]float64 {
 	return v
 }
 
-// Resource models resource samples: per-feature median/MAD (robust z) and
-// Half-Space Trees for joint outliers. Learning keeps a bounded reservoir;
-// both are fitted from it when learning ends.
+// Resource models resource samples: per feature, how far a sample falls
+// outside the learned range in units of the median absolute deviation (idle
+// services are bursty, so distance from the median alone flags every normal
+// burst); and Half-Space Trees for joint outliers. Learning keeps a bounded
+// reservoir; both are fitted from it when scoring starts.
 type Resource struct {
 	Cap     int
 	Seen    uint64
 	Samples [][nFeat]float64
 	Median  [nFeat]float64
 	MAD     [nFeat]float64
+	Lo, Hi  [nFeat]float64 // learned range
 	Trees   *HST
 }
 
@@ -63,6 +70,7 @@ func (m *Resource) fit(rng *rand.Rand) bool {
 			col[i] = s[f]
 		}
 		m.Median[f] = median(col)
+		m.Lo[f], m.Hi[f] = slices.Min(col), slices.Max(col)
 		for i, s := range m.Samples {
 			col[i] = math.Abs(s[f] - m.Median[f])
 		}
@@ -82,8 +90,9 @@ func median(x []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// Score is the larger of the robust-z score (0 up to 3 MADs, then rising to
-// 1) and the Half-Space-Trees score; with the feature that stood out.
+// Score is the larger of the range score (0 within the learned range, then
+// rising to 1 from one MAD beyond it) and the Half-Space-Trees score; with
+// the feature that stood out.
 func (m *Resource) Score(r *detector.ResourceSample, rng *rand.Rand) (float64, string) {
 	if !m.fit(rng) {
 		return 0, ""
@@ -91,13 +100,16 @@ func (m *Resource) Score(r *detector.ResourceSample, rng *rand.Rand) (float64, s
 	v := features(r)
 	best, which := 0.0, ""
 	for f := 0; f < nFeat; f++ {
-		// MAD floor: a constant feature should not make tiny changes infinite.
-		z := math.Abs(v[f]-m.Median[f]) / (1.4826*m.MAD[f] + 0.05)
-		if s := 1 - math.Exp(-math.Max(0, z-3)/3); s > best {
-			best, which = s, fmt.Sprintf("%s %.1f MADs from its median", resourceNames[f], z)
+		// Floor of 0.5 in log space: a near-constant feature must move by
+		// about 4.5x (3 floors) before it counts, not by any small change.
+		out := math.Max(v[f]-m.Hi[f], m.Lo[f]-v[f])
+		z := out / math.Max(1.4826*m.MAD[f], 0.5)
+		if s := 1 - math.Exp(-math.Max(0, z-1)/2); s > best {
+			best, which = s, fmt.Sprintf("%s %.1f MADs outside its learned range", resourceNames[f], z)
 		}
 	}
-	if h := m.Trees.Score(v); h > best {
+	// Half-space trees need enough reference mass to tell empty from rare.
+	if h := m.Trees.Score(v); len(m.Samples) >= minHSTSamples && h > best {
 		best, which = h, "unusual combination of resource usage (half-space trees)"
 	}
 	return best, which
