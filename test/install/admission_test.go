@@ -138,6 +138,10 @@ func TestQuarantineGuard(t *testing.T) {
 	bind(t, "dave", "dave-workloads",
 		rbacv1.PolicyRule{APIGroups: []string{"apps"}, Resources: []string{"deployments/scale", "statefulsets/scale"}, Verbs: []string{"patch"}})
 	alice, bob, carol, dave := as(t, "alice"), as(t, "bob"), as(t, "carol"), as(t, "dave")
+	// The manager holds no custom verbs; what it may write is up to its
+	// generated role, so this test grants plain write access itself and proves
+	// only that the policy exempts the manager.
+	bind(t, managerUser, "manager-writes-quarantines", editQuarantines)
 	manager := as(t, managerUser, "system:serviceaccounts", "system:serviceaccounts:bulkhead-system")
 
 	// Each case runs in order on its own Quarantine.

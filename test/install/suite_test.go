@@ -28,7 +28,9 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) {
 	var err error
-	env, err = testenv.Start(testenv.Options{})
+	// Third-party CRDs (Argo CD, Flux, Prometheus Operator) let the examples
+	// be validated by the API server too.
+	env, err = testenv.Start(testenv.Options{ExtraCRDDirs: []string{"testdata/crds"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
