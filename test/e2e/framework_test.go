@@ -38,6 +38,8 @@ type scenario struct {
 	t  *testing.T
 	ns string
 	c  client.Client
+	// undo runs at the end, after a failure's dump, in reverse order.
+	undo []func()
 }
 
 // newScenario creates a fresh namespace labelled for the scenario's policy.
@@ -58,11 +60,14 @@ func newScenario(t *testing.T) *scenario {
 	if err := s.c.Create(env.ctx, ns); err != nil {
 		t.Fatalf("creating namespace: %v", err)
 	}
-	t.Cleanup(s.cleanup)
 	t.Cleanup(func() {
 		if t.Failed() {
 			s.dump()
 		}
+		for i := len(s.undo) - 1; i >= 0; i-- {
+			s.undo[i]()
+		}
+		s.cleanup()
 	})
 	return s
 }
@@ -130,7 +135,11 @@ func (s *scenario) kubectl(stdin string, args ...string) string {
 func (s *scenario) applyPolicy(name, yaml string) {
 	s.t.Helper()
 	s.kubectl(yaml, "apply", "--server-side", "--field-manager=e2e", "-f", "-")
-	s.t.Cleanup(func() {
+	s.deletePolicyAtEnd(name)
+}
+
+func (s *scenario) deletePolicyAtEnd(name string) {
+	s.undo = append(s.undo, func() {
 		_, _ = env.cluster.Kubectl(context.Background(), nil, "delete", "threatpolicy", name, "--ignore-not-found", "--wait=false")
 	})
 }
@@ -422,6 +431,7 @@ func (s *scenario) dump() {
 	section("events in "+s.ns, "get", "events", "-n", s.ns, "--sort-by=.lastTimestamp")
 	section("quarantines", "get", "quarantines", "-n", s.ns, "-o", "yaml")
 	section("threatpolicies", "get", "threatpolicies", "-o", "yaml")
+	section("manager's permissions (config/rbac as enforced)", "auth", "can-i", "--list", "--as="+env.manager.User)
 	section("pods, deployments, networkpolicies", "get", "pods,deployments,networkpolicies", "-n", s.ns, "-o", "wide", "--show-labels")
 	section("nodes", "get", "nodes", "-o", "custom-columns=NAME:.metadata.name,UNSCHEDULABLE:.spec.unschedulable,TAINTS:.spec.taints")
 }

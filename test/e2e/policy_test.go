@@ -186,9 +186,7 @@ func TestThreatPolicyServerSideApplyNoDrift(t *testing.T) {
 	for _, fm := range []string{"argocd-controller", "kustomize-controller"} {
 		s.kubectl(yaml, "apply", "--server-side", "--field-manager="+fm, "-f", "-")
 	}
-	s.t.Cleanup(func() {
-		_, _ = env.cluster.Kubectl(context.Background(), nil, "delete", "threatpolicy", policy, "--ignore-not-found", "--wait=false")
-	})
+	s.deletePolicyAtEnd(policy)
 	first := s.waitPolicyReady(policy)
 
 	// Give the controller time for more passes (status updates, requeues).
