@@ -42,7 +42,9 @@ type Observer struct {
 
 type workload struct {
 	cur, prev *Baseline
-	dirty     bool
+	// dirty baselines changed since the last flush (cur, or a cur that a
+	// rollout just made prev).
+	dirty map[*Baseline]bool
 }
 
 // podStreams is the sequence state of one container against the learning and
@@ -111,7 +113,7 @@ func (o *Observer) workload(ctx context.Context, key Key) (*workload, error) {
 	id := key.Namespace + "/" + key.Owner
 	w, ok := o.workloads[id]
 	if !ok {
-		w = &workload{}
+		w = &workload{dirty: map[*Baseline]bool{}}
 		if o.store != nil {
 			stored, err := o.store.Load(ctx, key.Namespace, key.Owner)
 			if err != nil {
@@ -136,7 +138,7 @@ func (o *Observer) workload(ctx context.Context, key Key) (*workload, error) {
 			w.prev = w.cur
 		}
 		w.cur = NewBaseline(key, o.cfg, o.now())
-		w.dirty = true
+		w.dirty = map[*Baseline]bool{w.cur: true, w.prev: w.dirty[w.prev]}
 	}
 	return w, nil
 }
@@ -173,7 +175,7 @@ func (o *Observer) observePod(ctx context.Context, key Key, pod string, evs []de
 		for i := range evs {
 			w.cur.Learn(&evs[i], &streams(evs[i].Container).learn, o.rng)
 		}
-		w.dirty = true
+		w.dirty[w.cur] = true
 	}
 	if scoring == nil {
 		return nil, nil
@@ -210,20 +212,23 @@ func (o *Observer) Flush(ctx context.Context) error {
 	o.mu.Lock()
 	var todo []*Baseline
 	for _, w := range o.workloads {
-		if w.dirty {
-			data, err := w.cur.MarshalBinary() // snapshot under the lock
+		for b, dirty := range w.dirty {
+			if !dirty || b == nil {
+				continue
+			}
+			data, err := b.MarshalBinary() // snapshot under the lock
 			if err != nil {
 				o.mu.Unlock()
 				return err
 			}
-			b := &Baseline{}
-			if err := b.UnmarshalBinary(data); err != nil {
+			c := &Baseline{}
+			if err := c.UnmarshalBinary(data); err != nil {
 				o.mu.Unlock()
 				return err
 			}
-			todo = append(todo, b)
-			w.dirty = false
+			todo = append(todo, c)
 		}
+		clear(w.dirty)
 	}
 	o.mu.Unlock()
 	for _, b := range todo {
