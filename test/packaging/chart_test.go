@@ -49,7 +49,8 @@ func allOn() map[string]any {
 			"prometheusRule":   map[string]any{"enabled": true},
 			"grafanaDashboard": map[string]any{"enabled": true},
 		},
-		"extraArgs":    []any{"--ingest-token-file=/etc/bulkhead/tokens"},
+		"extraArgs":    []any{"--score-ttl=10m"},
+		"ingest":       map[string]any{"credentialsSecret": "sensor-tokens"},
 		"nodeSelector": map[string]any{"kubernetes.io/os": "linux"},
 	}
 }
@@ -158,8 +159,11 @@ func TestChartRendersEverythingOn(t *testing.T) {
 	}
 	c := dig(objs["Deployment"][0], "spec", "template", "spec", "containers").([]any)[0].(map[string]any)
 	args := c["args"].([]any)
-	if args[len(args)-1] != "--ingest-token-file=/etc/bulkhead/tokens" {
-		t.Errorf("extraArgs not appended: %v", args)
+	if args[len(args)-1] != "--score-ttl=10m" || args[len(args)-2] != "--ingest-token-file=/etc/bulkhead/ingest/tokens" {
+		t.Errorf("extraArgs or the credentials flag not appended: %v", args)
+	}
+	if s := stringOf(dig(objs["Deployment"][0], "spec", "template", "spec", "volumes")); !strings.Contains(s, "sensor-tokens") {
+		t.Errorf("the credentials Secret is not mounted: %s", s)
 	}
 }
 

@@ -8,6 +8,7 @@ package packaging
 import (
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
@@ -54,5 +55,22 @@ func TestDiffDetectsStaleness(t *testing.T) {
 	}
 	if len(diffs) != 3 { // changed Dockerfile, missing install.yaml, stale Chart.yaml
 		t.Fatalf("want 3 differences, got %q", diffs)
+	}
+}
+
+// TestProductionOverlayBuilds: the kustomize overlay example (config/default
+// plus the ingest-credentials component) builds and wires the Secret in.
+func TestProductionOverlayBuilds(t *testing.T) {
+	out, objs, err := gen.Kustomize(repoRoot(t), "examples/kustomize/production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--ingest-token-file=/etc/bulkhead/ingest/tokens", "secretName: bulkhead-ingest-credentials", "mountPath: /etc/bulkhead/ingest"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("overlay output lacks %q", want)
+		}
+	}
+	if len(objs) < 20 {
+		t.Errorf("overlay renders only %d objects", len(objs))
 	}
 }

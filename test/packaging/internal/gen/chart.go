@@ -62,8 +62,13 @@ resources:
     cpu: "1"
     memory: 512Mi
 
-# Extra manager flags, for example --ingest-token-file=/etc/bulkhead/tokens.
+# Extra manager flags, for example --score-ttl=10m.
 extraArgs: []
+
+ingest:
+  # Secret in the release namespace whose key "tokens" holds the ingestion
+  # credentials (docs/detectors.md). Empty: every ingestion request is refused.
+  credentialsSecret: ""
 
 nodeSelector: {}
 tolerations: []
@@ -183,6 +188,8 @@ var (
 	reResources = regexp.MustCompile(`(?m)^( *)resources: __RESOURCES__$`)
 	reSched     = regexp.MustCompile(`(?m)^( *)__SCHEDULING__: ""$`)
 	reArgs      = regexp.MustCompile(`(?m)^( *)- __EXTRA_ARGS__$`)
+	reMount     = regexp.MustCompile(`(?m)^( *)- __INGEST_MOUNT__$`)
+	reVolume    = regexp.MustCompile(`(?m)^( *)- __INGEST_VOLUME__$`)
 	rePodAnn    = regexp.MustCompile(`(?m)^( *)__POD_ANNOTATIONS__: ""$`)
 )
 
@@ -214,6 +221,7 @@ func template(o Object) ([]byte, error) {
 		ann["__POD_ANNOTATIONS__"] = ""
 		podSpec := pod["spec"].(map[string]any)
 		podSpec["__SCHEDULING__"] = ""
+		podSpec["volumes"] = append(podSpec["volumes"].([]any), "__INGEST_VOLUME__")
 		for _, ct := range podSpec["containers"].([]any) {
 			ct := ct.(map[string]any)
 			if ct["name"] != "manager" {
@@ -223,6 +231,7 @@ func template(o Object) ([]byte, error) {
 			ct["imagePullPolicy"] = "__PULL_POLICY__"
 			ct["resources"] = "__RESOURCES__"
 			ct["args"] = append(ct["args"].([]any), "__EXTRA_ARGS__")
+			ct["volumeMounts"] = append(ct["volumeMounts"].([]any), "__INGEST_MOUNT__")
 		}
 	}
 	out, err := toYAML(c)
@@ -253,7 +262,16 @@ func template(o Object) ([]byte, error) {
 	})
 	s = reArgs.ReplaceAllStringFunc(s, func(m string) string {
 		p := strings.Repeat(" ", len(m)-len(strings.TrimLeft(m, " ")))
-		return fmt.Sprintf("%s{{- range .Values.extraArgs }}\n%s- {{ . | quote }}\n%s{{- end }}", p, p, p)
+		return fmt.Sprintf("%s{{- if .Values.ingest.credentialsSecret }}\n%s- --ingest-token-file=/etc/bulkhead/ingest/tokens\n%s{{- end }}\n"+
+			"%s{{- range .Values.extraArgs }}\n%s- {{ . | quote }}\n%s{{- end }}", p, p, p, p, p, p)
+	})
+	s = reMount.ReplaceAllStringFunc(s, func(m string) string {
+		p := strings.Repeat(" ", len(m)-len(strings.TrimLeft(m, " ")))
+		return fmt.Sprintf("%s{{- if .Values.ingest.credentialsSecret }}\n%s- name: ingest-credentials\n%s  mountPath: /etc/bulkhead/ingest\n%s  readOnly: true\n%s{{- end }}", p, p, p, p, p)
+	})
+	s = reVolume.ReplaceAllStringFunc(s, func(m string) string {
+		p := strings.Repeat(" ", len(m)-len(strings.TrimLeft(m, " ")))
+		return fmt.Sprintf("%s{{- if .Values.ingest.credentialsSecret }}\n%s- name: ingest-credentials\n%s  secret:\n%s    secretName: {{ .Values.ingest.credentialsSecret }}\n%s    defaultMode: 0400\n%s{{- end }}", p, p, p, p, p, p)
 	})
 	s = strings.NewReplacer(
 		"__REPLICAS__", "{{ .Values.replicaCount }}",
