@@ -77,8 +77,8 @@ func TestExecAndNet(t *testing.T) {
 	n := NewNet(100)
 	n.Learn(&detector.ConnectEvent{Address: "10.0.0.5", Port: 5432, Protocol: "TCP"})
 	for c, want := range map[detector.ConnectEvent]float64{
-		{Address: "10.0.0.5", Port: 5432, Protocol: "tcp"}:   0,
-		{Address: "10.0.0.9", Port: 5432, Protocol: "TCP"}:   0.7,
+		{Address: "10.0.0.5", Port: 5432, Protocol: "tcp"}:    0,
+		{Address: "10.0.0.9", Port: 5432, Protocol: "TCP"}:    0.7,
 		{Address: "203.0.113.7", Port: 4444, Protocol: "TCP"}: 1,
 	} {
 		if got, _ := n.Score(&c); got != want {

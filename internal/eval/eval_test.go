@@ -174,3 +174,22 @@ func TestLIDDS(t *testing.T) {
 		t.Errorf("test recordings: attack %v normal %v, want both", sawAttack, sawNormal)
 	}
 }
+
+// BenchmarkADFAScore is the per-call cost of scoring the real ADFA-LD
+// validation traces with a baseline trained on the training traces.
+func BenchmarkADFAScore(b *testing.B) {
+	s := loadADFA(b)
+	sc := Train(behavior.Config{}, s.Train)
+	calls := 0
+	for _, t := range s.Validation {
+		calls += len(t.Syscalls)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, t := range s.Validation {
+			sc.Score(t)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*calls), "ns/syscall")
+}
