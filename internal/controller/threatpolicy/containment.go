@@ -65,9 +65,9 @@ func (r *ContainmentReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if evals, decide := r.Engine.Take(key); decide {
+	if evals := r.Engine.Take(key); len(evals) > 0 {
 		if err := r.decide(ctx, w, evals); err != nil {
-			r.Engine.Retry(key)
+			r.Engine.Retry(key, evals)
 			return ctrl.Result{}, err
 		}
 	}

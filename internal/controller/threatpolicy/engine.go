@@ -40,9 +40,11 @@ type Engine struct {
 	mu sync.Mutex
 	// evals holds each pod's latest evaluation per policy.
 	evals map[detector.PodKey]map[string]*policy.Evaluation
-	// decide marks pods with an evaluation to decide on; the containment
-	// controller takes it, so only new signals can contain.
-	decide   map[detector.PodKey]bool
+	// pending holds, per pod, the evaluations that reached their policy's
+	// trigger and await a decision: the containment controller takes them,
+	// so only new signals can contain, and a lower score arriving before the
+	// decision does not erase the trigger.
+	pending  map[detector.PodKey]map[string]policy.Evaluation
 	policies map[string]*policyState
 	misconf  map[string]scoring.Adjustment // by pod UID: the spec is immutable enough
 }
@@ -60,7 +62,7 @@ func NewEngine(store *detector.Store, reader client.Reader, assessor *exposure.A
 	return &Engine{
 		Store: store, Reader: reader, Exposure: assessor,
 		Pods: make(chan event.GenericEvent, 1024), Policies: make(chan event.GenericEvent, 1024),
-		evals: map[detector.PodKey]map[string]*policy.Evaluation{}, decide: map[detector.PodKey]bool{},
+		evals: map[detector.PodKey]map[string]*policy.Evaluation{}, pending: map[detector.PodKey]map[string]policy.Evaluation{},
 		policies: map[string]*policyState{}, misconf: map[string]scoring.Adjustment{},
 	}
 }
@@ -125,7 +127,10 @@ func (e *Engine) evaluate(ctx context.Context, s *detector.Signal, policies []se
 		notify := !st.dirty
 		st.dirty = true
 		if ev.Triggered() {
-			e.decide[key] = true
+			if e.pending[key] == nil {
+				e.pending[key] = map[string]policy.Evaluation{}
+			}
+			e.pending[key][p.Name] = ev
 			triggered = true
 		}
 		e.mu.Unlock()
@@ -206,25 +211,27 @@ func (e *Engine) state(name string) *policyState {
 	return st
 }
 
-// Take returns the pod's latest evaluations (by policy) and whether a new
-// signal asks for a decision, clearing that request.
-func (e *Engine) Take(key detector.PodKey) (map[string]policy.Evaluation, bool) {
+// Take returns and clears the pod's triggered evaluations, by policy.
+func (e *Engine) Take(key detector.PodKey) map[string]policy.Evaluation {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]policy.Evaluation, len(e.evals[key]))
-	for n, ev := range e.evals[key] {
-		out[n] = *ev
-	}
-	decide := e.decide[key]
-	delete(e.decide, key)
-	return out, decide
+	out := e.pending[key]
+	delete(e.pending, key)
+	return out
 }
 
-// Retry asks for the pod's decision again (it failed).
-func (e *Engine) Retry(key detector.PodKey) {
+// Retry puts back evaluations whose decision failed, unless newer ones came.
+func (e *Engine) Retry(key detector.PodKey, evals map[string]policy.Evaluation) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.decide[key] = true
+	if e.pending[key] == nil {
+		e.pending[key] = map[string]policy.Evaluation{}
+	}
+	for n, ev := range evals {
+		if _, newer := e.pending[key][n]; !newer {
+			e.pending[key][n] = ev
+		}
+	}
 }
 
 // Forget drops a deleted pod.
@@ -233,7 +240,7 @@ func (e *Engine) Forget(key detector.PodKey, uid string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.evals, key)
-	delete(e.decide, key)
+	delete(e.pending, key)
 	delete(e.misconf, uid)
 }
 

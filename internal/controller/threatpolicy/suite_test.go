@@ -1,0 +1,291 @@
+package threatpolicy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/ingest"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+const (
+	managerNS = "bulkhead-system"
+	token     = "suite-token"
+)
+
+var (
+	k8s       client.Client
+	ingestURL string
+	httpc     = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the suite's server is self-signed
+	engine  *Engine
+	nsCount atomic.Int32
+)
+
+// syscallModel stands in for the behavior model: a run with ptrace scores 0.95.
+type syscallModel struct{}
+
+func (syscallModel) ObserveBehavior(_ context.Context, evs []detector.BehaviorEvent) ([]detector.Signal, error) {
+	var out []detector.Signal
+	for _, e := range evs {
+		s := 0.1
+		if strings.Contains(strings.Join(e.Syscalls, " "), "ptrace") {
+			s = 0.95
+		}
+		out = append(out, detector.Signal{Namespace: e.Namespace, Pod: e.Pod, Detector: detector.Behavior, Score: s, Reason: "syscalls"})
+	}
+	return out, nil
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	logTo := io.Discard
+	if os.Getenv("TEST_LOG") != "" {
+		logTo = os.Stderr
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(logTo)))
+	env, err := testenv.Start(testenv.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	k8s = env.Client
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	engine, err = Setup(mgr, Options{ManagerNamespace: managerNS, ScoreTTL: 5 * time.Minute, MaxActiveQuarantines: 100})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	dir, _ := os.MkdirTemp("", "bulkhead-ingest")
+	defer func() { _ = os.RemoveAll(dir) }()
+	tokens := filepath.Join(dir, "tokens")
+	_ = os.WriteFile(tokens, []byte(token+" name=suite detectors=falco,tetragon,alertmanager,behavior,my-model,other-model\n"), 0o600)
+	auth, err := ingest.NewAuthenticator(tokens)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	h := ingest.NewHandler(ingest.Config{Auth: auth, Sink: engine, Behavior: syscallModel{}, Pods: mgr.GetClient(), Rate: 1e6, Burst: 1e6})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ingestURL = "https://" + ln.Addr().String()
+	go func() { _ = (&ingest.Server{Handler: h}).Serve(ctx, ln) }()
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		fmt.Fprintln(os.Stderr, "cache did not sync")
+		return 1
+	}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managerNS}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// newNamespace makes a namespace labelled for one test's policy.
+func newNamespace(t *testing.T, pods ...string) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d", nsCount.Add(1))
+	t.Logf("namespace %s", name)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"test": name}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		newPod(t, name, p)
+	}
+	return name
+}
+
+func newPod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
+	if err := k8s.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	// The ingestion server reads pods from the manager's cache.
+	eventually(t, func() error {
+		return engine.Reader.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+	})
+	return pod
+}
+
+// newPolicy creates a policy selecting namespace ns, with detectors falco
+// (1) unless mut changes it, threshold 0.8, ladder Isolate@0.8 and
+// ScaleToZero+CordonNode@0.95.
+func newPolicy(t *testing.T, ns string, mode securityv1alpha1.PolicyMode, mut ...func(*securityv1alpha1.ThreatPolicySpec)) *securityv1alpha1.ThreatPolicy {
+	t.Helper()
+	p := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + strings.ToLower(string(mode))},
+		Spec: securityv1alpha1.ThreatPolicySpec{
+			Mode: mode,
+			Selector: securityv1alpha1.PodSelection{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"test": ns}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}},
+			},
+			Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
+			Scoring:   securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 1},
+			Response: []securityv1alpha1.ResponseStep{
+				{MinScore: "0.8", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate, Isolate: &securityv1alpha1.IsolateParams{AllowDNS: true}}}},
+				{MinScore: "0.95", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionScaleToZero}, {Type: securityv1alpha1.ActionCordonNode}}},
+			},
+		}}
+	for _, m := range mut {
+		m(&p.Spec)
+	}
+	if len(p.Name) > 253 {
+		p.Name = p.Name[:253]
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	// The engine reads policies from the cache.
+	eventually(t, func() error {
+		return engine.Reader.Get(context.Background(), client.ObjectKeyFromObject(p), &securityv1alpha1.ThreatPolicy{})
+	})
+	return p
+}
+
+// post sends body to an ingestion path and requires want.
+func post(t *testing.T, path, contentType string, body []byte, header map[string]string, want int) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, ingestURL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", contentType)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("POST %s: %d %s, want %d", path, resp.StatusCode, b, want)
+	}
+}
+
+func postScore(t *testing.T, ns, pod, det string, score float64) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"namespace": ns, "pod": pod, "detector": det, "score": score})
+	post(t, "/v1/scores", "application/json", b, nil, http.StatusAccepted)
+}
+
+// postFalco posts a Falco event of the given priority about ns/pod.
+func postFalco(t *testing.T, ns, pod, priority string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"rule": "Terminal shell in container", "priority": priority, "output": "shell in " + pod,
+		"output_fields": map[string]any{"k8s.ns.name": ns, "k8s.pod.name": pod}})
+	post(t, "/v1/falco", "application/json", b, nil, http.StatusAccepted)
+}
+
+func quarantines(t *testing.T, ns string) []securityv1alpha1.Quarantine {
+	t.Helper()
+	var l securityv1alpha1.QuarantineList
+	if err := k8s.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+// onlyQuarantine waits until ns holds exactly one Quarantine that check accepts.
+func onlyQuarantine(t *testing.T, ns string, check func(q *securityv1alpha1.Quarantine) error) *securityv1alpha1.Quarantine {
+	t.Helper()
+	var q *securityv1alpha1.Quarantine
+	eventually(t, func() error {
+		qs := quarantines(t, ns)
+		if len(qs) != 1 {
+			return fmt.Errorf("%d Quarantines in %s", len(qs), ns)
+		}
+		q = &qs[0]
+		return check(q)
+	})
+	return q
+}
+
+// never requires that ns holds no Quarantine for a while.
+func never(t *testing.T, ns string) {
+	t.Helper()
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if qs := quarantines(t, ns); len(qs) != 0 {
+			t.Fatalf("unexpected Quarantine %s: %+v", qs[0].Name, qs[0].Spec)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func policyStatus(t *testing.T, name string, check func(st *securityv1alpha1.ThreatPolicy) error) {
+	t.Helper()
+	eventually(t, func() error {
+		p := &securityv1alpha1.ThreatPolicy{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, p); err != nil {
+			return err
+		}
+		return check(p)
+	})
+}
+
+func eventually(t *testing.T, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out: %v", err)
+}
+
+func actionTypes(q *securityv1alpha1.Quarantine) string {
+	var s []string
+	for _, a := range q.Spec.Actions {
+		s = append(s, string(a.Type))
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,403 @@
+package threatpolicy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+func TestEnforceSustainAndEscalation(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Scoring.Sustain = 2
+		s.Detectors = []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 40}, {Name: "my-model", Weight: 60}}
+	})
+
+	postScore(t, ns, "shop-1", "my-model", 0.9)
+	never(t, ns) // one evaluation is not sustain: 2
+
+	postScore(t, ns, "shop-1", "my-model", 0.85)
+	q := onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if actionTypes(q) != "Isolate" {
+			return fmt.Errorf("actions %s", actionTypes(q))
+		}
+		return nil
+	})
+	if q.Name != "shop-1" || q.Spec.Target.Name != "shop-1" || !q.IsApproved() || q.IsReleased() ||
+		q.Labels[securityv1alpha1.ManagedByLabel] != "bulkhead" || q.Labels[securityv1alpha1.PolicyLabel] != p.Name ||
+		q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != p.Name ||
+		q.Spec.Reason.Policy != p.Name || !slices.Equal(q.Spec.Reason.Policies, []string{p.Name}) ||
+		q.Spec.Reason.Detector != "my-model" || q.Spec.Reason.Score != "0.85" {
+		t.Errorf("quarantine %+v %+v", q.ObjectMeta, q.Spec)
+	}
+
+	// A higher step adds actions to the same Quarantine.
+	postScore(t, ns, "shop-1", "my-model", 1)
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if actionTypes(q) != "Isolate,ScaleToZero,CordonNode" || q.Spec.Reason.Score != "1" {
+			return fmt.Errorf("actions %s score %s", actionTypes(q), q.Spec.Reason.Score)
+		}
+		return nil
+	})
+
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		st := p.Status
+		ready := apimeta.FindStatusCondition(st.Conditions, securityv1alpha1.ConditionReady)
+		switch {
+		case st.ObservedGeneration != p.Generation || ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != p.Generation:
+			return fmt.Errorf("conditions %+v", st.Conditions)
+		case st.PodsCovered != 1 || st.ActiveQuarantines != 1:
+			return fmt.Errorf("covered %d active %d", st.PodsCovered, st.ActiveQuarantines)
+		case st.LastTrigger == nil || st.LastTrigger.Pod != "shop-1" || st.LastTrigger.Quarantine != "shop-1":
+			return fmt.Errorf("lastTrigger %+v", st.LastTrigger)
+		case len(st.Detectors) != 2 || st.Detectors[0].LastSignalTime == nil || st.Detectors[1].LastSignalTime == nil:
+			return fmt.Errorf("detectors %+v", st.Detectors)
+		case len(st.Plans) != 0:
+			return fmt.Errorf("plans under Enforce: %+v", st.Plans)
+		}
+		return nil
+	})
+}
+
+func TestRequireApprovalWithFalcoAndRecommendation(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	newPolicy(t, ns, securityv1alpha1.ModeRequireApproval, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Release.ApprovalTimeout = &metav1.Duration{Duration: 30 * time.Minute}
+	})
+	postFalco(t, ns, "shop-1", "Notice") // 0.5: below
+	never(t, ns)
+	postFalco(t, ns, "shop-1", "Error") // 0.9
+	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if q.IsApproved() || q.Spec.ApprovalTimeout == nil || q.Spec.ApprovalTimeout.Duration != 30*time.Minute || actionTypes(q) != "Isolate" {
+			return fmt.Errorf("spec %+v", q.Spec)
+		}
+		return nil
+	})
+	// Escalation outside Enforce is a recommendation, not an action.
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if actionTypes(q) != "Isolate" || len(q.Status.Recommendations) != 1 || len(q.Status.Recommendations[0].Actions) != 2 {
+			return fmt.Errorf("actions %s recommendations %+v", actionTypes(q), q.Status.Recommendations)
+		}
+		return nil
+	})
+}
+
+func TestDryRunWithAlertmanagerPlansOnly(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeDryRun, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Detectors = []securityv1alpha1.DetectorWeight{{Name: "alertmanager", Weight: 1}}
+	})
+	body := fmt.Sprintf(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Crypto","namespace":%q,"pod":"shop-1","severity":"critical"}}]}`, ns)
+	post(t, "/v1/alertmanager", "application/json", []byte(body), nil, http.StatusAccepted)
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		if len(p.Status.Plans) != 1 || p.Status.Plans[0].Pod != "shop-1" || p.Status.Plans[0].Score != "1" ||
+			len(p.Status.Plans[0].Breakdown) != 1 || p.Status.Plans[0].Breakdown[0].Source != "alertmanager" || p.Status.Plans[0].BlockedBy != "" {
+			return fmt.Errorf("plans %+v", p.Status.Plans)
+		}
+		return nil
+	})
+	podEvent(t, ns, "shop-1", "WouldQuarantine")
+	never(t, ns)
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		if p.Status.ActiveQuarantines != 0 {
+			return fmt.Errorf("dry run used budget: %d", p.Status.ActiveQuarantines)
+		}
+		return nil
+	})
+}
+
+func podEvent(t *testing.T, ns, pod, reason string) {
+	t.Helper()
+	eventually(t, func() error {
+		var evs eventsv1.EventList
+		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == reason && e.Regarding.Kind == "Pod" && e.Regarding.Name == pod {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event on pod %s among %d", reason, pod, len(evs.Items))
+	})
+}
+
+func TestPauseSwitchMakesEnforcePlan(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce)
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: managerNS, Name: securityv1alpha1.ControlConfigMap},
+		Data: map[string]string{securityv1alpha1.PausedKey: "true"}}
+	if err := k8s.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := k8s.Delete(ctx, cm); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer resume()
+	postFalco(t, ns, "shop-1", "Critical")
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		if len(p.Status.Plans) != 1 {
+			return fmt.Errorf("plans %+v", p.Status.Plans)
+		}
+		return nil
+	})
+	never(t, ns)
+	resume()
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(*securityv1alpha1.Quarantine) error { return nil })
+}
+
+func TestSafeguardProtectedNamespace(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Safeguards.ProtectedNamespaces = []string{ns}
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		if len(p.Status.Plans) != 1 || p.Status.Plans[0].BlockedBy != policy.BlockedProtectedNamespace {
+			return fmt.Errorf("plans %+v", p.Status.Plans)
+		}
+		return nil
+	})
+	never(t, ns)
+}
+
+func TestSafeguardBudget(t *testing.T) {
+	ns := newNamespace(t, "shop-1", "shop-2")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Safeguards.MaxActiveQuarantines = 1
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(*securityv1alpha1.Quarantine) error { return nil })
+	postFalco(t, ns, "shop-2", "Critical")
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		ready := apimeta.FindStatusCondition(p.Status.Conditions, securityv1alpha1.ConditionReady)
+		if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != securityv1alpha1.ReasonBudgetExhausted {
+			return fmt.Errorf("ready %+v", ready)
+		}
+		if len(p.Status.Plans) != 1 || p.Status.Plans[0].Pod != "shop-2" || p.Status.Plans[0].BlockedBy != policy.BlockedBudget {
+			return fmt.Errorf("plans %+v", p.Status.Plans)
+		}
+		return nil
+	})
+	if qs := quarantines(t, ns); len(qs) != 1 || qs[0].Spec.Target.Name != "shop-1" {
+		t.Errorf("quarantines %d", len(qs))
+	}
+}
+
+func TestSafeguardCooldownAfterRelease(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Safeguards.Cooldown = &metav1.Duration{Duration: 10 * time.Minute}
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	q := onlyQuarantine(t, ns, func(*securityv1alpha1.Quarantine) error { return nil })
+	// A human releases it; the Quarantine controller records when.
+	ctx := context.Background()
+	patch := client.MergeFrom(q.DeepCopy())
+	released := true
+	q.Spec.Released = &released
+	if err := k8s.Patch(ctx, q, patch); err != nil {
+		t.Fatal(err)
+	}
+	q.Status.Phase, q.Status.ReleasedAt = securityv1alpha1.PhaseReleased, &metav1.Time{Time: time.Now()}
+	if err := k8s.Status().Update(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the cache see it
+	postFalco(t, ns, "shop-1", "Critical")
+	time.Sleep(1 * time.Second)
+	if qs := quarantines(t, ns); len(qs) != 1 {
+		t.Errorf("%d Quarantines: cooldown did not hold", len(qs))
+	}
+}
+
+func TestTwoPoliciesOneQuarantine(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	a := newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Release.AutoReleaseAfter = &metav1.Duration{Duration: 2 * time.Hour}
+	})
+	b := newPolicy(t, ns, securityv1alpha1.ModeRequireApproval, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Release.AutoReleaseAfter = &metav1.Duration{Duration: time.Hour}
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		want := []string{a.Name, b.Name}
+		slices.Sort(want)
+		if !slices.Equal(q.Spec.Reason.Policies, want) || q.IsApproved() || q.Spec.AutoReleaseAfter.Duration != time.Hour {
+			return fmt.Errorf("spec %+v %+v", q.Spec, q.Spec.Reason)
+		}
+		return nil
+	})
+	for _, name := range []string{a.Name, b.Name} {
+		policyStatus(t, name, func(p *securityv1alpha1.ThreatPolicy) error {
+			if p.Status.ActiveQuarantines != 1 {
+				return fmt.Errorf("%s active %d", name, p.Status.ActiveQuarantines)
+			}
+			return nil
+		})
+	}
+}
+
+func TestTetragonCloudEventsAndSyscallsContain(t *testing.T) {
+	shared := os.Getenv("BULKHEAD_SHARED")
+	if shared == "" {
+		shared = filepath.Join(testenv.RepoRoot(), "..", "shared")
+	}
+	kprobe, err := os.ReadFile(filepath.Join(shared, "samples", "tetragon", "process_kprobe-1-file-access.json"))
+	if err != nil {
+		t.Fatalf("samples (set BULKHEAD_SHARED): %v", err)
+	}
+	t.Run("tetragon kprobe", func(t *testing.T) {
+		ns := newNamespace(t, "file-access")
+		newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+			s.Detectors = []securityv1alpha1.DetectorWeight{{Name: "tetragon", Weight: 1}}
+		})
+		var ev map[string]any
+		if err := json.Unmarshal(kprobe, &ev); err != nil {
+			t.Fatal(err)
+		}
+		ev["process_kprobe"].(map[string]any)["process"].(map[string]any)["pod"].(map[string]any)["namespace"] = ns
+		// The sample is from 2023: older than --score-ttl, so it would not count.
+		ev["time"] = time.Now().UTC().Format(time.RFC3339Nano)
+		line, _ := json.Marshal(ev)
+		post(t, "/v1/tetragon", "application/x-ndjson", append(line, '\n'), nil, http.StatusAccepted)
+		onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+			if q.Spec.Reason.Detector != "tetragon" || !strings.Contains(q.Spec.Reason.Summary, "file-monitoring") {
+				return fmt.Errorf("reason %+v", q.Spec.Reason)
+			}
+			return nil
+		})
+	})
+	t.Run("cloudevents binary falco", func(t *testing.T) {
+		ns := newNamespace(t, "alpine")
+		newPolicy(t, ns, securityv1alpha1.ModeEnforce)
+		data := fmt.Sprintf(`{"rule":"Terminal shell in container","priority":"Critical","output":"x","output_fields":{"k8s.ns.name":%q,"k8s.pod.name":"alpine"}}`, ns)
+		post(t, "/v1/cloudevents", "application/json", []byte(data), map[string]string{
+			"Ce-Specversion": "1.0", "Ce-Type": "falco.rule.output.v1", "Ce-Source": "https://falco.org", "Ce-Id": ns}, http.StatusAccepted)
+		onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+			if q.Spec.Reason.Detector != "falco" {
+				return fmt.Errorf("reason %+v", q.Spec.Reason)
+			}
+			return nil
+		})
+	})
+	t.Run("cloudevents structured score", func(t *testing.T) {
+		ns := newNamespace(t, "shop-1")
+		newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+			s.Detectors = []securityv1alpha1.DetectorWeight{{Name: "other-model", Weight: 1}}
+		})
+		body := fmt.Sprintf(`{"specversion":"1.0","type":"dev.bulkhead.score.v1","source":"models","id":%q,"data":{"namespace":%q,"pod":"shop-1","detector":"other-model","score":0.9}}`, ns, ns)
+		post(t, "/v1/cloudevents", "application/cloudevents+json", []byte(body), nil, http.StatusAccepted)
+		onlyQuarantine(t, ns, func(*securityv1alpha1.Quarantine) error { return nil })
+	})
+	t.Run("syscalls through the behavior model", func(t *testing.T) {
+		ns := newNamespace(t, "shop-1")
+		newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+			s.Detectors = []securityv1alpha1.DetectorWeight{{Name: "behavior", Weight: 1}}
+		})
+		post(t, "/v1/syscalls", "application/json", fmt.Appendf(nil, `{"namespace":%q,"pod":"shop-1","calls":"open read write"}`, ns), nil, http.StatusAccepted)
+		never(t, ns)
+		post(t, "/v1/syscalls", "application/json", fmt.Appendf(nil, `{"namespace":%q,"pod":"shop-1","calls":"open ptrace mprotect"}`, ns), nil, http.StatusAccepted)
+		onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+			if q.Spec.Reason.Detector != "behavior" {
+				return fmt.Errorf("reason %+v", q.Spec.Reason)
+			}
+			return nil
+		})
+	})
+}
+
+func TestAutoReleaseOnlyWhenTheScoreFell(t *testing.T) {
+	ns := newNamespace(t, "shop-1", "shop-2")
+	newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Release.AutoReleaseAfter = &metav1.Duration{Duration: 2 * time.Second}
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	postFalco(t, ns, "shop-2", "Critical")
+	postFalco(t, ns, "shop-1", "Notice") // shop-1's score falls to 0.5
+	byTarget := func(target string) *securityv1alpha1.Quarantine {
+		for _, q := range quarantines(t, ns) {
+			if q.Spec.Target.Name == target {
+				return &q
+			}
+		}
+		return nil
+	}
+	eventually(t, func() error {
+		q := byTarget("shop-1")
+		if q == nil || !q.IsReleased() || q.Annotations[securityv1alpha1.ActorAnnotation] != policy.AutoReleaseActor {
+			return fmt.Errorf("shop-1 not auto-released: %+v", q)
+		}
+		return nil
+	})
+	eventually(t, func() error {
+		q := byTarget("shop-2")
+		if q == nil || q.IsReleased() || q.Annotations[policy.AutoReleaseAtAnnotation] == "" {
+			return fmt.Errorf("shop-2 not extended: %+v", q)
+		}
+		return nil
+	})
+}
+
+func TestQuarantineNameTruncatedAndSuffixed(t *testing.T) {
+	ns := newNamespace(t)
+	long := strings.Repeat("a", 60) + "-bcdefghij"
+	newPod(t, ns, long)
+	newPolicy(t, ns, securityv1alpha1.ModeEnforce)
+	// A hand-made, released Quarantine already holds the truncated name.
+	released := true
+	taken := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.Repeat("a", 60) + "-bc"},
+		Spec: securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: "other"}, Released: &released,
+			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}}
+	if err := k8s.Create(context.Background(), taken); err != nil {
+		t.Fatal(err)
+	}
+	postFalco(t, ns, long, "Critical")
+	eventually(t, func() error {
+		for _, q := range quarantines(t, ns) {
+			if q.Spec.Target.Name == long {
+				if q.Name != strings.Repeat("a", 60)+"-2" {
+					return fmt.Errorf("name %q", q.Name)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no Quarantine for the pod")
+	})
+}
+
+func TestNoSignalForUncoveredPod(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Selector.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "not-shop"}}
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	never(t, ns)
+}
