@@ -455,6 +455,7 @@ func (s *scenario) cleanup() {
 	})
 	if err != nil {
 		s.t.Errorf("cleanup: %v; removing finalizers", err)
+		s.dump()
 		var list securityv1alpha1.QuarantineList
 		_ = s.c.List(ctx, &list, client.InNamespace(s.ns))
 		for i := range list.Items {

@@ -53,6 +53,8 @@ type contained struct {
 	name, pod, node string
 	replicas        int32
 	probe           string
+	// podUIDs are the shop pods before containment; restored pods are new.
+	podUIDs map[string]bool
 }
 
 // containShopByHand runs a 3-replica shop pinned to one node, applies a
@@ -63,7 +65,10 @@ func (s *scenario) containShopByHand() contained {
 	s.t.Helper()
 	node := env.cluster.Nodes[1]
 	pods := s.deployShop(3, node)
-	c := contained{name: "shop-incident", pod: pods[0].Name, node: node, replicas: 3, probe: "probe"}
+	c := contained{name: "shop-incident", pod: pods[0].Name, node: node, replicas: 3, probe: "probe", podUIDs: map[string]bool{}}
+	for _, p := range pods {
+		c.podUIDs[string(p.UID)] = true
+	}
 	s.kubectl(fmt.Sprintf(`apiVersion: security.bulkhead.dev/v1alpha1
 kind: Quarantine
 metadata:
@@ -93,6 +98,16 @@ spec:
 		r, err := s.replicas(ctx)
 		if err != nil || r != 0 {
 			return fmt.Errorf("replicas %d %v", r, err)
+		}
+		return nil
+	})
+	s.eventually(30*time.Second, "ReplicaSet controller removed every shop pod", func(ctx context.Context) error {
+		var list corev1.PodList
+		if err := s.c.List(ctx, &list, client.InNamespace(s.ns), client.MatchingLabels{"app": "shop"}); err != nil {
+			return err
+		}
+		if len(list.Items) != 0 {
+			return fmt.Errorf("%d shop pods left", len(list.Items))
 		}
 		return nil
 	})
@@ -159,7 +174,11 @@ func (s *scenario) checkRestored(c contained) {
 		}
 		return nil
 	})
-	s.waitShopRunning(c.replicas, c.node)
+	for _, p := range s.waitShopRunning(c.replicas, c.node) {
+		if c.podUIDs[string(p.UID)] {
+			s.t.Fatalf("pod %s survived ScaleToZero: the restored pods should be new", p.Name)
+		}
+	}
 	s.eventually(30*time.Second, "probe scheduled onto "+c.node+" and Running", func(ctx context.Context) error {
 		var p corev1.Pod
 		if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: c.probe}, &p); err != nil {
