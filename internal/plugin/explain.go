@@ -300,7 +300,7 @@ func (v *podView) explainPolicy(w io.Writer, p *securityv1alpha1.ThreatPolicy) {
 	for _, d := range p.Status.Detectors {
 		seen[d.Name] = d.LastSignalTime
 	}
-	var dets []string
+	dets := make([]string, 0, len(p.Spec.Detectors))
 	for _, d := range p.Spec.Detectors {
 		last := "no signal yet"
 		if t := seen[d.Name]; t != nil {
@@ -332,7 +332,7 @@ func (v *podView) explainPolicy(w io.Writer, p *securityv1alpha1.ThreatPolicy) {
 			fmt.Fprintf(w, "  \t  %s\n", scoreLine(s))
 		}
 	}
-	fmt.Fprintln(w, "  Ladder:")
+	fmt.Fprintln(w, "  Ladder:\t")
 	for i, r := range p.Spec.Response {
 		mark := ""
 		if i == step {
