@@ -26,6 +26,8 @@ type Options struct {
 	MaxActiveQuarantines int
 }
 
+// +kubebuilder:rbac:groups=aquasecurity.github.io,resources=vulnerabilityreports,verbs=get;list;watch
+
 // Setup adds the score store, the engine and both controllers to mgr and
 // returns the engine, the detector.Sink ingestion records into.
 func Setup(mgr ctrl.Manager, o Options) (*Engine, error) {
@@ -76,4 +78,3 @@ func Setup(mgr ctrl.Manager, o Options) (*Engine, error) {
 }
 
 var _ detector.Sink = (*Engine)(nil)
-

@@ -39,8 +39,9 @@ var (
 	ingestURL string
 	httpc     = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the suite's server is self-signed
-	engine  *Engine
-	nsCount atomic.Int32
+	engine        *Engine
+	ingestHandler *ingest.Handler
+	nsCount       atomic.Int32
 )
 
 // syscallModel stands in for the behavior model: a run with ptrace scores 0.95.
@@ -97,14 +98,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	h := ingest.NewHandler(ingest.Config{Auth: auth, Sink: engine, Behavior: syscallModel{}, Pods: mgr.GetClient(), Rate: 1e6, Burst: 1e6})
+	ingestHandler = ingest.NewHandler(ingest.Config{Auth: auth, Sink: engine, Behavior: syscallModel{}, Pods: mgr.GetClient(), Rate: 1e6, Burst: 1e6})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	ingestURL = "https://" + ln.Addr().String()
-	go func() { _ = (&ingest.Server{Handler: h}).Serve(ctx, ln) }()
+	go func() { _ = (&ingest.Server{Handler: ingestHandler}).Serve(ctx, ln) }()
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "manager:", err)
@@ -122,7 +123,7 @@ func run(m *testing.M) int {
 }
 
 // newNamespace makes a namespace labelled for one test's policy.
-func newNamespace(t *testing.T, pods ...string) string {
+func newNamespace(t testing.TB, pods ...string) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d", nsCount.Add(1))
 	t.Logf("namespace %s", name)
@@ -136,7 +137,7 @@ func newNamespace(t *testing.T, pods ...string) string {
 	return name
 }
 
-func newPod(t *testing.T, ns, name string) *corev1.Pod {
+func newPod(t testing.TB, ns, name string) *corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
@@ -153,7 +154,7 @@ func newPod(t *testing.T, ns, name string) *corev1.Pod {
 // newPolicy creates a policy selecting namespace ns, with detectors falco
 // (1) unless mut changes it, threshold 0.8, ladder Isolate@0.8 and
 // ScaleToZero+CordonNode@0.95.
-func newPolicy(t *testing.T, ns string, mode securityv1alpha1.PolicyMode, mut ...func(*securityv1alpha1.ThreatPolicySpec)) *securityv1alpha1.ThreatPolicy {
+func newPolicy(t testing.TB, ns string, mode securityv1alpha1.PolicyMode, mut ...func(*securityv1alpha1.ThreatPolicySpec)) *securityv1alpha1.ThreatPolicy {
 	t.Helper()
 	p := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + strings.ToLower(string(mode))},
 		Spec: securityv1alpha1.ThreatPolicySpec{
@@ -186,7 +187,7 @@ func newPolicy(t *testing.T, ns string, mode securityv1alpha1.PolicyMode, mut ..
 }
 
 // post sends body to an ingestion path and requires want.
-func post(t *testing.T, path, contentType string, body []byte, header map[string]string, want int) {
+func post(t testing.TB, path, contentType string, body []byte, header map[string]string, want int) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, ingestURL+path, bytes.NewReader(body))
 	if err != nil {
@@ -208,21 +209,21 @@ func post(t *testing.T, path, contentType string, body []byte, header map[string
 	}
 }
 
-func postScore(t *testing.T, ns, pod, det string, score float64) {
+func postScore(t testing.TB, ns, pod, det string, score float64) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"namespace": ns, "pod": pod, "detector": det, "score": score})
 	post(t, "/v1/scores", "application/json", b, nil, http.StatusAccepted)
 }
 
 // postFalco posts a Falco event of the given priority about ns/pod.
-func postFalco(t *testing.T, ns, pod, priority string) {
+func postFalco(t testing.TB, ns, pod, priority string) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"rule": "Terminal shell in container", "priority": priority, "output": "shell in " + pod,
 		"output_fields": map[string]any{"k8s.ns.name": ns, "k8s.pod.name": pod}})
 	post(t, "/v1/falco", "application/json", b, nil, http.StatusAccepted)
 }
 
-func quarantines(t *testing.T, ns string) []securityv1alpha1.Quarantine {
+func quarantines(t testing.TB, ns string) []securityv1alpha1.Quarantine {
 	t.Helper()
 	var l securityv1alpha1.QuarantineList
 	if err := k8s.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
@@ -232,7 +233,7 @@ func quarantines(t *testing.T, ns string) []securityv1alpha1.Quarantine {
 }
 
 // onlyQuarantine waits until ns holds exactly one Quarantine that check accepts.
-func onlyQuarantine(t *testing.T, ns string, check func(q *securityv1alpha1.Quarantine) error) *securityv1alpha1.Quarantine {
+func onlyQuarantine(t testing.TB, ns string, check func(q *securityv1alpha1.Quarantine) error) *securityv1alpha1.Quarantine {
 	t.Helper()
 	var q *securityv1alpha1.Quarantine
 	eventually(t, func() error {
@@ -247,7 +248,7 @@ func onlyQuarantine(t *testing.T, ns string, check func(q *securityv1alpha1.Quar
 }
 
 // never requires that ns holds no Quarantine for a while.
-func never(t *testing.T, ns string) {
+func never(t testing.TB, ns string) {
 	t.Helper()
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	for time.Now().Before(deadline) {
@@ -258,7 +259,7 @@ func never(t *testing.T, ns string) {
 	}
 }
 
-func policyStatus(t *testing.T, name string, check func(st *securityv1alpha1.ThreatPolicy) error) {
+func policyStatus(t testing.TB, name string, check func(st *securityv1alpha1.ThreatPolicy) error) {
 	t.Helper()
 	eventually(t, func() error {
 		p := &securityv1alpha1.ThreatPolicy{}
@@ -269,7 +270,7 @@ func policyStatus(t *testing.T, name string, check func(st *securityv1alpha1.Thr
 	})
 }
 
-func eventually(t *testing.T, f func() error) {
+func eventually(t testing.TB, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	var err error
