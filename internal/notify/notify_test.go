@@ -198,6 +198,15 @@ func TestDeliversToEverySink(t *testing.T) {
 	waitFor(t, func() bool { return count(SinkWebhook, OutcomeDelivered)-before == 1 })
 }
 
+func TestSlackTextEscapesUntrustedText(t *testing.T) {
+	q := quarantine()
+	q.Spec.Reason.Summary = "exec of <https://evil.example|click> & <!channel>"
+	text := slackText(newEvent("id", time.Now(), q, "", securityv1alpha1.PhaseContained))
+	if strings.Contains(text, "<https") || strings.Contains(text, "<!channel>") || !strings.Contains(text, "&lt;https://evil.example|click&gt; &amp; &lt;!channel&gt;") {
+		t.Errorf("summary not escaped: %q", text)
+	}
+}
+
 func TestSignature(t *testing.T) {
 	key, body := []byte("k"), []byte(`{"a":1}`)
 	now := time.Unix(1_700_000_000, 0)

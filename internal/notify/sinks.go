@@ -83,6 +83,11 @@ var phaseEmoji = map[string]string{
 	"Releasing": ":unlock:", "Released": ":white_check_mark:", "Failed": ":x:",
 }
 
+// slackEscaper escapes Slack's control characters: summaries and messages
+// can carry attacker-chosen text (a process name), which must not become
+// links or mentions.
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
 func slackText(ev Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s Quarantine *%s/%s* is now *%s*", phaseEmoji[string(ev.To)], ev.Namespace, ev.Quarantine, ev.To)
@@ -104,7 +109,7 @@ func slackText(ev Event) string {
 			fmt.Fprintf(&b, " (%s)", r.Detector)
 		}
 		if r.Summary != "" {
-			fmt.Fprintf(&b, "\n> %s", r.Summary)
+			fmt.Fprintf(&b, "\n> %s", slackEscaper.Replace(r.Summary))
 		}
 	}
 	if !ev.Approved && !ev.Released {
@@ -116,7 +121,7 @@ func slackText(ev Event) string {
 			fmt.Fprintf(&b, " %s", a.Resource)
 		}
 		if a.Message != "" {
-			fmt.Fprintf(&b, " — %s", a.Message)
+			fmt.Fprintf(&b, " — %s", slackEscaper.Replace(a.Message))
 		}
 	}
 	return b.String()
