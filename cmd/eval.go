@@ -24,6 +24,7 @@ func runEval(args []string) error {
 	n := fs.Int("ngram", 0, "Longest system-call n-gram (0: the manager's default).")
 	bits := fs.Int("ngram-bits", 0, "Size of the n-gram filter in bits (0: the manager's default).")
 	window := fs.Duration("window", time.Second, "LID-DS: replay window, one scored batch each.")
+	threshold := fs.Float64("threshold", 0, "LID-DS: alarm when a window scores above this (0: the highest score on the validation recordings).")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func runEval(args []string) error {
 		if err != nil {
 			return err
 		}
-		r := eval.RunLIDDS(filepath.Base(*dir), recs, cfg, *window, os.Stderr)
+		r := eval.RunLIDDS(filepath.Base(*dir), recs, cfg, *window, *threshold, os.Stderr)
 		r.WriteTable(os.Stdout)
 		report = r
 	default:

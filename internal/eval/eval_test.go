@@ -152,13 +152,17 @@ func TestLIDDS(t *testing.T) {
 	if len(recs) != 4 {
 		t.Fatalf("%d recordings, want 4", len(recs))
 	}
-	r := RunLIDDS("lid-ds", recs, behavior.Config{}, time.Second, &bytes.Buffer{})
+	r := RunLIDDS("lid-ds", recs, behavior.Config{}, time.Second, 0, &bytes.Buffer{})
 	var sawAttack, sawNormal bool
 	for _, x := range r.Recordings {
 		if x.Exploit {
 			sawAttack = true
 			if math.Abs(x.ExploitSec-13.466) > 0.01 {
 				t.Errorf("%s: exploit at %.3fs, want 13.466 (README)", x.Name, x.ExploitSec)
+			}
+			// The exploit window must stand far above everything before it.
+			if x.MaxScore < 2*x.MaxBefore {
+				t.Errorf("%s: max score %.3f, before the exploit %.3f; want twice as high", x.Name, x.MaxScore, x.MaxBefore)
 			}
 			if x.DetectionDelay < 0 || x.DetectionDelay > 5 {
 				t.Errorf("%s: detection delay %.1fs, want an alarm within 5s of the exploit", x.Name, x.DetectionDelay)

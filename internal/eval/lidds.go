@@ -212,6 +212,7 @@ type RecordingResult struct {
 	Exploit        bool    `json:"exploit"`
 	Windows        int     `json:"windows"`
 	MaxScore       float64 `json:"max_score"`
+	MaxBefore      float64 `json:"max_score_before_exploit"`  // whole recording when there is none
 	FirstAlarmSec  float64 `json:"first_alarm_after_start_s"` // -1: none
 	ExploitSec     float64 `json:"exploit_after_start_s,omitempty"`
 	DetectionDelay float64 `json:"detection_delay_s"` // first alarm at/after exploit minus exploit; -1: missed
@@ -227,10 +228,10 @@ type LIDDSReport struct {
 }
 
 // RunLIDDS learns from the training recordings, sets the alarm threshold
-// just above the highest window score on the validation recordings (no false
-// alarm there), and replays each test recording in windows of w, scoring
+// (when threshold is 0) at the highest window score on the validation
+// recordings (no false alarm there), and replays each test recording in windows of w, scoring
 // each window as one batch the way the manager would.
-func RunLIDDS(name string, recs []*Recording, cfg behavior.Config, w time.Duration, progress io.Writer) *LIDDSReport {
+func RunLIDDS(name string, recs []*Recording, cfg behavior.Config, w time.Duration, threshold float64, progress io.Writer) *LIDDSReport {
 	rng := rand.New(rand.NewPCG(1, 2))
 	b := behavior.NewBaseline(behavior.Key{Namespace: "eval", Owner: "lidds", TemplateHash: "train"}, cfg, time.Time{})
 	for _, r := range recs {
@@ -249,9 +250,9 @@ func RunLIDDS(name string, recs []*Recording, cfg behavior.Config, w time.Durati
 			b.Learn(&detector.BehaviorEvent{Metrics: &row.Sample}, nil, rng)
 		}
 	}
-	rep := &LIDDSReport{Dataset: name, Window: w.String()}
+	rep := &LIDDSReport{Dataset: name, Window: w.String(), Threshold: threshold}
 	for _, r := range recs {
-		if r.Split == "validation" {
+		if r.Split == "validation" && threshold == 0 {
 			for _, s := range windowScores(b, r, w, rng) {
 				rep.Threshold = math.Max(rep.Threshold, s.score)
 			}
@@ -271,6 +272,9 @@ func RunLIDDS(name string, recs []*Recording, cfg behavior.Config, w time.Durati
 		for _, s := range windowScores(b, r, w, rng) {
 			res.Windows++
 			res.MaxScore = math.Max(res.MaxScore, s.score)
+			if exploit.IsZero() || !s.end.After(exploit) {
+				res.MaxBefore = math.Max(res.MaxBefore, s.score)
+			}
 			if s.score <= rep.Threshold {
 				continue
 			}
@@ -336,8 +340,8 @@ func windowScores(b *behavior.Baseline, r *Recording, w time.Duration, rng *rand
 
 // WriteTable prints the LID-DS report.
 func (r *LIDDSReport) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "%s: windows of %s, alarm threshold %.3f (highest validation window score)\n", r.Dataset, r.Window, r.Threshold)
-	fmt.Fprintf(w, "%-52s %7s %7s %9s %9s %9s %7s\n", "recording", "exploit", "windows", "max score", "exploit@s", "delay s", "FA pre")
+	fmt.Fprintf(w, "%s: windows of %s, alarm when a window scores above %.3f\n", r.Dataset, r.Window, r.Threshold)
+	fmt.Fprintf(w, "%-70s %7s %7s %10s %9s %9s %9s %7s\n", "recording", "exploit", "windows", "max before", "max", "exploit@s", "delay s", "FA pre")
 	for _, x := range r.Recordings {
 		delay := "-"
 		if x.DetectionDelay >= 0 {
@@ -345,6 +349,6 @@ func (r *LIDDSReport) WriteTable(w io.Writer) {
 		} else if x.Exploit {
 			delay = "missed"
 		}
-		fmt.Fprintf(w, "%-52s %7v %7d %9.3f %9.1f %9s %7d\n", x.Name, x.Exploit, x.Windows, x.MaxScore, x.ExploitSec, delay, x.FalseAlarms)
+		fmt.Fprintf(w, "%-70s %7v %7d %10.3f %9.3f %9.1f %9s %7d\n", x.Name, x.Exploit, x.Windows, x.MaxBefore, x.MaxScore, x.ExploitSec, delay, x.FalseAlarms)
 	}
 }
