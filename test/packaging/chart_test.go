@@ -103,11 +103,17 @@ func TestChartRendersDefaults(t *testing.T) {
 	for kind, n := range map[string]int{
 		"Deployment": 1, "ServiceAccount": 1, "Service": 2, "NetworkPolicy": 1,
 		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
-		"ClusterRole": 6, "ClusterRoleBinding": 2, "Role": 2, "RoleBinding": 1,
 		"ServiceMonitor": 0, "PrometheusRule": 0, "ConfigMap": 0, "Namespace": 0,
 	} {
 		if got := len(objs[kind]); got != n {
 			t.Errorf("%d %s rendered, want %d", got, kind, n)
+		}
+	}
+	// The manager's own roles are generated from code markers; the people
+	// roles are fixed: at least these.
+	for kind, n := range map[string]int{"ClusterRole": 6, "ClusterRoleBinding": 2, "Role": 2, "RoleBinding": 1} {
+		if got := len(objs[kind]); got < n {
+			t.Errorf("%d %s rendered, want at least %d", got, kind, n)
 		}
 	}
 	dep := objs["Deployment"][0]
