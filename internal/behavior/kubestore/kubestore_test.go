@@ -20,7 +20,7 @@ func TestStore(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	s := &Store{Client: c, Reader: c, Namespace: "bulkhead-system"}
 	start := time.Unix(1e9, 0)
-	var keys []behavior.Key
+	keys := make([]behavior.Key, 0, 3)
 	for i, h := range []string{"a", "b", "c"} {
 		k := behavior.Key{Namespace: "shop", Owner: "Deployment/web", TemplateHash: h}
 		keys = append(keys, k)
