@@ -152,3 +152,46 @@ func TestExplain(t *testing.T) {
 		t.Errorf("approval-budget with an active quarantine:\n%s", got)
 	}
 }
+
+func TestWouldRespectsSafeguards(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	p := &securityv1alpha1.ThreatPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-tier"},
+		Spec: securityv1alpha1.ThreatPolicySpec{
+			Mode:     securityv1alpha1.ModeRequireApproval,
+			Scoring:  securityv1alpha1.Scoring{Threshold: "0.80"},
+			Response: []securityv1alpha1.ResponseStep{{MinScore: "0.80", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}},
+			Safeguards: securityv1alpha1.Safeguards{
+				ProtectedNamespaces: []string{"payments"},
+				Cooldown:            &metav1.Duration{Duration: 10 * time.Minute},
+			},
+		},
+	}
+	view := func(ns string, releasedAgo time.Duration) *podView {
+		v := &podView{now: now, managerNS: "bulkhead-system"}
+		v.pod.Namespace, v.pod.Name = ns, "shop-1"
+		if releasedAgo > 0 {
+			v.quarantines = []securityv1alpha1.Quarantine{{
+				ObjectMeta: metav1.ObjectMeta{Name: "shop-1"},
+				Spec:       securityv1alpha1.QuarantineSpec{Released: ptr.To(true)},
+				Status:     securityv1alpha1.QuarantineStatus{Phase: securityv1alpha1.PhaseReleased, ReleasedAt: &metav1.Time{Time: now.Add(-releasedAgo)}},
+			}}
+		}
+		return v
+	}
+	for name, tc := range map[string]struct {
+		v    *podView
+		want string
+	}{
+		"policy's protected namespace": {view("payments", 0), "nothing: the policy protects namespace payments"},
+		"in cooldown":                  {view("web", 3*time.Minute), "nothing until 2026-11-24T12:07:00Z: cooldown after Quarantine shop-1 was released"},
+		"cooldown over":                {view("web", 30*time.Minute), "after 1 consecutive evaluation(s) at or above 0.80: create an unapproved Quarantine (Isolate) that waits for `kubectl bulkhead approve`"},
+	} {
+		if got := tc.v.would(p, nil); got != tc.want {
+			t.Errorf("%s: would = %q, want %q", name, got, tc.want)
+		}
+	}
+	if !view("kube-system", 0).alwaysProtected() || !view("bulkhead-system", 0).alwaysProtected() || view("web", 0).alwaysProtected() {
+		t.Error("always-protected namespaces misjudged")
+	}
+}

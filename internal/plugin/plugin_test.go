@@ -27,13 +27,15 @@ var (
 	// their own kubeconfig, so the actor they record can be checked.
 	admin      client.Client
 	kubeconfig string
+	env        *testenv.Env
 )
 
 const user = "alice"
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		env, err := testenv.Start(testenv.Options{})
+		var err error
+		env, err = testenv.Start(testenv.Options{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -65,8 +67,13 @@ func TestMain(m *testing.M) {
 	}())
 }
 
-// run executes kubectl-bulkhead with args, answering prompts with stdin.
+// run executes kubectl-bulkhead as alice with args, answering prompts with stdin.
 func run(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	return runAs(t, kubeconfig, stdin, args...)
+}
+
+func runAs(t *testing.T, kubeconfig, stdin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd := NewCommand(genericiooptions.IOStreams{In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut})
