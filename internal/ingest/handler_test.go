@@ -58,7 +58,7 @@ func (o *observer) ObserveBehavior(_ context.Context, evs []detector.BehaviorEve
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.events = append(o.events, evs...)
-	var out []detector.Signal
+	out := make([]detector.Signal, 0, len(evs))
 	for _, e := range evs {
 		s := 0.6
 		if e.Syscalls != nil {
@@ -86,10 +86,11 @@ func newFixture(t testing.TB, cfg Config, withBehavior bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pods []corev1.Pod
-	for _, k := range []detector.PodKey{{Namespace: "web", Pod: "shop-1"}, {Namespace: "web", Pod: "shop-2"}, {Namespace: "other", Pod: "x"},
+	keys := []detector.PodKey{{Namespace: "web", Pod: "shop-1"}, {Namespace: "web", Pod: "shop-2"}, {Namespace: "other", Pod: "x"},
 		{Namespace: "default", Pod: "kubecon"}, {Namespace: "default", Pod: "alpine"}, {Namespace: "default", Pod: "xwing"}, {Namespace: "default", Pod: "file-access"}, {Namespace: "t1", Pod: "s2i-1-viafnz-5474c8b5b7-px7kz"}, {Namespace: "t1", Pod: "s2i-1-viafnz-89f49c678-2mzsm"},
-		{Namespace: "openfaas-fn", Pod: "falco-pod-delete-7dc9f5fbb8-gbfk7"}, {Namespace: "default", Pod: "tiefighter"}, {Namespace: "default", Pod: "deathstar-6f87496b94-qdlh8"}, {Namespace: "default", Pod: "deathstar-6f87496b94-gjf74"}} {
+		{Namespace: "openfaas-fn", Pod: "falco-pod-delete-7dc9f5fbb8-gbfk7"}, {Namespace: "default", Pod: "tiefighter"}, {Namespace: "default", Pod: "deathstar-6f87496b94-qdlh8"}, {Namespace: "default", Pod: "deathstar-6f87496b94-gjf74"}}
+	pods := make([]corev1.Pod, 0, len(keys))
+	for _, k := range keys {
 		pods = append(pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Pod}})
 	}
 	b := fake.NewClientBuilder()

@@ -53,7 +53,7 @@ func existing(spec *securityv1alpha1.QuarantineSpec, byPolicy bool) *securityv1a
 }
 
 func actionTypes(s *securityv1alpha1.QuarantineSpec) string {
-	var out []string
+	out := make([]string, 0, len(s.Actions))
 	for _, a := range s.Actions {
 		out = append(out, string(a.Type))
 	}

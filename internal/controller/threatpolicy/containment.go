@@ -261,7 +261,7 @@ func (r *ContainmentReconciler) apply(ctx context.Context, q *securityv1alpha1.Q
 	if err != nil {
 		return err
 	}
-	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(securityv1alpha1.FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("applying Quarantine %s/%s: %w", q.Namespace, q.Name, err)
 	}

@@ -53,6 +53,7 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	p := &securityv1alpha1.ThreatPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		if client.IgnoreNotFound(err) == nil {
+			r.Engine.ForgetPolicy(req.Name)
 			metrics.PolicyBudgetExhausted.DeleteLabelValues(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -159,7 +160,7 @@ func (r *ThreatPolicyReconciler) reconcileSignals(_ context.Context, p *security
 	if snap.LastTrigger != nil && (st.LastTrigger == nil || snap.LastTrigger.Time.After(st.LastTrigger.Time.Time)) {
 		st.LastTrigger = snap.LastTrigger.DeepCopy()
 	}
-	var dets []securityv1alpha1.DetectorStatus
+	dets := make([]securityv1alpha1.DetectorStatus, 0, len(p.Spec.Detectors))
 	for _, d := range p.Spec.Detectors {
 		ds := securityv1alpha1.DetectorStatus{Name: d.Name}
 		if i := slices.IndexFunc(st.Detectors, func(x securityv1alpha1.DetectorStatus) bool { return x.Name == d.Name }); i >= 0 {

@@ -244,6 +244,19 @@ func (e *Engine) Forget(key detector.PodKey, uid string) {
 	delete(e.misconf, uid)
 }
 
+// ForgetPolicy drops what the engine holds for a deleted policy.
+func (e *Engine) ForgetPolicy(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.policies, name)
+	for _, byPolicy := range e.evals {
+		delete(byPolicy, name)
+	}
+	for _, byPolicy := range e.pending {
+		delete(byPolicy, name)
+	}
+}
+
 // AddPlan records a plan and a trigger for a policy's status.
 func (e *Engine) AddPlan(name string, plan securityv1alpha1.Plan) {
 	e.mu.Lock()

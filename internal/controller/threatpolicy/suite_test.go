@@ -48,7 +48,7 @@ var (
 type syscallModel struct{}
 
 func (syscallModel) ObserveBehavior(_ context.Context, evs []detector.BehaviorEvent) ([]detector.Signal, error) {
-	var out []detector.Signal
+	out := make([]detector.Signal, 0, len(evs))
 	for _, e := range evs {
 		s := 0.1
 		if strings.Contains(strings.Join(e.Syscalls, " "), "ptrace") {
@@ -284,7 +284,7 @@ func eventually(t testing.TB, f func() error) {
 }
 
 func actionTypes(q *securityv1alpha1.Quarantine) string {
-	var s []string
+	s := make([]string, 0, len(q.Spec.Actions))
 	for _, a := range q.Spec.Actions {
 		s = append(s, string(a.Type))
 	}
