@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -130,6 +131,26 @@ func TestResponderThroughAdmission(t *testing.T) {
 	if !q.IsApproved() || !q.IsReleased() || q.Annotations[securityv1alpha1.ActorAnnotation] != "bob" {
 		t.Errorf("approved %v, released %v, actor %q", q.IsApproved(), q.IsReleased(), q.Annotations[securityv1alpha1.ActorAnnotation])
 	}
+
+	// A namespace-bound user cannot list cluster-scoped ThreatPolicies;
+	// explain still shows what it can.
+	bind(t, ns, "ClusterRole", "view")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "waiting", Namespace: ns},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx:1.27"}}},
+	}
+	if err := admin.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := runAs(t, bobConfig, "", "explain", "waiting", "-n", ns, "--manager-namespace", mgr)
+	if err != nil {
+		t.Fatalf("explain as a namespace-bound user: %v\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "Policies covering this pod: unknown (") || !strings.Contains(out, "forbidden") {
+		t.Errorf("explain without access to ThreatPolicies:\n%s", out)
+	}
+	row(t, section(out, "Quarantines of this pod:"), "waiting", "<none>", "score", "0.97", "approved", "yes", "released", "yes")
+
 	if out, errOut, err := runAs(t, bobConfig, "", "pause", "--manager-namespace", mgr); err != nil {
 		t.Fatalf("pause with the control-editor role: %v\n%s%s", err, out, errOut)
 	}

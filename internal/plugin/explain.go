@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -42,8 +43,13 @@ func newExplainCommand(o *options) *cobra.Command {
 			if err := c.Get(ctx, types.NamespacedName{Name: ns}, &v.ns); err != nil {
 				return err
 			}
+			// ThreatPolicies are cluster-scoped: a namespace-bound viewer may
+			// not list them, and still learns about the pod's quarantines.
 			var policies securityv1alpha1.ThreatPolicyList
-			if err := c.List(ctx, &policies); err != nil {
+			switch err := c.List(ctx, &policies); {
+			case apierrors.IsForbidden(err):
+				v.policiesErr = err
+			case err != nil:
 				return err
 			}
 			v.policies = policies.Items
@@ -69,6 +75,7 @@ type podView struct {
 	ns          corev1.Namespace
 	policies    []securityv1alpha1.ThreatPolicy
 	quarantines []securityv1alpha1.Quarantine
+	policiesErr error
 	paused      bool
 	pausedBy    string
 	pauseErr    error
@@ -280,6 +287,10 @@ func (v *podView) explain(out io.Writer) error {
 		} else {
 			notCovering = append(notCovering, fmt.Sprintf("  %s\t%s", p.Name, why))
 		}
+	}
+	if v.policiesErr != nil {
+		fmt.Fprintf(w, "\nPolicies covering this pod: unknown (%v)\n", v.policiesErr)
+		return w.Flush()
 	}
 	fmt.Fprintf(w, "\nPolicies covering this pod: %d of %d\n", len(covering), len(v.policies))
 	for _, p := range covering {
