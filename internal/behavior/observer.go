@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
-	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
 // Resolver finds the workload of a pod: its controlling owner and template
@@ -96,12 +95,11 @@ func (o *Observer) ObserveBehavior(ctx context.Context, events []detector.Behavi
 		if err != nil {
 			return out, fmt.Errorf("resolving workload of %s/%s: %w", p.ns, p.pod, err)
 		}
-		start := time.Now()
+		// Ingestion records bulkhead_detector_latency_seconds around this call.
 		sig, err := o.observePod(ctx, key, p.pod, byPod[p])
 		if err != nil {
 			return out, err
 		}
-		metrics.DetectorLatency.WithLabelValues(detector.Behavior).Observe(time.Since(start).Seconds() / float64(len(byPod[p])))
 		if sig != nil {
 			out = append(out, *sig)
 		}
