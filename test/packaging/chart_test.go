@@ -207,38 +207,48 @@ func stringOf(v any) string {
 	return b.String()
 }
 
-// TestChartLintCatchesProblems: a chart with a broken template and no
-// version in Chart.yaml fails lint, so TestChartLint can fail.
+// TestChartLintCatchesProblems proves TestChartLint can fail: a Chart.yaml
+// without a version, a template that does not parse and a value of the wrong
+// type (values.schema.json) are each reported as errors.
 func TestChartLintCatchesProblems(t *testing.T) {
 	files, err := gen.Generate(repoRoot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	broken := gen.Files{}
-	for p, data := range files {
-		if !strings.HasPrefix(p, "dist/chart/") {
-			continue
+	for _, tc := range []struct {
+		name   string
+		file   string
+		mutate func(string) string
+		values map[string]any
+		want   string
+	}{
+		{"Chart.yaml without version", "Chart.yaml", func(s string) string { return strings.Replace(s, "\nversion: ", "\nversionRemoved: ", 1) }, nil, "version is required"},
+		{"template that does not parse", "templates/deployment-controller-manager.yaml", func(s string) string { return s + "{{ .Values.missing.field }\n" }, nil, "templates/"},
+		{"value of the wrong type", "", nil, map[string]any{"replicaCount": "two"}, "/replicaCount"},
+	} {
+		tmp := t.TempDir()
+		broken := gen.Files{}
+		for p, data := range files {
+			if !strings.HasPrefix(p, "dist/chart/") {
+				continue
+			}
+			if tc.file != "" && p == "dist/chart/"+tc.file {
+				data = []byte(tc.mutate(string(data)))
+			}
+			broken[p] = data
 		}
-		switch {
-		case strings.HasSuffix(p, "Chart.yaml"):
-			data = []byte(strings.Replace(string(data), "\nversion: ", "\nversionRemoved: ", 1))
-		case strings.HasSuffix(p, "deployment-controller-manager.yaml"):
-			data = append(data, []byte("{{ .Values.missing.field }\n")...)
+		if err := gen.Write(tmp, broken); err != nil {
+			t.Fatal(err)
 		}
-		broken[p] = data
-	}
-	if err := gen.Write(tmp, broken); err != nil {
-		t.Fatal(err)
-	}
-	res := lint.RunAll(filepath.Join(tmp, "dist", "chart"), nil, "bulkhead-system")
-	errs := 0
-	for _, m := range res.Messages {
-		if m.Severity == support.ErrorSev {
-			errs++
+		res := lint.RunAll(filepath.Join(tmp, "dist", "chart"), tc.values, "bulkhead-system")
+		found := false
+		for _, m := range res.Messages {
+			if m.Severity == support.ErrorSev && strings.Contains(m.Error(), tc.want) {
+				found = true
+			}
 		}
-	}
-	if errs < 2 {
-		t.Fatalf("lint found %d errors in a broken chart, want at least 2: %v", errs, res.Messages)
+		if !found {
+			t.Errorf("%s: no lint error mentioning %q in %v", tc.name, tc.want, res.Messages)
+		}
 	}
 }
