@@ -3,9 +3,11 @@
 package scoring
 
 import (
+	"fmt"
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
@@ -91,6 +93,24 @@ func Fuse(weights []securityv1alpha1.DetectorWeight, fresh map[string]detector.E
 		return r.Breakdown[i].Weight > 0 && r.Breakdown[j].Weight == 0
 	})
 	return r
+}
+
+// Explain writes the breakdown on one line, such as
+// "falco 0.9 (w40), behavior 0.7 (w60); misconfiguration +0.05".
+func Explain(r Result) string {
+	var detectors, exposure []string
+	for _, c := range r.Breakdown {
+		if c.Weight > 0 {
+			detectors = append(detectors, fmt.Sprintf("%s %s (w%d)", c.Source, c.Score, c.Weight))
+		} else {
+			exposure = append(exposure, c.Source+" "+c.Delta)
+		}
+	}
+	out := strings.Join(detectors, ", ")
+	if len(exposure) > 0 {
+		out += "; " + strings.Join(exposure, ", ")
+	}
+	return out
 }
 
 // ParseScore reads an API decimal score.

@@ -63,3 +63,13 @@ func TestFormat(t *testing.T) {
 		t.Errorf("FormatDelta = %q", got)
 	}
 }
+
+func TestExplain(t *testing.T) {
+	weights := []securityv1alpha1.DetectorWeight{{Name: "behavior", Weight: 60}, {Name: "falco", Weight: 40}}
+	r := Fuse(weights, map[string]detector.Entry{"behavior": {Score: 0.7}, "falco": {Score: 0.9}},
+		[]Adjustment{{Source: SourceMisconfiguration, Delta: 0.05}, {Source: SourceVulnerabilities, Delta: -0.02}})
+	want := "behavior 0.7 (w60), falco 0.9 (w40); misconfiguration +0.05, vulnerabilities -0.02"
+	if got := Explain(r); got != want {
+		t.Errorf("Explain = %q, want %q", got, want)
+	}
+}

@@ -164,7 +164,13 @@ func (e *Engine) evaluation(ctx context.Context, p *securityv1alpha1.ThreatPolic
 		}
 	}
 	r := scoring.Fuse(p.Spec.Detectors, fresh, adj)
-	return policy.Evaluation{Policy: p, Result: r, Reason: fresh[r.Top].Reason}
+	// The summary says how the score was made, then what the top detector
+	// saw (cut first when long), so a Quarantine explains itself.
+	reason := "[" + scoring.Explain(r) + "]"
+	if top := fresh[r.Top].Reason; top != "" {
+		reason += " " + top
+	}
+	return policy.Evaluation{Policy: p, Result: r, Reason: reason}
 }
 
 func (e *Engine) misconfiguration(pod *corev1.Pod) scoring.Adjustment {

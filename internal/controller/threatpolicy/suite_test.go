@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -25,6 +26,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
@@ -79,6 +81,11 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
+	// Trivy Operator's API is served, so exposure watches its reports.
+	if err := installTrivyCRD(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -289,4 +296,30 @@ func actionTypes(q *securityv1alpha1.Quarantine) string {
 		s = append(s, string(a.Type))
 	}
 	return strings.Join(s, ",")
+}
+
+func installTrivyCRD(ctx context.Context) error {
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "vulnerabilityreports.aquasecurity.github.io"},
+		"spec": map[string]any{
+			"group": "aquasecurity.github.io", "scope": "Namespaced",
+			"names": map[string]any{"plural": "vulnerabilityreports", "singular": "vulnerabilityreport", "kind": "VulnerabilityReport", "listKind": "VulnerabilityReportList"},
+			"versions": []any{map[string]any{"name": "v1alpha1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+		},
+	}}
+	if err := k8s.Create(ctx, crd); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var l unstructured.UnstructuredList
+		l.SetGroupVersionKind(exposure.VulnerabilityReportGVK.GroupVersion().WithKind("VulnerabilityReportList"))
+		if err := k8s.List(ctx, &l); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("VulnerabilityReport CRD not served")
 }
