@@ -41,9 +41,9 @@ func main() {
 	flag.IntVar(&replicas, "replicas", 4, "Replicas of the sample shop.")
 	flag.DurationVar(&cfg.learningWindow, "learning-window", 25*time.Second, "Behavior model learning window (the product default is 24h).")
 	flag.IntVar(&cfg.trainTraces, "train-traces", 833, "ADFA-LD training traces the shop's baseline learns from.")
-	flag.StringVar(&cfg.attackRun, "attack", "Adduser_3", "ADFA-LD attack run (folder under attack/) replayed as one pod's behaviour.")
-	flag.StringVar(&cfg.threshold, "threshold", "0.70", "Policy threshold: Isolate at or above it.")
-	flag.StringVar(&cfg.escalate, "escalate", "0.90", "Second response step: ScaleToZero and CordonNode at or above it.")
+	flag.StringVar(&cfg.attackRun, "attack", "Hydra_SSH_5", "ADFA-LD attack run (folder under attack/) replayed as one pod's behaviour.")
+	flag.StringVar(&cfg.threshold, "threshold", "0.60", "Policy threshold: Isolate at or above it.")
+	flag.StringVar(&cfg.escalate, "escalate", "0.70", "Second response step: ScaleToZero and CordonNode at or above it.")
 	flag.Parse()
 	cfg.replicas = int32(replicas)
 
@@ -51,6 +51,9 @@ func main() {
 	defer stop()
 	d := &demo{cfg: cfg, start: time.Now(), ctx: ctx}
 	err := d.run()
+	if err != nil && d.manager != nil {
+		fmt.Printf("\n----- manager log (last 6 KiB of %s) -----\n%s\n", d.manager.LogPath, d.manager.Logs(6<<10))
+	}
 	if d.cluster != nil {
 		d.say("stopping the cluster and removing %s", d.cluster.Dir)
 		d.cluster.Stop()
@@ -61,9 +64,6 @@ func main() {
 		os.Exit(130)
 	case err != nil:
 		fmt.Printf("\n✗ DEMO FAILED after %s: %v\n", time.Since(d.start).Round(100*time.Millisecond), err)
-		if d.manager != nil {
-			fmt.Printf("\n----- manager log (last 6 KiB) -----\n%s\n", d.manager.Logs(6<<10))
-		}
 		os.Exit(1)
 	}
 }

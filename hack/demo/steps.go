@@ -55,7 +55,7 @@ func loadDataset() (*eval.Split, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, l := range [][]eval.Trace{split.Train, split.Attack} {
+	for _, l := range [][]eval.Trace{split.Train, split.Validation, split.Attack} {
 		for i := range l {
 			for j, n := range l[i].Syscalls {
 				if name, ok := names[n]; ok {
@@ -151,6 +151,8 @@ spec:
   - {name: behavior, weight: 60}
   - {name: falco, weight: 40}
   scoring:
+    # With this model, no 3 consecutive normal ADFA-LD validation traces
+    # score 0.60 or more; one in 60 scores 0.50 or more.
     threshold: "%s"
     sustain: 3
   response:
@@ -253,7 +255,7 @@ func (d *demo) learn(split *eval.Split) error {
 
 // attack replays each process trace of one ADFA-LD attack run, in order, as
 // the behaviour of one shop pod, showing the score after each, until the
-// policy has quarantined the pod and escalated.
+// policy has quarantined the pod, then waits for every action to apply.
 func (d *demo) attack(split *eval.Split) error {
 	pods, err := d.shopPods(d.cfg.replicas)
 	if err != nil {
@@ -310,15 +312,17 @@ func (d *demo) attack(split *eval.Split) error {
 			attacked.quarantine = q.Name
 			state = fmt.Sprintf("  → Quarantine %s %s", q.Name, q.Status.Phase)
 		}
-		d.say("%-34s %5d calls  score %-5s %s%s", tr.Name, len(tr.Syscalls), score, why, state)
-		if q != nil && escalated(q) {
-			return nil
+		d.say("%-34s %5d calls  score %-6s %s%s", tr.Name, len(tr.Syscalls), score, why, state)
+		if q != nil {
+			// Contained: the pod may be gone (ScaleToZero), so its
+			// behaviour ends here.
+			break
 		}
 	}
 	if attacked.quarantine == "" {
 		return fmt.Errorf("the attack run was replayed but no Quarantine was created for %s (threshold %s, sustain 3)", target.Name, d.cfg.threshold)
 	}
-	return d.poll(30*time.Second, "escalation to ScaleToZero and CordonNode", func(ctx context.Context) error {
+	return d.poll(30*time.Second, "Isolate, ScaleToZero and CordonNode applied", func(ctx context.Context) error {
 		q, err := d.quarantineOf(target.Name)
 		if err != nil {
 			return err

@@ -33,8 +33,9 @@ type Manager struct {
 type ManagerOptions struct {
 	// Binary is the bulkhead binary (make build). Default: $BULKHEAD_BIN.
 	Binary string
-	// Args are added after the Deployment's arguments (the probe and metrics
-	// addresses are always replaced with free loopback ports).
+	// Args replace the Deployment's arguments of the same flags, or are
+	// added (the probe and metrics addresses are always replaced with free
+	// loopback ports).
 	Args []string
 }
 
@@ -73,13 +74,17 @@ func (c *Cluster) StartManager(ctx context.Context, inst *Install, opts ManagerO
 		return nil, err
 	}
 	probe := hostPort(ports[0])
+	extra := append([]string{"--health-probe-bind-address=" + probe, "--metrics-bind-address=" + hostPort(ports[1])}, opts.Args...)
+	overridden := map[string]bool{}
+	for _, a := range extra {
+		overridden[flagName(a)] = true
+	}
 	for _, a := range inst.ManagerArgs {
-		if !strings.HasPrefix(a, "--health-probe-bind-address") && !strings.HasPrefix(a, "--metrics-bind-address") {
+		if !overridden[flagName(a)] {
 			m.Args = append(m.Args, a)
 		}
 	}
-	m.Args = append(m.Args, "--health-probe-bind-address="+probe, "--metrics-bind-address="+hostPort(ports[1]))
-	m.Args = append(m.Args, opts.Args...)
+	m.Args = append(m.Args, extra...)
 	// controller-runtime reads KUBECONFIG; the admin kubeconfig is never seen.
 	p, err := startProcess(c.Dir, "manager", opts.Binary, m.Args, []string{"KUBECONFIG=" + m.Kubeconfig})
 	if err != nil {
@@ -95,4 +100,10 @@ func (c *Cluster) StartManager(ctx context.Context, inst *Install, opts ManagerO
 	}
 	c.opts.Logf("manager ready in %s as %s", time.Since(t).Round(100*time.Millisecond), m.User)
 	return m, nil
+}
+
+// flagName is "--name" of "--name=value".
+func flagName(arg string) string {
+	name, _, _ := strings.Cut(arg, "=")
+	return name
 }
