@@ -57,7 +57,7 @@ func init() {
 				setupLog.Info("ingestion has no credentials: every request will be refused (set --ingest-token-file or --ingest-client-ca-file)")
 			}
 			handler := ingest.NewHandler(ingest.Config{
-				Auth: auth, Sink: engine, Behavior: opts.Behavior, Pods: mgr.GetClient(),
+				Auth: auth, Sink: engine, Behavior: opts.Behavior, Pods: mgr.GetClient(), Registry: engine.Registry,
 				MaxBodyBytes: maxBody, Rate: rate.Limit(ratePerCredential), Burst: burst,
 			})
 			return mgr.Add(&ingest.Server{Addr: bindAddress, Handler: handler, Insecure: insecure,

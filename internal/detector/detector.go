@@ -43,6 +43,9 @@ func NewRegistry() *Registry {
 	return r
 }
 
+// MaxDetectors bounds the registry: external names are chosen by clients.
+const MaxDetectors = 256
+
 // Register adds or replaces a detector; its name must be a DNS label.
 func (r *Registry) Register(d Detector) error {
 	if !ValidName(d.Name()) {
@@ -50,6 +53,9 @@ func (r *Registry) Register(d Detector) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.detectors[d.Name()]; !ok && len(r.detectors) >= MaxDetectors {
+		return fmt.Errorf("registry full: %d detectors", MaxDetectors)
+	}
 	r.detectors[d.Name()] = d
 	return nil
 }

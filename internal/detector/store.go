@@ -90,7 +90,25 @@ func (s *Store) put(sig *Signal) {
 	if prev, ok := ps.byDet[sig.Detector]; ok && prev.Time.After(t) {
 		return
 	}
+	if _, ok := ps.byDet[sig.Detector]; !ok && len(ps.byDet) >= MaxDetectorsPerPod {
+		ps.dropOldest()
+	}
 	ps.byDet[sig.Detector] = Entry{Score: sig.Score, Reason: sig.Reason, Evidence: sig.Evidence, Time: t}
+}
+
+// MaxDetectorsPerPod bounds the detectors kept per pod: external names are
+// chosen by clients.
+const MaxDetectorsPerPod = 32
+
+func (ps *podScores) dropOldest() {
+	var oldest string
+	var at time.Time
+	for d, e := range ps.byDet {
+		if oldest == "" || e.Time.Before(at) {
+			oldest, at = d, e.Time
+		}
+	}
+	delete(ps.byDet, oldest)
 }
 
 // Fresh returns the pod's scores younger than the TTL, by detector.

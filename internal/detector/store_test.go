@@ -2,6 +2,7 @@ package detector
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -73,5 +74,30 @@ func TestRegistry(t *testing.T) {
 	}
 	if n := r.Names(); len(n) != 5 || n[3] != "my-model" {
 		t.Errorf("Names() = %v", n)
+	}
+}
+
+func TestStoreBoundsDetectorsPerPod(t *testing.T) {
+	s := NewStore(time.Hour, 10)
+	base := time.Now().Add(-time.Minute)
+	for i := range MaxDetectorsPerPod + 1 {
+		if err := s.Record(context.Background(), []Signal{{Namespace: "n", Pod: "p", Detector: fmt.Sprintf("d%d", i), Score: 1, Time: base.Add(time.Duration(i) * time.Second)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := s.Fresh(PodKey{"n", "p"})
+	if _, ok := got["d0"]; ok || len(got) != MaxDetectorsPerPod {
+		t.Errorf("kept %d detectors, d0 present: %v", len(got), ok)
+	}
+}
+
+func TestRegistryBounded(t *testing.T) {
+	r := NewRegistry()
+	var err error
+	for i := 0; err == nil && i < 2*MaxDetectors; i++ {
+		err = r.Register(Named(fmt.Sprintf("m%d", i)))
+	}
+	if err == nil || len(r.Names()) != MaxDetectors {
+		t.Errorf("registry grew to %d", len(r.Names()))
 	}
 }

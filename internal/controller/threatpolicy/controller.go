@@ -195,8 +195,18 @@ func (r *ThreatPolicyReconciler) reconcileReady(_ context.Context, p *securityv1
 		return nil
 	}
 	metrics.PolicyBudgetExhausted.WithLabelValues(p.Name).Set(0)
-	setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionTrue, securityv1alpha1.ReasonSucceeded,
-		fmt.Sprintf("%s: covering %d pods, %d of %d Quarantines in use", p.Spec.Mode, st.PodsCovered, st.ActiveQuarantines, budget))
+	msg := fmt.Sprintf("%s: covering %d pods, %d of %d Quarantines in use", p.Spec.Mode, st.PodsCovered, st.ActiveQuarantines, budget)
+	// A misspelt detector name would silently never score.
+	var unknown []string
+	for _, d := range p.Spec.Detectors {
+		if _, ok := r.Engine.Registry.Get(d.Name); !ok {
+			unknown = append(unknown, d.Name)
+		}
+	}
+	if len(unknown) > 0 {
+		msg += fmt.Sprintf("; no detector named %v has posted since the manager started", unknown)
+	}
+	setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionTrue, securityv1alpha1.ReasonSucceeded, msg)
 	return nil
 }
 

@@ -32,6 +32,8 @@ type Engine struct {
 	Store    *detector.Store
 	Reader   client.Reader
 	Exposure *exposure.Assessor
+	// Registry knows the detectors that exist; ingestion adds external ones.
+	Registry *detector.Registry
 
 	// Pods and Policies feed the two controllers (source.Channel).
 	Pods     chan event.GenericEvent
@@ -60,7 +62,7 @@ type policyState struct {
 // NewEngine returns an engine recording into store.
 func NewEngine(store *detector.Store, reader client.Reader, assessor *exposure.Assessor) *Engine {
 	return &Engine{
-		Store: store, Reader: reader, Exposure: assessor,
+		Store: store, Reader: reader, Exposure: assessor, Registry: detector.NewRegistry(),
 		Pods: make(chan event.GenericEvent, 1024), Policies: make(chan event.GenericEvent, 1024),
 		evals: map[detector.PodKey]map[string]*policy.Evaluation{}, pending: map[detector.PodKey]map[string]policy.Evaluation{},
 		policies: map[string]*policyState{}, misconf: map[string]scoring.Adjustment{},

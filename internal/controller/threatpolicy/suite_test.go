@@ -105,7 +105,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ingestHandler = ingest.NewHandler(ingest.Config{Auth: auth, Sink: engine, Behavior: syscallModel{}, Pods: mgr.GetClient(), Rate: 1e6, Burst: 1e6})
+	ingestHandler = ingest.NewHandler(ingest.Config{Auth: auth, Sink: engine, Behavior: syscallModel{}, Pods: mgr.GetClient(), Registry: engine.Registry, Rate: 1e6, Burst: 1e6})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -64,6 +64,8 @@ func TestEnforceSustainAndEscalation(t *testing.T) {
 		switch {
 		case st.ObservedGeneration != p.Generation || ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != p.Generation:
 			return fmt.Errorf("conditions %+v", st.Conditions)
+		case strings.Contains(ready.Message, "no detector named"):
+			return fmt.Errorf("my-model has posted, yet: %s", ready.Message)
 		case st.PodsCovered != 1 || st.ActiveQuarantines != 1:
 			return fmt.Errorf("covered %d active %d", st.PodsCovered, st.ActiveQuarantines)
 		case st.LastTrigger == nil || st.LastTrigger.Pod != "shop-1" || st.LastTrigger.Quarantine != "shop-1":
@@ -400,4 +402,18 @@ func TestNoSignalForUncoveredPod(t *testing.T) {
 	})
 	postFalco(t, ns, "shop-1", "Critical")
 	never(t, ns)
+}
+
+func TestReadyNamesDetectorsNeverHeardFrom(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Detectors = []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}, {Name: "typo-model", Weight: 1}}
+	})
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		ready := apimeta.FindStatusCondition(p.Status.Conditions, securityv1alpha1.ConditionReady)
+		if ready == nil || !strings.Contains(ready.Message, "[typo-model]") {
+			return fmt.Errorf("ready %+v", ready)
+		}
+		return nil
+	})
 }
