@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
@@ -416,4 +417,26 @@ func TestReadyNamesDetectorsNeverHeardFrom(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestScoresExpireWithThePod(t *testing.T) {
+	ns := newNamespace(t)
+	pod := newPod(t, ns, "short-lived")
+	postScore(t, ns, "short-lived", "my-model", 0.3)
+	key := detector.PodKey{Namespace: ns, Pod: "short-lived"}
+	if len(engine.Store.Fresh(key)) != 1 {
+		t.Fatal("score not stored")
+	}
+	if err := k8s.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		if n := len(engine.Store.Fresh(key)); n != 0 {
+			return fmt.Errorf("%d scores kept for a deleted pod", n)
+		}
+		return nil
+	})
+	// The pod is gone, so a new score for it is refused.
+	b, _ := json.Marshal(map[string]any{"namespace": ns, "pod": "short-lived", "detector": "my-model", "score": 0.3})
+	post(t, "/v1/scores", "application/json", b, nil, http.StatusUnprocessableEntity)
 }
