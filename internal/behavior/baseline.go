@@ -6,7 +6,9 @@ import (
 	"encoding/gob"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
@@ -58,7 +60,16 @@ type Baseline struct {
 	Exec     *Exec
 	Net      *Net
 	Res      *Resource
+	// SysNormal holds the syscall scores of the latest learning batches,
+	// each scored before it was learned (prequential): the workload's own
+	// novelty level, used to calibrate scores. A ring of recentBatches.
+	SysNormal []float64
+	SysNext   int
+	q         float64 // cached 95th percentile of SysNormal; 0 = stale
 }
+
+// recentBatches is how many learning batches calibrate the syscall score.
+const recentBatches = 256
 
 // NewBaseline starts learning at now.
 func NewBaseline(k Key, cfg Config, now time.Time) *Baseline {
@@ -86,6 +97,15 @@ func (b *Baseline) Learn(ev *detector.BehaviorEvent, st *Stream, rng *rand.Rand)
 	b.Events++
 	switch {
 	case len(ev.Syscalls) > 0:
+		h := History{ids: slices.Clone(st.Syscalls.ids)}
+		raw, _ := b.Syscalls.Score(&h, ev.Syscalls)
+		if len(b.SysNormal) < recentBatches {
+			b.SysNormal = append(b.SysNormal, raw)
+		} else {
+			b.SysNormal[b.SysNext] = raw
+			b.SysNext = (b.SysNext + 1) % recentBatches
+		}
+		b.q = 0
 		b.Syscalls.Learn(&st.Syscalls, ev.Syscalls)
 	case ev.Exec != nil:
 		b.Exec.Learn(ev.Exec)
@@ -107,11 +127,13 @@ const (
 
 // Finding is one component's score for a batch, with what made it anomalous.
 type Finding struct {
-	Component string   `json:"component"`
-	Score     float64  `json:"score"`
-	Reason    string   `json:"reason,omitempty"`
-	Tokens    []string `json:"tokens,omitempty"`
-	Events    int      `json:"events"`
+	Component string  `json:"component"`
+	Score     float64 `json:"score"`
+	// Raw is the uncalibrated score (syscalls: the mean event score).
+	Raw    float64  `json:"raw"`
+	Reason string   `json:"reason,omitempty"`
+	Tokens []string `json:"tokens,omitempty"`
+	Events int      `json:"events"`
 }
 
 // Score scores a batch of one pod's events against the baseline: syscalls
@@ -161,9 +183,10 @@ func (b *Baseline) Score(evs []detector.BehaviorEvent, streams func(container st
 	}
 	var out []Finding
 	if sys.Events > 0 {
-		sys.Score = sysSum / float64(sys.Events)
+		sys.Raw = sysSum / float64(sys.Events)
+		sys.Score = b.calibrate(sys.Raw)
 		sys.Tokens = top(novel, 5)
-		sys.Reason = fmt.Sprintf("%.0f%% of %d system calls outside learned sequences", 100*sys.Score, sys.Events)
+		sys.Reason = fmt.Sprintf("%.0f%% of %d system calls outside learned sequences", 100*sys.Raw, sys.Events)
 		out = append(out, sys)
 	}
 	for _, f := range []Finding{exec, netw, res} {
@@ -172,6 +195,34 @@ func (b *Baseline) Score(evs []detector.BehaviorEvent, streams func(container st
 		}
 	}
 	return out
+}
+
+// NormalLevel is the 95th percentile of the recent learning batches' syscall
+// scores (0.5 when there were none), kept inside [0.02, 0.98].
+func (b *Baseline) NormalLevel() float64 {
+	if b.q == 0 {
+		b.q = 0.5
+		if len(b.SysNormal) > 0 {
+			s := slices.Clone(b.SysNormal)
+			slices.Sort(s)
+			b.q = s[len(s)*95/100]
+		}
+		b.q = min(max(b.q, 0.02), 0.98)
+	}
+	return b.q
+}
+
+// calibrate maps a raw syscall score to [0,1] relative to the workload's own
+// novelty at the end of learning, q = NormalLevel: linear from 0 to 0.5 up to
+// q, then rising towards 1 (0.975 at raw 1). It is strictly increasing, so
+// rankings (and ROC AUC) are unchanged, while a policy threshold means "this
+// far beyond what this workload normally does".
+func (b *Baseline) calibrate(raw float64) float64 {
+	q := b.NormalLevel()
+	if raw <= q {
+		return 0.5 * raw / q
+	}
+	return 0.5 + 0.5*(1-math.Exp(-3*(raw-q)/(1-q)))
 }
 
 // plain has Baseline's fields but not its methods, so gob does not recurse

@@ -275,3 +275,28 @@ func TestBaselineRoundTrip(t *testing.T) {
 		t.Errorf("default baseline encodes to %d bytes; must fit a 1 MiB ConfigMap", len(data))
 	}
 }
+
+func TestCalibration(t *testing.T) {
+	b := NewBaseline(Key{}, Config{}, time.Unix(0, 0))
+	rng := rand.New(rand.NewPCG(1, 1))
+	var st Stream
+	// Early batches are novel, later ones familiar: the ring keeps the latest.
+	for i := 0; i < 400; i++ {
+		b.Learn(&detector.BehaviorEvent{Syscalls: toks("open read write close open read write close")}, &st, rng)
+	}
+	if len(b.SysNormal) != recentBatches || b.SysNormal[0] != 0 {
+		t.Fatalf("prequential ring: %d scores, first %v; want %d, all familiar", len(b.SysNormal), b.SysNormal[0], recentBatches)
+	}
+	prev := -1.0
+	for raw := 0.0; raw <= 1; raw += 0.01 {
+		c := b.calibrate(raw)
+		if c <= prev || c < 0 || c > 1 {
+			t.Fatalf("calibrate(%v) = %v after %v: want strictly increasing in [0,1]", raw, c, prev)
+		}
+		prev = c
+	}
+	// A quiet workload: a tenth of calls off the learned sequences is already alarming.
+	if c := b.calibrate(0.1); c < 0.5 {
+		t.Errorf("calibrate(0.1) = %v on a perfectly regular workload, want >= 0.5", c)
+	}
+}

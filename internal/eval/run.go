@@ -37,6 +37,30 @@ type Report struct {
 	Families      []Result           `json:"families"`
 	ROC           []ROCPoint         `json:"roc"`
 	Thresholds    map[string]float64 `json:"thresholds"`
+	// NormalLevel is the raw syscall score that calibrates to 0.5.
+	NormalLevel float64 `json:"normal_level"`
+	// AtScore is what a policy threshold on the calibrated score would do.
+	AtScore []Operating `json:"at_score"`
+}
+
+// Operating is the false-alarm and detection rate at a score threshold.
+type Operating struct {
+	Threshold float64 `json:"threshold"`
+	FAR       float64 `json:"far"`
+	DR        float64 `json:"dr"`
+}
+
+func operating(normal, attack []float64, t float64) Operating {
+	rate := func(x []float64) float64 {
+		n := 0
+		for _, s := range x {
+			if s >= t {
+				n++
+			}
+		}
+		return float64(n) / float64(len(x))
+	}
+	return Operating{Threshold: t, FAR: rate(normal), DR: rate(attack)}
 }
 
 // Scorer trains a baseline on traces and scores a trace; the same code the
@@ -57,7 +81,9 @@ func Train(cfg behavior.Config, train []Trace) *Scorer {
 	return s
 }
 
-// Score is the syscall score of one trace, scored as one batch.
+// Score is the syscall score of one trace, scored as one batch: the
+// calibrated score the manager would report (a monotone map of the raw one,
+// so ROC figures are the same for both).
 func (s *Scorer) Score(t Trace) float64 {
 	var st behavior.Stream
 	f := s.b.Score([]detector.BehaviorEvent{{Syscalls: t.Syscalls}}, func(string) *behavior.Stream { return &st }, s.rng)
@@ -75,7 +101,7 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	r := &Report{
 		Dataset: name, TrainTraces: len(split.Train), NormalTraces: len(split.Validation), AttackTraces: len(split.Attack),
 		Model:         fmt.Sprintf("variable-length n-gram (n<=%d), mean longest-match deficit per trace", s.b.Syscalls.N),
-		BaselineBytes: len(bin),
+		BaselineBytes: len(bin), NormalLevel: s.b.NormalLevel(),
 	}
 	score := func(what string, ts []Trace) []float64 {
 		out := make([]float64, len(ts))
@@ -108,6 +134,9 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	}
 	r.ROC = ROC(normal, attack)
 	r.Thresholds = map[string]float64{"far_1pct": Threshold(normal, 0.01), "far_5pct": Threshold(normal, 0.05)}
+	for _, t := range []float64{0.5, 0.8} {
+		r.AtScore = append(r.AtScore, operating(normal, attack, t))
+	}
 	return r, nil
 }
 
@@ -123,6 +152,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%-20s %7s %8s %12s %12s\n", "family", "traces", "ROC AUC", "DR@1%FAR", "DR@5%FAR")
 	for _, x := range append(append([]Result(nil), r.Families...), r.Overall) {
 		fmt.Fprintf(w, "%-20s %7d %8.4f %11.1f%% %11.1f%%\n", x.Family, x.Traces, x.AUC, 100*x.DR1, 100*x.DR5)
+	}
+	for _, o := range r.AtScore {
+		fmt.Fprintf(w, "policy threshold %.2f on the calibrated score (0.5 = raw %.3f): %.1f%% false alarms, %.1f%% detected\n", o.Threshold, r.NormalLevel, 100*o.FAR, 100*o.DR)
 	}
 	fmt.Fprintf(w, "scoring: %.0f ns per system call (wall clock, includes trace setup); baseline %d bytes encoded\n", r.NsPerSyscall, r.BaselineBytes)
 }
