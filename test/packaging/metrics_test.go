@@ -9,8 +9,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 )
+
+// parsePromQL parses expr as Prometheus would; Grafana's variables are
+// replaced by values of the right kind first.
+func parsePromQL(expr string) error {
+	expr = strings.NewReplacer("$__rate_interval", "5m", "$detector", ".*").Replace(expr)
+	_, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	return err
+}
 
 func bufioReader(data []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(data)) }
 
@@ -92,6 +101,9 @@ func TestAlertsAndDashboardUseExportedMetrics(t *testing.T) {
 			for _, bad := range unknownMetrics(r.Expr, exported) {
 				t.Errorf("alert %s uses %s, which internal/metrics does not export", r.Alert, bad)
 			}
+			if err := parsePromQL(r.Expr); err != nil {
+				t.Errorf("alert %s: %v", r.Alert, err)
+			}
 			if r.Annotations["runbook_url"] == "" || r.Annotations["summary"] == "" {
 				t.Errorf("alert %s needs summary and runbook_url annotations", r.Alert)
 			}
@@ -128,6 +140,9 @@ func TestAlertsAndDashboardUseExportedMetrics(t *testing.T) {
 			for _, bad := range unknownMetrics(tg.Expr, exported) {
 				t.Errorf("dashboard panel %q uses %s, which internal/metrics does not export", p.Title, bad)
 			}
+			if err := parsePromQL(tg.Expr); err != nil {
+				t.Errorf("dashboard panel %q: %v", p.Title, err)
+			}
 			for _, n := range reMetricUse.FindAllString(tg.Expr, -1) {
 				used[strings.TrimSuffix(n, "_bucket")] = true
 			}
@@ -137,6 +152,12 @@ func TestAlertsAndDashboardUseExportedMetrics(t *testing.T) {
 		if !used[name] {
 			t.Errorf("the dashboard shows nothing of %s", name)
 		}
+	}
+}
+
+func TestBadPromQLIsFound(t *testing.T) {
+	if err := parsePromQL(`sum by (x) (rate(bulkhead_a[$__rate_interval])`); err == nil {
+		t.Fatal("an unbalanced expression parsed")
 	}
 }
 
