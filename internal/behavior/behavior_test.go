@@ -141,7 +141,10 @@ type fakeResolver map[string]Key
 func (f fakeResolver) Resolve(_ context.Context, ns, pod string) (Key, error) {
 	k, ok := f[ns+"/"+pod]
 	if !ok {
-		return Key{}, fmt.Errorf("no pod %s/%s", ns, pod)
+		return Key{}, fmt.Errorf("%w %s/%s", ErrUnknownPod, ns, pod)
+	}
+	if k.Owner == "" {
+		return Key{}, fmt.Errorf("API unavailable")
 	}
 	return k, nil
 }
@@ -245,8 +248,14 @@ func TestObserverLifecycle(t *testing.T) {
 	if err != nil || len(sigs) != 1 || sigs[0].Score != 1 {
 		t.Fatalf("after restart, rollout under attack: %+v, err %v; want 1 against the previous revision", sigs, err)
 	}
-	if _, err := o2.ObserveBehavior(ctx, normalEvents("ghost")); err == nil {
-		t.Error("unresolvable pod: want an error")
+	// A deleted pod's events are dropped; other pods in the batch still score.
+	sigs, err = o2.ObserveBehavior(ctx, append(normalEvents("ghost"), attackEvents("web-1")...))
+	if err != nil || len(sigs) != 1 || sigs[0].Pod != "web-1" {
+		t.Fatalf("batch with a deleted pod: %+v, %v; want web-1 scored", sigs, err)
+	}
+	res["shop/broken"] = Key{}
+	if _, err := o2.ObserveBehavior(ctx, normalEvents("broken")); err == nil {
+		t.Error("resolver failure: want an error")
 	}
 }
 

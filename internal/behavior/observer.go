@@ -3,6 +3,7 @@ package behavior
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -11,6 +12,10 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 )
+
+// ErrUnknownPod is returned (wrapped) by a Resolver for a pod that does not
+// exist (any more); its events are dropped rather than failing the batch.
+var ErrUnknownPod = errors.New("unknown pod")
 
 // Resolver finds the workload of a pod: its controlling owner and template
 // hash (Kubernetes lookups live outside this package).
@@ -92,6 +97,9 @@ func (o *Observer) ObserveBehavior(ctx context.Context, events []detector.Behavi
 	var out []detector.Signal
 	for _, p := range order {
 		key, err := o.resolver.Resolve(ctx, p.ns, p.pod)
+		if errors.Is(err, ErrUnknownPod) {
+			continue
+		}
 		if err != nil {
 			return out, fmt.Errorf("resolving workload of %s/%s: %w", p.ns, p.pod, err)
 		}

@@ -25,7 +25,7 @@ type Seq struct {
 }
 
 // bloomProbes is the number of bits per n-gram; 3 keeps the false-"seen"
-// rate near 3% at half a million n-grams in 4 Mbit.
+// rate near 3% at a quarter of a bit set per probe (for 1 Mbit, ~90k n-grams).
 const bloomProbes = 3
 
 // NewSeq returns an empty model of n-grams up to n in a filter of about

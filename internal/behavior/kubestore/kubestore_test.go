@@ -2,6 +2,7 @@ package kubestore
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -92,7 +93,7 @@ func TestResolver(t *testing.T) {
 			t.Errorf("%s: %+v (%v), want %+v", name, got, err, want)
 		}
 	}
-	if _, err := r.Resolve(context.Background(), "shop", "gone"); err == nil {
-		t.Error("missing pod: want an error")
+	if _, err := r.Resolve(context.Background(), "shop", "gone"); !errors.Is(err, behavior.ErrUnknownPod) {
+		t.Errorf("missing pod: %v, want ErrUnknownPod", err)
 	}
 }

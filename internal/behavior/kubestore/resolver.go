@@ -2,9 +2,11 @@ package kubestore
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -28,6 +30,9 @@ var _ behavior.Resolver = Resolver{}
 func (r Resolver) Resolve(ctx context.Context, namespace, name string) (behavior.Key, error) {
 	var pod corev1.Pod
 	if err := r.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			return behavior.Key{}, fmt.Errorf("%w %s/%s", behavior.ErrUnknownPod, namespace, name)
+		}
 		return behavior.Key{}, err
 	}
 	return KeyOf(&pod), nil
