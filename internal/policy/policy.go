@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
@@ -31,18 +32,12 @@ func Selects(p *securityv1alpha1.ThreatPolicy, ns *corev1.Namespace, pod *corev1
 		if err != nil {
 			return false, fmt.Errorf("policy %s selector: %w", p.Name, err)
 		}
-		if !sel.Matches(labelSet(s.labels)) {
+		if !sel.Matches(labels.Set(s.labels)) {
 			return false, nil
 		}
 	}
 	return true, nil
 }
-
-type labelSet map[string]string
-
-func (l labelSet) Has(k string) bool              { _, ok := l[k]; return ok }
-func (l labelSet) Get(k string) string            { return l[k] }
-func (l labelSet) Lookup(k string) (string, bool) { v, ok := l[k]; return v, ok }
 
 // Uses reports whether the policy weighs detector det.
 func Uses(p *securityv1alpha1.ThreatPolicy, det string) bool {
@@ -184,33 +179,24 @@ func Decide(evals []Evaluation, env Env) Outcome {
 			plan(block)
 			continue
 		}
-		switch {
-		case spec == nil:
+		creating := created != nil
+		if spec == nil {
 			// A new Quarantine, shared by every contributor of this pass.
 			spec = newSpec(p, e, actions)
-			created = spec
-			changed = true
-		case contributor || created != nil && spec == created:
-			if add := missing(spec.Actions, actions); len(add) > 0 {
-				if mode == securityv1alpha1.ModeEnforce || spec == created {
-					spec.Actions = addActions(spec.Actions, actions)
-					changed = true
-				} else {
-					out.Recommendations = append(out.Recommendations, recommendation(p, e, env, add))
-				}
-			}
+			created, changed = spec, true
+		} else {
 			if !contributor {
-				join(spec, p, e, spec == created)
+				// Joining counts against this policy's budget too.
+				join(spec, p, creating)
 				changed = true
 			}
-		default:
-			// Joins an existing Quarantine: it counts against this policy's
-			// budget; its actions are added only under Enforce.
-			join(spec, p, e, false)
-			changed = true
 			if add := missing(spec.Actions, actions); len(add) > 0 {
-				if mode == securityv1alpha1.ModeEnforce {
+				// At creation every contributor's actions apply (any
+				// RequireApproval one leaves it unapproved); later, only
+				// Enforce escalates by itself.
+				if creating || mode == securityv1alpha1.ModeEnforce {
 					spec.Actions = addActions(spec.Actions, actions)
+					changed = true
 				} else {
 					out.Recommendations = append(out.Recommendations, recommendation(p, e, env, add))
 				}
@@ -274,13 +260,13 @@ func newSpec(p *securityv1alpha1.ThreatPolicy, e *Evaluation, actions []security
 		Reason: &securityv1alpha1.QuarantineReason{Policy: p.Name, Detector: e.Result.Top,
 			Score: scoring.FormatScore(e.Result.Score), Summary: truncate(e.Reason, 1024)},
 	}
-	join(spec, p, e, true)
+	join(spec, p, true)
 	return spec
 }
 
 // join makes p a contributor: it is listed, the shortest autoReleaseAfter
 // applies, and at creation a RequireApproval contributor leaves it unapproved.
-func join(spec *securityv1alpha1.QuarantineSpec, p *securityv1alpha1.ThreatPolicy, _ *Evaluation, creating bool) {
+func join(spec *securityv1alpha1.QuarantineSpec, p *securityv1alpha1.ThreatPolicy, creating bool) {
 	spec.Reason.Policies = append(spec.Reason.Policies, p.Name)
 	if spec.Reason.Policy == "" {
 		spec.Reason.Policy = p.Name

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -156,7 +157,7 @@ func (r *ContainmentReconciler) decide(ctx context.Context, w *world, latest map
 		ev.Policy = p
 		evals = append(evals, ev)
 	}
-	slices.SortFunc(evals, func(a, b policy.Evaluation) int { return compareStrings(a.Policy.Name, b.Policy.Name) })
+	slices.SortFunc(evals, func(a, b policy.Evaluation) int { return strings.Compare(a.Policy.Name, b.Policy.Name) })
 	out := policy.Decide(evals, w.env)
 
 	qName := ""
@@ -353,16 +354,6 @@ func (r *ContainmentReconciler) autoRelease(ctx context.Context, w *world) (ctrl
 // jitter adds up to 10% so many timers do not fire together.
 func jitter(d time.Duration) time.Duration {
 	return d + time.Duration(rand.Int64N(int64(d)/10+1))
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // SetupWithManager watches the engine's triggers, and Quarantines (mapped
