@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -109,9 +110,17 @@ func BenchmarkObserve(b *testing.B) {
 }
 
 // BenchmarkBaselineMemory reports the encoded size of a trained default
-// baseline (what the store keeps) and its in-memory filter size.
+// baseline (what the store keeps), its n-gram filters and the heap it holds
+// once scoring has fitted the resource model.
 func BenchmarkBaselineMemory(b *testing.B) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	bl := trainedBaseline(b)
+	bl.Score([]detector.BehaviorEvent{{Metrics: &detector.ResourceSample{CPUMillicores: 1}}}, func(string) *Stream { return &Stream{} }, rand.New(rand.NewPCG(1, 1)))
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc), "heap-bytes")
 	var n int
 	for i := 0; i < b.N; i++ {
 		data, err := bl.MarshalBinary()
@@ -122,4 +131,5 @@ func BenchmarkBaselineMemory(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "encoded-bytes")
 	b.ReportMetric(float64(8*len(bl.Syscalls.Bits)+8*len(bl.ExecSeq.Bits)), "filter-bytes")
+	runtime.KeepAlive(bl)
 }

@@ -38,7 +38,7 @@ type Resource struct {
 	Median  [nFeat]float64
 	MAD     [nFeat]float64
 	Lo, Hi  [nFeat]float64 // learned range
-	Trees   *HST
+	trees   *HST           // fitted from Samples when scoring starts; not persisted
 }
 
 // NewResource returns an empty model keeping at most cap samples.
@@ -53,12 +53,12 @@ func (m *Resource) Learn(r *detector.ResourceSample, rng *rand.Rand) {
 	} else if i := rng.Uint64N(m.Seen); i < uint64(m.Cap) {
 		m.Samples[i] = v
 	}
-	m.Trees = nil
+	m.trees = nil
 }
 
 // fit computes the statistics; needs a few samples.
 func (m *Resource) fit(rng *rand.Rand) bool {
-	if m.Trees != nil {
+	if m.trees != nil {
 		return true
 	}
 	if len(m.Samples) < 8 {
@@ -76,7 +76,7 @@ func (m *Resource) fit(rng *rand.Rand) bool {
 		}
 		m.MAD[f] = median(col)
 	}
-	m.Trees = NewHST(m.Samples, 25, 8, rng)
+	m.trees = NewHST(m.Samples, 16, 6, rng)
 	return true
 }
 
@@ -109,7 +109,7 @@ func (m *Resource) Score(r *detector.ResourceSample, rng *rand.Rand) (float64, s
 		}
 	}
 	// Half-space trees need enough reference mass to tell empty from rare.
-	if h := m.Trees.Score(v); len(m.Samples) >= minHSTSamples && h > best {
+	if h := m.trees.Score(v); len(m.Samples) >= minHSTSamples && h > best {
 		best, which = h, "unusual combination of resource usage (half-space trees)"
 	}
 	return best, which
