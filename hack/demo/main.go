@@ -91,17 +91,20 @@ func (d *demo) run() error {
 	if _, err := os.Stat(filepath.Join(repoRoot(), "config", "default")); err != nil {
 		return fmt.Errorf("run the demo from the repository root (make demo): %w", err)
 	}
+	if d.cfg.clusterOnly {
+		if err := d.step("Start a local control plane", d.startCluster); err != nil {
+			return err
+		}
+		fmt.Printf("\nexport KUBECONFIG=%s\nkubectl (v1.37.2): %s\nCtrl-C stops the cluster.\n", d.cluster.Kubeconfig, d.cluster.KubectlPath())
+		<-d.ctx.Done()
+		return nil
+	}
 	split, err := loadDataset()
 	if err != nil {
 		return err
 	}
 	if err := d.step("Start a local control plane", d.startCluster); err != nil {
 		return err
-	}
-	if d.cfg.clusterOnly {
-		fmt.Printf("\nexport KUBECONFIG=%s\nkubectl (v1.37.2): %s\nCtrl-C stops the cluster.\n", d.cluster.Kubeconfig, d.cluster.KubectlPath())
-		<-d.ctx.Done()
-		return nil
 	}
 	for _, s := range []struct {
 		title string

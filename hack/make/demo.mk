@@ -8,3 +8,7 @@ demo: kube-binaries kwok build ## Run the demo: detect, contain and release a co
 .PHONY: cluster-up
 cluster-up: kube-binaries kwok ## Start a local control plane with kwok nodes and wait (Ctrl-C stops it).
 	go run ./hack/demo --cluster-only
+
+# .ci/run runs every ci-* target: the demo must keep working.
+.PHONY: ci-demo
+ci-demo: demo

@@ -31,3 +31,7 @@ $(KWOK_DIR)/.built: hack/kwok/go.mod hack/kwok/go.sum
 test-e2e: kube-binaries kwok build ## End-to-end scenarios against a local control plane with kwok nodes.
 	@echo ">> e2e: KUBE_BIN=$(KUBE_BIN) KWOK_BIN=$(KWOK_BIN) BULKHEAD_BIN=$(BULKHEAD_BIN)"
 	go test -tags e2e ./test/e2e/ -count=1 -v -timeout $(E2E_TIMEOUT) $(E2E_ARGS)
+
+# .ci/run runs every ci-* target.
+.PHONY: ci-e2e
+ci-e2e: test-e2e

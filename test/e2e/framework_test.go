@@ -442,7 +442,15 @@ func (s *scenario) dump() {
 func (s *scenario) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_ = s.c.DeleteAllOf(ctx, &securityv1alpha1.Quarantine{}, client.InNamespace(s.ns))
+	var left securityv1alpha1.QuarantineList
+	if err := s.c.List(ctx, &left, client.InNamespace(s.ns)); err != nil {
+		s.t.Errorf("cleanup: listing Quarantines: %v", err)
+	}
+	for i := range left.Items {
+		if err := s.c.Delete(ctx, &left.Items[i]); client.IgnoreNotFound(err) != nil {
+			s.t.Errorf("cleanup: deleting Quarantine %s: %v", left.Items[i].Name, err)
+		}
+	}
 	err := poll(ctx, 30*time.Second, "Quarantines in "+s.ns+" released and gone", func(ctx context.Context) error {
 		var list securityv1alpha1.QuarantineList
 		if err := s.c.List(ctx, &list, client.InNamespace(s.ns)); err != nil {
