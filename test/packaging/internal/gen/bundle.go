@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/blang/semver/v4"
@@ -212,24 +211,10 @@ func csvBase(root string) (*operatorsv1alpha1.ClusterServiceVersion, error) {
 	return csv, nil
 }
 
-// almExamples are the samples the OperatorHub UI offers, one per kind first.
-func almExamples(samples []Object) []Object {
-	var out []Object
-	seen := map[string]bool{}
-	for _, s := range samples {
-		if seen[s.Kind()] {
-			continue
-		}
-		seen[s.Kind()] = true
-		c := Object{}
-		for k, v := range s {
-			c[k] = v
-		}
-		out = append(out, c)
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Kind() > out[j].Kind() }) // ThreatPolicy first
-	return out
-}
+// almExamples are the samples the OperatorHub UI offers, in
+// config/samples/kustomization.yaml order: the first of each kind is the
+// one the UI pre-fills.
+func almExamples(samples []Object) []Object { return samples }
 
 func bundleManifest(o Object, files Files) error {
 	c := deepCopy(o)
@@ -277,8 +262,13 @@ func marshalClean(v any) ([]byte, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
 	}
-	if st, ok := m["status"].(map[string]any); ok && len(st) == 0 {
-		delete(m, "status")
+	if st, ok := m["status"].(map[string]any); ok {
+		if c, ok := st["cleanup"].(map[string]any); ok && len(c) == 0 {
+			delete(st, "cleanup")
+		}
+		if len(st) == 0 {
+			delete(m, "status")
+		}
 	}
 	dropNulls(m)
 	return yaml.Marshal(m)

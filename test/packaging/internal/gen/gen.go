@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"sigs.k8s.io/kustomize/api/krusty"
 )
 
 // Version of the operator the artefacts describe; the image tag is "v"+Version.
@@ -142,6 +144,6 @@ func firstDifference(got, want string) string {
 
 // readSamples returns the objects of config/samples, in kustomization order.
 func readSamples(root string) ([]Object, error) {
-	_, objs, err := Kustomize(root, "config/samples")
+	_, objs, err := kustomize(root, "config/samples", krusty.ReorderOptionNone)
 	return objs, err
 }

@@ -29,8 +29,12 @@ func (o Object) Namespace() string { s, _ := o.meta()["namespace"].(string); ret
 // Kustomize builds a kustomization directory (relative to root) with the
 // kustomize API pinned in go.mod (the same as the kustomize CLI of that version).
 func Kustomize(root, dir string) ([]byte, []Object, error) {
+	return kustomize(root, dir, krusty.ReorderOptionLegacy) // as the kustomize CLI does
+}
+
+func kustomize(root, dir string, reorder krusty.ReorderOption) ([]byte, []Object, error) {
 	opts := krusty.MakeDefaultOptions()
-	opts.Reorder = krusty.ReorderOptionLegacy // as the kustomize CLI does
+	opts.Reorder = reorder
 	k := krusty.MakeKustomizer(opts)
 	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, dir))
 	if err != nil {
