@@ -14,10 +14,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -47,12 +49,12 @@ type ThreatPolicyReconciler struct {
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies/status,verbs=get;update;patch
 
-// Reconcile fetches the policy, builds its status in small steps and applies
-// it once.
-func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Reconcile fetches the policy, builds its status in small ordered steps
+// and applies it once, deferred, whatever happened.
+func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	p := &securityv1alpha1.ThreatPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
-		if client.IgnoreNotFound(err) == nil {
+		if apierrors.IsNotFound(err) {
 			r.Engine.ForgetPolicy(req.Name)
 			metrics.PolicyBudgetExhausted.DeleteLabelValues(req.Name)
 		}
@@ -60,22 +62,31 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	snap := r.Engine.TakeSnapshot(p.Name)
 	st := p.Status.DeepCopy()
+	defer func() {
+		var s *stalled
+		switch {
+		case errors.As(retErr, &s):
+			setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonInvalidSpec, s.Error())
+			setCondition(st, p, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, securityv1alpha1.ReasonInvalidSpec, s.Error())
+			st.ObservedGeneration = p.Generation
+			retErr = reconcile.TerminalError(s)
+		case retErr == nil:
+			// observedGeneration says the whole spec was acted on.
+			st.ObservedGeneration = p.Generation
+		}
+		if !equality.Semantic.DeepEqual(&p.Status, st) {
+			if err := r.applyStatus(ctx, p, st); err != nil {
+				retErr = kerrors.NewAggregate([]error{retErr, err})
+			}
+		}
+		if retErr != nil {
+			r.Engine.Restore(p.Name, snap.Plans)
+		}
+	}()
 	for _, step := range []func(context.Context, *securityv1alpha1.ThreatPolicy, *securityv1alpha1.ThreatPolicyStatus, Snapshot) error{
 		r.reconcileCoverage, r.reconcileActive, r.reconcileSignals, r.reconcileReady,
 	} {
 		if err := step(ctx, p, st, snap); err != nil {
-			r.Engine.Restore(p.Name, snap.Plans)
-			var s *stalled
-			if errors.As(err, &s) {
-				return ctrl.Result{}, reconcile.TerminalError(r.writeStalled(ctx, p, s))
-			}
-			return ctrl.Result{}, err
-		}
-	}
-	st.ObservedGeneration = p.Generation
-	if !equality.Semantic.DeepEqual(&p.Status, st) {
-		if err := r.applyStatus(ctx, p, st); err != nil {
-			r.Engine.Restore(p.Name, snap.Plans)
 			return ctrl.Result{}, err
 		}
 	}
@@ -86,17 +97,6 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 type stalled struct{ err error }
 
 func (s *stalled) Error() string { return s.err.Error() }
-
-func (r *ThreatPolicyReconciler) writeStalled(ctx context.Context, p *securityv1alpha1.ThreatPolicy, s *stalled) error {
-	st := p.Status.DeepCopy()
-	st.ObservedGeneration = p.Generation
-	setCondition(st, p, securityv1alpha1.ConditionReady, metav1.ConditionFalse, securityv1alpha1.ReasonInvalidSpec, s.Error())
-	setCondition(st, p, securityv1alpha1.ConditionStalled, metav1.ConditionTrue, securityv1alpha1.ReasonInvalidSpec, s.Error())
-	if err := r.applyStatus(ctx, p, st); err != nil {
-		return err
-	}
-	return s.err
-}
 
 // reconcileCoverage counts the pods the selector matches.
 func (r *ThreatPolicyReconciler) reconcileCoverage(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, _ Snapshot) error {

@@ -440,3 +440,20 @@ func TestScoresExpireWithThePod(t *testing.T) {
 	b, _ := json.Marshal(map[string]any{"namespace": ns, "pod": "short-lived", "detector": "my-model", "score": 0.3})
 	post(t, "/v1/scores", "application/json", b, nil, http.StatusUnprocessableEntity)
 }
+
+func TestInvalidSelectorStalls(t *testing.T) {
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {
+		s.Selector.PodSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Resembles", Values: []string{"shop"}}}}
+	})
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		ready := apimeta.FindStatusCondition(p.Status.Conditions, securityv1alpha1.ConditionReady)
+		stalled := apimeta.FindStatusCondition(p.Status.Conditions, securityv1alpha1.ConditionStalled)
+		if ready == nil || ready.Reason != securityv1alpha1.ReasonInvalidSpec || stalled == nil || stalled.Status != metav1.ConditionTrue || p.Status.ObservedGeneration != p.Generation {
+			return fmt.Errorf("conditions %+v", p.Status.Conditions)
+		}
+		return nil
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	never(t, ns)
+}
