@@ -1,8 +1,10 @@
 package install
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -106,7 +108,7 @@ func waitForPolicy(t *testing.T) {
 	c := as(t, "probe")
 	q := quarantine("probe")
 	q.Annotations = map[string]string{securityv1alpha1.ActorAnnotation: "someone-else"}
-	err := wait.PollUntilContextTimeout(ctx(t), 200e6, 30e9, true, func(ctx2 ctxT) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx(t), 200*time.Millisecond, 30*time.Second, true, func(ctx2 context.Context) (bool, error) {
 		err := c.Create(ctx2, q.DeepCopy())
 		if err == nil {
 			_ = env.Client.Delete(ctx2, q.DeepCopy())

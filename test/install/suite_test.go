@@ -91,8 +91,6 @@ func as(t *testing.T, user string, groups ...string) client.Client {
 
 func ctx(t *testing.T) context.Context { return t.Context() }
 
-type ctxT = context.Context
-
 var (
 	installed  sync.Once
 	installErr error
