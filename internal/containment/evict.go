@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,6 +17,8 @@ import (
 // caller retries with backoff, never forcing a delete.
 var ErrEvictionBlocked = errors.New("eviction blocked by a PodDisruptionBudget")
 
+const evictionTimeout = 15 * time.Second
+
 func (e *Engine) applyEvict(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil || pod.DeletionTimestamp != nil {
@@ -25,7 +28,11 @@ func (e *Engine) applyEvict(ctx context.Context, s *Scope, st *securityv1alpha1.
 	}
 	st.Resource, st.ResourceAPIVersion = "Pod/"+pod.Name, "v1"
 	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
-	err := e.Client.SubResource("eviction").Create(ctx, pod, ev)
+	// The API server holds an eviction while a budget's status is not yet
+	// observed; a worker must not hang on it.
+	ectx, cancel := context.WithTimeout(ctx, evictionTimeout)
+	defer cancel()
+	err := e.Client.SubResource("eviction").Create(ectx, pod, ev)
 	switch {
 	case err == nil || apierrors.IsNotFound(err):
 		st.State, st.Message = securityv1alpha1.ActionApplied, ""

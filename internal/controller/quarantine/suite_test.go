@@ -258,7 +258,9 @@ func (f *fixture) pod(t *testing.T, name string, labels map[string]string, owner
 		p.OwnerReferences = []metav1.OwnerReference{*owner}
 	}
 	must(t, direct.Create(ctx, p))
-	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "web", Image: "nginx:1.27", ImageID: "docker.io/library/nginx@sha256:" + fmt.Sprintf("%064d", 1)}}
+	p.Status.Phase = corev1.PodRunning
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "web", Image: "nginx:1.27", Ready: true, ImageID: "docker.io/library/nginx@sha256:" + fmt.Sprintf("%064d", 1)}}
 	must(t, direct.Status().Update(ctx, p))
 	return p
 }
@@ -352,3 +354,5 @@ func (f *fixture) snapshot(t *testing.T) string {
 	must(t, err)
 	return string(b)
 }
+
+func reqFor(key client.ObjectKey) reconcile.Request { return reconcile.Request{NamespacedName: key} }
