@@ -76,8 +76,20 @@ func TestEnforceSustainAndEscalation(t *testing.T) {
 		case len(st.Plans) != 0:
 			return fmt.Errorf("plans under Enforce: %+v", st.Plans)
 		}
+		// GitOps tools see no drift: Bulkhead owns status only.
+		for _, mf := range p.ManagedFields {
+			if mf.Manager == securityv1alpha1.FieldManager && mf.Subresource != "status" {
+				return fmt.Errorf("bulkhead manages %s fields of the policy", mf.Subresource)
+			}
+		}
 		return nil
 	})
+	q = onlyQuarantine(t, ns, func(*securityv1alpha1.Quarantine) error { return nil })
+	if !slices.ContainsFunc(q.ManagedFields, func(mf metav1.ManagedFieldsEntry) bool {
+		return mf.Manager == securityv1alpha1.FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply
+	}) {
+		t.Errorf("escalation was not server-side applied by %s: %+v", securityv1alpha1.FieldManager, q.ManagedFields)
+	}
 }
 
 func TestRequireApprovalWithFalcoAndRecommendation(t *testing.T) {
