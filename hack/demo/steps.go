@@ -496,6 +496,12 @@ func (d *demo) checkRestored() error {
 }
 
 func (d *demo) summary() {
+	if refused := d.manager.Forbidden(0); len(refused) > 0 {
+		fmt.Printf("\n⚠ the manager was refused by RBAC (config/rbac lacks these permissions):\n")
+		for _, f := range refused {
+			fmt.Printf("    %s\n", f)
+		}
+	}
 	fmt.Printf("\nDemo complete in %s\n", time.Since(d.start).Round(100*time.Millisecond))
 	for _, s := range d.steps {
 		fmt.Printf("  %-70s %6.1fs\n", s.title, s.took.Seconds())

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -94,6 +96,38 @@ func (p *Process) Logs(max int64) string {
 	}
 	return string(buf)
 }
+
+// LogSize is the current length of the process's output, an offset for
+// LogsSince.
+func (p *Process) LogSize() int64 {
+	st, err := os.Stat(p.LogPath)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// Forbidden returns the distinct API authorization failures ("... is
+// forbidden: User ... cannot ...") the process logged after offset: with
+// the manager, permissions config/rbac lacks.
+func (p *Process) Forbidden(offset int64) []string {
+	data, err := os.ReadFile(p.LogPath)
+	if err != nil || offset > int64(len(data)) {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range forbiddenRE.FindAllString(string(data[offset:]), -1) {
+		m = strings.ReplaceAll(m, `\"`, `"`)
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+var forbiddenRE = regexp.MustCompile(`cannot [a-z]+ resource \\?"[^"\\]*\\?" in API group \\?"[^"\\]*\\?"( in the namespace \\?"[^"\\]*\\?"| at the cluster scope)?`)
 
 // waitFor polls check every 100ms until it returns nil, the process exits,
 // or the timeout passes.
