@@ -59,8 +59,8 @@ func BenchmarkScoreToQuarantine(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		postFalco(b, ns, pod, "Critical")
+		q := &securityv1alpha1.Quarantine{}
 		for {
-			q := &securityv1alpha1.Quarantine{}
 			err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: pod}, q)
 			if err == nil {
 				break
@@ -71,6 +71,15 @@ func BenchmarkScoreToQuarantine(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 		total += time.Since(start)
+		b.StopTimer()
+		// Released, it no longer counts against the cluster-wide cap.
+		patch := client.MergeFrom(q.DeepCopy())
+		released := true
+		q.Spec.Released = &released
+		if err := k8s.Patch(ctx, q, patch); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(i), "ms/quarantine")
 }

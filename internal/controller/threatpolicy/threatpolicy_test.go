@@ -469,3 +469,50 @@ func TestInvalidSelectorStalls(t *testing.T) {
 	postFalco(t, ns, "shop-1", "Critical")
 	never(t, ns)
 }
+
+// TestClusterWideCap fills the suite's --max-active-quarantines (100) with
+// policy-made Quarantines, then shows a new trigger is only planned.
+func TestClusterWideCap(t *testing.T) {
+	ctx := context.Background()
+	var all securityv1alpha1.QuarantineList
+	if err := k8s.List(ctx, &all); err != nil {
+		t.Fatal(err)
+	}
+	active := 0
+	for _, q := range all.Items {
+		if !q.IsReleased() && q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" {
+			active++
+		}
+	}
+	filler := newNamespace(t)
+	var fillers []*securityv1alpha1.Quarantine
+	defer func() {
+		for _, q := range fillers {
+			_ = k8s.Delete(ctx, q)
+		}
+	}()
+	for i := active; i < 100; i++ {
+		q := &securityv1alpha1.Quarantine{
+			ObjectMeta: metav1.ObjectMeta{Namespace: filler, Name: fmt.Sprintf("f%d", i),
+				Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "filler"}},
+			Spec: securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: fmt.Sprintf("f%d", i)},
+				Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+				Reason:  &securityv1alpha1.QuarantineReason{Policy: "filler", Policies: []string{"filler"}}},
+		}
+		if err := k8s.Create(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		fillers = append(fillers, q)
+	}
+	ns := newNamespace(t, "shop-1")
+	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce)
+	time.Sleep(500 * time.Millisecond) // the cache sees the fillers
+	postFalco(t, ns, "shop-1", "Critical")
+	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
+		if len(p.Status.Plans) != 1 || p.Status.Plans[0].BlockedBy != policy.BlockedClusterCap {
+			return fmt.Errorf("plans %+v", p.Status.Plans)
+		}
+		return nil
+	})
+	never(t, ns)
+}
