@@ -97,18 +97,8 @@ func (p *Process) Logs(max int64) string {
 	return string(buf)
 }
 
-// LogSize is the current length of the process's output, an offset for
-// LogsSince.
-func (p *Process) LogSize() int64 {
-	st, err := os.Stat(p.LogPath)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
 // Forbidden returns the distinct API authorization failures ("... is
-// forbidden: User ... cannot ...") the process logged after offset: with
+// forbidden: User ... cannot ...") the process logged from byte offset on: with
 // the manager, permissions config/rbac lacks.
 func (p *Process) Forbidden(offset int64) []string {
 	data, err := os.ReadFile(p.LogPath)

@@ -27,7 +27,7 @@ E1124 reflector.go:227] "Failed to watch" err="failed to list *v1.Secret: secret
 	if got := p.Forbidden(0); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Forbidden(0) = %q, want %q", got, want)
 	}
-	if got := p.Forbidden(p.LogSize()); len(got) != 0 {
+	if got := p.Forbidden(int64(len(log))); len(got) != 0 {
 		t.Fatalf("Forbidden(end) = %q, want none", got)
 	}
 }
