@@ -1,0 +1,18 @@
+# Time-to-contain benchmark against the floor, ingestion throughput, manager
+# memory per watched pod (local control plane with kwok nodes, the manager
+# as a process under its ServiceAccount), then the per-event detector
+# benchmarks. The report is printed at the end; targets are reported, not
+# asserted.
+
+BENCH_PODS ?= 2000
+BENCH_THREATS ?= 200
+BENCH_TIMEOUT ?= 30m
+
+##@ Load
+
+.PHONY: bench
+bench: kube-binaries kwok build ## Time to contain p50/p99 vs the client-go floor, ingestion events/s, memory per pod, detector ns/event (BENCH_PODS, BENCH_THREATS).
+	BENCH_PODS=$(BENCH_PODS) BENCH_THREATS=$(BENCH_THREATS) BENCH_QPS=$(BENCH_QPS) BENCH_BURST=$(BENCH_BURST) BENCH_CONCURRENCY=$(BENCH_CONCURRENCY) \
+	  go test -tags bench ./test/bench/ -run '^TestBench$$' -count=1 -v -timeout $(BENCH_TIMEOUT)
+	@echo ">> detector: ns per event on one core (internal/behavior benchmarks)"
+	GOMAXPROCS=1 go test -run '^$$' -bench . -benchmem -benchtime 1s ./internal/behavior/

@@ -1,0 +1,601 @@
+//go:build bench
+
+// Package bench measures Bulkhead's time to contain on a local control plane
+// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
+// nodes) with the manager running as a process under its ServiceAccount,
+// against the floor: Bulkhead's own write sequence per containment replayed
+// directly with client-go at the same concurrency and client QPS, in the
+// same run. Run with `make bench` (BENCH_PODS, BENCH_THREATS scale it).
+package bench
+
+import (
+	"context"
+
+	"encoding/json"
+	"fmt"
+	"github.com/go-logr/logr"
+	"math"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/chaos/kit"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+var start = time.Now()
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+const (
+	sustain = 3
+	actions = `[{type: Isolate, isolate: {allowDNS: true}}, {type: ScaleToZero}]`
+)
+
+// report collects the lines printed at the end.
+var report []string
+
+func add(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	report = append(report, line)
+	logf("REPORT %s", line)
+}
+
+func TestBench(t *testing.T) {
+	ctrllog.SetLogger(logr.Discard())
+	pods := envInt("BENCH_PODS", 2000)
+	threats := envInt("BENCH_THREATS", 200)
+	if threats > pods {
+		t.Fatalf("BENCH_THREATS %d > BENCH_PODS %d", threats, pods)
+	}
+	qps := envInt("BENCH_QPS", 200)
+	burst := envInt("BENCH_BURST", 400)
+	conc := envInt("BENCH_CONCURRENCY", 8)
+	replicas := int32(pods / threats)
+	nodes := (pods*2)/100 + 2
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	logf("starting a local cluster with %d kwok nodes", nodes)
+	env, err := kit.Start(ctx, nodes, logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	mgr, err := env.StartManager("manager",
+		"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0",
+		fmt.Sprintf("--kube-api-qps=%d", qps), fmt.Sprintf("--kube-api-burst=%d", burst),
+		fmt.Sprintf("--containment-concurrency=%d", conc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Stop()
+	add("setup: local control plane (etcd, kube-apiserver %s, kube-controller-manager, kube-scheduler), %d kwok nodes; manager as a process under its ServiceAccount: --kube-api-qps=%d --kube-api-burst=%d --containment-concurrency=%d",
+		kubeVersion(env), nodes, qps, burst, conc)
+	add("load: %d pods in %d ReplicaSets of %d, %d simultaneous threats (one pod per ReplicaSet), policy sustain=%d, actions Isolate+ScaleToZero", int(replicas)*threats, threats, replicas, threats, sustain)
+
+	// Memory per watched pod: the manager's RSS before and after the pods.
+	time.Sleep(5 * time.Second)
+	rss0, _ := mgr.RSS()
+	const ns = "bench"
+	if err := env.Namespace(ns, map[string]string{"load": "bench"}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	ws, err := env.CreateWorkloads(ns, "w", "svc", threats, replicas, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf("%d pods created in %s", int(replicas)*threats, time.Since(t0).Round(time.Millisecond))
+	waitRunning(t, env, ns, int(replicas)*threats)
+	time.Sleep(10 * time.Second) // the manager's informers settle
+	rss1, _ := mgr.RSS()
+	perPod := float64(rss1-rss0) / float64(int(replicas)*threats)
+	add("manager memory: RSS %.1f MiB idle, %.1f MiB watching %d more pods: %.0f bytes (%.2f KiB) per watched pod (target < 2 KiB)",
+		mib(rss0), mib(rss1), int(replicas)*threats, perPod, perPod/1024)
+
+	if err := env.Apply(kit.PolicyYAML("bench", "bench", "svc", sustain, 10000, actions)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+
+	var all []string
+	for _, w := range ws {
+		all = append(all, w.Pods...)
+	}
+	ingestion(t, env, mgr.IngestURL, ns, all)
+
+	// Sustain: sustain-1 high scores per threat pod, not timed.
+	threatPods := make([]string, len(ws))
+	owner := map[string]string{}
+	for i, w := range ws {
+		threatPods[i] = w.Pods[0]
+		owner[w.Name] = w.Pods[0]
+	}
+	// The ingestion phase left every pod with a low score; wait for nothing.
+	parallel(64, len(threatPods), func(i int) {
+		for range sustain - 1 {
+			code, msg, err := env.Post(mgr.IngestURL, kit.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench"})
+			if err != nil || code != 202 {
+				t.Errorf("sustain post %s: %d %s %v", threatPods[i], code, msg, err)
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	time.Sleep(2 * time.Second)
+	if n := countQuarantines(t, env, ns); n != 0 {
+		t.Fatalf("%d Quarantines before sustain completed", n)
+	}
+
+	w := startWatch(t, env, ns, owner, time.Duration(120+threats/5)*time.Second)
+	sent := make([]time.Time, len(threatPods))
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for i := range threatPods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			sent[i] = time.Now()
+			code, msg, err := env.Post(mgr.IngestURL, kit.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench: sustain reached"})
+			if err != nil || code != 202 {
+				t.Errorf("final post %s: %d %s %v", threatPods[i], code, msg, err)
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	starts := map[string]time.Time{}
+	for i, p := range threatPods {
+		starts[p] = sent[i]
+	}
+	lat, span := w.wait(t, starts)
+	summarize("Bulkhead", lat, span)
+	if len(lat) != len(threatPods) {
+		t.Errorf("Bulkhead contained %d of %d threats within the time limit", len(lat), len(threatPods))
+	}
+	bulkheadP99 := percentile(lat, 99)
+	_, peak := mgr.RSS()
+	add("manager peak RSS during the run: %.1f MiB", mib(peak))
+	checkQuarantines(t, env, ns, threatPods)
+
+	// The floor: same writes, same concurrency and QPS, no manager.
+	mgr.Stop()
+	const fns = "floor"
+	if err := env.Namespace(fns, map[string]string{"load": "floor"}); err != nil {
+		t.Fatal(err)
+	}
+	fws, err := env.CreateWorkloads(fns, "w", "svc", threats, replicas, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, env, fns, int(replicas)*threats)
+	fowner := map[string]string{}
+	fpods := make([]string, len(fws))
+	for i, w := range fws {
+		fowner[w.Name] = w.Pods[0]
+		fpods[i] = w.Pods[0]
+	}
+	fw := startWatch(t, env, fns, fowner, time.Duration(120+threats/5)*time.Second)
+	flat, fspan := floor(t, env, fns, fws, qps, burst, conc, fw)
+	summarize("floor (client-go replay)", flat, fspan)
+	floorP99 := percentile(flat, 99)
+	if floorP99 > 0 {
+		add("ratio: Bulkhead p99 / floor p99 = %.2f (target <= 2)", float64(bulkheadP99)/float64(floorP99))
+	}
+
+	fmt.Println()
+	fmt.Println("==== Bulkhead time-to-contain report ====")
+	for _, l := range report {
+		fmt.Println(l)
+	}
+}
+
+func kubeVersion(env *kit.Env) string {
+	v, err := env.Fast.Discovery().ServerVersion()
+	if err != nil {
+		return "?"
+	}
+	return v.GitVersion
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func parallel(workers, n int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// waitRunning waits (bounded) for kwok to report the pods Running.
+func waitRunning(t *testing.T, env *kit.Env, ns string, n int) {
+	deadline := time.Now().Add(time.Duration(60+n/50) * time.Second)
+	next := time.Now().Add(10 * time.Second)
+	for {
+		list, err := env.Fast.CoreV1().Pods(ns).List(env.Ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := 0
+		for i := range list.Items {
+			if list.Items[i].Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		if running >= n {
+			logf("%d pods Running in %s", running, ns)
+			return
+		}
+		if time.Now().After(deadline) {
+			logf("only %d of %d pods Running in %s; going on (ingestion needs them to exist only)", running, n, ns)
+			return
+		}
+		if time.Now().After(next) {
+			logf("  %d of %d pods Running", running, n)
+			next = next.Add(10 * time.Second)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// ingestion measures events/s through POST /v1/scores with low scores (no
+// containment), one object per request and in batches of 100.
+func ingestion(t *testing.T, env *kit.Env, url, ns string, pods []string) {
+	for _, mode := range []struct {
+		name          string
+		batch, events int
+	}{{"single", 1, 20000}, {"batch100", 100, 100000}} {
+		reqs := mode.events / mode.batch
+		var failed atomic.Int64
+		t0 := time.Now()
+		parallel(32, reqs, func(i int) {
+			scores := make([]kit.Score, mode.batch)
+			for j := range scores {
+				scores[j] = kit.Score{Namespace: ns, Pod: pods[(i*mode.batch+j)%len(pods)], Detector: kit.Detector, Score: 0.1}
+			}
+			code, msg, err := env.Post(url, scores...)
+			if err != nil || code != 202 {
+				if failed.Add(1) <= 3 {
+					logf("ingestion %s: %d %s %v", mode.name, code, msg, err)
+				}
+			}
+		})
+		d := time.Since(t0)
+		if f := failed.Load(); f > 0 {
+			t.Errorf("ingestion %s: %d of %d requests failed", mode.name, f, reqs)
+		}
+		add("ingestion (%s, 32 concurrent HTTP clients, %d events over %d pods): %.0f events/s (%s)", mode.name, mode.events, len(pods), float64(mode.events)/d.Seconds(), d.Round(time.Millisecond))
+	}
+}
+
+func countQuarantines(t *testing.T, env *kit.Env, ns string) int {
+	var list securityv1alpha1.QuarantineList
+	if err := env.Cluster.Client.List(env.Ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return len(list.Items)
+}
+
+// checkQuarantines asserts one Contained Quarantine per threat and that no
+// other pod was contained.
+func checkQuarantines(t *testing.T, env *kit.Env, ns string, threatPods []string) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var list securityv1alpha1.QuarantineList
+		if err := env.Cluster.Client.List(env.Ctx, &list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		contained := 0
+		byPod := map[string]int{}
+		for _, q := range list.Items {
+			byPod[q.Spec.Target.Name]++
+			if q.Status.Phase == securityv1alpha1.PhaseContained {
+				contained++
+			}
+		}
+		if contained == len(threatPods) || time.Now().After(deadline) {
+			if contained != len(threatPods) || len(list.Items) != len(threatPods) {
+				t.Errorf("%d Quarantines, %d Contained; want %d each", len(list.Items), contained, len(threatPods))
+			}
+			for _, p := range threatPods {
+				if byPod[p] != 1 {
+					t.Errorf("pod %s has %d Quarantines, want 1", p, byPod[p])
+				}
+			}
+			add("check: %d Quarantines, %d Contained, one per threat pod", len(list.Items), contained)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// watcher records, per threat pod, when its NetworkPolicy was seen created
+// and its owner seen at zero replicas.
+type watcher struct {
+	mu       sync.Mutex
+	np, rs   map[string]time.Time
+	owner    map[string]string // ReplicaSet -> threat pod
+	deadline time.Time
+}
+
+func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, limit time.Duration) *watcher {
+	w := &watcher{np: map[string]time.Time{}, rs: map[string]time.Time{}, owner: owner, deadline: time.Now().Add(limit)}
+	nps, err := env.Fast.NetworkingV1().NetworkPolicies(ns).Watch(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := env.Fast.AppsV1().ReplicaSets(ns).Watch(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for ev := range nps.ResultChan() {
+			np, ok := ev.Object.(*networkingv1.NetworkPolicy)
+			if !ok || ev.Type == watch.Deleted {
+				continue
+			}
+			pod := strings.TrimPrefix(np.Name, "bulkhead-")
+			now := time.Now()
+			w.mu.Lock()
+			if _, seen := w.np[pod]; !seen {
+				w.np[pod] = now
+			}
+			w.mu.Unlock()
+		}
+	}()
+	go func() {
+		for ev := range rss.ResultChan() {
+			rs, ok := ev.Object.(*appsv1.ReplicaSet)
+			if !ok || rs.Spec.Replicas == nil || *rs.Spec.Replicas != 0 {
+				continue
+			}
+			now := time.Now()
+			w.mu.Lock()
+			if pod, ok := w.owner[rs.Name]; ok {
+				if _, seen := w.rs[pod]; !seen {
+					w.rs[pod] = now
+				}
+			}
+			w.mu.Unlock()
+		}
+	}()
+	go func() {
+		<-time.After(limit + 10*time.Second)
+		nps.Stop()
+		rss.Stop()
+	}()
+	return w
+}
+
+// wait returns each contained pod's time to contain (both the policy
+// persisted and the owner at zero) and the span from the first start to
+// the last containment.
+func (w *watcher) wait(t *testing.T, starts map[string]time.Time) ([]time.Duration, time.Duration) {
+	next := time.Now().Add(5 * time.Second)
+	for {
+		w.mu.Lock()
+		done := 0
+		for p := range starts {
+			if _, a := w.np[p]; a {
+				if _, b := w.rs[p]; b {
+					done++
+				}
+			}
+		}
+		np, rs := len(w.np), len(w.rs)
+		w.mu.Unlock()
+		if done == len(starts) || time.Now().After(w.deadline) {
+			break
+		}
+		if time.Now().After(next) {
+			logf("  contained %d/%d (NetworkPolicies %d, owners at zero %d)", done, len(starts), np, rs)
+			next = next.Add(5 * time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var lat []time.Duration
+	var first, last time.Time
+	for p, s := range starts {
+		a, ok1 := w.np[p]
+		b, ok2 := w.rs[p]
+		if first.IsZero() || s.Before(first) {
+			first = s
+		}
+		if !ok1 || !ok2 {
+			continue
+		}
+		end := a
+		if b.After(end) {
+			end = b
+		}
+		if end.After(last) {
+			last = end
+		}
+		lat = append(lat, end.Sub(s))
+	}
+	slices.Sort(lat)
+	return lat, last.Sub(first)
+}
+
+func percentile(lat []time.Duration, p float64) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(lat)))) - 1
+	return lat[max(0, min(i, len(lat)-1))]
+}
+
+func summarize(what string, lat []time.Duration, span time.Duration) {
+	if len(lat) == 0 {
+		add("%s: nothing contained", what)
+		return
+	}
+	add("time to contain, %s: n=%d p50 %s p90 %s p99 %s max %s; %.0f containments/s (%d in %s)", what, len(lat),
+		percentile(lat, 50).Round(time.Millisecond), percentile(lat, 90).Round(time.Millisecond),
+		percentile(lat, 99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond),
+		float64(len(lat))/span.Seconds(), len(lat), span.Round(time.Millisecond))
+}
+
+// floor replays, per threat, the writes the manager makes for a policy
+// containment with Isolate and ScaleToZero (read from
+// internal/controller/threatpolicy and internal/controller/quarantine):
+// create the Quarantine; add the finalizer (merge patch); status with the
+// planned actions (intent); server-side apply the NetworkPolicy; label the
+// pod (merge patch); record holder and original replicas on the owner
+// (merge patch); read and update /scale to zero; final status. Reads the
+// manager makes from the API server to decide (holders, target, owners)
+// are left out: this is the least any controller must write.
+func floor(t *testing.T, env *kit.Env, ns string, ws []*kit.Workload, qps, burst, conc int, w *watcher) ([]time.Duration, time.Duration) {
+	cfg := rest.CopyConfig(env.Cluster.Config)
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: localcluster.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := env.Ctx
+	starts := map[string]time.Time{}
+	t0 := time.Now()
+	for _, wl := range ws {
+		starts[wl.Pods[0]] = t0
+	}
+	var errs atomic.Int64
+	parallel(conc, len(ws), func(i int) {
+		if err := replay(ctx, kc, cl, ns, ws[i]); err != nil {
+			if errs.Add(1) <= 5 {
+				t.Errorf("floor %s: %v", ws[i].Name, err)
+			}
+		}
+	})
+	return w.wait(t, starts)
+}
+
+func replay(ctx context.Context, kc kubernetes.Interface, cl client.Client, ns string, wl *kit.Workload) error {
+	pod := wl.Pods[0]
+	fo := client.FieldOwner(securityv1alpha1.FieldManager)
+	q := &securityv1alpha1.Quarantine{
+		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns,
+			Labels:      map[string]string{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue, securityv1alpha1.PolicyLabel: "floor"},
+			Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "floor"}},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: pod},
+			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate, Isolate: &securityv1alpha1.IsolateParams{AllowDNS: true}}, {Type: securityv1alpha1.ActionScaleToZero}},
+			Reason:  &securityv1alpha1.QuarantineReason{Policy: "floor", Policies: []string{"floor"}, Detector: kit.Detector, Score: "0.95", Summary: "floor"},
+		},
+	}
+	if err := cl.Create(ctx, q, fo); err != nil {
+		return fmt.Errorf("create Quarantine: %w", err)
+	}
+	// finalizer
+	fin, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": []string{securityv1alpha1.QuarantineFinalizer}, "resourceVersion": q.ResourceVersion}})
+	if err := cl.Patch(ctx, q, client.RawPatch(types.MergePatchType, fin), fo); err != nil {
+		return fmt.Errorf("finalizer: %w", err)
+	}
+	now := metav1.Now()
+	base := q.DeepCopy()
+	q.Status.Phase = securityv1alpha1.PhaseContaining
+	q.Status.Target = &securityv1alpha1.ResolvedTarget{UID: "replay", Node: "", Owner: "ReplicaSet/" + wl.Name}
+	q.Status.Actions = []securityv1alpha1.ActionStatus{
+		{Type: securityv1alpha1.ActionIsolate, State: securityv1alpha1.ActionPending, Resource: "NetworkPolicy/bulkhead-" + pod, ResourceAPIVersion: "networking.k8s.io/v1"},
+		{Type: securityv1alpha1.ActionScaleToZero, State: securityv1alpha1.ActionPending, Resource: "ReplicaSet/" + wl.Name, ResourceAPIVersion: "apps/v1"},
+	}
+	containment.AppendAudit(&q.Status, now, containment.Actor, "TargetResolved", "Pod "+pod)
+	containment.AppendAudit(&q.Status, now, containment.Actor, "EvidenceCaptured", "evidence")
+	containment.AppendAudit(&q.Status, now, containment.Actor, "Containing", "actions planned: Isolate, ScaleToZero")
+	if err := cl.Status().Patch(ctx, q, client.MergeFrom(base), fo); err != nil {
+		return fmt.Errorf("status (intent): %w", err)
+	}
+	// NetworkPolicy, server-side applied as Bulkhead does.
+	spec := containment.DesiredNetworkPolicySpec(metav1.LabelSelector{MatchLabels: map[string]string{securityv1alpha1.QuarantineLabel: pod}}, true)
+	np := &networkingv1.NetworkPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-" + pod, Namespace: ns, Labels: containment.ManagedLabels(pod),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine", Name: pod, UID: q.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+		Spec: spec,
+	}
+	data, _ := json.Marshal(np)
+	if _, err := kc.NetworkingV1().NetworkPolicies(ns).Patch(ctx, np.Name, types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager, Force: ptr.To(true)}); err != nil {
+		return fmt.Errorf("NetworkPolicy: %w", err)
+	}
+	lbl, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{securityv1alpha1.QuarantineLabel: pod}}})
+	if _, err := kc.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, lbl, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager}); err != nil {
+		return fmt.Errorf("pod label: %w", err)
+	}
+	ann, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		containment.HoldersAnnotation: ns + "/" + pod, containment.OriginalReplicasAnnotation: strconv.Itoa(int(wl.Replicas))}}})
+	if _, err := kc.AppsV1().ReplicaSets(ns).Patch(ctx, wl.Name, types.MergePatchType, ann, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager}); err != nil {
+		return fmt.Errorf("holders: %w", err)
+	}
+	sc, err := kc.AppsV1().ReplicaSets(ns).GetScale(ctx, wl.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get scale: %w", err)
+	}
+	sc.Spec.Replicas, sc.ResourceVersion = 0, ""
+	if _, err := kc.AppsV1().ReplicaSets(ns).UpdateScale(ctx, wl.Name, &autoscalingv1.Scale{ObjectMeta: sc.ObjectMeta, Spec: sc.Spec}, metav1.UpdateOptions{FieldManager: securityv1alpha1.FieldManager}); err != nil {
+		return fmt.Errorf("scale: %w", err)
+	}
+	base = q.DeepCopy()
+	q.Status.Phase = securityv1alpha1.PhaseContained
+	for i := range q.Status.Actions {
+		q.Status.Actions[i].State, q.Status.Actions[i].AppliedAt = securityv1alpha1.ActionApplied, &now
+	}
+	q.Status.ContainedAt = &now
+	containment.AppendAudit(&q.Status, now, containment.Actor, "Applied", "Isolate applied")
+	containment.AppendAudit(&q.Status, now, containment.Actor, "Applied", "ScaleToZero applied")
+	containment.AppendAudit(&q.Status, now, containment.Actor, "Contained", "Isolate, ScaleToZero")
+	if err := cl.Status().Patch(ctx, q, client.MergeFrom(base), fo); err != nil {
+		return fmt.Errorf("status (contained): %w", err)
+	}
+	return nil
+}
