@@ -308,6 +308,12 @@ func actionState(q *securityv1alpha1.Quarantine, at securityv1alpha1.ActionType)
 // as before" comparisons.
 func (f *fixture) snapshot(t *testing.T) string {
 	t.Helper()
+	return f.snapshotExcept(t, "")
+}
+
+// snapshotExcept leaves one pod out (one that cannot come back).
+func (f *fixture) snapshotExcept(t *testing.T, skipPod string) string {
+	t.Helper()
 	type podView struct {
 		Name        string
 		Labels      map[string]string
@@ -318,6 +324,9 @@ func (f *fixture) snapshot(t *testing.T) string {
 	must(t, direct.List(ctx, pods, client.InNamespace(f.ns)))
 	var pv []podView
 	for _, p := range pods.Items {
+		if p.Name == skipPod {
+			continue
+		}
 		pv = append(pv, podView{p.Name, p.Labels, p.Annotations})
 	}
 	out["pods"] = pv
