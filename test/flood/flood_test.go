@@ -1,0 +1,324 @@
+//go:build chaos
+
+// Package flood posts 10,000 high scores for 1,000 pods within seconds to a
+// manager on a local control plane and checks the safeguards: no policy
+// exceeds maxActiveQuarantines (and the exhausted one says BudgetExhausted),
+// the cluster-wide cap (--max-active-quarantines) holds, protected
+// namespaces and Bulkhead's own namespace are never touched, and the
+// manager's memory stays bounded (peak RSS reported). Run with
+// `make test-flood`.
+package flood
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/test/chaos/kit"
+)
+
+var start = time.Now()
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "flood [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+const (
+	clusterCap = 40
+	budgetA    = 10  // policy flood-a: namespace flood-a only
+	budgetAll  = 100 // policy flood-all: every load=flood namespace
+	perPod     = 10
+	isolate    = `[{type: Isolate, isolate: {allowDNS: true}}]`
+)
+
+func TestFlood(t *testing.T) {
+	ctrllog.SetLogger(logr.Discard())
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	env, err := kit.Start(ctx, 12, logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	mgr, err := env.StartManager("manager", fmt.Sprintf("--max-active-quarantines=%d", clusterCap),
+		"--ingest-rate=100000", "--ingest-burst=100000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Stop()
+	mgrNS := env.Install.Namespace
+
+	// 1,000 pods: 400 in flood-a, 400 in flood-b (ReplicaSets of 10), 100
+	// in payments (protected by the policy), 50 in kube-system (always
+	// protected) and 50 looking like Bulkhead's own pods in its namespace.
+	// Every namespace carries load=flood, so the broad policy selects all.
+	var pods []kit.Score
+	for _, n := range []string{"flood-a", "flood-b"} {
+		if err := env.Namespace(n, map[string]string{"load": "flood", "tier": n}); err != nil {
+			t.Fatal(err)
+		}
+		ws, err := env.CreateWorkloads(n, "w", "svc", 40, 10, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			for _, p := range w.Pods {
+				pods = append(pods, kit.Score{Namespace: n, Pod: p})
+			}
+		}
+	}
+	if err := env.Namespace("payments", map[string]string{"load": "flood"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"kube-system", mgrNS} {
+		if _, err := env.Cluster.Kubectl(ctx, nil, "label", "namespace", n, "load=flood", "--overwrite"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extra := []struct {
+		ns     string
+		count  int
+		labels map[string]string
+	}{
+		{"payments", 100, map[string]string{"app": "svc"}},
+		{"kube-system", 50, map[string]string{"app": "svc"}},
+		{mgrNS, 50, map[string]string{"app": "svc", "app.kubernetes.io/name": "bulkhead", "control-plane": "controller-manager"}},
+	}
+	for _, x := range extra {
+		for i := range x.count {
+			name := fmt.Sprintf("svc-%d", i)
+			if err := env.Pod(x.ns, name, x.labels, env.Cluster.Nodes[i%len(env.Cluster.Nodes)]); err != nil {
+				t.Fatal(err)
+			}
+			pods = append(pods, kit.Score{Namespace: x.ns, Pod: name})
+		}
+	}
+	logf("%d pods created", len(pods))
+
+	if err := env.Apply(policy("flood-a", "tier: flood-a", budgetA) + "---\n" + policy("flood-all", "load: flood", budgetAll)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+
+	// Memory: sample RSS every 100ms from here on.
+	rss0, _ := mgr.RSS()
+	stopSampling := make(chan struct{})
+	var samplerWG sync.WaitGroup
+	var maxRSS atomic.Int64
+	samplerWG.Add(1)
+	go func() {
+		defer samplerWG.Done()
+		for {
+			if cur, _ := mgr.RSS(); cur > maxRSS.Load() {
+				maxRSS.Store(cur)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+
+	// 10,000 scores: ten rounds over every pod, batches of 100, 16 at once.
+	var batches [][]kit.Score
+	for round := range perPod {
+		for i := 0; i < len(pods); i += 100 {
+			b := make([]kit.Score, 0, 100)
+			for _, p := range pods[i:min(i+100, len(pods))] {
+				b = append(b, kit.Score{Namespace: p.Namespace, Pod: p.Pod, Detector: kit.Detector, Score: 0.99, Reason: fmt.Sprintf("decoy %d", round)})
+			}
+			batches = append(batches, b)
+		}
+	}
+	codes := map[int]int{}
+	var mu sync.Mutex
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(batches) {
+					return
+				}
+				code, msg, err := env.Post(mgr.IngestURL, batches[i]...)
+				if err != nil {
+					t.Errorf("post: %v", err)
+				}
+				mu.Lock()
+				codes[code] += len(batches[i])
+				if code != 202 && codes[code] <= 300 {
+					logf("  batch %d: %d %s", i, code, msg)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sent := time.Since(t0)
+	logf("REPORT flood: %d scores for %d pods posted in %s (%.0f/s); answers by status (scores): %v",
+		len(batches)*100, len(pods), sent.Round(time.Millisecond), float64(len(batches)*100)/sent.Seconds(), codes)
+	if sent > 30*time.Second {
+		t.Logf("the flood took %s, not a few seconds: the numbers below are for a slower flood", sent)
+	}
+
+	// Let containment settle, then check; keep checking for 10s more.
+	time.Sleep(20 * time.Second)
+	var last summary
+	for i := 0; i < 10; i++ {
+		last = check(t, env, mgrNS)
+		time.Sleep(time.Second)
+	}
+	close(stopSampling)
+	samplerWG.Wait()
+	_, hwm := mgr.RSS()
+	logf("REPORT safeguards: %d unreleased policy Quarantines (cluster cap %d); by policy %v (budgets flood-a %d, flood-all %d); by namespace %v; phases %v",
+		last.total, clusterCap, last.byPolicy, budgetA, budgetAll, last.byNS, last.phases)
+	logf("REPORT manager memory: RSS %.1f MiB before the flood, peak %.1f MiB sampled every 100ms, VmHWM %.1f MiB",
+		mib(rss0), mib(maxRSS.Load()), mib(hwm))
+	if last.total == 0 {
+		t.Error("nothing was contained: the flood did not reach the engine")
+	}
+
+	// The exhausted policy says so.
+	p := &securityv1alpha1.ThreatPolicy{}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := env.Cluster.Client.Get(ctx, client.ObjectKey{Name: "flood-a"}, p); err != nil {
+			t.Fatal(err)
+		}
+		c := apimeta.FindStatusCondition(p.Status.Conditions, securityv1alpha1.ConditionReady)
+		if c != nil && c.Status == metav1.ConditionFalse && c.Reason == securityv1alpha1.ReasonBudgetExhausted {
+			logf("REPORT policy flood-a: Ready=False %s: %s", c.Reason, c.Message)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("policy flood-a (budget %d, %d active) has no Ready=False BudgetExhausted: %+v", budgetA, last.byPolicy["flood-a"], p.Status.Conditions)
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	// Events on the exhausted budget (the alert has the metric too).
+	evs, err := env.Fast.EventsV1().Events("").List(ctx, metav1.ListOptions{})
+	if err == nil {
+		reasons := map[string]int{}
+		for _, e := range evs.Items {
+			reasons[e.Reason]++
+		}
+		keys := make([]string, 0, len(reasons))
+		for k := range reasons {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, reasons[k]))
+		}
+		logf("REPORT events by reason: %v", parts)
+	}
+	if t.Failed() {
+		logf("manager log tail:\n%s", mgr.Logs(5000))
+	}
+}
+
+func policy(name, nsLabel string, budget int) string {
+	return fmt.Sprintf(`apiVersion: security.bulkhead.dev/v1alpha1
+kind: ThreatPolicy
+metadata: {name: %s}
+spec:
+  mode: Enforce
+  selector:
+    namespaceSelector: {matchLabels: {%s}}
+    podSelector: {matchLabels: {app: svc}}
+  detectors:
+  - {name: %s, weight: 100}
+  scoring:
+    threshold: "0.80"
+    sustain: 3
+  response:
+  - minScore: "0.80"
+    actions: %s
+  safeguards:
+    protectedNamespaces: [payments]
+    maxActiveQuarantines: %d
+`, name, nsLabel, kit.Detector, isolate, budget)
+}
+
+type summary struct {
+	total    int
+	byPolicy map[string]int
+	byNS     map[string]int
+	phases   map[securityv1alpha1.QuarantinePhase]int
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// check asserts the safeguards on the cluster as it is now.
+func check(t *testing.T, env *kit.Env, mgrNS string) summary {
+	t.Helper()
+	s := summary{byPolicy: map[string]int{}, byNS: map[string]int{}, phases: map[securityv1alpha1.QuarantinePhase]int{}}
+	var qs securityv1alpha1.QuarantineList
+	if err := env.Cluster.Client.List(env.Ctx, &qs); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs.Items {
+		if q.IsReleased() || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] == "" {
+			continue
+		}
+		s.total++
+		s.byNS[q.Namespace]++
+		s.phases[q.Status.Phase]++
+		if q.Spec.Reason != nil {
+			for _, p := range q.Spec.Reason.Policies {
+				s.byPolicy[p]++
+			}
+		}
+	}
+	if s.total > clusterCap {
+		t.Errorf("%d unreleased policy Quarantines: cluster cap %d exceeded", s.total, clusterCap)
+	}
+	if s.byPolicy["flood-a"] > budgetA {
+		t.Errorf("policy flood-a: %d active, budget %d", s.byPolicy["flood-a"], budgetA)
+	}
+	if s.byPolicy["flood-all"] > budgetAll {
+		t.Errorf("policy flood-all: %d active, budget %d", s.byPolicy["flood-all"], budgetAll)
+	}
+	for _, n := range []string{"payments", "kube-system", mgrNS} {
+		if s.byNS[n] > 0 {
+			t.Errorf("%d Quarantines in protected namespace %s", s.byNS[n], n)
+		}
+		pods, err := env.Fast.CoreV1().Pods(n).List(env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.QuarantineLabel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) > 0 {
+			t.Errorf("%d pods labelled quarantined in protected namespace %s", len(pods.Items), n)
+		}
+		nps, err := env.Fast.NetworkingV1().NetworkPolicies(n).List(env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.ManagedByLabel + "=" + securityv1alpha1.ManagedByValue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nps.Items) > 0 {
+			t.Errorf("%d Bulkhead NetworkPolicies in protected namespace %s", len(nps.Items), n)
+		}
+	}
+	return s
+}
