@@ -284,7 +284,9 @@ func (f *fixture) quarantine(t *testing.T, name, pod string, actions ...security
 	return client.ObjectKeyFromObject(q)
 }
 
-func act(t securityv1alpha1.ActionType) securityv1alpha1.Action { return securityv1alpha1.Action{Type: t} }
+func act(t securityv1alpha1.ActionType) securityv1alpha1.Action {
+	return securityv1alpha1.Action{Type: t}
+}
 
 // release sets spec.released, as `kubectl bulkhead release` does.
 func release(t *testing.T, key client.ObjectKey) {
