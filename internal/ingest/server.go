@@ -2,6 +2,14 @@
 // authenticates detectors, decodes their formats into signals and behaviour
 // events, refuses anything malformed, replayed or too much, and records the
 // rest all-or-nothing per request.
+//
+// POST /v1/scores, /v1/falco, /v1/cloudevents, /v1/tetragon,
+// /v1/alertmanager and /v1/syscalls answer 202 {"accepted":n,"skipped":m}
+// (skipped: events that name no pod, or kinds Bulkhead does not score), or
+// an Error as JSON {"code","reason","message","index"}: 400 malformed or
+// wrong type (NaN too), 401 no or bad credential, 403 detector or namespace
+// not allowed, 409 replayed id, 413 too large, 415 content type, 422 out of
+// range or unknown pod, 429 rate limited; index names the batch item.
 package ingest
 
 import (
@@ -248,6 +256,7 @@ func (h *Handler) record(ctx context.Context, b Batch) (int, int, *Error) {
 	for i := range signals {
 		if !detector.BuiltIn(signals[i].Detector) {
 			if _, ok := h.cfg.Registry.Get(signals[i].Detector); !ok {
+				// A full registry only loses the "never heard from" hint.
 				_ = h.cfg.Registry.Register(detector.Named(signals[i].Detector))
 			}
 		}
