@@ -45,7 +45,7 @@ type ContainmentReconciler struct {
 	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
