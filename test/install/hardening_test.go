@@ -108,7 +108,8 @@ func TestManagerNetworkPolicy(t *testing.T) {
 		}
 		return out
 	}
-	var in, out [][]networkingv1.NetworkPolicyPort
+	in := make([][]networkingv1.NetworkPolicyPort, 0, len(np.Spec.Ingress))
+	out := make([][]networkingv1.NetworkPolicyPort, 0, len(np.Spec.Egress))
 	for _, r := range np.Spec.Ingress {
 		in = append(in, r.Ports)
 	}

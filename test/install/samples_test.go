@@ -25,7 +25,8 @@ func sampleFiles(t *testing.T) []string {
 				return err
 			}
 			name := d.Name()
-			if d.IsDir() || name == "kustomization.yaml" || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+			yamlFile := strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
+			if d.IsDir() || name == "kustomization.yaml" || !yamlFile {
 				return nil
 			}
 			files = append(files, path)
