@@ -53,6 +53,7 @@ func main() {
 	err := d.run()
 	if err != nil && d.manager != nil {
 		fmt.Printf("\n----- manager log (last 6 KiB of %s) -----\n%s\n", d.manager.LogPath, d.manager.Logs(6<<10))
+		d.reportRefused()
 	}
 	if d.cluster != nil {
 		d.say("stopping the cluster and removing %s", d.cluster.Dir)

@@ -343,7 +343,7 @@ func escalated(q *securityv1alpha1.Quarantine) bool {
 }
 
 func breakdown(b []securityv1alpha1.ScoreComponent) string {
-	var parts []string
+	parts := make([]string, 0, len(b))
 	for _, c := range b {
 		s := c.Source + " " + string(c.Score)
 		if c.Reason != "" {
@@ -372,7 +372,7 @@ func (d *demo) quarantineOf(pod string) (*securityv1alpha1.Quarantine, error) {
 }
 
 func actionStates(q *securityv1alpha1.Quarantine) []string {
-	var s []string
+	s := make([]string, 0, len(q.Status.Actions))
 	for _, a := range q.Status.Actions {
 		s = append(s, string(a.Type)+"="+string(a.State))
 	}
@@ -415,7 +415,7 @@ func (d *demo) checkContained() error {
 		return err
 	}
 	if r := ptr.Deref(dep.Spec.Replicas, 1); r != 0 {
-		return fmt.Errorf("Deployment shop has %d replicas, want 0", r)
+		return fmt.Errorf("the shop Deployment has %d replicas, want 0", r)
 	}
 	d.say("Deployment shop scaled to 0 replicas")
 	var node corev1.Node
@@ -495,13 +495,19 @@ func (d *demo) checkRestored() error {
 	return d.showKubectl("get", "nodes")
 }
 
-func (d *demo) summary() {
+// reportRefused lists the API requests the manager was refused: permissions
+// config/rbac lacks.
+func (d *demo) reportRefused() {
 	if refused := d.manager.Forbidden(0); len(refused) > 0 {
 		fmt.Printf("\n⚠ the manager was refused by RBAC (config/rbac lacks these permissions):\n")
 		for _, f := range refused {
 			fmt.Printf("    %s\n", f)
 		}
 	}
+}
+
+func (d *demo) summary() {
+	d.reportRefused()
 	fmt.Printf("\nDemo complete in %s\n", time.Since(d.start).Round(100*time.Millisecond))
 	for _, s := range d.steps {
 		fmt.Printf("  %-70s %6.1fs\n", s.title, s.took.Seconds())

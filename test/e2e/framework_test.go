@@ -304,7 +304,7 @@ func (s *scenario) waitPhase(name string, phase securityv1alpha1.QuarantinePhase
 }
 
 func actionStates(q *securityv1alpha1.Quarantine) string {
-	var parts []string
+	parts := make([]string, 0, len(q.Status.Actions))
 	for _, a := range q.Status.Actions {
 		p := string(a.Type) + "=" + string(a.State)
 		if a.Message != "" {
