@@ -172,7 +172,9 @@ func (r *ThreatPolicyReconciler) reconcileSignals(_ context.Context, p *security
 		dets = append(dets, ds)
 	}
 	st.Detectors = dets
-	st.Plans = append(st.Plans, snap.Plans...)
+	for _, plan := range snap.Plans {
+		st.Plans = addPlan(st.Plans, plan)
+	}
 	if len(st.Plans) > maxPlans {
 		st.Plans = st.Plans[len(st.Plans)-maxPlans:]
 	}

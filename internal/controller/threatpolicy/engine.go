@@ -3,6 +3,7 @@ package threatpolicy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -269,7 +270,7 @@ func (e *Engine) ForgetPolicy(name string) {
 func (e *Engine) AddPlan(name string, plan securityv1alpha1.Plan) {
 	e.mu.Lock()
 	st := e.state(name)
-	st.plans = append(st.plans, plan)
+	st.plans = addPlan(st.plans, plan)
 	if len(st.plans) > maxPlans {
 		st.plans = st.plans[len(st.plans)-maxPlans:]
 	}
@@ -331,4 +332,13 @@ func (e *Engine) Restore(name string, plans []securityv1alpha1.Plan) {
 	defer e.mu.Unlock()
 	st := e.state(name)
 	st.plans = append(plans, st.plans...)
+}
+
+// addPlan appends plan, dropping an older plan for the same pod: a hot pod
+// re-planned on every signal must not push every other pod out.
+func addPlan(plans []securityv1alpha1.Plan, plan securityv1alpha1.Plan) []securityv1alpha1.Plan {
+	plans = slices.DeleteFunc(plans, func(p securityv1alpha1.Plan) bool {
+		return p.Namespace == plan.Namespace && p.Pod == plan.Pod
+	})
+	return append(plans, plan)
 }

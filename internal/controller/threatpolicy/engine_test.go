@@ -96,3 +96,13 @@ func TestEngineStreaks(t *testing.T) {
 		t.Error("Forget kept the pod's scores")
 	}
 }
+
+func TestAddPlanKeepsOnePlanPerPod(t *testing.T) {
+	var plans []securityv1alpha1.Plan
+	for _, pod := range []string{"a", "b", "a", "a"} {
+		plans = addPlan(plans, securityv1alpha1.Plan{Namespace: "n", Pod: pod, Score: securityv1alpha1.Score("0." + pod)})
+	}
+	if len(plans) != 2 || plans[0].Pod != "b" || plans[1].Pod != "a" {
+		t.Errorf("plans %+v, want b then a", plans)
+	}
+}

@@ -123,6 +123,7 @@ func TestDryRunWithAlertmanagerPlansOnly(t *testing.T) {
 	})
 	body := fmt.Sprintf(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Crypto","namespace":%q,"pod":"shop-1","severity":"critical"}}]}`, ns)
 	post(t, "/v1/alertmanager", "application/json", []byte(body), nil, http.StatusAccepted)
+	post(t, "/v1/alertmanager", "application/json", []byte(body), nil, http.StatusAccepted) // re-planned, not listed twice
 	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
 		if len(p.Status.Plans) != 1 || p.Status.Plans[0].Pod != "shop-1" || p.Status.Plans[0].Score != "1" ||
 			len(p.Status.Plans[0].Breakdown) != 1 || p.Status.Plans[0].Breakdown[0].Source != "alertmanager" || p.Status.Plans[0].BlockedBy != "" {
