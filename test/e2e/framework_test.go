@@ -48,6 +48,9 @@ type scenario struct {
 // that no node is left cordoned or tainted.
 func newScenario(t *testing.T) *scenario {
 	t.Helper()
+	if env.ctx.Err() != nil {
+		t.Skip("interrupted")
+	}
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	name := strings.Trim(regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
