@@ -147,7 +147,7 @@ func constraints(p, item apiextensionsv1.JSONSchemaProps) string {
 	var c []string
 	add := func(s apiextensionsv1.JSONSchemaProps, prefix string) {
 		if len(s.Enum) > 0 {
-			var vs []string
+			vs := make([]string, 0, len(s.Enum))
 			for _, e := range s.Enum {
 				vs = append(vs, strings.Trim(string(e.Raw), `"`))
 			}
@@ -193,7 +193,7 @@ func constraints(p, item apiextensionsv1.JSONSchemaProps) string {
 }
 
 func codeList(vs []string) string {
-	var out []string
+	out := make([]string, 0, len(vs))
 	for _, v := range vs {
 		out = append(out, "`"+v+"`")
 	}
