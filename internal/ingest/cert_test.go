@@ -98,3 +98,65 @@ func TestClientCertificateOverTLS(t *testing.T) {
 		t.Errorf("recorded %d signals, want 1", f.sink.count())
 	}
 }
+
+// serve runs srv on a local port until the test ends and returns its address.
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestInsecureServesPlainHTTP(t *testing.T) {
+	f := newFixture(t, Config{}, true)
+	addr := serve(t, &Server{Handler: f.h, Insecure: true})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/scores", strings.NewReader(score("web", "shop-1", "my-model", 0.5, "")))
+	req.Header.Set("Authorization", "Bearer ext-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("plain HTTP with --ingest-insecure: %d", resp.StatusCode)
+	}
+}
+
+func TestServingCertificateFromFiles(t *testing.T) {
+	ca, caKey := issue(t, "ingest-ca", nil, nil, true)
+	leaf, leafKey := issue(t, "bulkhead-ingest", ca, caKey, false)
+	dir := t.TempDir()
+	keyDER, err := x509.MarshalECPrivateKey(leafKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Config{}, true)
+	addr := serve(t, &Server{Handler: f.h, CertFile: certFile, KeyFile: keyFile})
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test compares the certificate itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if got := conn.ConnectionState().PeerCertificates[0]; !got.Equal(leaf) {
+		t.Errorf("served %s, want the certificate from %s", got.Subject.CommonName, certFile)
+	}
+}
