@@ -194,12 +194,24 @@ var fieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
 // apply writes an object Bulkhead owns with server-side apply, taking
 // ownership of its fields from anyone who edited them (tampering).
 func (e *Engine) apply(ctx context.Context, obj client.Object) error {
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	u, err := toUnstructured(obj)
 	if err != nil {
 		return err
 	}
-	delete(u, "status")
-	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u})
-	return e.Client.Apply(ctx, ac, fieldOwner, client.ForceOwnership)
+	return e.applyUnstructured(ctx, u)
+}
+
+func (e *Engine) applyUnstructured(ctx context.Context, u *unstructured.Unstructured) error {
+	return e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership)
+}
+
+// toUnstructured drops what an apply configuration must not carry.
+func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	delete(m, "status")
+	unstructured.RemoveNestedField(m, "metadata", "creationTimestamp")
+	return &unstructured.Unstructured{Object: m}, nil
 }

@@ -98,7 +98,18 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Q.Namespace, Labels: ManagedLabels(s.Q.Name), OwnerReferences: []metav1.OwnerReference{ownerRef(s.Q)}},
 		Spec:       want,
 	}
-	return true, e.apply(ctx, &np)
+	u, err := toUnstructured(&np)
+	if err != nil {
+		return false, err
+	}
+	// Empty rule lists are sent explicitly: forcing ownership of them
+	// removes rules someone added (tampering); an omitted list would keep them.
+	spec := u.Object["spec"].(map[string]any)
+	if len(want.Egress) == 0 {
+		spec["egress"] = []any{}
+	}
+	spec["ingress"] = []any{}
+	return true, e.applyUnstructured(ctx, u)
 }
 
 // ensurePodLabel puts the quarantine label on a pod. A pod held by another

@@ -120,7 +120,7 @@ func (e *Engine) resolveWorkload(ctx context.Context, q *securityv1alpha1.Quaran
 	)
 	if q.Spec.Target.Kind == securityv1alpha1.TargetDeployment {
 		d := &appsv1.Deployment{}
-		obj, selector = d, nil
+		obj = d
 		if err := e.Reader.Get(ctx, key, d); err != nil {
 			return nil, notFound(err, "deployment", key.Name)
 		}

@@ -32,21 +32,11 @@ func BenchmarkContainment(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_QUARANTINES")); err == nil && v > 0 {
 		n = v
 	}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: direct.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Controller: config.Controller{SkipNameValidation: new(true)},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &QuarantineReconciler{Client: mgr.GetClient(), Recorder: &recorder{}, ManagerNamespace: securityv1alpha1.DefaultManagerNamespace}
-	if err := r.SetupWithManager(mgr); err != nil {
-		b.Fatal(err)
-	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { _ = mgr.Start(mctx) }()
-	mgr.GetCache().WaitForCacheSync(mctx)
+	if err := startManager(mctx, nil); err != nil {
+		b.Fatal(err)
+	}
 
 	var lat, raw []time.Duration
 	var wall time.Duration
@@ -87,7 +77,7 @@ func newBenchFixture(b *testing.B, t *testing.T, n int) *fixture {
 
 // rawNetworkPolicyLatency creates k NetworkPolicies one by one.
 func rawNetworkPolicyLatency(b *testing.B, ns string, k int) []time.Duration {
-	var out []time.Duration
+	out := make([]time.Duration, 0, k)
 	for i := range k {
 		np := &networkingv1.NetworkPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("raw-%d", i), Namespace: ns},
@@ -153,4 +143,22 @@ func containAll(b *testing.B, f *fixture) ([]time.Duration, time.Duration) {
 		}
 	}
 	return lat, time.Since(start)
+}
+
+// startManager runs the controller in a manager until ctx ends.
+func startManager(ctx context.Context, onPhase func(context.Context, *securityv1alpha1.Quarantine, securityv1alpha1.QuarantinePhase, securityv1alpha1.QuarantinePhase)) error {
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: direct.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Controller: config.Controller{SkipNameValidation: new(true)},
+	})
+	if err != nil {
+		return err
+	}
+	r := &QuarantineReconciler{Client: mgr.GetClient(), Recorder: &recorder{}, ManagerNamespace: securityv1alpha1.DefaultManagerNamespace, OnPhaseChange: onPhase}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	mgr.GetCache().WaitForCacheSync(ctx)
+	return nil
 }

@@ -125,14 +125,25 @@ func TestIsolateReportsOtherPoliciesAndRepairsTampering(t *testing.T) {
 	delete(pod.Labels, securityv1alpha1.QuarantineLabel)
 	must(t, direct.Patch(ctx, pod, client.MergeFrom(base)))
 	must(t, direct.Delete(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "bulkhead-shop-b"}}))
+	drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	// Then the policy edited to admit everything.
+	np := &networkingv1.NetworkPolicy{}
+	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "bulkhead-shop-b"}, np))
+	np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{}}
+	np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{}}
+	must(t, direct.Update(ctx, np))
 	q = drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "bulkhead-shop-b"}, np))
+	if len(np.Spec.Ingress) != 0 || len(np.Spec.Egress) != 0 {
+		t.Fatalf("edited NetworkPolicy not repaired: %+v", np.Spec)
+	}
 	must(t, direct.Get(ctx, client.ObjectKeyFromObject(f.pods[0]), pod))
 	if pod.Labels[securityv1alpha1.QuarantineLabel] != "shop-b" {
 		t.Fatal("label not repaired")
 	}
 	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "bulkhead-shop-b"}, &networkingv1.NetworkPolicy{}))
-	if rec.count("Quarantine", "Tampered") != 1 || rec.count("Pod", "Tampered") != 1 {
-		t.Fatalf("want one Tampered event on the Quarantine and one on the pod: %v", rec.reasons)
+	if rec.count("Quarantine", "Tampered") != 2 || rec.count("Pod", "Tampered") != 2 {
+		t.Fatalf("want two Tampered events (removed, edited) on the Quarantine and on the pod: %v", rec.reasons)
 	}
 	if !slices.ContainsFunc(q.Status.Audit, func(a securityv1alpha1.AuditEntry) bool { return a.Event == "Tampered" }) {
 		t.Fatal("tampering not audited")

@@ -159,17 +159,17 @@ func awaitApproval(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 		left := q.CreationTimestamp.Add(q.Spec.ApprovalTimeout.Duration).Sub(p.now.Time)
 		if left <= 0 {
 			q.Status.Phase, q.Status.ReleasedAt = securityv1alpha1.PhaseReleased, &p.now
-			p.setReady(metav1.ConditionFalse, "ApprovalExpired", "not approved within "+q.Spec.ApprovalTimeout.Duration.String()+"; nothing was applied")
+			p.setNotReady("ApprovalExpired", "not approved within "+q.Spec.ApprovalTimeout.Duration.String()+"; nothing was applied")
 			p.audit(containment.Actor, "ApprovalExpired", "nothing was applied")
 			p.dropFinalizer = true
 			return ctrl.Result{}, true, nil
 		}
 		q.Status.Phase = securityv1alpha1.PhasePending
-		p.setReady(metav1.ConditionFalse, securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
+		p.setNotReady(securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
 		return ctrl.Result{RequeueAfter: left}, true, nil
 	}
 	q.Status.Phase = securityv1alpha1.PhasePending
-	p.setReady(metav1.ConditionFalse, securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
+	p.setNotReady(securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
 	return ctrl.Result{}, true, nil
 }
 
@@ -193,7 +193,7 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.q.Status.Phase = securityv1alpha1.PhaseContaining
 		p.audit(containment.Actor, "Containing", "actions planned: "+actionList(p.q.Spec.Actions))
 	}
-	p.setReady(metav1.ConditionFalse, securityv1alpha1.ReasonProgressing, "applying actions")
+	p.setNotReady(securityv1alpha1.ReasonProgressing, "applying actions")
 	return ctrl.Result{}, false, p.flush(ctx)
 }
 
@@ -383,7 +383,7 @@ func (p *pass) actionStatus(t securityv1alpha1.ActionType) *securityv1alpha1.Act
 // fail ends the Quarantine: nothing was applied, so nothing is reverted.
 func (p *pass) fail(reason, msg string) {
 	p.q.Status.Phase = securityv1alpha1.PhaseFailed
-	p.setReady(metav1.ConditionFalse, reason, msg)
+	p.setNotReady(reason, msg)
 	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{Type: securityv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation})
 	apimeta.RemoveStatusCondition(&p.q.Status.Conditions, securityv1alpha1.ConditionReconciling)
 	p.audit(containment.Actor, "Failed", reason+": "+msg)
@@ -442,7 +442,7 @@ func summary(sts []securityv1alpha1.ActionStatus) string {
 }
 
 func refusals(sts []securityv1alpha1.ActionStatus) string {
-	var parts []string
+	parts := make([]string, 0, len(sts))
 	for _, s := range sts {
 		parts = append(parts, fmt.Sprintf("%s: %s", s.Type, s.Message))
 	}

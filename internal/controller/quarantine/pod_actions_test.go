@@ -139,7 +139,7 @@ func TestEvictHonoursPodDisruptionBudget(t *testing.T) {
 	}
 	// The budget goes: the eviction goes through.
 	must(t, direct.Delete(ctx, pdb))
-	q = drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	if p := getPod(t, f.pods[0]); p != nil && p.DeletionTimestamp.IsZero() {
 		t.Fatal("pod not evicted")
 	}

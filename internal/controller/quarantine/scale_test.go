@@ -30,7 +30,7 @@ func TestScaleToZeroSharedWorkload(t *testing.T) {
 	before := f.snapshot(t)
 	w := &writes{failAfter: -1}
 	r, _ := newReconciler(w.client())
-	var keys []client.ObjectKey
+	keys := make([]client.ObjectKey, 0, len(f.pods))
 	for i, p := range f.pods {
 		keys = append(keys, f.quarantine(t, "q"+string(rune('a'+i)), p.Name, act(securityv1alpha1.ActionScaleToZero)))
 	}

@@ -11,9 +11,10 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
-func (p *pass) setReady(status metav1.ConditionStatus, reason, msg string) {
+// setNotReady says why the Quarantine is not (yet) Ready.
+func (p *pass) setNotReady(reason, msg string) {
 	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{
-		Type: securityv1alpha1.ConditionReady, Status: status, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation,
+		Type: securityv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation,
 	})
 }
 

@@ -347,7 +347,7 @@ func (f *fixture) snapshotExcept(t *testing.T, skipPod string) string {
 		}
 	}
 	out["networkpolicies"] = names
-	var thirdParty []string
+	thirdParty := make([]string, 0, 2*len(containment.DenyFlavors))
 	for _, fl := range containment.DenyFlavors {
 		l := &unstructured.UnstructuredList{}
 		l.SetGroupVersionKind(fl.GVK().GroupVersion().WithKind(fl.GVK().Kind + "List"))
