@@ -125,11 +125,6 @@ func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*
 			w.env.Existing = q
 		}
 	}
-	paused, err := r.paused(ctx)
-	if err != nil {
-		return nil, err
-	}
-	w.env.Paused = paused
 	return w, nil
 }
 
@@ -147,6 +142,12 @@ func (r *ContainmentReconciler) paused(ctx context.Context) (bool, error) {
 
 // decide runs the policy decision and carries it out.
 func (r *ContainmentReconciler) decide(ctx context.Context, w *world, latest map[string]policy.Evaluation) error {
+	// Read only here: Quarantine status changes reconcile often, decisions rarely.
+	paused, err := r.paused(ctx)
+	if err != nil {
+		return err
+	}
+	w.env.Paused = paused
 	var evals []policy.Evaluation
 	for name, ev := range latest {
 		p, ok := w.policies[name]
