@@ -21,7 +21,7 @@ func init() {
 		maxBody                                                 int64
 		ratePerCredential                                       float64
 		burst, maxActive, maxPods                               int
-		scoreTTL                                                time.Duration
+		scoreTTL, replayWindow                                  time.Duration
 	)
 	register(component{
 		name: "detection",
@@ -35,6 +35,7 @@ func init() {
 			fs.Int64Var(&maxBody, "ingest-max-body-bytes", ingest.DefaultMaxBodyBytes, "Largest request body ingestion accepts (413 beyond).")
 			fs.Float64Var(&ratePerCredential, "ingest-rate", ingest.DefaultRate, "Requests per second each ingestion credential may make (429 beyond).")
 			fs.IntVar(&burst, "ingest-burst", ingest.DefaultBurst, "Burst of requests each ingestion credential may make.")
+			fs.DurationVar(&replayWindow, "ingest-replay-window", ingest.DefaultReplayWindow, "How long an accepted id is remembered so a replay is refused (409); at most 100000 ids are kept.")
 			fs.DurationVar(&scoreTTL, "score-ttl", detector.DefaultTTL, "How long a detector's score for a pod stays fresh.")
 			fs.IntVar(&maxPods, "score-max-pods", 100_000, "Pods the score store holds at most (least recently scored dropped first).")
 			fs.IntVar(&maxActive, "max-active-quarantines", 100, "Cluster-wide cap on unreleased Quarantines created by policies; 0 disables the cap.")
@@ -58,7 +59,7 @@ func init() {
 			}
 			handler := ingest.NewHandler(ingest.Config{
 				Auth: auth, Sink: engine, Behavior: opts.Behavior, Pods: mgr.GetClient(), Registry: engine.Registry,
-				MaxBodyBytes: maxBody, Rate: rate.Limit(ratePerCredential), Burst: burst,
+				MaxBodyBytes: maxBody, Rate: rate.Limit(ratePerCredential), Burst: burst, ReplayWindow: replayWindow,
 			})
 			return mgr.Add(&ingest.Server{Addr: bindAddress, Handler: handler, Insecure: insecure,
 				CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCAFile})
