@@ -54,6 +54,11 @@ func main() {
 	if err != nil && d.manager != nil {
 		fmt.Printf("\n----- manager log (last 6 KiB of %s) -----\n%s\n", d.manager.LogPath, d.manager.Logs(6<<10))
 		d.reportRefused()
+		for _, args := range [][]string{{"get", "quarantines", "-A", "-o", "yaml"}, {"get", "events", "-n", "shop", "--sort-by=.lastTimestamp"}} {
+			if out, kerr := d.kubectl(args...); kerr == nil {
+				fmt.Printf("\n----- kubectl %s -----\n%s", joinArgs(args), out)
+			}
+		}
 	}
 	if d.cluster != nil {
 		d.say("stopping the cluster and removing %s", d.cluster.Dir)

@@ -151,8 +151,8 @@ spec:
   - {name: behavior, weight: 60}
   - {name: falco, weight: 40}
   scoring:
-    # With this model, no 3 consecutive normal ADFA-LD validation traces
-    # score 0.60 or more; one in 60 scores 0.50 or more.
+    # 0.60 three evaluations in a row: the ADFA-LD training traces are
+    # the baseline; single normal processes may score higher, runs do not.
     threshold: "%s"
     sustain: 3
   response:
@@ -273,38 +273,37 @@ func (d *demo) attack(split *eval.Split) error {
 		return fmt.Errorf("no attack run %q in the data set", d.cfg.attackRun)
 	}
 	d.say("replaying %d process traces of %s (%s) as pod %s on %s", len(run), d.cfg.attackRun, run[0].Family, target.Name, target.Spec.NodeName)
-	seen := 0
+	// The watch policy's status keeps the latest plan per pod: a new
+	// evaluation shows as a plan with a new time or score. Status times
+	// have one-second resolution, so traces are sent at least a second apart.
+	var last securityv1alpha1.Plan
 	for _, tr := range run {
+		sent := time.Now()
 		err := d.postSyscalls([]syscallBatch{{
 			Namespace: shopNS, Pod: target.Name, Container: "shop",
-			ID: "attack-" + tr.Name, Time: time.Now().UTC(), Calls: strings.Join(tr.Syscalls, " "),
+			ID: "attack-" + tr.Name, Time: sent.UTC(), Calls: strings.Join(tr.Syscalls, " "),
 		}})
 		if err != nil {
 			return err
 		}
-		// The watch policy's plans record each evaluation's score.
-		var plans []securityv1alpha1.Plan
+		var plan *securityv1alpha1.Plan
 		_ = d.poll(5*time.Second, "", func(ctx context.Context) error {
 			var tp securityv1alpha1.ThreatPolicy
 			if err := d.cluster.Client.Get(ctx, client.ObjectKey{Name: watchPolicy}, &tp); err != nil {
 				return err
 			}
-			plans = plans[:0]
-			for _, p := range tp.Status.Plans {
-				if p.Namespace == shopNS && p.Pod == target.Name {
-					plans = append(plans, p)
+			for i, p := range tp.Status.Plans {
+				if p.Namespace == shopNS && p.Pod == target.Name && (!p.Time.Equal(&last.Time) || p.Score != last.Score) {
+					plan = &tp.Status.Plans[i]
+					return nil
 				}
 			}
-			if len(plans) <= seen {
-				return fmt.Errorf("no new score")
-			}
-			return nil
+			return fmt.Errorf("no new score")
 		})
-		score, why := "—", "no score recorded"
-		if len(plans) > seen {
-			seen = len(plans)
-			last := plans[len(plans)-1]
-			score, why = string(last.Score), breakdown(last.Breakdown)
+		score, why := "—", "no new evaluation visible yet"
+		if plan != nil {
+			last = *plan
+			score, why = string(plan.Score), breakdown(plan.Breakdown)
 		}
 		q, _ := d.quarantineOf(target.Name)
 		state := ""
@@ -317,6 +316,9 @@ func (d *demo) attack(split *eval.Split) error {
 			// Contained: the pod may be gone (ScaleToZero), so its
 			// behaviour ends here.
 			break
+		}
+		if rest := time.Second - time.Since(sent); rest > 0 {
+			time.Sleep(rest)
 		}
 	}
 	if attacked.quarantine == "" {
