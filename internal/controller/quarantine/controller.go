@@ -56,13 +56,15 @@ type QuarantineReconciler struct {
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/finalizers,verbs=update
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;replicasets;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;replicasets,verbs=get;patch
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale;replicasets/scale,verbs=get;update
 // +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=get;patch
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list
@@ -121,7 +123,9 @@ func (r *QuarantineReconciler) patchStatus(ctx context.Context, p *pass) error {
 	if equality.Semantic.DeepEqual(p.base.Status, q.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, q, client.MergeFrom(p.base), fieldOwner); err != nil {
+	// Locked: a pass that started from a stale cache read must not replace
+	// newer status lists (actions, audit) wholesale; it retries instead.
+	if err := r.Status().Patch(ctx, q, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{}), fieldOwner); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}

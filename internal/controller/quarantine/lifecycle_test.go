@@ -170,3 +170,31 @@ func TestJanitorRemovesLeftovers(t *testing.T) {
 		t.Fatalf("cluster-scoped deny policies left: %s", snap)
 	}
 }
+
+func TestUnapprovedExpiresAfterApprovalTimeout(t *testing.T) {
+	f := newFixture(t, 1)
+	r, _ := newReconciler(direct)
+	q := &securityv1alpha1.Quarantine{
+		ObjectMeta: metav1.ObjectMeta{Name: "qexp", Namespace: f.ns},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target: securityv1alpha1.Target{Name: f.pods[0].Name}, Approved: new(false),
+			ApprovalTimeout: &metav1.Duration{Duration: 30 * time.Minute},
+			Actions:         []securityv1alpha1.Action{act(securityv1alpha1.ActionIsolate)},
+		},
+	}
+	must(t, direct.Create(ctx, q))
+	key := client.ObjectKeyFromObject(q)
+	drive(t, r, key, phaseIs(securityv1alpha1.PhasePending))
+	res, err := r.Reconcile(ctx, reqFor(key))
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > 30*time.Minute {
+		t.Fatalf("want a requeue at the deadline: %+v %v", res, err)
+	}
+	r.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	q = drive(t, r, key, released)
+	if readyReason(q) != "ApprovalExpired" || len(q.Status.Actions) != 0 {
+		t.Fatalf("reason %s actions %v", readyReason(q), q.Status.Actions)
+	}
+	if _, ok := getPod(t, f.pods[0]).Labels[securityv1alpha1.QuarantineLabel]; ok {
+		t.Fatal("applied although never approved")
+	}
+}

@@ -56,7 +56,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, planActions, applyActions, summarize}
+	return []step{stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -171,6 +171,41 @@ func awaitApproval(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	q.Status.Phase = securityv1alpha1.PhasePending
 	p.setNotReady(securityv1alpha1.ReasonAwaitingApproval, "waiting for approval; nothing is applied")
 	return ctrl.Result{}, true, nil
+}
+
+// resolveSafeguards raises the CordonNode floor to the highest
+// minSchedulableNodes of the contributing policies; a hand-made Quarantine
+// keeps the flag's.
+func resolveSafeguards(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	if !slices.ContainsFunc(p.q.Spec.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode }) {
+		return ctrl.Result{}, false, nil
+	}
+	for _, name := range contributors(p.q) {
+		tp := &securityv1alpha1.ThreatPolicy{}
+		if err := p.r.APIReader.Get(ctx, client.ObjectKey{Name: name}, tp); err != nil {
+			if client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, false, err
+			}
+			continue
+		}
+		if m := tp.Spec.Safeguards.MinSchedulableNodes; m != nil && int(*m) > p.e.MinSchedulableNodes {
+			p.e.MinSchedulableNodes = int(*m)
+		}
+	}
+	return ctrl.Result{}, false, nil
+}
+
+// contributors are the ThreatPolicies behind a Quarantine, by label and reason.
+func contributors(q *securityv1alpha1.Quarantine) []string {
+	var out []string
+	if l := q.Labels[securityv1alpha1.PolicyLabel]; l != "" {
+		out = append(out, l)
+	}
+	if q.Spec.Reason != nil {
+		out = append(out, q.Spec.Reason.Policies...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // planActions persists the intent (which resource each action will change)
