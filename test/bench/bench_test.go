@@ -101,6 +101,7 @@ func TestBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mgr.Stop()
+	add("manager binary: %s", kit.Binary())
 	add("setup: local control plane (etcd, kube-apiserver %s, kube-controller-manager, kube-scheduler), %d kwok nodes; manager as a process under its ServiceAccount: --kube-api-qps=%d --kube-api-burst=%d --containment-concurrency=%d",
 		kubeVersion(env), nodes, qps, burst, conc)
 	add("load: %d pods in %d ReplicaSets of %d, %d simultaneous threats (one pod per ReplicaSet), policy sustain=%d, actions Isolate+ScaleToZero", int(replicas)*threats, threats, replicas, threats, sustain)
@@ -125,6 +126,10 @@ func TestBench(t *testing.T) {
 	add("manager memory: RSS %.1f MiB idle, %.1f MiB watching %d more pods: %.0f bytes (%.2f KiB) per watched pod (target < 2 KiB)",
 		mib(rss0), mib(rss1), int(replicas)*threats, perPod, perPod/1024)
 
+	if os.Getenv("BENCH_MEMORY_ONLY") != "" {
+		fmt.Println("\n==== Bulkhead memory report (BENCH_MEMORY_ONLY) ====\n" + strings.Join(report, "\n"))
+		return
+	}
 	if err := env.Apply(kit.PolicyYAML("bench", "bench", "svc", sustain, 10000, actions)); err != nil {
 		t.Fatal(err)
 	}

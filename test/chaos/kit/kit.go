@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -179,6 +180,22 @@ func Binary() string {
 	return filepath.Join(RepoRoot(), "bin", "bulkhead")
 }
 
+// Restart starts the process again like a kubelet would: a start that
+// exits before ready (the manager exits when the API server is unreachable
+// at start) is retried with a growing delay, for up to timeout.
+func (m *Manager) Restart(ctx context.Context, timeout time.Duration) (attempts int, err error) {
+	deadline := time.Now().Add(timeout)
+	delay := 500 * time.Millisecond
+	for {
+		attempts++
+		if err = m.Start(ctx); err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return attempts, err
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
 // Start (re)starts the process, appending to its log, and waits for /readyz.
 func (m *Manager) Start(ctx context.Context) error {
 	f, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -335,44 +352,65 @@ func (e *Env) RestartAPIServer(kill bool) (down time.Duration, err error) {
 	if err != nil {
 		return 0, err
 	}
-	var cmd *exec.Cmd
-	// The port may linger briefly after a kill.
-	for i := 0; ; i++ {
-		cmd = exec.Command(args[0], args[1:]...)
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err = cmd.Start(); err == nil {
-			break
+	port := ""
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--secure-port="); ok {
+			port = v
 		}
-		if i > 20 {
-			return 0, err
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
-	e.apiserver = cmd
-	done := make(chan struct{})
-	e.apiDone = done
-	go func() { _ = cmd.Wait(); close(done) }()
 	hc, err := rest.HTTPClientFor(e.Cluster.Config)
 	if err != nil {
 		return 0, err
 	}
-	for time.Since(t) < 120*time.Second {
-		select {
-		case <-done:
-			return time.Since(t), fmt.Errorf("restarted kube-apiserver exited; see kube-apiserver-restarted.log in %s", e.Cluster.Dir)
-		default:
+	// The old process may hold its port for a moment after the signal; a
+	// start that loses the race exits at once and is tried again.
+	for attempt := 0; attempt < 20; attempt++ {
+		waitPortFree(port, 30*time.Second)
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = f, f
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			time.Sleep(500 * time.Millisecond)
+			continue
 		}
-		resp, err := hc.Get(e.Cluster.Config.Host + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(t), nil
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		e.apiserver, e.apiDone = cmd, done
+		for time.Since(t) < 180*time.Second {
+			select {
+			case <-done:
+				goto again
+			default:
 			}
+			if resp, err := hc.Get(e.Cluster.Config.Host + "/readyz"); err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return time.Since(t), nil
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return time.Since(t), fmt.Errorf("kube-apiserver not ready 180s after restart")
+	again:
+		e.Logf("restarted kube-apiserver exited at once (attempt %d); trying again", attempt+1)
+		time.Sleep(500 * time.Millisecond)
+	}
+	return time.Since(t), fmt.Errorf("kube-apiserver did not restart; see kube-apiserver-restarted.log in %s", e.Cluster.Dir)
+}
+
+func waitPortFree(port string, timeout time.Duration) {
+	if port == "" {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		l, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err == nil {
+			_ = l.Close()
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return time.Since(t), fmt.Errorf("kube-apiserver not ready 120s after restart")
 }
 
 func isZombie(pid int) bool {
