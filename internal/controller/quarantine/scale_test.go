@@ -9,6 +9,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -219,5 +221,35 @@ func TestDeploymentTarget(t *testing.T) {
 	drive(t, r, key, released)
 	if after := f.snapshot(t); after != before {
 		t.Fatalf("not as before:\nbefore %s\nafter %s", before, after)
+	}
+}
+
+// Any kind serving /scale is scaled through it, here a stand-in Rollout.
+func TestScaleToZeroCustomResourceScale(t *testing.T) {
+	f := newFixture(t, 0)
+	ro := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"replicas": int64(3)}}}
+	ro.SetGroupVersionKind(schema.GroupVersionKind{Group: "argoproj.io", Version: "v1alpha1", Kind: "Rollout"})
+	ro.SetNamespace(f.ns)
+	ro.SetName("web")
+	must(t, direct.Create(ctx, ro))
+	pod := f.pod(t, "web-x", map[string]string{"app": "web"}, new(controllerRef(ro, "argoproj.io/v1alpha1", "Rollout")))
+	r, _ := newReconciler(direct)
+	key := f.quarantine(t, "qr", pod.Name, act(securityv1alpha1.ActionScaleToZero))
+	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	if st := actionState(q, securityv1alpha1.ActionScaleToZero); st.Resource != "Rollout/web" || st.ResourceAPIVersion != "argoproj.io/v1alpha1" || *st.OriginalReplicas != 3 {
+		t.Fatalf("%+v", st)
+	}
+	rolloutReplicas := func() int64 {
+		must(t, direct.Get(ctx, client.ObjectKeyFromObject(ro), ro))
+		n, _, _ := unstructured.NestedInt64(ro.Object, "spec", "replicas")
+		return n
+	}
+	if n := rolloutReplicas(); n != 0 {
+		t.Fatalf("replicas %d", n)
+	}
+	release(t, key)
+	drive(t, r, key, released)
+	if n := rolloutReplicas(); n != 3 || ro.GetAnnotations()[containment.HoldersAnnotation] != "" {
+		t.Fatalf("replicas %d annotations %v", n, ro.GetAnnotations())
 	}
 }
