@@ -42,8 +42,8 @@ func main() {
 	flag.DurationVar(&cfg.learningWindow, "learning-window", 25*time.Second, "Behavior model learning window (the product default is 24h).")
 	flag.IntVar(&cfg.trainTraces, "train-traces", 833, "ADFA-LD training traces the shop's baseline learns from.")
 	flag.StringVar(&cfg.attackRun, "attack", "Hydra_SSH_5", "ADFA-LD attack run (folder under attack/) replayed as one pod's behaviour.")
-	flag.StringVar(&cfg.threshold, "threshold", "0.60", "Policy threshold: Isolate at or above it.")
-	flag.StringVar(&cfg.escalate, "escalate", "0.70", "Second response step: ScaleToZero and CordonNode at or above it.")
+	flag.StringVar(&cfg.threshold, "threshold", "0.80", "Policy threshold: Isolate at or above it.")
+	flag.StringVar(&cfg.escalate, "escalate", "0.85", "Second response step: ScaleToZero and CordonNode at or above it.")
 	flag.Parse()
 	cfg.replicas = int32(replicas)
 

@@ -151,8 +151,8 @@ spec:
   - {name: behavior, weight: 60}
   - {name: falco, weight: 40}
   scoring:
-    # 0.60 three evaluations in a row: the ADFA-LD training traces are
-    # the baseline; single normal processes may score higher, runs do not.
+    # 0.80 three evaluations in a row: the 2,186 normal ADFA-LD validation
+    # traces, replayed the same way, never reached it when this was written.
     threshold: "%s"
     sustain: 3
   response:
