@@ -30,6 +30,9 @@ type pass struct {
 	dropFinalizer bool
 }
 
+// maxRecordedPods is the API's bound on status.target.pods.
+const maxRecordedPods = 1000
+
 // step is one ordered part of a pass; stop ends the pass without error.
 type step func(ctx context.Context, p *pass) (res ctrl.Result, stop bool, err error)
 
@@ -113,7 +116,7 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			rt.Owner = t.Workload.String()
 		}
 		if kindOf(p.q) != securityv1alpha1.TargetPod {
-			for _, pod := range t.Pods {
+			for _, pod := range t.Pods[:min(len(t.Pods), maxRecordedPods)] {
 				rt.Pods = append(rt.Pods, pod.Name)
 			}
 		}
