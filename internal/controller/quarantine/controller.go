@@ -183,7 +183,7 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
-		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("quarantine").
@@ -206,13 +206,17 @@ var quarantineChanged = predicate.Or(
 	},
 )
 
-// quarantineLabelChanged passes pod events where the quarantine label is
-// involved: removing it is tampering.
+// notCreated drops create events of owned NetworkPolicies: the controller
+// made them itself; edits and deletions are tampering.
+var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
+
+// quarantineLabelChanged passes pod events where the quarantine label was
+// removed or changed (tampering), not where the controller added it.
 var quarantineLabelChanged = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return false },
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.GetLabels()[securityv1alpha1.QuarantineLabel], e.ObjectNew.GetLabels()[securityv1alpha1.QuarantineLabel]
-		return o != n
+		return o != "" && o != n
 	},
 	DeleteFunc:  func(event.DeleteEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
