@@ -262,6 +262,9 @@ spec:
 `, name, nsLabel, kit.Detector, isolate, budget)
 }
 
+// seen keeps each violation reported once over the repeated checks.
+var seen = map[string]bool{}
+
 type summary struct {
 	total    int
 	byPolicy map[string]int
@@ -274,6 +277,13 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // check asserts the safeguards on the cluster as it is now.
 func check(t *testing.T, env *kit.Env, mgrNS string) summary {
 	t.Helper()
+	errorf := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		if !seen[msg] {
+			seen[msg] = true
+			t.Error(msg)
+		}
+	}
 	s := summary{byPolicy: map[string]int{}, byNS: map[string]int{}, phases: map[securityv1alpha1.QuarantinePhase]int{}}
 	var qs securityv1alpha1.QuarantineList
 	if err := env.Cluster.Client.List(env.Ctx, &qs); err != nil {
@@ -293,31 +303,31 @@ func check(t *testing.T, env *kit.Env, mgrNS string) summary {
 		}
 	}
 	if s.total > clusterCap {
-		t.Errorf("%d unreleased policy Quarantines: cluster cap %d exceeded", s.total, clusterCap)
+		errorf("%d unreleased policy Quarantines: cluster cap %d exceeded", s.total, clusterCap)
 	}
 	if s.byPolicy["flood-a"] > budgetA {
-		t.Errorf("policy flood-a: %d active, budget %d", s.byPolicy["flood-a"], budgetA)
+		errorf("policy flood-a: %d active, budget %d", s.byPolicy["flood-a"], budgetA)
 	}
 	if s.byPolicy["flood-all"] > budgetAll {
-		t.Errorf("policy flood-all: %d active, budget %d", s.byPolicy["flood-all"], budgetAll)
+		errorf("policy flood-all: %d active, budget %d", s.byPolicy["flood-all"], budgetAll)
 	}
 	for _, n := range []string{"payments", "kube-system", mgrNS} {
 		if s.byNS[n] > 0 {
-			t.Errorf("%d Quarantines in protected namespace %s", s.byNS[n], n)
+			errorf("%d Quarantines in protected namespace %s", s.byNS[n], n)
 		}
 		pods, err := env.Fast.CoreV1().Pods(n).List(env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.QuarantineLabel})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(pods.Items) > 0 {
-			t.Errorf("%d pods labelled quarantined in protected namespace %s", len(pods.Items), n)
+			errorf("%d pods labelled quarantined in protected namespace %s", len(pods.Items), n)
 		}
 		nps, err := env.Fast.NetworkingV1().NetworkPolicies(n).List(env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.ManagedByLabel + "=" + securityv1alpha1.ManagedByValue})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(nps.Items) > 0 {
-			t.Errorf("%d Bulkhead NetworkPolicies in protected namespace %s", len(nps.Items), n)
+			errorf("%d Bulkhead NetworkPolicies in protected namespace %s", len(nps.Items), n)
 		}
 	}
 	return s
