@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +28,12 @@ func TestEnforceContainsFromHTTPSignal(t *testing.T) {
 	s.applyPolicy(policy, s.policyYAML(policy, securityv1alpha1.ModeEnforce))
 	s.waitPolicyReady(policy)
 
+	body := fmt.Sprintf(`{"namespace":%q,"pod":%q,"detector":%q,"score":0.99,"id":"forged"}`, s.ns, target, externalDetector)
+	if code, resp := postIngest("/v1/scores", "not-the-token", []byte(body)); code != http.StatusUnauthorized {
+		t.Fatalf("POST /v1/scores with a wrong token: %d %s, want 401", code, resp)
+	}
 	s.postScore(target, 0.95)
-	s.consistently(2*time.Second, "one signal is not sustained: no Quarantine yet", func(ctx context.Context) error {
+	s.consistently(2*time.Second, "one signal is not sustained (and the forged one was dropped): no Quarantine yet", func(ctx context.Context) error {
 		if q, err := s.quarantineFor(ctx, target); err == nil {
 			return fmt.Errorf("Quarantine %s created after a single signal (sustain: 2)", q.Name)
 		}
