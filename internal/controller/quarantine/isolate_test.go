@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -15,6 +16,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
 func isolateDNS() securityv1alpha1.Action {
@@ -26,8 +28,14 @@ func TestIsolateApplyTwiceAndRelease(t *testing.T) {
 	before := f.snapshot(t)
 	w := &writes{failAfter: -1}
 	r, rec := newReconciler(w.client())
+	applied := testutil.ToFloat64(metrics.ActionsTotal.WithLabelValues("Isolate", "Applied"))
+	contained := testutil.ToFloat64(metrics.QuarantinesTotal.WithLabelValues("Contained", securityv1alpha1.ReasonSucceeded))
 	key := f.quarantine(t, "shop-a", f.pods[0].Name, isolateDNS())
 	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	if testutil.ToFloat64(metrics.ActionsTotal.WithLabelValues("Isolate", "Applied")) != applied+1 ||
+		testutil.ToFloat64(metrics.QuarantinesTotal.WithLabelValues("Contained", securityv1alpha1.ReasonSucceeded)) != contained+1 {
+		t.Fatal("metrics not recorded once")
+	}
 
 	pod := &corev1.Pod{}
 	must(t, direct.Get(ctx, client.ObjectKeyFromObject(f.pods[0]), pod))
