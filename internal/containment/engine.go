@@ -47,6 +47,9 @@ const (
 	DetachedLabelsAnnotation = "security.bulkhead.dev/detached-labels"
 )
 
+// maxMessage is the API's bound on an action's message.
+const maxMessage = 1024
+
 // ErrTargetNotFound means the target does not exist, or a new object with
 // the same name replaced the one recorded at creation.
 var ErrTargetNotFound = errors.New("target not found")
@@ -116,6 +119,7 @@ func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action,
 	default:
 		st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("unknown action type %q", a.Type)
 	}
+	st.Message = truncate(st.Message, maxMessage)
 	if err != nil {
 		return o, err
 	}
@@ -151,6 +155,7 @@ func (e *Engine) Revert(ctx context.Context, s *Scope, a securityv1alpha1.Action
 	case securityv1alpha1.ActionLabel:
 		o, err = e.revertLabel(ctx, s, st)
 	}
+	st.Message = truncate(st.Message, maxMessage)
 	if err == nil && st.State == securityv1alpha1.ActionReverted && st.RevertedAt == nil {
 		t := e.now()
 		st.RevertedAt = &t
