@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -52,6 +53,8 @@ type Env struct {
 	Token string
 	Creds string
 	Logf  func(format string, args ...any)
+	// ManagerEnv is added to the environment of managers started after.
+	ManagerEnv []string
 
 	mu        sync.Mutex
 	apiserver *exec.Cmd
@@ -149,7 +152,7 @@ func (e *Env) StartManager(name string, extra ...string) (*Manager, error) {
 			return nil, err
 		}
 	}
-	m := &Manager{Name: name, LogPath: filepath.Join(c.Dir, name+".log"), env: []string{"KUBECONFIG=" + kc},
+	m := &Manager{Name: name, LogPath: filepath.Join(c.Dir, name+".log"), env: append([]string{"KUBECONFIG=" + kc}, e.ManagerEnv...),
 		Probe: "127.0.0.1:" + strconv.Itoa(ports[0]), IngestURL: "http://127.0.0.1:" + strconv.Itoa(ports[1])}
 	extra = append([]string{
 		"--health-probe-bind-address=" + m.Probe,
@@ -299,6 +302,21 @@ func procRSS(pid int) (cur, peak int64) {
 		}
 	}
 	return cur, peak
+}
+
+var gcLine = regexp.MustCompile(`gc \d+ @[0-9.]+s [0-9]+%: .* (\d+)->(\d+)->(\d+) MB`)
+
+// LiveHeap is the heap marked live by the manager's last garbage
+// collection, in bytes (1 MB resolution), from GODEBUG=gctrace=1 output
+// (set it in ManagerEnv); -1 when no collection was logged.
+func (m *Manager) LiveHeap() int64 {
+	data, _ := os.ReadFile(m.LogPath)
+	all := gcLine.FindAllSubmatch(data, -1)
+	if len(all) == 0 {
+		return -1
+	}
+	v, _ := strconv.ParseInt(string(all[len(all)-1][3]), 10, 64)
+	return v << 20
 }
 
 // Logs returns the manager log's last max bytes.
