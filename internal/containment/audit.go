@@ -19,7 +19,7 @@ const Actor = "bulkhead/containment"
 // AppendAudit adds an entry, dropping the oldest entry after the head when
 // the timeline is full.
 func AppendAudit(st *securityv1alpha1.QuarantineStatus, t metav1.Time, actor, event, message string) {
-	st.Audit = append(st.Audit, securityv1alpha1.AuditEntry{Time: t, Actor: actor, Event: event, Message: truncate(message, 1024)})
+	st.Audit = append(st.Audit, securityv1alpha1.AuditEntry{Time: t, Actor: actor, Event: event, Message: truncate(message)})
 	if over := len(st.Audit) - (AuditHead + AuditTail); over > 0 {
 		st.Audit = append(st.Audit[:AuditHead], st.Audit[AuditHead+over:]...)
 		st.AuditDropped += int32(over)

@@ -119,7 +119,7 @@ func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action,
 	default:
 		st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("unknown action type %q", a.Type)
 	}
-	st.Message = truncate(st.Message, maxMessage)
+	st.Message = truncate(st.Message)
 	if err != nil {
 		return o, err
 	}
@@ -155,7 +155,7 @@ func (e *Engine) Revert(ctx context.Context, s *Scope, a securityv1alpha1.Action
 	case securityv1alpha1.ActionLabel:
 		o, err = e.revertLabel(ctx, s, st)
 	}
-	st.Message = truncate(st.Message, maxMessage)
+	st.Message = truncate(st.Message)
 	if err == nil && st.State == securityv1alpha1.ActionReverted && st.RevertedAt == nil {
 		t := e.now()
 		st.RevertedAt = &t

@@ -130,7 +130,7 @@ func StatusEvidence(d EvidenceDocument, raw []byte, sum, secretName string) (*se
 		Labels: d.Labels, SHA256: sum, SizeBytes: int64(len(raw)),
 	}
 	if d.Reason != nil && d.Reason.Detector != "" {
-		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: truncate(d.Reason.Summary, 1024)}}
+		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: truncate(d.Reason.Summary)}}
 	}
 	if len(raw) > MaxEvidenceInStatus {
 		ev.SecretRef = secretName
@@ -147,11 +147,12 @@ func StatusEvidence(d EvidenceDocument, raw []byte, sum, secretName string) (*se
 // EvidenceSecretName is the Secret holding evidence too large for status.
 func EvidenceSecretName(quarantine string) string { return "bulkhead-evidence-" + quarantine }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
+// truncate bounds a message to the API's 1024 characters.
+func truncate(s string) string {
+	if len(s) <= maxMessage {
 		return s
 	}
-	return s[:n]
+	return s[:maxMessage]
 }
 
 // SpillEvidence writes the full document to the Quarantine's owned Secret.
