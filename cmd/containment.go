@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
 )
 
@@ -30,6 +32,11 @@ func init() {
 				ReleasedRetention:       retention,
 				MinSchedulableNodes:     minNodes,
 				MaxConcurrentReconciles: concurrency,
+				// notifier is set by notify.go's setup, which runs after this
+				// one, so read it when a phase changes, not now.
+				OnPhaseChange: func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase) {
+					notifier.OnPhaseChange(ctx, q, from, to)
+				},
 			}
 			if err := r.SetupWithManager(mgr); err != nil {
 				return err

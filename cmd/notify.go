@@ -14,7 +14,7 @@ import (
 // Quarantine phase change. It is nil until the notifications component is
 // set up; Dispatcher.OnPhaseChange is nil-safe, so wire it with a closure
 // that reads this variable at call time.
-var notifier *notify.Dispatcher //nolint:unused // until containment.go passes notifier.OnPhaseChange to the Quarantine controller
+var notifier *notify.Dispatcher
 
 // Notifications: phase-change notifications configured from a Secret in the
 // manager namespace.

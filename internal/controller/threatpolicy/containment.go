@@ -48,7 +48,7 @@ type ContainmentReconciler struct {
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile handles one pod: a decision when a new signal asks for one, and
