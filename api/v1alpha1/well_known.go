@@ -22,9 +22,12 @@ const (
 	// CreatedByPolicyAnnotation is set on Quarantines written by the policy
 	// controller; the controller writes spec only on those.
 	CreatedByPolicyAnnotation = "security.bulkhead.dev/created-by"
-	// GitOps tools leave objects with these alone.
+	// GitOps tools leave objects with these alone: set on every Quarantine
+	// the policy controller creates (see docs/gitops.md).
 	ArgoCompareOptionsAnnotation = "argocd.argoproj.io/compare-options"
+	ArgoCompareOptionsValue      = "IgnoreExtraneous"
 	FluxReconcileAnnotation      = "kustomize.toolkit.fluxcd.io/reconcile"
+	FluxReconcileValue           = "disabled"
 
 	// QuarantineFinalizer keeps a Quarantine until everything it did is undone.
 	QuarantineFinalizer = "security.bulkhead.dev/release"

@@ -72,8 +72,28 @@ func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.
 	if err != nil || st.State != securityv1alpha1.ActionApplied {
 		return o, err
 	}
-	st.Message, err = e.autoscalerWarning(ctx, s.Q.Namespace, ref)
+	notes, err := e.autoscalerWarning(ctx, s.Q.Namespace, ref)
+	if gitops := gitOpsWarning(w); gitops != "" {
+		notes = append(notes, gitops)
+	}
+	st.Message = strings.Join(notes, "; ")
 	return o, err
+}
+
+// gitOpsWarning says when Argo CD or Flux manages the workload: a sync puts
+// its replicas back, so Bulkhead reports it rather than fighting the sync.
+func gitOpsWarning(w *unstructured.Unstructured) string {
+	labels, ann := w.GetLabels(), w.GetAnnotations()
+	var tool string
+	switch {
+	case ann["argocd.argoproj.io/tracking-id"] != "" || labels["argocd.argoproj.io/instance"] != "":
+		tool = "Argo CD"
+	case labels["kustomize.toolkit.fluxcd.io/name"] != "" || labels["helm.toolkit.fluxcd.io/name"] != "":
+		tool = "Flux"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("warning: %s manages %s/%s and a sync may restore its replicas; suspend the sync or use Isolate (see docs/gitops.md)", tool, w.GetKind(), w.GetName())
 }
 
 // scaleDown records the holder and the original count on the workload, then
@@ -156,11 +176,11 @@ func (e *Engine) suspend(ctx context.Context, s *Scope, w *unstructured.Unstruct
 
 // autoscalerWarning names HorizontalPodAutoscalers targeting the workload:
 // they may scale it back up once it is released or if it is scaled by hand.
-func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef) (string, error) {
+func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef) ([]string, error) {
 	var notes []string
 	hpas := &autoscalingv2.HorizontalPodAutoscalerList{}
 	if err := e.Reader.List(ctx, hpas, client.InNamespace(ns)); err != nil {
-		return "", err
+		return nil, err
 	}
 	for _, h := range hpas.Items {
 		t := h.Spec.ScaleTargetRef
@@ -168,7 +188,7 @@ func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef
 			notes = append(notes, fmt.Sprintf("warning: HorizontalPodAutoscaler %s targets %s and may scale it back up", h.Name, ref))
 		}
 	}
-	return strings.Join(notes, "; "), nil
+	return notes, nil
 }
 
 func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {

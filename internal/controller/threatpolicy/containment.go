@@ -216,7 +216,11 @@ func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *secu
 					securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue,
 					securityv1alpha1.PolicyLabel:    spec.Reason.Policy,
 				},
-				Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: spec.Reason.Policy},
+				Annotations: map[string]string{
+					securityv1alpha1.CreatedByPolicyAnnotation:    spec.Reason.Policy,
+					securityv1alpha1.ArgoCompareOptionsAnnotation: securityv1alpha1.ArgoCompareOptionsValue,
+					securityv1alpha1.FluxReconcileAnnotation:      securityv1alpha1.FluxReconcileValue,
+				},
 			},
 			Spec: *spec,
 		}

@@ -44,6 +44,8 @@ func TestEnforceSustainAndEscalation(t *testing.T) {
 	if q.Name != "shop-1" || q.Spec.Target.Name != "shop-1" || !q.IsApproved() || q.IsReleased() ||
 		q.Labels[securityv1alpha1.ManagedByLabel] != "bulkhead" || q.Labels[securityv1alpha1.PolicyLabel] != p.Name ||
 		q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != p.Name ||
+		q.Annotations[securityv1alpha1.ArgoCompareOptionsAnnotation] != "IgnoreExtraneous" ||
+		q.Annotations[securityv1alpha1.FluxReconcileAnnotation] != "disabled" ||
 		q.Spec.Reason.Policy != p.Name || !slices.Equal(q.Spec.Reason.Policies, []string{p.Name}) ||
 		q.Spec.Reason.Detector != "my-model" || q.Spec.Reason.Score != "0.85" {
 		t.Errorf("quarantine %+v %+v", q.ObjectMeta, q.Spec)
