@@ -65,6 +65,8 @@ func main() {
 		d.cluster.Stop()
 	}
 	switch {
+	case cfg.clusterOnly && err == nil:
+		// Ctrl-C is how cluster-up ends.
 	case errors.Is(ctx.Err(), context.Canceled):
 		fmt.Println("\ninterrupted: everything started was stopped")
 		os.Exit(130)
@@ -93,7 +95,9 @@ type stepTime struct {
 }
 
 func (d *demo) run() error {
-	d.banner()
+	if !d.cfg.clusterOnly {
+		d.banner()
+	}
 	if _, err := os.Stat(filepath.Join(repoRoot(), "config", "default")); err != nil {
 		return fmt.Errorf("run the demo from the repository root (make demo): %w", err)
 	}
