@@ -16,9 +16,11 @@ import (
 // that reads this variable at call time.
 var notifier *notify.Dispatcher
 
+// The notifications Secret is read in the manager namespace only.
+// +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=secrets,verbs=get;list;watch
+
 // Notifications: phase-change notifications configured from a Secret in the
 // manager namespace.
-// +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=secrets,verbs=get;list;watch
 func init() {
 	var secretName string
 	register(component{

@@ -248,6 +248,11 @@ func TestQuarantineGuard(t *testing.T) {
 			return setReleased(manager, "by-manager")()
 		}, true, ""},
 		{"the manager deletes", del(manager, "by-manager"), true, ""},
+		// A collection delete carries no request name; the policy must still
+		// evaluate (it once failed with "no such key: name" for everyone).
+		{"an admin deletes every Quarantine at once", func() error {
+			return env.Client.DeleteAllOf(ctx(t), &securityv1alpha1.Quarantine{}, client.InNamespace(testNS))
+		}, true, ""},
 	}
 	for _, s := range steps {
 		err := s.run()
