@@ -29,24 +29,30 @@ func hasQuarantineTaint(n *corev1.Node) bool {
 }
 
 func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
-	if s.Target == nil {
-		if st.Resource == "" {
-			st.State, st.Message = securityv1alpha1.ActionRefused, "the target is gone"
-		}
-		return Outcome{}, nil
+	nodeName := ""
+	switch {
+	case s.Target != nil:
+		nodeName = s.Target.Node
+	case s.Q.Status.Target != nil:
+		// The pod is gone (often removed by ScaleToZero a moment ago): the
+		// node it ran on was recorded at creation and is still the one to hold.
+		nodeName = s.Q.Status.Target.Node
 	}
-	if s.Target.Node == "" {
+	if nodeName == "" {
 		msg := "the pod is not scheduled to a node"
-		if s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod {
+		switch {
+		case s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod:
 			msg = "a workload spans nodes: CordonNode needs a Pod target"
+		case s.Target == nil:
+			msg = "the target is gone and its node was never recorded"
 		}
 		st.State, st.Message = securityv1alpha1.ActionRefused, msg
 		return Outcome{}, nil
 	}
 	node := &corev1.Node{}
-	if err := e.Reader.Get(ctx, client.ObjectKey{Name: s.Target.Node}, node); err != nil {
+	if err := e.Reader.Get(ctx, client.ObjectKey{Name: nodeName}, node); err != nil {
 		if apierrors.IsNotFound(err) {
-			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("node %s not found", s.Target.Node)
+			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("node %s not found", nodeName)
 			return Outcome{}, nil
 		}
 		return Outcome{}, err

@@ -18,7 +18,7 @@ import (
 func (e *Engine) applyDetach(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil {
-		if st.State == "" {
+		if st.State == "" || st.State == securityv1alpha1.ActionPending {
 			st.State, st.Message = securityv1alpha1.ActionRefused, "the target pod is gone"
 		}
 		return Outcome{}, nil

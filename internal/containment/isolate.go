@@ -53,7 +53,12 @@ func (e *Engine) applyIsolate(ctx context.Context, s *Scope, a securityv1alpha1.
 	name := NetworkPolicyName(s.Q.Name)
 	st.Resource, st.ResourceAPIVersion = "NetworkPolicy/"+name, "networking.k8s.io/v1"
 	if s.Target == nil {
-		// The pod is gone; the policy stays until release.
+		// The pod is gone. Once applied, the policy stays until release; never
+		// applied (another action removed the pod first), there is nothing
+		// left to isolate, and waiting would keep the phase Containing forever.
+		if st.State == securityv1alpha1.ActionPending {
+			st.State, st.Message = securityv1alpha1.ActionRefused, "the target pod is gone: nothing left to isolate"
+		}
 		return o, nil
 	}
 	// The policy first: a labelled pod without it would be unprotected only

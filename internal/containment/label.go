@@ -52,7 +52,7 @@ func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Ac
 		return o, nil
 	}
 	if s.Target == nil {
-		if st.State == "" {
+		if st.State == "" || st.State == securityv1alpha1.ActionPending {
 			st.State, st.Message = securityv1alpha1.ActionRefused, "the target is gone"
 		}
 		return o, nil
