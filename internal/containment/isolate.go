@@ -57,7 +57,19 @@ func (e *Engine) applyIsolate(ctx context.Context, s *Scope, a securityv1alpha1.
 		// applied (another action removed the pod first), there is nothing
 		// left to isolate, and waiting would keep the phase Containing forever.
 		if st.State == securityv1alpha1.ActionPending {
-			st.State, st.Message = securityv1alpha1.ActionRefused, "the target pod is gone: nothing left to isolate"
+			// A NetworkPolicy written before the state was recorded (the
+			// manager died, or a later step of that pass failed) makes it
+			// Applied, so release deletes it.
+			np := &networkingv1.NetworkPolicy{}
+			err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, np)
+			switch {
+			case err == nil && np.Labels[securityv1alpha1.ManagedByLabel] == securityv1alpha1.ManagedByValue:
+				st.State, st.Message = securityv1alpha1.ActionApplied, ""
+			case err == nil || apierrors.IsNotFound(err):
+				st.State, st.Message = securityv1alpha1.ActionRefused, "the target pod is gone: nothing left to isolate"
+			default:
+				return o, err
+			}
 		}
 		return o, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -60,6 +61,21 @@ func TestActionsSettleWhenThePodIsGone(t *testing.T) {
 		if st.State != securityv1alpha1.ActionRefused {
 			t.Errorf("%s on a gone pod: state %s, want Refused so the phase can settle", a.Type, st.State)
 		}
+	}
+
+	// The NetworkPolicy was written but the manager died before recording
+	// it: it counts as Applied, so release deletes it.
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: NetworkPolicyName(q.Name), Namespace: q.Namespace,
+		Labels: map[string]string{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue}}}
+	if err := c.Create(ctx, np); err != nil {
+		t.Fatal(err)
+	}
+	written := &securityv1alpha1.ActionStatus{Type: securityv1alpha1.ActionIsolate, State: securityv1alpha1.ActionPending}
+	if _, err := e.Apply(ctx, s, securityv1alpha1.Action{Type: securityv1alpha1.ActionIsolate}, written); err != nil {
+		t.Fatal(err)
+	}
+	if written.State != securityv1alpha1.ActionApplied {
+		t.Fatalf("Isolate with its NetworkPolicy already written: state %s, want Applied so release removes it", written.State)
 	}
 
 	// Once applied, Isolate keeps its state: the NetworkPolicy stays until release.

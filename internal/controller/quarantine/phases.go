@@ -370,9 +370,14 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			continue
 		}
 		was := st.State
-		if _, err := p.e.Revert(ctx, p.scope, acts[i], st); err != nil {
+		// Revert on a copy: a revert whose last write fails (a conflict on a
+		// busy node or workload) must not be recorded as Reverted, or the
+		// status patched at the end of this failed pass skips it for good.
+		next := st.DeepCopy()
+		if _, err := p.e.Revert(ctx, p.scope, acts[i], next); err != nil {
 			return ctrl.Result{}, false, fmt.Errorf("reverting %s: %w", acts[i].Type, err)
 		}
+		*st = *next
 		if st.State != was {
 			metrics.ActionsTotal.WithLabelValues(string(acts[i].Type), string(st.State)).Inc()
 			msg := fmt.Sprintf("%s %s %s", acts[i].Type, strings.ToLower(string(st.State)), st.Resource)
