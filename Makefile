@@ -51,7 +51,7 @@ fmt: ## go fmt.
 .PHONY: vet
 vet: ## go vet (including build-tagged e2e code).
 	go vet ./...
-	go vet -tags e2e ./test/...
+	go vet -tags e2e,chaos,bench ./test/...
 
 .PHONY: test
 test: kube-binaries ## Unit tests and envtest suites against a real kube-apiserver and etcd.
@@ -60,7 +60,7 @@ test: kube-binaries ## Unit tests and envtest suites against a real kube-apiserv
 
 .PHONY: lint
 lint: golangci-lint ## golangci-lint v2.
-	$(GOLANGCI_LINT) run --timeout 15m ./...
+	$(GOLANGCI_LINT) run --timeout 15m --build-tags e2e,chaos,bench ./...
 
 .PHONY: verify
 verify: manifests generate ## Fail when generated files (CRDs, RBAC, deepcopy) are stale.

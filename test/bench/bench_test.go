@@ -10,10 +10,8 @@ package bench
 
 import (
 	"context"
-
 	"encoding/json"
 	"fmt"
-	"github.com/go-logr/logr"
 	"math"
 	"os"
 	"os/signal"
@@ -26,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"

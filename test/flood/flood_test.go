@@ -228,7 +228,7 @@ func TestFlood(t *testing.T) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		var parts []string
+		parts := make([]string, 0, len(keys))
 		for _, k := range keys {
 			parts = append(parts, fmt.Sprintf("%s=%d", k, reasons[k]))
 		}
