@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +44,47 @@ type ContainmentReconciler struct {
 	MaxActive int
 	// Now is the clock (tests).
 	Now func() time.Time
+
+	// unseen holds Quarantines this controller created that the cache may
+	// not show yet; they count against budgets and the cluster cap until it
+	// does, or two quick decisions could both take the last slot.
+	unseenMu sync.Mutex
+	unseen   map[types.NamespacedName]unseenQuarantine
+}
+
+type unseenQuarantine struct {
+	policies []string
+	created  time.Time
+}
+
+// unseenGrace bounds how long a created Quarantine is counted without the
+// cache showing it (it may have been deleted before the cache saw it).
+const unseenGrace = time.Minute
+
+func (r *ContainmentReconciler) rememberCreated(key types.NamespacedName, policies []string) {
+	r.unseenMu.Lock()
+	defer r.unseenMu.Unlock()
+	if r.unseen == nil {
+		r.unseen = map[types.NamespacedName]unseenQuarantine{}
+	}
+	r.unseen[key] = unseenQuarantine{policies: slices.Clone(policies), created: r.Now()}
+}
+
+// countUnseen adds created Quarantines missing from the listed ones to the
+// budgets and forgets those the cache now shows.
+func (r *ContainmentReconciler) countUnseen(listed map[types.NamespacedName]bool, env *policy.Env) {
+	r.unseenMu.Lock()
+	defer r.unseenMu.Unlock()
+	for key, u := range r.unseen {
+		if listed[key] || env.Now.Sub(u.created) > unseenGrace {
+			delete(r.unseen, key)
+			continue
+		}
+		env.ActiveTotal++
+		for _, p := range u.policies {
+			env.ActiveByPolicy[p]++
+		}
+	}
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
@@ -97,8 +139,10 @@ func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*
 	if err := r.List(ctx, &qs); err != nil {
 		return nil, err
 	}
+	listed := make(map[types.NamespacedName]bool, len(qs.Items))
 	for i := range qs.Items {
 		q := &qs.Items[i]
+		listed[types.NamespacedName{Namespace: q.Namespace, Name: q.Name}] = true
 		samePod := q.Namespace == pod.Namespace && q.Spec.Target.Name == pod.Name && (q.Spec.Target.Kind == "" || q.Spec.Target.Kind == securityv1alpha1.TargetPod)
 		if q.Namespace == pod.Namespace {
 			w.names[q.Name] = true
@@ -125,6 +169,7 @@ func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*
 			w.env.Existing = q
 		}
 	}
+	r.countUnseen(listed, &w.env)
 	return w, nil
 }
 
@@ -232,6 +277,7 @@ func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *secu
 		if err != nil {
 			return "", fmt.Errorf("creating Quarantine %s/%s: %w", w.pod.Namespace, name, err)
 		}
+		r.rememberCreated(types.NamespacedName{Namespace: q.Namespace, Name: name}, spec.Reason.Policies)
 		logf.FromContext(ctx).Info("quarantine created", "quarantine", name, "policies", spec.Reason.Policies, "score", spec.Reason.Score)
 		r.Recorder.Eventf(w.pod, q, corev1.EventTypeWarning, "Quarantined", "Create",
 			"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, name)
