@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/eval"
+	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
 )
 
 const (
@@ -115,26 +115,10 @@ func (d *demo) deployShop() error {
 func (d *demo) shopPods(n int32) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	err := d.poll(60*time.Second, fmt.Sprintf("%d shop pods scheduled and Running", n), func(ctx context.Context) error {
-		var list corev1.PodList
-		if err := d.cluster.Client.List(ctx, &list, client.InNamespace(shopNS), client.MatchingLabels{"app": "shop"}); err != nil {
-			return err
-		}
-		pods = pods[:0]
-		for _, p := range list.Items {
-			if p.DeletionTimestamp != nil {
-				continue
-			}
-			if p.Status.Phase != corev1.PodRunning {
-				return fmt.Errorf("%s is %s", p.Name, p.Status.Phase)
-			}
-			pods = append(pods, p)
-		}
-		if int32(len(pods)) != n {
-			return fmt.Errorf("%d Running", len(pods))
-		}
-		return nil
+		var err error
+		pods, err = localcluster.RunningPods(ctx, d.cluster.Client, shopNS, map[string]string{"app": "shop"}, n, "")
+		return err
 	})
-	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	return pods, err
 }
 

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
 )
 
 // externalDetector is the external model the scenarios post scores for.
@@ -209,29 +209,10 @@ func (s *scenario) waitShopRunning(n int32, node string) []corev1.Pod {
 		what += " on " + node
 	}
 	s.eventually(60*time.Second, what, func(ctx context.Context) error {
-		var list corev1.PodList
-		if err := s.c.List(ctx, &list, client.InNamespace(s.ns), client.MatchingLabels{"app": "shop"}); err != nil {
-			return err
-		}
-		pods = pods[:0]
-		for _, p := range list.Items {
-			if p.DeletionTimestamp != nil {
-				continue
-			}
-			if p.Status.Phase != corev1.PodRunning {
-				return fmt.Errorf("pod %s is %s on %q", p.Name, p.Status.Phase, p.Spec.NodeName)
-			}
-			if node != "" && p.Spec.NodeName != node {
-				return fmt.Errorf("pod %s is on %s", p.Name, p.Spec.NodeName)
-			}
-			pods = append(pods, p)
-		}
-		if int32(len(pods)) != n {
-			return fmt.Errorf("%d pods", len(pods))
-		}
-		return nil
+		var err error
+		pods, err = localcluster.RunningPods(ctx, s.c, s.ns, map[string]string{"app": "shop"}, n, node)
+		return err
 	})
-	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	return pods
 }
 
