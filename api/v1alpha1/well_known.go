@@ -32,6 +32,10 @@ const (
 	// QuarantineFinalizer keeps a Quarantine until everything it did is undone.
 	QuarantineFinalizer = "security.bulkhead.dev/release"
 
+	// TargetNameField is the selectable field naming a Quarantine's target
+	// (a field selector the API server evaluates).
+	TargetNameField = "spec.target.name"
+
 	// FieldManager is the server-side-apply field owner of everything Bulkhead writes.
 	FieldManager = "bulkhead"
 

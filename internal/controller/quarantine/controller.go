@@ -5,6 +5,7 @@ package quarantine
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -85,10 +86,13 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	releasing := q.IsReleased() || !q.DeletionTimestamp.IsZero()
 	if !releasing && !controllerutil.ContainsFinalizer(q, securityv1alpha1.QuarantineFinalizer) {
 		// The finalizer first, alone: nothing may be changed that a delete
-		// could leave behind.
+		// could leave behind. Once it is persisted the pass goes on (q now
+		// carries the new resourceVersion) instead of waiting for the watch.
 		base := q.DeepCopy()
 		controllerutil.AddFinalizer(q, securityv1alpha1.QuarantineFinalizer)
-		return ctrl.Result{}, r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), fieldOwner)
+		if err := r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), fieldOwner); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
 	}
 
 	p := r.newPass(q)
@@ -198,13 +202,25 @@ var quarantineChanged = predicate.Or(
 	predicate.Funcs{
 		CreateFunc: func(event.CreateEvent) bool { return true },
 		UpdateFunc: func(e event.UpdateEvent) bool {
-			return !equality.Semantic.DeepEqual(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers()) ||
+			return finalizersChangedByOthers(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers()) ||
 				!e.ObjectNew.GetDeletionTimestamp().IsZero()
 		},
 		DeleteFunc:  func(event.DeleteEvent) bool { return false },
 		GenericFunc: func(event.GenericEvent) bool { return true },
 	},
 )
+
+// finalizersChangedByOthers reports a finalizer change other than the
+// controller appending its own: the pass that added it went on in the same
+// reconcile, so that update needs no second pass.
+func finalizersChangedByOthers(old, cur []string) bool {
+	if slices.Equal(old, cur) {
+		return false
+	}
+	ownAdded := !slices.Contains(old, securityv1alpha1.QuarantineFinalizer) &&
+		slices.Equal(append(slices.Clone(old), securityv1alpha1.QuarantineFinalizer), cur)
+	return !ownAdded
+}
 
 // notCreated drops create events of owned NetworkPolicies: the controller
 // made them itself; edits and deletions are tampering.

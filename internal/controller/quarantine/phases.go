@@ -83,8 +83,12 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.fail(securityv1alpha1.ReasonProtectedNamespace, fmt.Sprintf("namespace %s is protected: Bulkhead never contains workloads there", q.Namespace))
 		return ctrl.Result{}, true, nil
 	}
+	// Only Quarantines naming the same target, selected by the API server
+	// (spec.target.name is a selectable field): listing the namespace made
+	// every new Quarantine cost O(Quarantines) in a burst.
 	list := &securityv1alpha1.QuarantineList{}
-	if err := p.r.APIReader.List(ctx, list, client.InNamespace(q.Namespace)); err != nil {
+	if err := p.r.APIReader.List(ctx, list, client.InNamespace(q.Namespace),
+		client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}); err != nil {
 		return ctrl.Result{}, false, err
 	}
 	if holder := containment.EarlierHolder(q, list.Items); holder != "" {

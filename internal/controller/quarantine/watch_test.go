@@ -52,3 +52,25 @@ func TestManagerRepairsTamperingFromWatches(t *testing.T) {
 	release(t, key)
 	eventually(t, "Released", func() bool { return released(getQ(t, key)) })
 }
+
+// Only the controller's own appending of its finalizer is ignored; any
+// other change (removed, replaced, someone else's) reconciles.
+func TestFinalizersChangedByOthers(t *testing.T) {
+	own := securityv1alpha1.QuarantineFinalizer
+	for _, c := range []struct {
+		name     string
+		old, cur []string
+		want     bool
+	}{
+		{"unchanged", []string{own}, []string{own}, false},
+		{"own appended", nil, []string{own}, false},
+		{"own appended after another", []string{"x/y"}, []string{"x/y", own}, false},
+		{"own removed", []string{own}, nil, true},
+		{"other added", []string{own}, []string{own, "x/y"}, true},
+		{"own appended and other removed", []string{"x/y"}, []string{own}, true},
+	} {
+		if got := finalizersChangedByOthers(c.old, c.cur); got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}

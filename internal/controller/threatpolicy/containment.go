@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -45,14 +46,23 @@ type ContainmentReconciler struct {
 	// Now is the clock (tests).
 	Now func() time.Time
 
-	// unseen holds Quarantines this controller created that the cache may
-	// not show yet; they count against budgets and the cluster cap until it
-	// does, or two quick decisions could both take the last slot.
+	// MaxConcurrentReconciles is how many pods are handled in parallel;
+	// decisions themselves are serialised by decideMu (budgets), the writes
+	// that carry them out are not.
+	MaxConcurrentReconciles int
+
+	// decideMu makes reading the budgets and reserving a slot one step, so
+	// two parallel decisions cannot both take the last slot.
+	decideMu sync.Mutex
+	// unseen holds Quarantines this controller created, or is creating,
+	// that the cache may not show yet; they count against budgets and the
+	// cluster cap until it does.
 	unseenMu sync.Mutex
 	unseen   map[types.NamespacedName]unseenQuarantine
 }
 
 type unseenQuarantine struct {
+	pod      string
 	policies []string
 	created  time.Time
 }
@@ -61,13 +71,41 @@ type unseenQuarantine struct {
 // cache showing it (it may have been deleted before the cache saw it).
 const unseenGrace = time.Minute
 
-func (r *ContainmentReconciler) rememberCreated(key types.NamespacedName, policies []string) {
+func (r *ContainmentReconciler) rememberCreated(key types.NamespacedName, pod string, policies []string) {
 	r.unseenMu.Lock()
 	defer r.unseenMu.Unlock()
 	if r.unseen == nil {
 		r.unseen = map[types.NamespacedName]unseenQuarantine{}
 	}
-	r.unseen[key] = unseenQuarantine{policies: slices.Clone(policies), created: r.Now()}
+	r.unseen[key] = unseenQuarantine{pod: pod, policies: slices.Clone(policies), created: r.Now()}
+}
+
+// forgetCreated drops a reservation whose create failed.
+func (r *ContainmentReconciler) forgetCreated(key types.NamespacedName) {
+	r.unseenMu.Lock()
+	defer r.unseenMu.Unlock()
+	delete(r.unseen, key)
+}
+
+// unseenFor reports whether a Quarantine for the pod was created (or is
+// being created) and the cache does not show it yet.
+func (r *ContainmentReconciler) unseenFor(namespace, pod string) bool {
+	r.unseenMu.Lock()
+	defer r.unseenMu.Unlock()
+	for key, u := range r.unseen {
+		if key.Namespace == namespace && u.pod == pod {
+			return true
+		}
+	}
+	return false
+}
+
+// reserved reports whether a name is held by a create in flight.
+func (r *ContainmentReconciler) reserved(key types.NamespacedName) bool {
+	r.unseenMu.Lock()
+	defer r.unseenMu.Unlock()
+	_, ok := r.unseen[key]
+	return ok
 }
 
 // countUnseen adds created Quarantines missing from the listed ones to the
@@ -104,15 +142,15 @@ func (r *ContainmentReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	w, err := r.observe(ctx, pod)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
 	if evals := r.Engine.Take(key); len(evals) > 0 {
-		if err := r.decide(ctx, w, evals); err != nil {
+		if err := r.decide(ctx, pod, evals); err != nil {
 			r.Engine.Retry(key, evals)
 			return ctrl.Result{}, err
 		}
+	}
+	w, err := r.observe(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	return r.autoRelease(ctx, w)
 }
@@ -128,15 +166,17 @@ type world struct {
 func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*world, error) {
 	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}}
 	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive}
+	// Read-only views of the cache: no deep copy of every Quarantine per
+	// decision. Nothing below may modify them.
 	var tps securityv1alpha1.ThreatPolicyList
-	if err := r.List(ctx, &tps); err != nil {
+	if err := r.List(ctx, &tps, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	for i := range tps.Items {
 		w.policies[tps.Items[i].Name] = &tps.Items[i]
 	}
 	var qs securityv1alpha1.QuarantineList
-	if err := r.List(ctx, &qs); err != nil {
+	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	listed := make(map[types.NamespacedName]bool, len(qs.Items))
@@ -185,11 +225,19 @@ func (r *ContainmentReconciler) paused(ctx context.Context) (bool, error) {
 	return cm.Data[securityv1alpha1.PausedKey] == "true", nil
 }
 
-// decide runs the policy decision and carries it out.
-func (r *ContainmentReconciler) decide(ctx context.Context, w *world, latest map[string]policy.Evaluation) error {
-	// Read only here: Quarantine status changes reconcile often, decisions rarely.
+// decide runs the policy decision and carries it out. Reading the budgets,
+// deciding and reserving the new Quarantine's slot happen under decideMu;
+// the API writes do not, so pods are contained in parallel.
+func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, latest map[string]policy.Evaluation) error {
+	// Read live, before the lock: the pause switch is the emergency brake.
 	paused, err := r.paused(ctx)
 	if err != nil {
+		return err
+	}
+	r.decideMu.Lock()
+	w, err := r.observe(ctx, pod)
+	if err != nil {
+		r.decideMu.Unlock()
 		return err
 	}
 	w.env.Paused = paused
@@ -205,11 +253,21 @@ func (r *ContainmentReconciler) decide(ctx context.Context, w *world, latest map
 	}
 	slices.SortFunc(evals, func(a, b policy.Evaluation) int { return strings.Compare(a.Policy.Name, b.Policy.Name) })
 	out := policy.Decide(evals, w.env)
+	var reservation types.NamespacedName
+	if out.Create != nil && w.env.Existing == nil && r.unseenFor(pod.Namespace, pod.Name) {
+		// The pod's Quarantine is on its way to the cache; a second would
+		// only fail as a duplicate. The next signal updates the first.
+		out.Create = nil
+	}
+	if out.Create != nil {
+		reservation = r.reserve(w, out.Create)
+	}
+	r.decideMu.Unlock()
 
 	qName := ""
 	switch {
 	case out.Create != nil:
-		name, err := r.create(ctx, w, out.Create)
+		name, err := r.create(ctx, w, out.Create, reservation)
 		if err != nil {
 			return err
 		}
@@ -242,6 +300,17 @@ func (r *ContainmentReconciler) decide(ctx context.Context, w *world, latest map
 	return nil
 }
 
+// reserve picks a free name for the new Quarantine and counts it against
+// the budgets until the cache shows it or its create fails.
+func (r *ContainmentReconciler) reserve(w *world, spec *securityv1alpha1.QuarantineSpec) types.NamespacedName {
+	name := policy.Name(w.pod.Name, func(n string) bool {
+		return w.names[n] || r.reserved(types.NamespacedName{Namespace: w.pod.Namespace, Name: n})
+	})
+	key := types.NamespacedName{Namespace: w.pod.Namespace, Name: name}
+	r.rememberCreated(key, w.pod.Name, spec.Reason.Policies)
+	return key
+}
+
 func blocked(by string) string {
 	if by == "" {
 		return ""
@@ -249,14 +318,14 @@ func blocked(by string) string {
 	return ", but " + by + " would block it"
 }
 
-// create writes a new Quarantine. Create, not apply: it must fail when
-// the name was taken meanwhile, so another name is tried.
-func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *securityv1alpha1.QuarantineSpec) (string, error) {
+// create writes the new Quarantine under its reserved name. Create, not
+// apply: it must fail when the name was taken meanwhile, so another name is
+// tried (and reserved instead).
+func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *securityv1alpha1.QuarantineSpec, key types.NamespacedName) (string, error) {
 	spec.Target = securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: w.pod.Name}
 	for range 10 {
-		name := policy.Name(w.pod.Name, func(n string) bool { return w.names[n] })
 		q := &securityv1alpha1.Quarantine{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.pod.Namespace,
+			ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
 				Labels: map[string]string{
 					securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue,
 					securityv1alpha1.PolicyLabel:    spec.Reason.Policy,
@@ -271,18 +340,23 @@ func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *secu
 		}
 		err := r.Create(ctx, q, client.FieldOwner(securityv1alpha1.FieldManager))
 		if apierrors.IsAlreadyExists(err) {
-			w.names[name] = true
+			w.names[key.Name] = true
+			r.decideMu.Lock()
+			r.forgetCreated(key)
+			key = r.reserve(w, spec)
+			r.decideMu.Unlock()
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("creating Quarantine %s/%s: %w", w.pod.Namespace, name, err)
+			r.forgetCreated(key)
+			return "", fmt.Errorf("creating Quarantine %s/%s: %w", key.Namespace, key.Name, err)
 		}
-		r.rememberCreated(types.NamespacedName{Namespace: q.Namespace, Name: name}, spec.Reason.Policies)
-		logf.FromContext(ctx).Info("quarantine created", "quarantine", name, "policies", spec.Reason.Policies, "score", spec.Reason.Score)
+		logf.FromContext(ctx).Info("quarantine created", "quarantine", key.Name, "policies", spec.Reason.Policies, "score", spec.Reason.Score)
 		r.Recorder.Eventf(w.pod, q, corev1.EventTypeWarning, "Quarantined", "Create",
-			"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, name)
-		return name, nil
+			"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, key.Name)
+		return key.Name, nil
 	}
+	r.forgetCreated(key)
 	return "", fmt.Errorf("no free Quarantine name for pod %s/%s", w.pod.Namespace, w.pod.Name)
 }
 
@@ -337,7 +411,8 @@ func toUnstructured(obj map[string]any) (*unstructured.Unstructured, error) {
 // Quarantine's status (a merge patch of that list only: its other status
 // fields belong to the Quarantine controller).
 func (r *ContainmentReconciler) recommend(ctx context.Context, q *securityv1alpha1.Quarantine, recs []securityv1alpha1.Recommendation) error {
-	have := q.Status.Recommendations
+	// q is a read-only view of the cache: append to a copy.
+	have := slices.Clone(q.Status.Recommendations)
 	changed := false
 	for _, rec := range recs {
 		if slices.ContainsFunc(have, func(h securityv1alpha1.Recommendation) bool {
@@ -413,6 +488,9 @@ func (r *ContainmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 8
+	}
 	toPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		q, ok := o.(*securityv1alpha1.Quarantine)
 		if !ok || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] == "" {
@@ -424,5 +502,6 @@ func (r *ContainmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("threatpolicy-containment").
 		WatchesRawSource(source.Channel(r.Engine.Pods, &handler.EnqueueRequestForObject{})).
 		Watches(&securityv1alpha1.Quarantine{}, toPod).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 }

@@ -4,8 +4,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
@@ -16,8 +19,8 @@ func TestCreatedQuarantinesCountUntilTheCacheShowsThem(t *testing.T) {
 	r := &ContainmentReconciler{Now: func() time.Time { return now }}
 	a := types.NamespacedName{Namespace: "web", Name: "shop-1"}
 	b := types.NamespacedName{Namespace: "web", Name: "shop-2"}
-	r.rememberCreated(a, []string{"web-tier"})
-	r.rememberCreated(b, []string{"web-tier", "all"})
+	r.rememberCreated(a, "shop-1-abc", []string{"web-tier"})
+	r.rememberCreated(b, "shop-2-def", []string{"web-tier", "all"})
 
 	count := func(listed map[types.NamespacedName]bool, at time.Time) policy.Env {
 		env := policy.Env{Now: at, ActiveByPolicy: map[string]int{}}
@@ -33,5 +36,39 @@ func TestCreatedQuarantinesCountUntilTheCacheShowsThem(t *testing.T) {
 	}
 	if env := count(nil, now.Add(unseenGrace+time.Second)); env.ActiveTotal != 0 {
 		t.Fatalf("an entry the cache never showed is forgotten after %s: total %d", unseenGrace, env.ActiveTotal)
+	}
+}
+
+// A reservation taken before the create call counts at once, blocks its
+// name and a second Quarantine for the same pod, and a failed create
+// gives the slot back.
+func TestReservationHoldsSlotNameAndPodUntilCreateFails(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	r := &ContainmentReconciler{Now: func() time.Time { return now }}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1"}}
+	w := &world{pod: pod, names: map[string]bool{}}
+	spec := &securityv1alpha1.QuarantineSpec{Reason: &securityv1alpha1.QuarantineReason{Policy: "web-tier", Policies: []string{"web-tier"}}}
+	first := r.reserve(w, spec)
+	second := r.reserve(&world{pod: pod, names: map[string]bool{}}, spec)
+	if first == second {
+		t.Fatalf("two reservations share the name %s", first)
+	}
+	if !r.unseenFor("web", "shop-1") || r.unseenFor("web", "shop-2") || r.unseenFor("other", "shop-1") {
+		t.Fatal("unseenFor must match namespace and pod exactly")
+	}
+	env := policy.Env{Now: now, ActiveByPolicy: map[string]int{}}
+	r.countUnseen(nil, &env)
+	if env.ActiveTotal != 2 || env.ActiveByPolicy["web-tier"] != 2 {
+		t.Fatalf("two reservations: total %d, by policy %v", env.ActiveTotal, env.ActiveByPolicy)
+	}
+	r.forgetCreated(first)
+	r.forgetCreated(second)
+	if r.unseenFor("web", "shop-1") {
+		t.Fatal("failed creates must give their reservation back")
+	}
+	env = policy.Env{Now: now, ActiveByPolicy: map[string]int{}}
+	r.countUnseen(nil, &env)
+	if env.ActiveTotal != 0 {
+		t.Fatalf("after failed creates: total %d", env.ActiveTotal)
 	}
 }
