@@ -75,7 +75,7 @@ func (e *Engine) applyIsolate(ctx context.Context, s *Scope, a securityv1alpha1.
 	}
 	// The policy first: a labelled pod without it would be unprotected only
 	// if the label came first and the manager died.
-	wrote, err := e.ensureNetworkPolicy(ctx, s, a)
+	wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending)
 	if err != nil {
 		return o, err
 	}
@@ -97,18 +97,23 @@ func (e *Engine) applyIsolate(ctx context.Context, s *Scope, a securityv1alpha1.
 	return o, nil
 }
 
-func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1alpha1.Action) (bool, error) {
+// ensureNetworkPolicy applies the policy. The first time (pending) it
+// applies without reading: apply is idempotent, and the read cost a request
+// per containment; later passes read first so an intact policy costs no write.
+func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1alpha1.Action, pending bool) (bool, error) {
 	name := NetworkPolicyName(s.Q.Name)
 	want := DesiredNetworkPolicySpec(podSelectorFor(s), allowDNS(a))
-	have := &networkingv1.NetworkPolicy{}
-	err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, have)
-	switch {
-	case err == nil:
-		if equality.Semantic.DeepEqual(have.Spec, want) && hasLabels(have.Labels, ManagedLabels(s.Q.Name)) {
-			return false, nil
+	if !pending {
+		have := &networkingv1.NetworkPolicy{}
+		err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, have)
+		switch {
+		case err == nil:
+			if equality.Semantic.DeepEqual(have.Spec, want) && hasLabels(have.Labels, ManagedLabels(s.Q.Name)) {
+				return false, nil
+			}
+		case !apierrors.IsNotFound(err):
+			return false, err
 		}
-	case !apierrors.IsNotFound(err):
-		return false, err
 	}
 	np := networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
@@ -186,8 +191,11 @@ func (e *Engine) IsolationGaps(ctx context.Context, s *Scope) ([]string, error) 
 	if s.Target == nil || len(s.Target.Pods) == 0 {
 		return nil, nil
 	}
+	// From the cache, read-only: an advisory check, re-run at every
+	// re-check, and a live list of the namespace per containment made a
+	// burst cost O(policies) each.
 	list := &networkingv1.NetworkPolicyList{}
-	if err := e.Reader.List(ctx, list, client.InNamespace(s.Q.Namespace)); err != nil {
+	if err := e.Client.List(ctx, list, client.InNamespace(s.Q.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	return AdmittingPolicies(s.Target.Pods, list.Items, NetworkPolicyName(s.Q.Name)), nil

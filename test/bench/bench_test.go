@@ -173,6 +173,10 @@ func TestBench(t *testing.T) {
 	}
 
 	w := startWatch(t, env, ns, owner, time.Duration(120+threats/5)*time.Second)
+	req0, err := apiRequests(env)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sent := make([]time.Time, len(threatPods))
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
@@ -196,6 +200,7 @@ func TestBench(t *testing.T) {
 	}
 	lat, span := w.wait(t, starts)
 	summarize("Bulkhead", lat, span)
+	requestReport(t, env, "Bulkhead", req0, len(threatPods))
 	if len(lat) != len(threatPods) {
 		t.Errorf("Bulkhead contained %d of %d threats within the time limit", len(lat), len(threatPods))
 	}
@@ -222,8 +227,13 @@ func TestBench(t *testing.T) {
 		fpods[i] = w.Pods[0]
 	}
 	fw := startWatch(t, env, fns, fowner, time.Duration(120+threats/5)*time.Second)
+	freq0, err := apiRequests(env)
+	if err != nil {
+		t.Fatal(err)
+	}
 	flat, fspan := floor(t, env, fns, fws, qps, burst, conc, fw)
 	summarize("floor (client-go replay)", flat, fspan)
+	requestReport(t, env, "floor", freq0, len(fws))
 	floorP99 := percentile(flat, 99)
 	if floorP99 > 0 {
 		add("ratio: Bulkhead p99 / floor p99 = %.2f (target <= 2)", float64(bulkheadP99)/float64(floorP99))
@@ -234,6 +244,19 @@ func TestBench(t *testing.T) {
 	for _, l := range report {
 		fmt.Println(l)
 	}
+}
+
+// requestReport adds the API requests per containment since before (every
+// client's: the controller-manager and kwok deleting the scaled-down pods
+// count in both phases alike).
+func requestReport(t *testing.T, env *kit.Env, what string, before map[string]float64, n int) {
+	after, err := apiRequests(env)
+	if err != nil {
+		t.Errorf("reading apiserver metrics: %v", err)
+		return
+	}
+	rows, total := requestsPer(before, after, n)
+	add("API requests per containment, %s phase (all clients): %.1f: %s", what, total, rows)
 }
 
 func kubeVersion(env *kit.Env) string {

@@ -273,7 +273,10 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			if st.State != securityv1alpha1.ActionApplied {
 				etype = corev1.EventTypeWarning
 			}
-			p.event(etype, string(a.Type)+string(st.State), string(a.Type), msg)
+			// On the Quarantine only: the pod gets the outcome (Contained,
+			// Failed), not one Event per action, which halves the Events a
+			// burst of containments writes.
+			p.quarantineEvent(etype, string(a.Type)+string(st.State), string(a.Type), msg)
 			p.audit(containment.Actor, string(st.State), msg)
 		}
 	}
@@ -439,6 +442,13 @@ func (p *pass) fail(reason, msg string) {
 
 func (p *pass) audit(actor, event, msg string) {
 	containment.AppendAudit(&p.q.Status, p.now, actor, event, msg)
+}
+
+// quarantineEvent is recorded on the Quarantine only.
+func (p *pass) quarantineEvent(etype, reason, action, msg string) {
+	if p.r.Recorder != nil {
+		p.r.Recorder.Eventf(p.q, nil, etype, reason, action, "%s", msg)
+	}
 }
 
 // event is recorded on the Quarantine and, when there is one, on the pod.

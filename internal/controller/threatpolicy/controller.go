@@ -23,7 +23,9 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -100,11 +102,13 @@ func (s *stalled) Error() string { return s.err.Error() }
 
 // reconcileCoverage counts the pods the selector matches.
 func (r *ThreatPolicyReconciler) reconcileCoverage(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, _ Snapshot) error {
+	// Read-only views of the cache: a deep copy of every pod per status
+	// write was most of this controller's CPU under load.
 	var nss corev1.NamespaceList
-	if err := r.List(ctx, &nss); err != nil {
+	if err := r.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
-	var opts []client.ListOption
+	opts := []client.ListOption{client.UnsafeDisableDeepCopy}
 	if s := p.Spec.Selector.PodSelector; s != nil {
 		sel, err := metav1.LabelSelectorAsSelector(s)
 		if err != nil {
@@ -141,7 +145,7 @@ func (r *ThreatPolicyReconciler) reconcileCoverage(ctx context.Context, p *secur
 // reconcileActive counts unreleased Quarantines this policy contributes to.
 func (r *ThreatPolicyReconciler) reconcileActive(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus, _ Snapshot) error {
 	var qs securityv1alpha1.QuarantineList
-	if err := r.List(ctx, &qs); err != nil {
+	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	n := int32(0)
@@ -240,7 +244,7 @@ func (r *ThreatPolicyReconciler) applyStatus(ctx context.Context, p *securityv1a
 // SetupWithManager watches policies (spec changes or a reconcile-request
 // annotation), the engine's notifications, and Quarantines by contributor.
 func (r *ThreatPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	toPolicies := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	toPolicies := func(_ context.Context, o client.Object) []reconcile.Request {
 		q, ok := o.(*securityv1alpha1.Quarantine)
 		if !ok || q.Spec.Reason == nil {
 			return nil
@@ -250,11 +254,48 @@ func (r *ThreatPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: p}})
 		}
 		return out
-	})
+	}
+	self := func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.ThreatPolicy{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		WatchesRawSource(source.Channel(r.Engine.Policies, &handler.EnqueueRequestForObject{})).
-		Watches(&securityv1alpha1.Quarantine{}, toPolicies).
+		WatchesRawSource(source.Channel(r.Engine.Policies, coalesced(statusCoalesce, self))).
+		Watches(&securityv1alpha1.Quarantine{}, coalesced(statusCoalesce, toPolicies)).
 		Named("threatpolicy").
 		Complete(r)
+}
+
+// statusCoalesce is how long signals and Quarantine changes wait before
+// they refresh a policy's status: a burst of containments then writes
+// each policy's status about once per interval, not once per change. Spec
+// changes are not delayed.
+const statusCoalesce = time.Second
+
+// coalesced enqueues what m maps an object to after d; the delaying queue
+// keeps one entry per policy, so events within d share one reconcile.
+func coalesced(d time.Duration, m handler.MapFunc) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if o == nil {
+			return
+		}
+		for _, req := range m(ctx, o) {
+			q.AddAfter(req, d)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.ObjectOld, q)
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+	}
 }
