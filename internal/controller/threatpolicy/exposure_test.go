@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -109,4 +110,72 @@ func TestExposureMovesTheScoreButNeverLiftsZero(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The cache trims pods (internal/podcache); exposure read from the cache
+// must equal exposure read live, for pods as the API server stores them.
+func TestExposureFromTrimmedCacheEqualsLive(t *testing.T) {
+	ns := newNamespace(t)
+	restricted := func() corev1.PodSpec {
+		return corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Volumes:         []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}}},
+			Containers: []corev1.Container{{Name: "c", Image: "nginx", Env: []corev1.EnvVar{{Name: "A", Value: "b"}},
+				Ports: []corev1.ContainerPort{{ContainerPort: 80}},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+		}
+	}
+	c0 := func(s *corev1.PodSpec) *corev1.Container { return &s.Containers[0] }
+	specs := map[string]func(s *corev1.PodSpec, m *metav1.ObjectMeta){
+		"restricted": func(*corev1.PodSpec, *metav1.ObjectMeta) {},
+		"baseline":   func(s *corev1.PodSpec, _ *metav1.ObjectMeta) { c0(s).SecurityContext = nil },
+		"privileged": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) {
+			c0(s).SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+		},
+		"hostpath": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
+		},
+		"capabilities": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) {
+			c0(s).SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
+		},
+		"seccomp": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) {
+			s.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		},
+		"hostport": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) { c0(s).Ports[0].HostPort = 8080 },
+		"probehost": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) {
+			c0(s).ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Host: "10.0.0.1", Port: intstr.FromInt32(80)}}}
+		},
+		"hostnetwork": func(s *corev1.PodSpec, _ *metav1.ObjectMeta) { s.HostNetwork = true },
+		"apparmor": func(_ *corev1.PodSpec, m *metav1.ObjectMeta) {
+			m.Annotations = map[string]string{"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}
+		},
+	}
+	for name, f := range specs {
+		spec, meta := restricted(), metav1.ObjectMeta{Namespace: ns, Name: name}
+		f(&spec, &meta)
+		if err := k8s.Create(context.Background(), &corev1.Pod{ObjectMeta: meta, Spec: spec}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	deltas := map[float64]bool{}
+	for name := range specs {
+		key := client.ObjectKey{Namespace: ns, Name: name}
+		live, cached := &corev1.Pod{}, &corev1.Pod{}
+		if err := k8s.Get(context.Background(), key, live); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() error { return engine.Reader.Get(context.Background(), key, cached) })
+		if len(cached.Spec.Containers[0].Env) != 0 {
+			t.Fatalf("%s: the cache does not trim pods", name)
+		}
+		want, got := engine.Exposure.Misconfiguration(live), engine.Exposure.Misconfiguration(cached)
+		if want != got {
+			t.Errorf("%s: exposure live %+v, from the cache %+v", name, want, got)
+		}
+		deltas[want.Delta] = true
+	}
+	if len(deltas) != 3 {
+		t.Errorf("fixtures cover deltas %v; want all three outcomes", deltas)
+	}
 }

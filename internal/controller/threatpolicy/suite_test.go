@@ -28,6 +28,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
+	"github.com/bulkhead-dev/bulkhead/internal/podcache"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
@@ -86,7 +87,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	// The manager's own cache options: the suite runs against trimmed pods.
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: testenv.Scheme, Cache: podcache.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
