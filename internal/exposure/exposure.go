@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -40,11 +41,12 @@ const (
 	labelResourceName = "trivy-operator.resource.name"
 )
 
-// Assessor evaluates exposure. Reports is nil when the Trivy API is not served.
+// Assessor evaluates exposure.
 type Assessor struct {
 	evaluator psapolicy.Evaluator
-	// Reports reads VulnerabilityReports (the manager's cache, so a watch
-	// starts only when the API is served and first read).
+	// Reports reads VulnerabilityReports: a LazyReports over the manager's
+	// cache, so a watch starts only when the API is served and first read.
+	// Nil, or a NoKindMatch error from it, means Trivy Operator is absent.
 	Reports client.Reader
 }
 
@@ -92,6 +94,10 @@ func (a *Assessor) Vulnerabilities(ctx context.Context, pod *corev1.Pod) (scorin
 	list.SetGroupVersionKind(VulnerabilityReportGVK.GroupVersion().WithKind(VulnerabilityReportGVK.Kind + "List"))
 	if err := a.Reports.List(ctx, list, client.InNamespace(pod.Namespace),
 		client.MatchingLabels{labelResourceKind: kind, labelResourceName: name}); err != nil {
+		if apimeta.IsNoMatchError(err) {
+			// Trivy Operator is not installed.
+			return scoring.Adjustment{}, false, nil
+		}
 		return scoring.Adjustment{}, false, fmt.Errorf("listing vulnerability reports: %w", err)
 	}
 	if len(list.Items) == 0 {

@@ -2,14 +2,14 @@ package threatpolicy
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/util/wait"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
@@ -35,32 +35,16 @@ func Setup(mgr ctrl.Manager, o Options) (*Engine, error) {
 	if err := mgr.Add(store); err != nil {
 		return nil, err
 	}
-	// Watch VulnerabilityReports only where Trivy Operator serves them.
-	var reports client.Reader
-	if _, err := mgr.GetRESTMapper().RESTMapping(exposure.VulnerabilityReportGVK.GroupKind(), exposure.VulnerabilityReportGVK.Version); err == nil {
-		reports = mgr.GetClient()
-	} else if !apimeta.IsNoMatchError(err) {
-		return nil, fmt.Errorf("discovering VulnerabilityReports: %w", err)
-	}
-	assessor, err := exposure.NewAssessor(reports)
+	// Watch VulnerabilityReports only where Trivy Operator serves them, found
+	// out on first use: setup must not need the API server.
+	assessor, err := exposure.NewAssessor(&exposure.LazyReports{Mapper: mgr.GetRESTMapper(), Reader: mgr.GetClient()})
 	if err != nil {
 		return nil, err
 	}
 	engine := NewEngine(store, mgr.GetClient(), assessor)
 
 	// Scores expire with their pod.
-	inf, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
-		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		if pod, ok := obj.(*corev1.Pod); ok {
-			engine.Forget(detector.PodKey{Namespace: pod.Namespace, Pod: pod.Name}, string(pod.UID))
-		}
-	}}); err != nil {
+	if err := mgr.Add(&podDeletions{cache: mgr.GetCache(), engine: engine}); err != nil {
 		return nil, err
 	}
 
@@ -78,3 +62,52 @@ func Setup(mgr ctrl.Manager, o Options) (*Engine, error) {
 }
 
 var _ detector.Sink = (*Engine)(nil)
+
+// podDeletions makes the engine forget deleted pods. It subscribes once the
+// manager runs, retrying while the API server is unreachable: getting the
+// informer needs the API, and setup must not. Deletions before it subscribes
+// are forgotten by the containment controller or expire with the score TTL.
+type podDeletions struct {
+	cache  cache.Informers
+	engine *Engine
+	// retry is how long to wait between attempts; 2s unless a test sets it.
+	retry time.Duration
+}
+
+// NeedLeaderElection: every replica keeps its pod informer warm, as when
+// setup asked for it, so a new leader starts with a synced cache.
+func (p *podDeletions) NeedLeaderElection() bool { return false }
+
+// Start implements manager.Runnable.
+func (p *podDeletions) Start(ctx context.Context) error {
+	retry := p.retry
+	if retry == 0 {
+		retry = 2 * time.Second
+	}
+	log := logf.FromContext(ctx).WithName("pod-deletions")
+	var inf cache.Informer
+	if err := wait.PollUntilContextCancel(ctx, retry, true, func(ctx context.Context) (bool, error) {
+		var err error
+		if inf, err = p.cache.GetInformer(ctx, &corev1.Pod{}); err != nil {
+			log.Info("waiting for the pod informer", "error", err.Error())
+			return false, nil
+		}
+		return true, nil
+	}); err != nil {
+		return nil //nolint:nilerr // stopped before the API answered
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: p.deleted}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (p *podDeletions) deleted(obj any) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		p.engine.Forget(detector.PodKey{Namespace: pod.Namespace, Pod: pod.Name}, string(pod.UID))
+	}
+}
