@@ -29,7 +29,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Annotation prefixes the Pod Security Standards read (AppArmor and the
@@ -45,23 +44,24 @@ var keptAnnotationPrefixes = []string{
 // (values already cached stay valid, they are just no longer shared).
 const maxShared = 16384
 
-// CacheOptions are the manager's cache options: managedFields stripped from
-// everything, Pods trimmed by Transform.
+// CacheOptions are the manager's cache options: Pods trimmed, managedFields
+// stripped from everything else. One default transform rather than ByObject:
+// a ByObject entry makes the manager ask the API server at creation whether
+// Pods are namespaced, and the manager must start while it is unreachable.
 func CacheOptions() cache.Options {
-	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject:         map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: Transform()}},
-	}
+	return cache.Options{DefaultTransform: Transform()}
 }
 
-// Transform returns a cache transform that trims Pods (other objects pass
-// unchanged). Each call has its own tables of shared values.
+// Transform returns a cache transform that trims Pods and strips
+// managedFields from other objects. Each call has its own tables of shared
+// values.
 func Transform() toolscache.TransformFunc {
 	t := newTrimmer()
+	strip := cache.TransformStripManagedFields()
 	return func(obj any) (any, error) {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
-			return obj, nil
+			return strip(obj)
 		}
 		return t.trim(pod), nil
 	}

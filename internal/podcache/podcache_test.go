@@ -5,13 +5,16 @@ import (
 	"math/rand"
 	"reflect"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	psaapi "k8s.io/pod-security-admission/api"
 	psapolicy "k8s.io/pod-security-admission/policy"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/randfill"
 
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
@@ -316,10 +319,24 @@ func TestExposureComparisonCatchesLostFields(t *testing.T) {
 	}
 }
 
-func TestTransformPassesOtherObjects(t *testing.T) {
-	cm := &corev1.ConfigMap{Data: map[string]string{"k": "v"}}
+func TestTransformStripsOtherObjects(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}},
+		Data: map[string]string{"k": "v"}}
 	out, err := Transform()(cm)
-	if err != nil || out != cm {
-		t.Fatalf("got %v, %v", out, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.ConfigMap)
+	if got.ManagedFields != nil || got.Name != "c" || got.Data["k"] != "v" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// The manager is created before the API server answers: the cache options
+// must not ask it anything (a ByObject entry does).
+func TestCacheOptionsNeedNoAPIServer(t *testing.T) {
+	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second} // nothing listens on port 1
+	if _, err := cache.New(cfg, CacheOptions()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/podcache"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
@@ -26,7 +27,7 @@ import (
 // reachable waits for it instead of exiting.
 func TestSetupWithoutAPIServer(t *testing.T) {
 	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second} // nothing listens on port 1
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: testenv.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: testenv.Scheme, Cache: podcache.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
 		// The suite's manager already registered these controller names.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
