@@ -42,6 +42,10 @@ func DecodeCloudEvent(header http.Header, body []byte) (Batch, *Error) {
 	if len(ev.ID()) > maxIDLen {
 		return Batch{}, errorf(ReasonMalformed, "id longer than %d characters", maxIDLen)
 	}
+	// Source is part of the replay key too: bound it like id.
+	if len(ev.Source()) > maxIDLen {
+		return Batch{}, errorf(ReasonMalformed, "source longer than %d characters", maxIDLen)
+	}
 	// Source and id together identify an event (CloudEvents spec).
 	id := ev.Source() + "/" + ev.ID()
 	switch ev.Type() {
