@@ -184,8 +184,9 @@ func Binary() string {
 }
 
 // Restart starts the process again like a kubelet would: a start that
-// exits before ready (the manager exits when the API server is unreachable
-// at start) is retried with a growing delay, for up to timeout.
+// exits before ready (a port still held by the killed process, a failed
+// leader-election or cache start) is retried with a growing delay, for up
+// to timeout.
 func (m *Manager) Restart(ctx context.Context, timeout time.Duration) (attempts int, err error) {
 	deadline := time.Now().Add(timeout)
 	delay := 500 * time.Millisecond
