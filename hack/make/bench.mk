@@ -14,5 +14,7 @@ BENCH_TIMEOUT ?= 30m
 bench: kube-binaries kwok build ## Time to contain p50/p99 vs the client-go floor, ingestion events/s, memory per pod, detector ns/event (BENCH_PODS, BENCH_THREATS).
 	BENCH_PODS=$(BENCH_PODS) BENCH_THREATS=$(BENCH_THREATS) BENCH_QPS=$(BENCH_QPS) BENCH_BURST=$(BENCH_BURST) BENCH_CONCURRENCY=$(BENCH_CONCURRENCY) \
 	  go test -tags bench ./test/bench/ -run '^TestBench$$' -count=1 -v -timeout $(BENCH_TIMEOUT)
+	@echo ">> pod cache: exact bytes per cached pod, in process (the bench's gctrace reading has 1 MB resolution)"
+	go test -run '^$$' -bench CachedPodBytes -benchtime 3x ./internal/podcache/
 	@echo ">> detector: ns per event on one core (internal/behavior benchmarks)"
 	GOMAXPROCS=1 go test -run '^$$' -bench . -benchmem -benchtime 1s ./internal/behavior/
