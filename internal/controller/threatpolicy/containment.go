@@ -56,75 +56,8 @@ type ContainmentReconciler struct {
 	// decideMu makes reading the budgets and reserving a slot one step, so
 	// two parallel decisions cannot both take the last slot.
 	decideMu sync.Mutex
-	// unseen holds Quarantines this controller created, or is creating,
-	// that the cache may not show yet; they count against budgets and the
-	// cluster cap until it does.
-	unseenMu sync.Mutex
-	unseen   map[types.NamespacedName]unseenQuarantine
-}
-
-type unseenQuarantine struct {
-	pod      string
-	policies []string
-	created  time.Time
-}
-
-// unseenGrace bounds how long a created Quarantine is counted without the
-// cache showing it (it may have been deleted before the cache saw it).
-const unseenGrace = time.Minute
-
-func (r *ContainmentReconciler) rememberCreated(key types.NamespacedName, pod string, policies []string) {
-	r.unseenMu.Lock()
-	defer r.unseenMu.Unlock()
-	if r.unseen == nil {
-		r.unseen = map[types.NamespacedName]unseenQuarantine{}
-	}
-	r.unseen[key] = unseenQuarantine{pod: pod, policies: slices.Clone(policies), created: r.Now()}
-}
-
-// forgetCreated drops a reservation whose create failed.
-func (r *ContainmentReconciler) forgetCreated(key types.NamespacedName) {
-	r.unseenMu.Lock()
-	defer r.unseenMu.Unlock()
-	delete(r.unseen, key)
-}
-
-// unseenFor reports whether a Quarantine for the pod was created (or is
-// being created) and the cache does not show it yet.
-func (r *ContainmentReconciler) unseenFor(namespace, pod string) bool {
-	r.unseenMu.Lock()
-	defer r.unseenMu.Unlock()
-	for key, u := range r.unseen {
-		if key.Namespace == namespace && u.pod == pod {
-			return true
-		}
-	}
-	return false
-}
-
-// reserved reports whether a name is held by a create in flight.
-func (r *ContainmentReconciler) reserved(key types.NamespacedName) bool {
-	r.unseenMu.Lock()
-	defer r.unseenMu.Unlock()
-	_, ok := r.unseen[key]
-	return ok
-}
-
-// countUnseen adds created Quarantines missing from the listed ones to the
-// budgets and forgets those the cache now shows.
-func (r *ContainmentReconciler) countUnseen(listed map[types.NamespacedName]bool, env *policy.Env) {
-	r.unseenMu.Lock()
-	defer r.unseenMu.Unlock()
-	for key, u := range r.unseen {
-		if listed[key] || env.Now.Sub(u.created) > unseenGrace {
-			delete(r.unseen, key)
-			continue
-		}
-		env.ActiveTotal++
-		for _, p := range u.policies {
-			env.ActiveByPolicy[p]++
-		}
-	}
+	// pending counts this controller's writes the cache does not show yet.
+	pending ledger
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
@@ -145,12 +78,13 @@ func (r *ContainmentReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if evals := r.Engine.Take(key); len(evals) > 0 {
-		if err := r.decide(ctx, pod, evals); err != nil {
+		again, err := r.decide(ctx, pod, evals)
+		if err != nil || again > 0 {
 			r.Engine.Retry(key, evals)
-			return ctrl.Result{}, err
+			return ctrl.Result{RequeueAfter: again}, err
 		}
 	}
-	w, err := r.observe(ctx, pod)
+	w, err := r.observe(ctx, pod, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -165,7 +99,10 @@ type world struct {
 	names    map[string]bool // Quarantine names taken in the namespace
 }
 
-func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*world, error) {
+// observe reads policies and Quarantines from the cache. Only a decision,
+// under decideMu, counts the pending writes (count), which also forgets the
+// ones the cache now shows.
+func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (*world, error) {
 	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}}
 	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive}
 	// Read-only views of the cache: no deep copy of every Quarantine per
@@ -181,10 +118,10 @@ func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*
 	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	listed := make(map[types.NamespacedName]bool, len(qs.Items))
+	listed := make(map[types.NamespacedName]*securityv1alpha1.Quarantine, len(qs.Items))
 	for i := range qs.Items {
 		q := &qs.Items[i]
-		listed[types.NamespacedName{Namespace: q.Namespace, Name: q.Name}] = true
+		listed[types.NamespacedName{Namespace: q.Namespace, Name: q.Name}] = q
 		samePod := q.Namespace == pod.Namespace && q.Spec.Target.Name == pod.Name && (q.Spec.Target.Kind == "" || q.Spec.Target.Kind == securityv1alpha1.TargetPod)
 		if q.Namespace == pod.Namespace {
 			w.names[q.Name] = true
@@ -211,7 +148,9 @@ func (r *ContainmentReconciler) observe(ctx context.Context, pod *corev1.Pod) (*
 			w.env.Existing = q
 		}
 	}
-	r.countUnseen(listed, &w.env)
+	if count {
+		r.pending.count(listed, &w.env)
+	}
 	return w, nil
 }
 
@@ -228,19 +167,20 @@ func (r *ContainmentReconciler) paused(ctx context.Context) (bool, error) {
 }
 
 // decide runs the policy decision and carries it out. Reading the budgets,
-// deciding and reserving the new Quarantine's slot happen under decideMu;
-// the API writes do not, so pods are contained in parallel.
-func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, latest map[string]policy.Evaluation) error {
+// deciding and reserving what the decision takes happen under decideMu;
+// the API writes do not, so pods are contained in parallel. A positive
+// duration asks to decide again then, with the same evaluations.
+func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, latest map[string]policy.Evaluation) (time.Duration, error) {
 	// Read live, before the lock: the pause switch is the emergency brake.
 	paused, err := r.paused(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	r.decideMu.Lock()
-	w, err := r.observe(ctx, pod)
+	w, err := r.observe(ctx, pod, true)
 	if err != nil {
 		r.decideMu.Unlock()
-		return err
+		return 0, err
 	}
 	w.env.Paused = paused
 	var evals []policy.Evaluation
@@ -255,14 +195,19 @@ func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, lat
 	}
 	slices.SortFunc(evals, func(a, b policy.Evaluation) int { return strings.Compare(a.Policy.Name, b.Policy.Name) })
 	out := policy.Decide(evals, w.env)
-	var reservation types.NamespacedName
-	if out.Create != nil && w.env.Existing == nil && r.unseenFor(pod.Namespace, pod.Name) {
-		// The pod's Quarantine is on its way to the cache; a second would
-		// only fail as a duplicate. The next signal updates the first.
-		out.Create = nil
+	if w.env.Existing == nil && r.pending.creating(pod.Namespace, pod.Name) {
+		// The pod's Quarantine is on its way to the cache: decide again
+		// once it is there, so these evaluations join it instead of making
+		// a duplicate.
+		r.decideMu.Unlock()
+		return time.Second, nil
 	}
+	var reservation types.NamespacedName
 	if out.Create != nil {
 		reservation = r.reserve(w, out.Create)
+	}
+	if out.Update != nil {
+		r.reserveJoin(w, out.Update)
 	}
 	r.decideMu.Unlock()
 
@@ -271,12 +216,12 @@ func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, lat
 	case out.Create != nil:
 		name, err := r.create(ctx, w, out.Create, reservation)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		qName = name
 	case out.Update != nil:
 		if err := r.applySpec(ctx, w.env.Existing, out.Update); err != nil {
-			return err
+			return 0, err
 		}
 		qName = w.env.Existing.Name
 	case w.env.Existing != nil:
@@ -284,7 +229,7 @@ func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, lat
 	}
 	if len(out.Recommendations) > 0 && w.env.Existing != nil {
 		if err := r.recommend(ctx, w.env.Existing, out.Recommendations); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	for name, plan := range out.Plans {
@@ -299,18 +244,41 @@ func (r *ContainmentReconciler) decide(ctx context.Context, pod *corev1.Pod, lat
 		}
 		r.Engine.SetTrigger(name, t)
 	}
-	return nil
+	return 0, nil
 }
 
 // reserve picks a free name for the new Quarantine and counts it against
-// the budgets until the cache shows it or its create fails.
+// the budgets until the cache shows it, or its create is refused.
 func (r *ContainmentReconciler) reserve(w *world, spec *securityv1alpha1.QuarantineSpec) types.NamespacedName {
 	name := policy.Name(w.pod.Name, func(n string) bool {
-		return w.names[n] || r.reserved(types.NamespacedName{Namespace: w.pod.Namespace, Name: n})
+		return w.names[n] || r.pending.taken(types.NamespacedName{Namespace: w.pod.Namespace, Name: n})
 	})
 	key := types.NamespacedName{Namespace: w.pod.Namespace, Name: name}
-	r.rememberCreated(key, w.pod.Name, spec.Reason.Policies)
+	r.pending.create(key, w.pod.Name, spec.Reason.Policies, r.Now())
 	return key
+}
+
+// reserveJoin counts the policies an update adds to the existing
+// Quarantine against their budgets until the cache shows them. A failed
+// update keeps them counted until unseenGrace: over-counting briefly only
+// delays, under-counting would exceed a budget.
+func (r *ContainmentReconciler) reserveJoin(w *world, spec *securityv1alpha1.QuarantineSpec) {
+	q := w.env.Existing
+	var had []string
+	if q.Spec.Reason != nil {
+		had = q.Spec.Reason.Policies
+	}
+	var added []string
+	if spec.Reason != nil {
+		for _, p := range spec.Reason.Policies {
+			if !slices.Contains(had, p) {
+				added = append(added, p)
+			}
+		}
+	}
+	if len(added) > 0 {
+		r.pending.join(types.NamespacedName{Namespace: q.Namespace, Name: q.Name}, w.pod.Name, added, r.Now())
+	}
 }
 
 func blocked(by string) string {
@@ -344,13 +312,12 @@ func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *secu
 		if apierrors.IsAlreadyExists(err) {
 			w.names[key.Name] = true
 			r.decideMu.Lock()
-			r.forgetCreated(key)
+			r.pending.dropCreate(key)
 			key = r.reserve(w, spec)
 			r.decideMu.Unlock()
 			continue
 		}
-		if err != nil {
-			r.forgetCreated(key)
+		if err != nil && !r.createdAnyway(ctx, key, w.pod.Name, err) {
 			return "", fmt.Errorf("creating Quarantine %s/%s: %w", key.Namespace, key.Name, err)
 		}
 		logf.FromContext(ctx).Info("quarantine created", "quarantine", key.Name, "policies", spec.Reason.Policies, "score", spec.Reason.Score)
@@ -358,8 +325,29 @@ func (r *ContainmentReconciler) create(ctx context.Context, w *world, spec *secu
 			"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, key.Name)
 		return key.Name, nil
 	}
-	r.forgetCreated(key)
+	r.pending.dropCreate(key)
 	return "", fmt.Errorf("no free Quarantine name for pod %s/%s", w.pod.Namespace, w.pod.Name)
+}
+
+// createdAnyway settles a failed create. A refusal gives the slot back; a
+// timeout or a lost connection may have created it all the same, so the
+// API server is asked: found for this pod, it counts as created; found
+// missing, the slot is given back; unknown, the slot stays counted until
+// unseenGrace (the pod is decided again then).
+func (r *ContainmentReconciler) createdAnyway(ctx context.Context, key types.NamespacedName, pod string, err error) bool {
+	if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) ||
+		apierrors.IsNotFound(err) || apierrors.IsUnauthorized(err) || apierrors.IsMethodNotSupported(err) {
+		r.pending.dropCreate(key)
+		return false
+	}
+	q := &securityv1alpha1.Quarantine{}
+	switch gerr := r.APIReader.Get(ctx, key, q); {
+	case gerr == nil && q.Spec.Target.Name == pod:
+		return true
+	case apierrors.IsNotFound(gerr):
+		r.pending.dropCreate(key)
+	}
+	return false
 }
 
 // applySpec writes the fields the policy controller owns on its own
@@ -437,7 +425,9 @@ func (r *ContainmentReconciler) recommend(ctx context.Context, q *securityv1alph
 	if err != nil {
 		return err
 	}
-	return r.Status().Patch(ctx, q, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(securityv1alpha1.FieldManager))
+	// A fresh object: Patch decodes the reply into it, and q belongs to the cache.
+	target := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: q.Namespace, Name: q.Name}}
+	return r.Status().Patch(ctx, target, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(securityv1alpha1.FieldManager))
 }
 
 // autoRelease releases a policy's Quarantine once autoReleaseAfter is due

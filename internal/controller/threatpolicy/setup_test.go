@@ -3,6 +3,7 @@ package threatpolicy
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,12 +11,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllertest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
@@ -49,6 +52,9 @@ type failingInformers struct {
 	*informertest.FakeInformers
 	ok       atomic.Bool
 	attempts atomic.Int32
+	// mu serialises the fake, whose informer map is not safe for
+	// concurrent use (the runnable and the test both reach it).
+	mu sync.Mutex
 }
 
 func (f *failingInformers) GetInformer(ctx context.Context, obj client.Object, opts ...cache.InformerGetOption) (cache.Informer, error) {
@@ -56,7 +62,32 @@ func (f *failingInformers) GetInformer(ctx context.Context, obj client.Object, o
 	if !f.ok.Load() {
 		return nil, errors.New("connection refused")
 	}
-	return f.FakeInformers.GetInformer(ctx, obj, opts...)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	inf, err := f.FakeInformers.GetInformer(ctx, obj, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &lockedInformer{Informer: inf, mu: &f.mu}, nil
+}
+
+// lockedInformer registers handlers under the fake's lock, which the test
+// holds while it delivers events (the fake's handler list is unguarded).
+type lockedInformer struct {
+	cache.Informer
+	mu *sync.Mutex
+}
+
+func (l *lockedInformer) AddEventHandler(h toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Informer.AddEventHandler(h)
+}
+
+func (f *failingInformers) FakeInformerFor(ctx context.Context, obj client.Object) (*controllertest.FakeInformer, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.FakeInformers.FakeInformerFor(ctx, obj)
 }
 
 func TestPodDeletionsSubscribeOnceTheAPIAnswers(t *testing.T) {
@@ -87,7 +118,9 @@ func TestPodDeletionsSubscribeOnceTheAPIAnswers(t *testing.T) {
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Pod, UID: "u"}}
 	eventually(t, func() error {
+		infs.mu.Lock()
 		inf.Delete(pod)
+		infs.mu.Unlock()
 		if len(e.Store.Fresh(key)) != 0 {
 			return errors.New("score of the deleted pod still held")
 		}
