@@ -23,7 +23,7 @@ func init() {
 		flags: func(fs *flag.FlagSet) {
 			fs.DurationVar(&retention, "released-retention", 720*time.Hour, "How long a Released Quarantine is kept before it is deleted.")
 			fs.IntVar(&minNodes, "min-schedulable-nodes", 1, "CordonNode never leaves fewer schedulable nodes than this (hand-made Quarantines).")
-			fs.IntVar(&concurrency, "containment-concurrency", 8, "Quarantines contained in parallel.")
+			fs.IntVar(&concurrency, "containment-concurrency", 16, "Quarantines contained in parallel (make bench: 16 contains as fast as 32 on 2 cores, twice as fast as 8).")
 		},
 		setup: func(mgr ctrl.Manager, opts *Options) error {
 			r := &quarantine.QuarantineReconciler{

@@ -97,8 +97,8 @@ func runManager(args []string) error {
 	fs.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "Leader election lease duration.")
 	fs.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "Leader election renew deadline.")
 	fs.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second, "Leader election retry period.")
-	fs.Float64Var(&qps, "kube-api-qps", 200, "Client QPS to the API server; containment runs in parallel, so keep this well above client-go's default of 5.")
-	fs.IntVar(&burst, "kube-api-burst", 400, "Client burst to the API server.")
+	fs.Float64Var(&qps, "kube-api-qps", 500, "Client QPS to the API server, per resource type; containment runs in parallel, so keep this well above client-go's default of 5 (the API server's priority and fairness still protects it).")
+	fs.IntVar(&burst, "kube-api-burst", 1000, "Client burst to the API server, per resource type.")
 	fs.StringVar(&opts.ManagerNamespace, "manager-namespace", securityv1alpha1.DefaultManagerNamespace, "Namespace the manager runs in; always protected; holds baselines and switches.")
 	for _, c := range components {
 		if c.flags != nil {

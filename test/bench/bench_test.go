@@ -78,9 +78,10 @@ func TestBench(t *testing.T) {
 	if threats > pods {
 		t.Fatalf("BENCH_THREATS %d > BENCH_PODS %d", threats, pods)
 	}
-	qps := envInt("BENCH_QPS", 200)
-	burst := envInt("BENCH_BURST", 400)
-	conc := envInt("BENCH_CONCURRENCY", 8)
+	// The manager's defaults (cmd/main.go, cmd/containment.go).
+	qps := envInt("BENCH_QPS", 500)
+	burst := envInt("BENCH_BURST", 1000)
+	conc := envInt("BENCH_CONCURRENCY", 16)
 	replicas := int32(pods / threats)
 	nodes := (pods*2)/100 + 2
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
