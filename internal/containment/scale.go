@@ -51,14 +51,19 @@ func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.
 		return Outcome{}, nil
 	}
 	st.Resource, st.ResourceAPIVersion = ref.String(), ref.APIVersion
-	w := &unstructured.Unstructured{}
-	w.SetGroupVersionKind(ref.GVK())
-	if err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: ref.Name}, w); err != nil {
-		if apierrors.IsNotFound(err) {
-			st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("owner %s not found", ref)
-			return Outcome{}, nil
+	// Read by Resolve moments ago in this pass; the patches below carry
+	// its resourceVersion, so a change since then is a conflict, retried.
+	w := s.Target.workloadObject(ref)
+	if w == nil {
+		w = &unstructured.Unstructured{}
+		w.SetGroupVersionKind(ref.GVK())
+		if err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: ref.Name}, w); err != nil {
+			if apierrors.IsNotFound(err) {
+				st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("owner %s not found", ref)
+				return Outcome{}, nil
+			}
+			return Outcome{}, err
 		}
-		return Outcome{}, err
 	}
 	var (
 		o   Outcome

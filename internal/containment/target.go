@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -49,6 +50,18 @@ type Target struct {
 	BrokenChain string
 	// Selector selects the workload's pods (workload targets).
 	Selector *metav1.LabelSelector
+	// workload is the top controller as read while walking the chain, so
+	// ScaleToZero in the same pass needs no second read.
+	workload *unstructured.Unstructured
+}
+
+// workloadObject returns a copy of the top controller read by Resolve when
+// it is ref, or nil.
+func (t *Target) workloadObject(ref ObjectRef) *unstructured.Unstructured {
+	if t == nil || t.workload == nil || t.Workload == nil || *t.Workload != ref {
+		return nil
+	}
+	return t.workload.DeepCopy()
 }
 
 // Resolve finds the target now. It returns ErrTargetNotFound when the target
@@ -93,21 +106,23 @@ func (e *Engine) walkOwners(ctx context.Context, ns string, refs []metav1.OwnerR
 		}
 		o := ObjectRef{APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name}
 		t.Chain = append(t.Chain, o)
-		m := &metav1.PartialObjectMetadata{}
+		// The whole object, not its metadata: the top one is what
+		// ScaleToZero changes next, and owner chains are one or two long.
+		m := &unstructured.Unstructured{}
 		m.SetGroupVersionKind(o.GVK())
 		if err := e.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, m); err != nil {
 			if apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err) {
-				t.Workload, t.BrokenChain = nil, fmt.Sprintf("owner %s not found", o)
+				t.Workload, t.workload, t.BrokenChain = nil, nil, fmt.Sprintf("owner %s not found", o)
 				return nil
 			}
 			return err
 		}
-		if m.UID != ref.UID {
-			t.Workload, t.BrokenChain = nil, fmt.Sprintf("owner %s was replaced", o)
+		if m.GetUID() != ref.UID {
+			t.Workload, t.workload, t.BrokenChain = nil, nil, fmt.Sprintf("owner %s was replaced", o)
 			return nil
 		}
-		t.Workload = &o
-		refs = m.OwnerReferences
+		t.Workload, t.workload = &o, m
+		refs = m.GetOwnerReferences()
 	}
 	return nil
 }
