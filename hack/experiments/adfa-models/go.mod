@@ -1,0 +1,3 @@
+module github.com/bulkhead-dev/bulkhead/hack/experiments/adfa-models
+
+go 1.26
