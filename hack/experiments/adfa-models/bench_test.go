@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/bulkhead-dev/bulkhead/internal/eval"
 	"math/rand/v2"
 	"syscall"
 	"testing"
@@ -12,8 +13,8 @@ func cpuNs() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-func benchData(b *testing.B) (*Split, vocab, int) {
-	s, err := LoadADFA(adfaDir())
+func benchData(b *testing.B) (*eval.Split, vocab, int) {
+	s, err := eval.LoadADFA(adfaDir())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/bulkhead-dev/bulkhead/internal/eval"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -77,7 +78,7 @@ func main() {
 	out := flag.String("out", "", "write per-trace scores json")
 	classes := flag.Int("classes", 0, "class-based softmax classes (0 = full)")
 	flag.Parse()
-	s, err := LoadADFA(adfaDir())
+	s, err := eval.LoadADFA(adfaDir())
 	if err != nil {
 		panic(err)
 	}
@@ -92,10 +93,10 @@ func main() {
 	V := len(voc) + 2
 	rng := rand.New(rand.NewPCG(*seed, 7))
 	train := s.Train
-	var held []Trace
+	var held []eval.Trace
 	if *holdout {
 		perm := rng.Perm(len(train))
-		var tr []Trace
+		var tr []eval.Trace
 		for i, p := range perm {
 			if i%5 == 0 {
 				held = append(held, train[p])
@@ -176,7 +177,7 @@ func main() {
 	if *holdout {
 		return
 	}
-	score := func(ts []Trace) []map[string]float64 {
+	score := func(ts []eval.Trace) []map[string]float64 {
 		r := make([]map[string]float64, len(ts))
 		for i, t := range ts {
 			ids := voc.ids(t.Syscalls)
@@ -247,7 +248,7 @@ func main() {
 	}
 }
 
-func report(k string, s *Split, ns, as []map[string]float64) {
+func report(k string, s *eval.Split, ns, as []map[string]float64) {
 	pick := func(x []map[string]float64) []float64 {
 		o := make([]float64, len(x))
 		for i := range x {
@@ -256,9 +257,9 @@ func report(k string, s *Split, ns, as []map[string]float64) {
 		return o
 	}
 	n, a := pick(ns), pick(as)
-	d1, _ := DetectionAt(n, a, 0.01)
-	d5, _ := DetectionAt(n, a, 0.05)
-	line := fmt.Sprintf("%-9s AUC %.4f DR1 %.3f DR5 %.3f |", k, AUC(n, a), d1, d5)
+	d1, _ := eval.DetectionAt(n, a, 0.01)
+	d5, _ := eval.DetectionAt(n, a, 0.05)
+	line := fmt.Sprintf("%-9s AUC %.4f DR1 %.3f DR5 %.3f |", k, eval.AUC(n, a), d1, d5)
 	fams := map[string][]float64{}
 	for i, t := range s.Attack {
 		fams[t.Family] = append(fams[t.Family], a[i])
@@ -269,7 +270,7 @@ func report(k string, s *Split, ns, as []map[string]float64) {
 	}
 	sort.Strings(names)
 	for _, f := range names {
-		line += fmt.Sprintf(" %s %.3f", f, AUC(n, fams[f]))
+		line += fmt.Sprintf(" %s %.3f", f, eval.AUC(n, fams[f]))
 	}
 	fmt.Println(line)
 }
