@@ -214,14 +214,20 @@ func (t *trimmer) str(s string) string {
 	if s == "" {
 		return ""
 	}
-	if v, ok := t.strs[s]; ok {
-		return v
+	return share(t.strs, s, s)
+}
+
+// share returns the value table holds under key, or stores v there; a full
+// table starts over (maxShared).
+func share[T any](table map[string]T, key string, v T) T {
+	if have, ok := table[key]; ok {
+		return have
 	}
-	if len(t.strs) >= maxShared {
-		clear(t.strs)
+	if len(table) >= maxShared {
+		clear(table)
 	}
-	t.strs[s] = s
-	return s
+	table[key] = v
+	return v
 }
 
 func (t *trimmer) labelSet(in map[string]string) map[string]string {
@@ -236,15 +242,7 @@ func (t *trimmer) labelSet(in map[string]string) map[string]string {
 		b.WriteString(in[k])
 		b.WriteByte(0)
 	}
-	key := b.String()
-	if v, ok := t.labels[key]; ok {
-		return v
-	}
-	if len(t.labels) >= maxShared {
-		clear(t.labels)
-	}
-	t.labels[key] = in
-	return in
+	return share(t.labels, b.String(), in)
 }
 
 func (t *trimmer) ownerRefs(in []metav1.OwnerReference) []metav1.OwnerReference {
@@ -255,15 +253,7 @@ func (t *trimmer) ownerRefs(in []metav1.OwnerReference) []metav1.OwnerReference 
 	if err != nil {
 		return in
 	}
-	if v, ok := t.owners[string(key)]; ok {
-		return v
-	}
-	if len(t.owners) >= maxShared {
-		clear(t.owners)
-	}
-	in = slices.Clip(in)
-	t.owners[string(key)] = in
-	return in
+	return share(t.owners, string(key), slices.Clip(in))
 }
 
 func (t *trimmer) containerList(in []corev1.Container) []corev1.Container {
@@ -278,12 +268,5 @@ func (t *trimmer) containerList(in []corev1.Container) []corev1.Container {
 	if err != nil {
 		return out
 	}
-	if v, ok := t.containers[string(key)]; ok {
-		return v
-	}
-	if len(t.containers) >= maxShared {
-		clear(t.containers)
-	}
-	t.containers[string(key)] = out
-	return out
+	return share(t.containers, string(key), out)
 }
