@@ -34,21 +34,20 @@ type pendingWrite struct {
 const unseenGrace = time.Minute
 
 func (l *ledger) create(key types.NamespacedName, pod string, policies []string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.creates == nil {
-		l.creates = map[types.NamespacedName]pendingWrite{}
-	}
-	l.creates[key] = pendingWrite{pod: pod, policies: slices.Clone(policies), at: now}
+	l.record(&l.creates, key, pod, policies, now)
 }
 
 func (l *ledger) join(key types.NamespacedName, pod string, policies []string, now time.Time) {
+	l.record(&l.joins, key, pod, policies, now)
+}
+
+func (l *ledger) record(m *map[types.NamespacedName]pendingWrite, key types.NamespacedName, pod string, policies []string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.joins == nil {
-		l.joins = map[types.NamespacedName]pendingWrite{}
+	if *m == nil {
+		*m = map[types.NamespacedName]pendingWrite{}
 	}
-	l.joins[key] = pendingWrite{pod: pod, policies: slices.Clone(policies), at: now}
+	(*m)[key] = pendingWrite{pod: pod, policies: slices.Clone(policies), at: now}
 }
 
 // dropCreate gives back the slot of a create the API server refused.
