@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"fmt"
 	"slices"
@@ -78,15 +79,7 @@ func requestsPer(before, after map[string]float64, n int) (string, float64) {
 			total += d
 		}
 	}
-	slices.SortFunc(rows, func(a, b kv) int {
-		if a.v != b.v {
-			if a.v > b.v {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.k, b.k)
-	})
+	slices.SortFunc(rows, func(a, b kv) int { return cmp.Or(cmp.Compare(b.v, a.v), strings.Compare(a.k, b.k)) })
 	parts := make([]string, len(rows))
 	for i, r := range rows {
 		parts[i] = fmt.Sprintf("%s %.1f", r.k, r.v)
