@@ -4,8 +4,8 @@ package bench
 
 import (
 	"bufio"
-	"cmp"
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
