@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/bulkhead-dev/bulkhead/hack/experiments/adfa-models/exp"
 	"github.com/bulkhead-dev/bulkhead/internal/eval"
 	"math/rand/v2"
 	"syscall"
@@ -14,7 +15,7 @@ func cpuNs() int64 {
 }
 
 func benchData(b *testing.B) (*eval.Split, vocab, int) {
-	s, err := eval.LoadADFA(adfaDir())
+	s, err := eval.LoadADFA(exp.Dir())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/bulkhead-dev/bulkhead/hack/experiments/adfa-models/exp"
 	"github.com/bulkhead-dev/bulkhead/internal/eval"
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 	"time"
 )
@@ -78,7 +78,7 @@ func main() {
 	out := flag.String("out", "", "write per-trace scores json")
 	classes := flag.Int("classes", 0, "class-based softmax classes (0 = full)")
 	flag.Parse()
-	s, err := eval.LoadADFA(adfaDir())
+	s, err := eval.LoadADFA(exp.Dir())
 	if err != nil {
 		panic(err)
 	}
@@ -256,31 +256,5 @@ func report(k string, s *eval.Split, ns, as []map[string]float64) {
 		}
 		return o
 	}
-	n, a := pick(ns), pick(as)
-	d1, _ := eval.DetectionAt(n, a, 0.01)
-	d5, _ := eval.DetectionAt(n, a, 0.05)
-	line := fmt.Sprintf("%-9s AUC %.4f DR1 %.3f DR5 %.3f |", k, eval.AUC(n, a), d1, d5)
-	fams := map[string][]float64{}
-	for i, t := range s.Attack {
-		fams[t.Family] = append(fams[t.Family], a[i])
-	}
-	names := []string{}
-	for f := range fams {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		line += fmt.Sprintf(" %s %.3f", f, eval.AUC(n, fams[f]))
-	}
-	fmt.Println(line)
-}
-
-// adfaDir is the shared ADFA-LD folder (BULKHEAD_SHARED overrides ../shared
-// beside the clone).
-func adfaDir() string {
-	shared := os.Getenv("BULKHEAD_SHARED")
-	if shared == "" {
-		shared = "../../../../shared"
-	}
-	return filepath.Join(shared, "datasets", "adfa-ld")
+	fmt.Println(exp.Line(k, s, pick(ns), pick(as)))
 }

@@ -8,9 +8,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/bulkhead-dev/bulkhead/hack/experiments/adfa-models/exp"
 	"math"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -62,12 +62,12 @@ func toIDs(ts []eval.Trace) [][]int32 {
 
 func main() {
 	flag.Parse()
-	s, err := eval.LoadADFA(adfaDir())
+	s, err := eval.LoadADFA(exp.Dir())
 	if err != nil {
 		panic(err)
 	}
 	train, val, atk := toIDs(s.Train), toIDs(s.Validation), toIDs(s.Attack)
-	cls, _ := loadClasses(filepath.Join(adfaDir(), "syscalls-i386.csv"))
+	cls, _ := loadClasses(filepath.Join(exp.Dir(), "syscalls-i386.csv"))
 	var testCalls int
 	for _, t := range append(append([][]int32{}, val...), atk...) {
 		testCalls += len(t)
@@ -215,8 +215,8 @@ func reportLine(r *result, s *eval.Split) {
 	}
 	fmt.Println(line)
 	if *verbose {
-		fmt.Println("   normal", quant(r.n))
-		fmt.Println("   attack", quant(r.a))
+		fmt.Println("   normal", exp.Quantiles(r.n))
+		fmt.Println("   attack", exp.Quantiles(r.a))
 	}
 }
 
@@ -363,22 +363,4 @@ func bootDelta(x, ref *result) string {
 	}
 	return fmt.Sprintf("delta AUC vs cover %+.4f [95%% %+.4f, %+.4f]; halves %.4f/%.4f (cover %.4f/%.4f)",
 		eval.AUC(x.n, x.a)-eval.AUC(ref.n, ref.a), ds[7], ds[292], half(x, 0), half(x, 1), half(ref, 0), half(ref, 1))
-}
-
-func adfaDir() string {
-	shared := os.Getenv("BULKHEAD_SHARED")
-	if shared == "" {
-		shared = "/work/shared"
-	}
-	return filepath.Join(shared, "datasets", "adfa-ld")
-}
-
-func quant(x []float64) string {
-	y := append([]float64(nil), x...)
-	sort.Float64s(y)
-	out := ""
-	for _, q := range []float64{0.1, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99} {
-		out += fmt.Sprintf(" q%.0f=%.3g", q*100, y[int(q*float64(len(y)-1))])
-	}
-	return out
 }

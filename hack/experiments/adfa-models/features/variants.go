@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/bulkhead-dev/bulkhead/hack/experiments/adfa-models/exp"
 	"math"
 )
 
@@ -56,8 +57,8 @@ func bagLOF(name string, feat func([]int32) bag, tf string, useIDF bool, eps flo
 func variants(cls map[int32]int32) []variant {
 	vs := []variant{
 		{"cover", func(train [][]int32) scorer {
-			a := buildSAM(train)
-			return a.coverSegs
+			a := exp.BuildSAM(train)
+			return a.CoverSegs
 		}},
 	}
 	uni := func(ids []int32) bag { return ngrams(ids, 1) }
@@ -327,8 +328,8 @@ func variants(cls map[int32]int32) []variant {
 		for i, t := range train {
 			ct[i] = toClasses(t, cls)
 		}
-		a := buildSAM(ct)
-		return func(ids []int32) float64 { return a.coverSegs(toClasses(ids, cls)) }
+		a := exp.BuildSAM(ct)
+		return func(ids []int32) float64 { return a.CoverSegs(toClasses(ids, cls)) }
 	}})
 	for _, n := range []int{4, 6, 8, 12} {
 		n := n

@@ -7,9 +7,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/bulkhead-dev/bulkhead/hack/experiments/adfa-models/exp"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,7 +122,7 @@ type data struct {
 
 func main() {
 	flag.Parse()
-	s, err := eval.LoadADFA(adfaDir())
+	s, err := eval.LoadADFA(exp.Dir())
 	if err != nil {
 		panic(err)
 	}
@@ -224,29 +223,5 @@ func runKNN(d *data, gscore []float64) {
 }
 
 func report(k string, d *data, sc []float64) {
-	n, a := sc[:d.nVal], sc[d.nVal:]
-	d1, _ := eval.DetectionAt(n, a, 0.01)
-	d5, _ := eval.DetectionAt(n, a, 0.05)
-	line := fmt.Sprintf("%-16s AUC %.4f DR1 %.3f DR5 %.3f |", k, eval.AUC(n, a), d1, d5)
-	fams := map[string][]float64{}
-	for i, t := range d.s.Attack {
-		fams[t.Family] = append(fams[t.Family], a[i])
-	}
-	names := []string{}
-	for f := range fams {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		line += fmt.Sprintf(" %s %.3f", f, eval.AUC(n, fams[f]))
-	}
-	fmt.Println(line)
-}
-
-func adfaDir() string {
-	shared := os.Getenv("BULKHEAD_SHARED")
-	if shared == "" {
-		shared = "/work/shared"
-	}
-	return filepath.Join(shared, "datasets", "adfa-ld")
+	fmt.Println(exp.Line(k, d.s, sc[:d.nVal], sc[d.nVal:]))
 }

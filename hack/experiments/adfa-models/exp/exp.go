@@ -1,0 +1,56 @@
+// Package exp holds what the ADFA-LD experiments share: where the data is, the
+// report line (AUC overall and per family, detection at 1% and 5% false
+// alarms) and the suffix automaton of the training corpus.
+package exp
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"github.com/bulkhead-dev/bulkhead/internal/eval"
+)
+
+// Dir is the shared ADFA-LD folder: $BULKHEAD_SHARED/datasets/adfa-ld, or
+// ../shared beside the clone.
+func Dir() string {
+	shared := os.Getenv("BULKHEAD_SHARED")
+	if shared == "" {
+		shared = "../../../../shared"
+	}
+	return filepath.Join(shared, "datasets", "adfa-ld")
+}
+
+// Line is one result row: normal holds the validation scores, attack the
+// attack scores in the order of s.Attack.
+func Line(name string, s *eval.Split, normal, attack []float64) string {
+	d1, _ := eval.DetectionAt(normal, attack, 0.01)
+	d5, _ := eval.DetectionAt(normal, attack, 0.05)
+	line := fmt.Sprintf("%-16s AUC %.4f DR1 %.3f DR5 %.3f |", name, eval.AUC(normal, attack), d1, d5)
+	fams := map[string][]float64{}
+	for i, t := range s.Attack {
+		fams[t.Family] = append(fams[t.Family], attack[i])
+	}
+	names := make([]string, 0, len(fams))
+	for f := range fams {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	for _, f := range names {
+		line += fmt.Sprintf(" %s %.3f", f, eval.AUC(normal, fams[f]))
+	}
+	return line
+}
+
+// Quantiles prints the 10th to 99th percentiles of x.
+func Quantiles(x []float64) string {
+	y := slices.Clone(x)
+	slices.Sort(y)
+	out := ""
+	for _, q := range []float64{0.1, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99} {
+		out += fmt.Sprintf(" q%.0f=%.3g", q*100, y[int(q*float64(len(y)-1))])
+	}
+	return out
+}
