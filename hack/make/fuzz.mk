@@ -19,9 +19,8 @@
 # A candidate that fails is a crasher and is kept. FUZZ=<regexp> restricts
 # any of these targets to matching "<dir> <Target>" lines.
 
-# detection.mk, included first, also sets FUZZTIME ?= 10s (for fuzz-ingest),
-# and the first ?= wins: `make fuzz` runs 10s per target unless told.
-FUZZTIME ?= 30s
+# FUZZTIME (default 10s per target) is set once, in detection.mk, which is
+# included first and whose fuzz-ingest uses it too.
 # Time spent shrinking each new interesting input: Go's default (60s) can eat
 # a whole short budget on the kilobyte-sized sample seeds.
 FUZZMINIMIZETIME ?= 5s
