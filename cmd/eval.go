@@ -52,7 +52,7 @@ func runEval(args []string) error {
 			if err != nil {
 				return err
 			}
-			if err := eval.WriteROCPNG(f, r.ROC); err != nil {
+			if err := eval.WriteROCPNG(f, r.ROC, r.ReferenceROC); err != nil {
 				_ = f.Close()
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,10 +130,14 @@ func TestADFASeparates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("slice: AUC %.3f, DR@1%% %.3f, DR@5%% %.3f", r.Overall.AUC, r.Overall.DR1, r.Overall.DR5)
+	t.Logf("slice: AUC %.3f, DR@1%% %.3f, DR@5%% %.3f; STIDE AUC %.3f", r.Overall.AUC, r.Overall.DR1, r.Overall.DR5, r.Reference.AUC)
 	// Full-set AUC is 0.85; a random or inverted model scores about 0.5 or below.
 	if r.Overall.AUC < 0.78 {
 		t.Errorf("overall AUC %.3f on the slice, want >= 0.78", r.Overall.AUC)
+	}
+	// The STIDE reference is computed on the same slice; it separates too.
+	if r.Reference.AUC < 0.75 || r.Reference.Traces != len(split.Attack) {
+		t.Errorf("reference %+v, want AUC >= 0.75 over %d attack traces", r.Reference, len(split.Attack))
 	}
 	for _, f := range r.Families {
 		if f.AUC < 0.7 {
@@ -196,4 +201,27 @@ func BenchmarkADFAScore(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*calls), "ns/syscall")
+}
+
+// TestSTIDE checks the reference on hand-made traces: the score is the share
+// of 6-call windows that no training trace holds.
+func TestSTIDE(t *testing.T) {
+	calls := func(s string) Trace { return Trace{Syscalls: strings.Fields(s)} }
+	s := trainSTIDE([]Trace{calls("1 2 3 4 5 6 7 8"), calls("9 9 9 9 9 9")})
+	for _, tc := range []struct {
+		trace string
+		want  float64
+	}{
+		{"1 2 3 4 5 6 7 8", 0},       // the training trace itself
+		{"2 3 4 5 6 7", 0},           // one window inside it
+		{"9 9 9 9 9 9 9 9 9", 0},     // repeats of a seen window
+		{"1 2 3 4 5 6 7 9", 1.0 / 3}, // 1-6 and 2-7 seen, 3-7 then 9 not
+		{"1 2 3 4 5 6 42", 0.5},      // 42 was never in training
+		{"3 4 5", 1},                 // shorter than a window: the whole trace, unseen
+		{"", 0},                      // nothing to score
+	} {
+		if got := s.score(calls(tc.trace)); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("score(%q) = %v, want %v", tc.trace, got, tc.want)
+		}
+	}
 }
