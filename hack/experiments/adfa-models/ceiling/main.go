@@ -15,28 +15,12 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	voc := map[string]int32{}
-	ids := func(t eval.Trace) []int32 {
-		out := make([]int32, len(t.Syscalls))
-		for i, c := range t.Syscalls {
-			id, ok := voc[c]
-			if !ok {
-				id = int32(len(voc) + 1)
-				voc[c] = id
-			}
-			out[i] = id
-		}
-		return out
-	}
-	var train [][]int32
-	for _, t := range s.Train {
-		train = append(train, ids(t))
-	}
+	voc, train := exp.TrainIDs(s)
 	a := exp.BuildSAM(train)
 	inside := func(ts []eval.Trace) (n int, fam map[string]int) {
 		fam = map[string]int{}
 		for _, t := range ts {
-			if a.CoverSegs(ids(t))*float64(len(t.Syscalls)) == 1 {
+			if a.CoverSegs(voc.IDs(t.Syscalls, false))*float64(len(t.Syscalls)) == 1 {
 				n++
 				fam[t.Family]++
 			}

@@ -16,30 +16,12 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	voc := map[string]int32{}
-	ids := func(t eval.Trace, learn bool) []int32 {
-		out := make([]int32, len(t.Syscalls))
-		for i, c := range t.Syscalls {
-			id, ok := voc[c]
-			if !ok && learn {
-				id = int32(len(voc) + 1)
-				voc[c] = id
-			} else if !ok {
-				id = -2 // never in training
-			}
-			out[i] = id
-		}
-		return out
-	}
-	var train [][]int32
-	for _, t := range s.Train {
-		train = append(train, ids(t, true))
-	}
+	voc, train := exp.TrainIDs(s)
 	a := exp.BuildSAM(train)
 	fmt.Println("states", len(a.Len))
 	names := []string{"segs/n", "inv", "-logl", "short4", "short8", "short16"}
 	score := func(t eval.Trace) []float64 {
-		seq := ids(t, false)
+		seq := voc.IDs(t.Syscalls, false)
 		n := float64(len(seq))
 		// Matching statistics: l is the longest training run ending here.
 		st, l := int32(0), int32(0)

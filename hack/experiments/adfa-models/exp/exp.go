@@ -54,3 +54,36 @@ func Quantiles(x []float64) string {
 	}
 	return out
 }
+
+// Vocab numbers system calls from 1 in the order training first uses them.
+type Vocab map[string]int32
+
+// Unseen is the id of a call training never used: no SAM path has it.
+const Unseen = -2
+
+// IDs maps calls to ids, numbering new ones when learn is set.
+func (v Vocab) IDs(calls []string, learn bool) []int32 {
+	out := make([]int32, len(calls))
+	for i, c := range calls {
+		id, ok := v[c]
+		switch {
+		case !ok && learn:
+			id = int32(len(v) + 1)
+			v[c] = id
+		case !ok:
+			id = Unseen
+		}
+		out[i] = id
+	}
+	return out
+}
+
+// TrainIDs numbers the training traces' calls.
+func TrainIDs(s *eval.Split) (Vocab, [][]int32) {
+	v := Vocab{}
+	train := make([][]int32, len(s.Train))
+	for i, t := range s.Train {
+		train[i] = v.IDs(t.Syscalls, true)
+	}
+	return v, train
+}
