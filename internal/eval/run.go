@@ -124,18 +124,7 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	r.NsPerSyscall = float64(time.Since(start).Nanoseconds()) / float64(r.Syscalls)
 
 	r.Overall = result("overall", normal, attack)
-	fam := map[string][]float64{}
-	for i, t := range split.Attack {
-		fam[t.Family] = append(fam[t.Family], attack[i])
-	}
-	names := make([]string, 0, len(fam))
-	for f := range fam {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		r.Families = append(r.Families, result(f, normal, fam[f]))
-	}
+	r.Families = FamilyResults(normal, split.Attack, attack)
 	r.ROC = ROC(normal, attack)
 	r.Thresholds = map[string]float64{"far_1pct": Threshold(normal, 0.01), "far_5pct": Threshold(normal, 0.05)}
 	for _, t := range []float64{0.5, 0.8} {
@@ -154,6 +143,25 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	r.Reference = result(fmt.Sprintf("STIDE (n=%d)", stideN), refNormal, refAttack)
 	r.ReferenceROC = ROC(refNormal, refAttack)
 	return r, nil
+}
+
+// FamilyResults scores each attack family, in name order, against all the
+// normal scores; attack[i] is the score of traces[i].
+func FamilyResults(normal []float64, traces []Trace, attack []float64) []Result {
+	fam := map[string][]float64{}
+	for i, t := range traces {
+		fam[t.Family] = append(fam[t.Family], attack[i])
+	}
+	names := make([]string, 0, len(fam))
+	for f := range fam {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	out := make([]Result, 0, len(names))
+	for _, f := range names {
+		out = append(out, result(f, normal, fam[f]))
+	}
+	return out
 }
 
 func result(name string, normal, attack []float64) Result {

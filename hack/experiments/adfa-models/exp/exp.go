@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 
 	"github.com/bulkhead-dev/bulkhead/internal/eval"
 )
@@ -29,17 +28,8 @@ func Line(name string, s *eval.Split, normal, attack []float64) string {
 	d1, _ := eval.DetectionAt(normal, attack, 0.01)
 	d5, _ := eval.DetectionAt(normal, attack, 0.05)
 	line := fmt.Sprintf("%-16s AUC %.4f DR1 %.3f DR5 %.3f |", name, eval.AUC(normal, attack), d1, d5)
-	fams := map[string][]float64{}
-	for i, t := range s.Attack {
-		fams[t.Family] = append(fams[t.Family], attack[i])
-	}
-	names := make([]string, 0, len(fams))
-	for f := range fams {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		line += fmt.Sprintf(" %s %.3f", f, eval.AUC(normal, fams[f]))
+	for _, f := range eval.FamilyResults(normal, s.Attack, attack) {
+		line += fmt.Sprintf(" %s %.3f", f.Family, f.AUC)
 	}
 	return line
 }

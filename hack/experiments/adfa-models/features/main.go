@@ -198,17 +198,8 @@ func reportLine(r *result, s *eval.Split) {
 	d1, _ := eval.DetectionAt(r.n, r.a, 0.01)
 	d5, _ := eval.DetectionAt(r.n, r.a, 0.05)
 	line := fmt.Sprintf("%-34s AUC %.4f DR1 %.3f DR5 %.3f |", r.name, eval.AUC(r.n, r.a), d1, d5)
-	fams := map[string][]float64{}
-	for i, t := range s.Attack {
-		fams[t.Family] = append(fams[t.Family], r.a[i])
-	}
-	names := []string{}
-	for f := range fams {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		line += fmt.Sprintf(" %.3f", eval.AUC(r.n, fams[f]))
+	for _, f := range eval.FamilyResults(r.n, s.Attack, r.a) {
+		line += fmt.Sprintf(" %.3f", f.AUC)
 	}
 	if r.nsPerCall > 0 {
 		line += fmt.Sprintf(" | %6.0f ns/call train %.1fs", r.nsPerCall, r.trainSecs)
