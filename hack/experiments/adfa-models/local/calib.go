@@ -28,15 +28,7 @@ func runCalib(d *data, gscore []float64) {
 			}
 		}
 	}
-	sc := map[string][]float64{}
-	var names []string
-	add := func(k string, i int, v float64) {
-		if sc[k] == nil {
-			sc[k] = make([]float64, len(d.tests))
-			names = append(names, k)
-		}
-		sc[k][i] = v
-	}
+	sc := newTable(len(d.tests))
 	type nb struct {
 		i int
 		s float64
@@ -56,14 +48,14 @@ func runCalib(d *data, gscore []float64) {
 				wm += n.s * oof[n.i]
 			}
 			m /= float64(k)
-			add(fmt.Sprintf("g-oof%d", k), i, gscore[i]-m)
-			add(fmt.Sprintf("g/oof%d", k), i, gscore[i]/math.Max(0.05, m))
+			sc.add(fmt.Sprintf("g-oof%d", k), i, gscore[i]-m)
+			sc.add(fmt.Sprintf("g/oof%d", k), i, gscore[i]/math.Max(0.05, m))
 			if ws > 0 {
-				add(fmt.Sprintf("g-woof%d", k), i, gscore[i]-wm/ws)
+				sc.add(fmt.Sprintf("g-woof%d", k), i, gscore[i]-wm/ws)
 			}
 		}
 	}
-	for _, k := range names {
-		report(k, d, sc[k])
+	for _, k := range sc.names {
+		report(k, d, sc.scores[k])
 	}
 }

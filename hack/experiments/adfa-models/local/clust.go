@@ -105,15 +105,7 @@ func runClust(d *data, gscore []float64) {
 				}
 			}
 		}
-		sc := map[string][]float64{}
-		var names []string
-		add := func(name string, i int, v float64) {
-			if sc[name] == nil {
-				sc[name] = make([]float64, len(d.tests))
-				names = append(names, name)
-			}
-			sc[name][i] = v
-		}
+		sc := newTable(len(d.tests))
 		start := time.Now()
 		var ks []uint64
 		cost := make([]float64, K)
@@ -166,8 +158,8 @@ func runClust(d *data, gscore []float64) {
 				mn = math.Min(mn, cost[k]/n)
 				mnP = math.Min(mnP, costP[k]/n)
 			}
-			add("min-backoff", i, mn)
-			add("splice(minP-g)", i, mnP-gscore[i])
+			sc.add("min-backoff", i, mn)
+			sc.add("splice(minP-g)", i, mnP-gscore[i])
 			if K <= 64 {
 				miss := make([]int, K)
 				gmiss := 0
@@ -186,29 +178,29 @@ func runClust(d *data, gscore []float64) {
 				for _, x := range miss {
 					mm = min(mm, x)
 				}
-				add("gram-miss-global", i, float64(gmiss)/n)
-				add("gram-miss-mincl", i, float64(mm)/n)
-				add("gram-miss-sum", i, float64(mm+gmiss)/n)
+				sc.add("gram-miss-global", i, float64(gmiss)/n)
+				sc.add("gram-miss-mincl", i, float64(mm)/n)
+				sc.add("gram-miss-sum", i, float64(mm+gmiss)/n)
 			}
-			add("min-pure", i, mnP)
-			add("min-b+global", i, mn+gscore[i])
+			sc.add("min-pure", i, mnP)
+			sc.add("min-b+global", i, mn+gscore[i])
 			for s, sw := range sws {
 				b, bp := math.Inf(1), math.Inf(1)
 				for k := range vit[s] {
 					b = math.Min(b, vit[s][k])
 					bp = math.Min(bp, vitP[s][k])
 				}
-				add(fmt.Sprintf("vit%g-backoff", sw), i, b/n)
-				add(fmt.Sprintf("vit%g-pure", sw), i, bp/n)
+				sc.add(fmt.Sprintf("vit%g-backoff", sw), i, b/n)
+				sc.add(fmt.Sprintf("vit%g-pure", sw), i, bp/n)
 			}
 		}
 		fmt.Printf("  all cluster scores %.0f ns/call (K=%d, unoptimised)\n", float64(time.Since(start).Nanoseconds())/float64(d.calls), K)
-		for _, nm := range names {
-			report(nm, d, sc[nm])
+		for _, nm := range sc.names {
+			report(nm, d, sc.scores[nm])
 		}
-		for _, nm := range names {
+		for _, nm := range sc.names {
 			if strings.HasPrefix(nm, "vit") && strings.HasSuffix(nm, "backoff") || nm == "min-backoff" {
-				bootDiff(nm, d, sc[nm], gscore)
+				bootDiff(nm, d, sc.scores[nm], gscore)
 			}
 		}
 	}

@@ -174,15 +174,7 @@ func main() {
 
 func runKNN(d *data, gscore []float64) {
 	ks := ints(*flK)
-	sc := map[string][]float64{}
-	var names []string
-	add := func(k string, i int, v float64) {
-		if sc[k] == nil {
-			sc[k] = make([]float64, len(d.tests))
-			names = append(names, k)
-		}
-		sc[k][i] = v
-	}
+	sc := newTable(len(d.tests))
 	var simT, lmT time.Duration
 	lmCalls := map[int]int{}
 	var buf []float64
@@ -199,7 +191,7 @@ func runKNN(d *data, gscore []float64) {
 		}
 		sort.Slice(nbs, func(a, b int) bool { return nbs[a].s > nbs[b].s })
 		simT += time.Since(t0)
-		add("1-maxsim", i, 1-nbs[0].s)
+		sc.add("1-maxsim", i, 1-nbs[0].s)
 		for _, k := range ks {
 			t1 := time.Now()
 			lm := newLM(*flN)
@@ -210,18 +202,36 @@ func runKNN(d *data, gscore []float64) {
 			lmT += time.Since(t1)
 			lmCalls[k] += len(buf)
 			l := meanCap(buf)
-			add(fmt.Sprintf("knn%d", k), i, l)
+			sc.add(fmt.Sprintf("knn%d", k), i, l)
 			buf = lm.nll(d.tests[i], d.V, nil, buf)
-			add(fmt.Sprintf("knn%d-pure", k), i, meanCap(buf))
+			sc.add(fmt.Sprintf("knn%d-pure", k), i, meanCap(buf))
 		}
 	}
 	fmt.Printf("similarity search %.0f ns/call (whole trace vs %d training sets); local LM build+score (all k) %.0f ns/call\n",
 		float64(simT.Nanoseconds())/float64(d.calls), len(d.train), float64(lmT.Nanoseconds())/float64(d.calls))
-	for _, k := range names {
-		report(k, d, sc[k])
+	for _, k := range sc.names {
+		report(k, d, sc.scores[k])
 	}
 }
 
 func report(k string, d *data, sc []float64) {
 	fmt.Println(exp.Line(k, d.s, sc[:d.nVal], sc[d.nVal:]))
+}
+
+// table collects named score columns over the test traces, in the order
+// they were first added.
+type table struct {
+	n      int
+	names  []string
+	scores map[string][]float64
+}
+
+func newTable(n int) *table { return &table{n: n, scores: map[string][]float64{}} }
+
+func (t *table) add(name string, i int, v float64) {
+	if t.scores[name] == nil {
+		t.scores[name] = make([]float64, t.n)
+		t.names = append(t.names, name)
+	}
+	t.scores[name][i] = v
 }
