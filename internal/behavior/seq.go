@@ -32,7 +32,6 @@ type Seq struct {
 	N     int      // longest n-gram
 	Bits  []uint64 // Bloom filter of n-gram hashes
 	Grams uint64   // n-gram insertions that set a new bit (approximate distinct count)
-	ids   map[string]uint32
 }
 
 // bloomProbes is the number of bits per n-gram; 3 keeps the false-"seen"
@@ -158,20 +157,6 @@ func fnv64a(s string) uint64 {
 	return h
 }
 
-// id returns tok's id through a bounded memo (hashing costs more than a
-// lookup of the few hundred tokens a stream uses).
-func (s *Seq) id(tok string) uint32 {
-	if id, ok := s.ids[tok]; ok {
-		return id
-	}
-	id := tokenID(tok)
-	if s.ids == nil || len(s.ids) >= 1<<12 {
-		s.ids = make(map[string]uint32)
-	}
-	s.ids[tok] = id
-	return id
-}
-
 // push appends id to the history, keeping the last N ids.
 func (s *Seq) push(h *History, id uint32) {
 	if len(h.ids) == s.N {
@@ -185,7 +170,7 @@ func (s *Seq) push(h *History, id uint32) {
 // Learn adds the n-grams of toks (continuing h) to the baseline.
 func (s *Seq) Learn(h *History, toks []string) {
 	for _, t := range toks {
-		s.push(h, s.id(t))
+		s.push(h, tokenID(t))
 		var k uint64
 		for j := len(h.ids) - 1; j >= 0; j-- {
 			k = mix(k, h.ids[j])
@@ -197,7 +182,7 @@ func (s *Seq) Learn(h *History, toks []string) {
 // Event scores one token continuing h: 1 - L/N (see Seq). The first events of
 // a stream, with less than N of history, are scored on what history exists.
 func (s *Seq) Event(h *History, tok string) float64 {
-	s.push(h, s.id(tok))
+	s.push(h, tokenID(tok))
 	var k uint64
 	l := 0
 	for j := len(h.ids) - 1; j >= 0; j-- {
