@@ -236,6 +236,11 @@ func (b *Baseline) Merge(o *Baseline) error {
 	if b.Key != o.Key {
 		return fmt.Errorf("merging baseline %s into %s: different workloads", o.Key, b.Key)
 	}
+	for _, x := range []*Baseline{b, o} {
+		if x.Syscalls == nil || x.ExecSeq == nil || x.Exec == nil || x.Net == nil || x.Res == nil {
+			return fmt.Errorf("merging baseline %s: an incomplete baseline (not from NewBaseline or UnmarshalBinary)", b.Key)
+		}
+	}
 	if b.Syscalls.N != o.Syscalls.N || b.ExecSeq.N != o.ExecSeq.N {
 		return fmt.Errorf("merging baseline %s: n-gram lengths %d/%d and %d/%d differ", b.Key, b.Syscalls.N, b.ExecSeq.N, o.Syscalls.N, o.ExecSeq.N)
 	}

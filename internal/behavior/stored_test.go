@@ -271,6 +271,9 @@ func TestMerge(t *testing.T) {
 	if err := m.Merge(other); err == nil {
 		t.Error("merging another workload's baseline succeeded")
 	}
+	if err := m.Merge(&Baseline{Key: key}); err == nil {
+		t.Error("merging an empty baseline succeeded")
+	}
 	if after, _ := m.MarshalBinary(); !bytes.Equal(before, after) {
 		t.Error("a refused merge changed the baseline")
 	}
