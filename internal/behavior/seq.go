@@ -66,19 +66,15 @@ func (s *Seq) merge(o *Seq) error {
 	if s.N != o.N {
 		return fmt.Errorf("n-gram lengths differ: %d and %d", s.N, o.N)
 	}
-	ob := slices.Clone(o.Bits)
-	for len(s.Bits) > len(ob) {
+	other := Seq{Bits: slices.Clone(o.Bits)}
+	for len(s.Bits) > len(other.Bits) {
 		s.fold()
 	}
-	for len(ob) > len(s.Bits) {
-		half := len(ob) / 2
-		for i := 0; i < half; i++ {
-			ob[i] |= ob[i+half]
-		}
-		ob = ob[:half]
+	for len(other.Bits) > len(s.Bits) {
+		other.fold()
 	}
 	for i := range s.Bits {
-		s.Bits[i] |= ob[i]
+		s.Bits[i] |= other.Bits[i]
 	}
 	s.Grams = max(s.Grams, o.Grams, s.distinct())
 	return nil
