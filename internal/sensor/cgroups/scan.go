@@ -68,7 +68,7 @@ func walk(root string, visit func(rel string, id uint64) bool) error {
 		return fmt.Errorf("reading cgroup root: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
-		return fmt.Errorf("%s is not a cgroup v2 hierarchy: %w", root, err)
+		return fmt.Errorf("%s is not a cgroup v2 hierarchy (a hybrid host has it at /sys/fs/cgroup/unified): %w", root, err)
 	}
 	var rec func(dir, rel string, entries []os.DirEntry, depth int) error
 	rec = func(dir, rel string, entries []os.DirEntry, depth int) error {
