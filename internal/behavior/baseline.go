@@ -1,11 +1,7 @@
 package behavior
 
 import (
-	"bytes"
-	"compress/gzip"
-	"encoding/gob"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -28,9 +24,13 @@ func (k Key) String() string { return k.Namespace + "/" + k.Owner + "@" + k.Temp
 type Config struct {
 	LearningWindow time.Duration // default 24h
 	SeqN           int           // longest syscall n-gram, default 8
-	SeqBits        int           // syscall n-gram filter size, default 1 Mbit (128 KiB per baseline; ADFA-LD AUC is the same as at 4 Mbit)
-	SetCap         int           // exec/network items kept per kind, default 2048
-	ResourceCap    int           // resource samples kept, default 512
+	// SeqBits is the syscall n-gram filter size, default 256 Kbit (32 KiB in
+	// memory). It is what the stored form can usually keep whole (see
+	// MarshalBinary), so the calibration learned with it holds for the
+	// stored, shared baseline; on ADFA-LD it scores the AUC of 1 Mbit.
+	SeqBits     int
+	SetCap      int // exec/network items kept per kind, default 2048
+	ResourceCap int // resource samples kept, default 512
 }
 
 func (c Config) withDefaults() Config {
@@ -43,7 +43,7 @@ func (c Config) withDefaults() Config {
 		c.LearningWindow = 24 * time.Hour
 	}
 	def(&c.SeqN, 8)
-	def(&c.SeqBits, 1<<20)
+	def(&c.SeqBits, 1<<18)
 	def(&c.SetCap, 2048)
 	def(&c.ResourceCap, 512)
 	return c
@@ -225,28 +225,55 @@ func (b *Baseline) calibrate(raw float64) float64 {
 	return 0.5 + 0.5*(1-math.Exp(-3*(raw-q)/(1-q)))
 }
 
-// plain has Baseline's fields but not its methods, so gob does not recurse
-// into MarshalBinary.
-type plain Baseline
-
-// MarshalBinary encodes the baseline (gob, gzip).
-func (b *Baseline) MarshalBinary() ([]byte, error) {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if err := gob.NewEncoder(zw).Encode((*plain)(b)); err != nil {
-		return nil, err
+// Merge adds what o learned to b: the same workload revision learned on
+// another node (or by another process), so that all its pods share one
+// baseline. The n-gram filters and sets are unioned (at the smaller size of
+// the two, see fold), the resource reservoirs combined in proportion to the
+// samples each saw, the calibration scores pooled. The learning window is
+// the earliest start with the longer window, and the event counts add up.
+// o is not changed; on error b is not either.
+func (b *Baseline) Merge(o *Baseline) error {
+	if b.Key != o.Key {
+		return fmt.Errorf("merging baseline %s into %s: different workloads", o.Key, b.Key)
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
+	for _, x := range []*Baseline{b, o} {
+		if x.Syscalls == nil || x.ExecSeq == nil || x.Exec == nil || x.Net == nil || x.Res == nil {
+			return fmt.Errorf("merging baseline %s: an incomplete baseline (not from NewBaseline or UnmarshalBinary)", b.Key)
+		}
 	}
-	return buf.Bytes(), nil
+	if b.Syscalls.N != o.Syscalls.N || b.ExecSeq.N != o.ExecSeq.N {
+		return fmt.Errorf("merging baseline %s: n-gram lengths %d/%d and %d/%d differ", b.Key, b.Syscalls.N, b.ExecSeq.N, o.Syscalls.N, o.ExecSeq.N)
+	}
+	_ = b.Syscalls.merge(o.Syscalls) // N checked above
+	_ = b.ExecSeq.merge(o.ExecSeq)
+	mine, theirs := b.sets(), o.sets()
+	for i := range mine {
+		mine[i].merge(theirs[i])
+	}
+	b.Res.merge(o.Res)
+	if o.Started.Before(b.Started) {
+		b.Started = o.Started
+	}
+	b.Window = max(b.Window, o.Window)
+	b.Events += o.Events
+	// Pool the calibration scores; beyond the ring's size keep an even
+	// share of each side.
+	pool := append(ringOrder(b.SysNormal, b.SysNext), ringOrder(o.SysNormal, o.SysNext)...)
+	if len(pool) > recentBatches {
+		thinned := make([]float64, 0, recentBatches)
+		for i := 0; i < recentBatches; i++ {
+			thinned = append(thinned, pool[i*len(pool)/recentBatches])
+		}
+		pool = thinned
+	}
+	b.SysNormal, b.SysNext, b.q = pool, 0, 0 // oldest first, so a full ring overwrites from 0
+	return nil
 }
 
-// UnmarshalBinary decodes what MarshalBinary wrote.
-func (b *Baseline) UnmarshalBinary(data []byte) error {
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return err
+// ringOrder returns a ring's values oldest first.
+func ringOrder(r []float64, next int) []float64 {
+	if len(r) < recentBatches || next <= 0 || next >= len(r) {
+		return slices.Clone(r)
 	}
-	return gob.NewDecoder(io.LimitReader(zr, 64<<20)).Decode((*plain)(b))
+	return append(slices.Clone(r[next:]), r[:next]...)
 }

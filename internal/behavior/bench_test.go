@@ -26,7 +26,7 @@ func syntheticTrace(rng *rand.Rand, n int) []string {
 	return out
 }
 
-func trainedBaseline(b *testing.B) *Baseline {
+func trainedBaseline(testing.TB) *Baseline {
 	rng := rand.New(rand.NewPCG(1, 2))
 	bl := NewBaseline(Key{Namespace: "n", Owner: "Deployment/d", TemplateHash: "h"}, Config{}, time.Unix(0, 0))
 	var st Stream

@@ -8,24 +8,65 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 )
 
-// Set is a bounded set of strings seen during learning.
+// Set is a bounded set of strings seen during learning, kept as hashes:
+// evidence quotes the event, never the set, so the strings need not be kept,
+// and hashes merge across nodes and shrink to a stored size (Drop) with the
+// only cost a rare false "seen", never a false alarm.
 type Set struct {
 	Cap   int
-	Items map[string]struct{}
+	Drop  uint8 // low hash bits dropped to fit the stored size; 64 = saturated (everything seen)
+	Items map[uint64]struct{}
 }
 
 // NewSet returns an empty set holding at most cap items.
-func NewSet(cap int) Set { return Set{Cap: cap, Items: map[string]struct{}{}} }
+func NewSet(cap int) Set { return Set{Cap: cap, Items: map[uint64]struct{}{}} }
+
+func (s *Set) key(x string) uint64 { return fnv64a(x) >> s.Drop }
 
 // Add records s unless the set is full.
 func (s *Set) Add(x string) {
-	if len(s.Items) < s.Cap {
-		s.Items[x] = struct{}{}
+	if len(s.Items) < s.Cap && s.Drop < 64 {
+		s.Items[s.key(x)] = struct{}{}
 	}
 }
 
 // Has reports whether x was seen.
-func (s *Set) Has(x string) bool { _, ok := s.Items[x]; return ok }
+func (s *Set) Has(x string) bool {
+	if s.Drop >= 64 {
+		return true
+	}
+	_, ok := s.Items[s.key(x)]
+	return ok
+}
+
+// shrink drops d more hash bits (saturating at 64).
+func (s *Set) shrink(d uint8) {
+	drop := min(int(s.Drop)+int(d), 64)
+	if drop >= 64 {
+		s.Drop, s.Items = 64, map[uint64]struct{}{}
+		return
+	}
+	items := make(map[uint64]struct{}, len(s.Items))
+	for k := range s.Items {
+		items[k>>(uint8(drop)-s.Drop)] = struct{}{}
+	}
+	s.Drop, s.Items = uint8(drop), items
+}
+
+// merge adds o's items at the coarser of the two hash widths. The union may
+// exceed Cap: dropping what another node learned would raise false alarms.
+func (s *Set) merge(o *Set) {
+	if o.Drop > s.Drop {
+		s.shrink(o.Drop - s.Drop)
+	}
+	if s.Drop >= 64 {
+		return
+	}
+	for k := range o.Items {
+		s.Items[k>>(s.Drop-o.Drop)] = struct{}{}
+	}
+	s.Cap = max(s.Cap, o.Cap)
+}
 
 // Exec is process-exec novelty: binaries, parent->binary edges and argument
 // shapes never seen for the workload.

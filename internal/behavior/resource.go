@@ -219,3 +219,67 @@ func (h *HST) Score(v [nFeat]float64) float64 {
 	}
 	return math.Min(1, math.Max(0, math.Log2(h.Typical/m)-2)/8)
 }
+
+// merge combines o's reservoir into m's: up to Cap samples, drawn from each
+// side in proportion to the samples it saw, always keeping each side's
+// per-feature extremes so the learned range is the union of both.
+func (m *Resource) merge(o *Resource) {
+	m.trees = nil
+	all := append(slices.Clone(m.Samples), o.Samples...)
+	seen := m.Seen + o.Seen
+	capacity := max(m.Cap, o.Cap)
+	m.Cap = capacity
+	if len(all) <= capacity {
+		m.Samples, m.Seen = all, seen
+		return
+	}
+	// Deterministic: the same two baselines merge the same way on any node.
+	rng := rand.New(rand.NewPCG(m.Seen, o.Seen))
+	keep := map[int]bool{}
+	for _, side := range [][2]int{{0, len(m.Samples)}, {len(m.Samples), len(all)}} {
+		for f := 0; f < nFeat && side[1] > side[0]; f++ {
+			lo, hi := side[0], side[0]
+			for i := side[0]; i < side[1]; i++ {
+				if all[i][f] < all[lo][f] {
+					lo = i
+				}
+				if all[i][f] > all[hi][f] {
+					hi = i
+				}
+			}
+			keep[lo], keep[hi] = true, true
+		}
+	}
+	// Weight each sample by how many observations it stands for.
+	weight := func(i int) float64 {
+		if i < len(m.Samples) {
+			return float64(max(m.Seen, 1)) / float64(len(m.Samples))
+		}
+		return float64(max(o.Seen, 1)) / float64(len(o.Samples))
+	}
+	// Weighted sampling without replacement (Efraimidis-Spirakis keys).
+	type keyed struct {
+		i int
+		k float64
+	}
+	var cand []keyed
+	for i := range all {
+		if !keep[i] {
+			cand = append(cand, keyed{i, math.Pow(rng.Float64(), 1/weight(i))})
+		}
+	}
+	sort.Slice(cand, func(a, b int) bool { return cand[a].k > cand[b].k })
+	out := make([][nFeat]float64, 0, capacity)
+	for i := range all {
+		if keep[i] {
+			out = append(out, all[i])
+		}
+	}
+	for _, c := range cand {
+		if len(out) >= capacity {
+			break
+		}
+		out = append(out, all[c.i])
+	}
+	m.Samples, m.Seen = out, seen
+}

@@ -5,7 +5,13 @@
 // resolution are behind interfaces (see kubestore for the Kubernetes side).
 package behavior
 
-import "sort"
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"sort"
+)
 
 // Seq is a variable-length n-gram model of a token stream (system calls or
 // exec'd binaries). Each event scores the share of its context that was never
@@ -16,16 +22,20 @@ import "sort"
 //
 // The n-grams are kept in a Bloom filter of fixed size: memory is bounded
 // whatever the workload does, and when a busy workload overfills it the cost
-// is a higher false-"seen" rate (missed novelty), never a false alarm.
+// is a higher false-"seen" rate (missed novelty), never a false alarm. Token
+// ids are hashes of the tokens, not a learned numbering, so that filters
+// learned on different nodes mean the same and merge by OR; and the filter
+// is a power of two in size, so halving it (OR of its halves, see fold)
+// gives exactly the filter a smaller size would have learned: that is how a
+// baseline shrinks to its stored size.
 type Seq struct {
-	N     int               // longest n-gram
-	Vocab map[string]uint32 // token -> id (0 = unknown)
-	Bits  []uint64          // Bloom filter of n-gram hashes
-	Grams uint64            // n-gram insertions that set a new bit (approximate distinct count)
+	N     int      // longest n-gram
+	Bits  []uint64 // Bloom filter of n-gram hashes
+	Grams uint64   // n-gram insertions that set a new bit (approximate distinct count)
 }
 
 // bloomProbes is the number of bits per n-gram; 3 keeps the false-"seen"
-// rate near 3% at a quarter of a bit set per probe (for 1 Mbit, ~90k n-grams).
+// rate near 3% at a quarter of a bit set per probe (~90k n-grams per Mbit).
 const bloomProbes = 3
 
 // NewSeq returns an empty model of n-grams up to n in a filter of about
@@ -35,7 +45,52 @@ func NewSeq(n, bits int) *Seq {
 	for words*64 < bits {
 		words *= 2
 	}
-	return &Seq{N: n, Vocab: map[string]uint32{}, Bits: make([]uint64, words)}
+	return &Seq{N: n, Bits: make([]uint64, words)}
+}
+
+// fold halves the filter: bit b of the result is set if b or b+half was, so
+// every n-gram still tests as seen (has masks with the smaller size).
+func (s *Seq) fold() {
+	half := len(s.Bits) / 2
+	if half == 0 {
+		return
+	}
+	for i := 0; i < half; i++ {
+		s.Bits[i] |= s.Bits[i+half]
+	}
+	s.Bits = s.Bits[:half:half]
+}
+
+// merge ORs o's n-grams into s, folding the larger filter to the smaller.
+func (s *Seq) merge(o *Seq) error {
+	if s.N != o.N {
+		return fmt.Errorf("n-gram lengths differ: %d and %d", s.N, o.N)
+	}
+	other := Seq{Bits: slices.Clone(o.Bits)}
+	for len(s.Bits) > len(other.Bits) {
+		s.fold()
+	}
+	for len(other.Bits) > len(s.Bits) {
+		other.fold()
+	}
+	for i := range s.Bits {
+		s.Bits[i] |= other.Bits[i]
+	}
+	s.Grams = max(s.Grams, o.Grams, s.distinct())
+	return nil
+}
+
+// distinct estimates the n-grams in the filter from the bits set
+// (Swamidass and Baldi): -m/k ln(1 - X/m).
+func (s *Seq) distinct() uint64 {
+	m, x := float64(len(s.Bits)*64), 0.0
+	for _, w := range s.Bits {
+		x += float64(bits.OnesCount64(w))
+	}
+	if x >= m {
+		return uint64(m)
+	}
+	return uint64(-m / bloomProbes * math.Log(1-x/m))
 }
 
 // has reports whether hash k was inserted (or collides with what was).
@@ -79,13 +134,23 @@ func mix(h uint64, id uint32) uint64 {
 	return h ^ (h >> 33)
 }
 
-func (s *Seq) id(tok string, learn bool) uint32 {
-	id, ok := s.Vocab[tok]
-	if !ok && learn && len(s.Vocab) < 1<<16 {
-		id = uint32(len(s.Vocab) + 1)
-		s.Vocab[tok] = id
+// tokenID is a token's id: a hash, the same on every node, never 0.
+func tokenID(tok string) uint32 {
+	v := fnv64a(tok)
+	if id := uint32(v ^ v>>32); id != 0 {
+		return id
 	}
-	return id
+	return 1
+}
+
+// fnv64a is FNV-1a (hash/fnv without an allocation per token).
+func fnv64a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // push appends id to the history, keeping the last N ids.
@@ -101,7 +166,7 @@ func (s *Seq) push(h *History, id uint32) {
 // Learn adds the n-grams of toks (continuing h) to the baseline.
 func (s *Seq) Learn(h *History, toks []string) {
 	for _, t := range toks {
-		s.push(h, s.id(t, true))
+		s.push(h, tokenID(t))
 		var k uint64
 		for j := len(h.ids) - 1; j >= 0; j-- {
 			k = mix(k, h.ids[j])
@@ -113,13 +178,10 @@ func (s *Seq) Learn(h *History, toks []string) {
 // Event scores one token continuing h: 1 - L/N (see Seq). The first events of
 // a stream, with less than N of history, are scored on what history exists.
 func (s *Seq) Event(h *History, tok string) float64 {
-	s.push(h, s.id(tok, false))
+	s.push(h, tokenID(tok))
 	var k uint64
 	l := 0
 	for j := len(h.ids) - 1; j >= 0; j-- {
-		if h.ids[j] == 0 {
-			break
-		}
 		k = mix(k, h.ids[j])
 		if !s.has(k) {
 			break

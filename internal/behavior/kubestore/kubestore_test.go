@@ -19,8 +19,9 @@ import (
 func TestStore(t *testing.T) {
 	ctx := context.Background()
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
-	s := &Store{Client: c, Reader: c, Namespace: "bulkhead-system"}
 	start := time.Unix(1e9, 0)
+	now := start.Add(3 * time.Hour) // c, started at +2h, is still learning
+	s := &Store{Client: c, Reader: c, Namespace: "bulkhead-system", Now: func() time.Time { return now }}
 	keys := make([]behavior.Key, 0, 3)
 	for i, h := range []string{"a", "b", "c"} {
 		k := behavior.Key{Namespace: "shop", Owner: "Deployment/web", TemplateHash: h}
@@ -52,6 +53,21 @@ func TestStore(t *testing.T) {
 	}
 	if cm.Labels[LabelManagedBy] != "bulkhead" || cm.Annotations[AnnoWorkload] != keys[2].String() || len(cm.BinaryData[DataKey]) == 0 {
 		t.Errorf("ConfigMap metadata %v %v, data %d bytes", cm.Labels, cm.Annotations, len(cm.BinaryData[DataKey]))
+	}
+	// Once c has learned, nothing is scored against b: it goes.
+	now = start.Add(48 * time.Hour)
+	last := got[0]
+	if last.Key != keys[2] {
+		last = got[1]
+	}
+	if err := s.Save(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.Load(ctx, "shop", "Deployment/web"); err != nil || len(got) != 1 || got[0].Key != keys[2] {
+		t.Fatalf("after c learned: loaded %v, %v; want only c", got, err)
+	}
+	if n := len(cm.BinaryData[DataKey]); n > behavior.MaxStoredBytes {
+		t.Errorf("stored %d bytes, over %d", n, behavior.MaxStoredBytes)
 	}
 	s.MaxBytes = 100
 	if err := s.Save(ctx, other); err == nil {

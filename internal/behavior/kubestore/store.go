@@ -6,7 +6,9 @@
 // credential (a Secret would add encryption-at-rest cost and hide it from
 // operators who debug with `kubectl get cm`); binaryData holds the compressed
 // encoding as is; one object per workload revision keeps each write small and
-// independent, and the 1 MiB object limit bounds each one (MaxBytes).
+// independent. A baseline stores in at most behavior.MaxStoredBytes (20 KiB),
+// and a workload keeps one, plus the previous revision's while a rollout
+// learns: 5,000 workloads take about 100 MB of etcd at most.
 package kubestore
 
 import (
@@ -15,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,9 +36,9 @@ const (
 	LabelOwner      = "security.bulkhead.dev/baseline-owner" // hash of namespace/owner (label values are restricted)
 	AnnoWorkload    = "security.bulkhead.dev/workload"       // namespace/Kind/name@template-hash, readable
 	DataKey         = "baseline"
-	DefaultMaxBytes = 900 << 10 // below the 1 MiB object limit, leaving room for metadata
+	DefaultMaxBytes = behavior.MaxStoredBytes
 	// Keep is how many revisions' baselines are kept per workload: the
-	// current one and the previous one a rollout is scored against.
+	// current one and, while it learns, the previous one it is scored against.
 	Keep = 2
 )
 
@@ -45,6 +48,7 @@ type Store struct {
 	Reader    client.Reader // reads (the API reader: loads are rare, no cache of every ConfigMap needed)
 	Namespace string
 	MaxBytes  int
+	Now       func() time.Time // nil: time.Now
 }
 
 var _ behavior.Store = (*Store)(nil)
@@ -126,14 +130,24 @@ func (s *Store) fill(cm *corev1.ConfigMap, b *behavior.Baseline, data []byte) {
 	cm.BinaryData = map[string][]byte{DataKey: data}
 }
 
-// prune deletes all but the newest Keep baselines of b's workload.
+// prune deletes all but the newest Keep baselines of b's workload, and the
+// older ones too once the newest has finished learning (nothing is scored
+// against them any more).
 func (s *Store) prune(ctx context.Context, b *behavior.Baseline) error {
 	stored, err := s.Load(ctx, b.Key.Namespace, b.Key.Owner)
-	if err != nil || len(stored) <= Keep {
+	if err != nil || len(stored) <= 1 {
 		return err
 	}
 	sort.Slice(stored, func(i, j int) bool { return stored[i].Started.After(stored[j].Started) })
-	for _, old := range stored[Keep:] {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	keep := Keep
+	if !stored[0].Learning(now()) {
+		keep = 1
+	}
+	for _, old := range stored[min(keep, len(stored)):] {
 		if old.Key == b.Key {
 			continue
 		}

@@ -1,0 +1,130 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// maxDepth bounds the walk: the deepest kubelet layout (kind, systemd, QoS)
+// puts a container 5 levels down; a few more allow for a prefix.
+const maxDepth = 10
+
+// Scan lists the containers of pods under root, a cgroup v2 mount
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host), with their
+// cgroup IDs. Directories that vanish while it walks (a pod deleted meanwhile)
+// are left out, not errors.
+func Scan(root string) ([]Container, error) {
+	var out []Container
+	err := walk(root, func(rel string, id uint64) bool {
+		if c, ok := Parse(rel); ok {
+			c.ID = id
+			out = append(out, c)
+			return false // a container's own sub-cgroups are its business
+		}
+		return true
+	})
+	return out, err
+}
+
+// PodCgroup finds the pod-level cgroup of a pod (UID with dashes, as in the
+// API), for policies that apply to the whole pod. The error wraps
+// fs.ErrNotExist when the node has no cgroup for it.
+func PodCgroup(root, podUID string) (path string, id uint64, err error) {
+	if _, ok := podUIDOf(podUID); !ok {
+		return "", 0, fmt.Errorf("pod UID %q is not a UUID or 32 hex digits", podUID)
+	}
+	var found bool
+	err = walk(root, func(rel string, i uint64) bool {
+		if found {
+			return false
+		}
+		if uid, _, ok := ParsePod(rel); ok {
+			if uid == podUID {
+				path, id, found = rel, i, true
+			}
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return "", 0, err
+	}
+	if !found {
+		return "", 0, fmt.Errorf("no cgroup for pod %s under %s: %w", podUID, root, fs.ErrNotExist)
+	}
+	return path, id, nil
+}
+
+// walk visits every directory below root (not root itself) with its path
+// relative to root and its cgroup ID, descending while visit returns true.
+func walk(root string, visit func(rel string, id uint64) bool) error {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("reading cgroup root: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+		return fmt.Errorf("%s is not a cgroup v2 hierarchy (a hybrid host has it at /sys/fs/cgroup/unified): %w", root, err)
+	}
+	var rec func(dir, rel string, entries []os.DirEntry, depth int) error
+	rec = func(dir, rel string, entries []os.DirEntry, depth int) error {
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			p, r := filepath.Join(dir, e.Name()), e.Name()
+			if rel != "" {
+				r = rel + "/" + r
+			}
+			id, err := inode(p)
+			if gone(err) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !visit(r, id) || depth+1 >= maxDepth {
+				continue
+			}
+			sub, err := os.ReadDir(p)
+			if gone(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("reading cgroup %s: %w", r, err)
+			}
+			if err := rec(p, r, sub, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return rec(root, "", entries, 0)
+}
+
+// gone reports an error from a directory that was removed under us.
+func gone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV)
+}
+
+// inode is a cgroup's v2 ID: kernfs uses it as the directory's inode number.
+func inode(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return st.Ino, nil
+}
+
+// clean refuses a rel that would leave the root.
+func clean(rel string) (string, error) {
+	parts, ok := split(rel)
+	if !ok {
+		return "", fmt.Errorf("cgroup path %q is not a relative path below the root", rel)
+	}
+	return strings.Join(parts, "/"), nil
+}
