@@ -128,7 +128,7 @@ func TestInstaller(t *testing.T) {
 func TestInstallerLeavesForeignDaemonSet(t *testing.T) {
 	ctx := context.Background()
 	ns := newNS(t)
-	foreign := DaemonSet(Config{Namespace: ns, Image: "someone-else:1"})
+	foreign := DaemonSet(Config{Namespace: ns, Image: "someone-else:1", CgroupRoot: "/sys/fs/cgroup"})
 	delete(foreign.Labels, "app.kubernetes.io/managed-by")
 	if err := env.Client.Create(ctx, foreign); err != nil {
 		t.Fatal(err)
