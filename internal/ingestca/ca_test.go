@@ -101,4 +101,3 @@ func TestStableCA(t *testing.T) {
 		t.Fatal("corrupt CA accepted")
 	}
 }
-

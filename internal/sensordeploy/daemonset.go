@@ -97,8 +97,8 @@ func ParseConfig(data map[string]string, base Config) (cfg Config, enabled bool,
 // Labels are on the DaemonSet and its pods.
 func Labels() map[string]string {
 	return map[string]string{
-		"app.kubernetes.io/name":         "bulkhead",
-		ComponentLabel:                   ComponentValue,
+		"app.kubernetes.io/name":        "bulkhead",
+		ComponentLabel:                  ComponentValue,
 		securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue,
 	}
 }
