@@ -25,7 +25,7 @@ import (
 // Socket tables are per network namespace and an iterator or netlink socket
 // sees only the namespace it was opened in, so each namespace the cgroup's
 // processes live in is entered in turn (a pod has its own).
-func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, allow *ebpf.Map, o Options, res *Result) {
+func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, o Options, res *Result) {
 	nss, err := cgroupNetns(cgroupPath)
 	if err != nil {
 		res.Reason = fmt.Sprintf("find the cgroup's network namespaces: %v", err)
@@ -33,7 +33,7 @@ func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, allow *ebpf.Map, o
 	}
 	var reasons []string
 	if e.iterErr == nil {
-		n, err := e.destroyByIterator(cgid, allow, nss)
+		n, err := e.destroyByIterator(cgid, o, nss)
 		if err == nil {
 			res.SocketsDestroyed, res.ConnCut, res.Method = n, true, "bpf_sock_destroy"
 			return
@@ -53,15 +53,18 @@ func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, allow *ebpf.Map, o
 	res.Reason = "established connections not cut: " + strings.Join(reasons, "; ")
 }
 
-// destroyByIterator runs the tcp and udp iterators in every namespace.
-func (e *Enforcer) destroyByIterator(cgid uint64, allow *ebpf.Map, nss []string) (int, error) {
-	its, err := e.loadIterators(cgid, allow)
-	if err != nil {
+// destroyByIterator points the iterators at the cgroup and runs them in
+// every namespace. The caller holds e.mu, so runs do not interleave.
+func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []string) (int, error) {
+	its := e.iters
+	if err := its.Target.Put(uint32(0), cgid); err != nil {
+		return 0, fmt.Errorf("set iterator target: %w", err)
+	}
+	if err := syncAllow(its.Allow, o); err != nil {
 		return 0, err
 	}
-	defer its.Close()
 	total := 0
-	for _, prog := range []*ebpf.Program{its.tcp, its.udp} {
+	for _, prog := range []*ebpf.Program{its.TCP, its.UDP} {
 		it, err := link.AttachIter(link.IterOptions{Program: prog})
 		if err != nil {
 			return total, fmt.Errorf("attach iterator: %w", err)

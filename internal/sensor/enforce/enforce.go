@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -121,9 +122,13 @@ func AttachTypes() []ebpf.AttachType {
 type Enforcer struct {
 	pinDir string
 	spec   *ebpf.CollectionSpec
+	// btf keeps the decoded kernel BTF across loads: decoding it is most of
+	// the cost of loading the programs.
+	btf *btf.Cache
 
-	// iterErr is why bpf_sock_destroy iterators cannot be used here (nil
-	// when they can).
+	// iters are the socket-destroying iterators, loaded once; iterErr is
+	// why they cannot be used here (nil when they can).
+	iters   *iterators
 	iterErr error
 
 	mu sync.Mutex
@@ -153,7 +158,7 @@ func New(pinDir string) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse enforcement programs: %w", err)
 	}
-	e := &Enforcer{pinDir: pinDir, spec: spec}
+	e := &Enforcer{pinDir: pinDir, spec: spec, btf: btf.NewCache()}
 	// Load every cgroup program once so a kernel that cannot run them is
 	// reported now, not at the first isolation.
 	objs, err := e.loadPrograms(nil, nil)
@@ -161,18 +166,22 @@ func New(pinDir string) (*Enforcer, error) {
 		return nil, &MissingError{What: "programs", Err: err}
 	}
 	objs.Close()
-	it, err := e.loadIterators(0, nil)
-	if err != nil {
-		e.iterErr = err
-	} else {
-		it.Close()
-	}
+	e.iters, e.iterErr = e.loadIterators()
 	return e, nil
 }
 
 // Close releases this process's file descriptors. Pins stay, so the
 // isolations stay in force after the sensor exits.
-func (e *Enforcer) Close() error { return nil }
+func (e *Enforcer) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.iters != nil {
+		e.iters.Close()
+		e.iters = nil
+		e.iterErr = errors.New("enforcer closed")
+	}
+	return nil
+}
 
 // checkCaps reports the first capability the process lacks.
 func checkCaps() error {
@@ -207,7 +216,7 @@ func (o *objects) Close() {
 // throw-away maps when nil).
 func (e *Enforcer) loadPrograms(allow, counters *ebpf.Map) (*objects, error) {
 	spec := e.spec.Copy()
-	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
+	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}, Cache: e.btf}
 	if allow != nil {
 		opts.MapReplacements["allow"] = allow
 	}
@@ -235,35 +244,28 @@ func (e *Enforcer) loadPrograms(allow, counters *ebpf.Map) (*objects, error) {
 	return o, nil
 }
 
-// iterators are the socket-destroying iterators for one cgroup.
+// iterators destroy the sockets of the cgroup in target (and its
+// descendants), sparing peers in allow.
 type iterators struct {
-	tcp, udp *ebpf.Program
+	TCP    *ebpf.Program `ebpf:"destroy_tcp"`
+	UDP    *ebpf.Program `ebpf:"destroy_udp"`
+	Target *ebpf.Map     `ebpf:"iter_target"`
+	Allow  *ebpf.Map     `ebpf:"iter_allow"`
 }
 
 func (it *iterators) Close() {
-	it.tcp.Close()
-	it.udp.Close()
+	it.TCP.Close()
+	it.UDP.Close()
+	it.Target.Close()
+	it.Allow.Close()
 }
 
-// loadIterators loads the iterators that destroy the sockets of cgroup cgid
-// and its descendants, sparing peers in allow.
-func (e *Enforcer) loadIterators(cgid uint64, allow *ebpf.Map) (*iterators, error) {
-	spec := e.spec.Copy()
-	if err := spec.Variables["target_cgid"].Set(cgid); err != nil {
-		return nil, err
-	}
-	opts := ebpf.CollectionOptions{}
-	if allow != nil {
-		opts.MapReplacements = map[string]*ebpf.Map{"allow": allow}
-	}
-	var objs struct {
-		TCP *ebpf.Program `ebpf:"destroy_tcp"`
-		UDP *ebpf.Program `ebpf:"destroy_udp"`
-	}
-	if err := spec.LoadAndAssign(&objs, &opts); err != nil {
+func (e *Enforcer) loadIterators() (*iterators, error) {
+	var it iterators
+	if err := e.spec.LoadAndAssign(&it, &ebpf.CollectionOptions{Cache: e.btf}); err != nil {
 		return nil, fmt.Errorf("load socket iterators (bpf_sock_destroy needs Linux 6.5): %w", err)
 	}
-	return &iterators{tcp: objs.TCP, udp: objs.UDP}, nil
+	return &it, nil
 }
 
 // queryAttached returns the IDs of the programs attached to the cgroup at

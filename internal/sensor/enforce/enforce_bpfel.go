@@ -26,6 +26,8 @@ type enforceEndpoint struct {
 const (
 	enforceMapAllow       = "allow"
 	enforceMapCounters    = "counters"
+	enforceMapIterAllow   = "iter_allow"
+	enforceMapIterTarget  = "iter_target"
 	enforceProgConnect4   = "connect4"
 	enforceProgConnect6   = "connect6"
 	enforceProgDestroyTcp = "destroy_tcp"
@@ -34,7 +36,6 @@ const (
 	enforceProgIngress    = "ingress"
 	enforceProgSendmsg4   = "sendmsg4"
 	enforceProgSendmsg6   = "sendmsg6"
-	enforceVarTargetCgid  = "target_cgid"
 )
 
 // loadEnforce returns the embedded CollectionSpec for enforce.
@@ -93,15 +94,16 @@ type enforceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceMapSpecs struct {
-	Allow    *ebpf.MapSpec `ebpf:"allow"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Allow      *ebpf.MapSpec `ebpf:"allow"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	IterAllow  *ebpf.MapSpec `ebpf:"iter_allow"`
+	IterTarget *ebpf.MapSpec `ebpf:"iter_target"`
 }
 
 // enforceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceVariableSpecs struct {
-	TargetCgid *ebpf.VariableSpec `ebpf:"target_cgid"`
 }
 
 // enforceObjects contains all objects after they have been loaded into the kernel.
@@ -124,14 +126,18 @@ func (o *enforceObjects) Close() error {
 //
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforceMaps struct {
-	Allow    *ebpf.Map `ebpf:"allow"`
-	Counters *ebpf.Map `ebpf:"counters"`
+	Allow      *ebpf.Map `ebpf:"allow"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	IterAllow  *ebpf.Map `ebpf:"iter_allow"`
+	IterTarget *ebpf.Map `ebpf:"iter_target"`
 }
 
 func (m *enforceMaps) Close() error {
 	return _EnforceClose(
 		m.Allow,
 		m.Counters,
+		m.IterAllow,
+		m.IterTarget,
 	)
 }
 
@@ -139,7 +145,6 @@ func (m *enforceMaps) Close() error {
 //
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforceVariables struct {
-	TargetCgid *ebpf.Variable `ebpf:"target_cgid"`
 }
 
 // enforcePrograms contains all programs after they have been loaded into the kernel.

@@ -108,7 +108,7 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 	}
 	e.step("attached")
 
-	e.cutSockets(cgroupPath, cgid, allow, o, &res)
+	e.cutSockets(cgroupPath, cgid, o, &res)
 	e.step("cut")
 
 	if !old.Done || !sameOptions {

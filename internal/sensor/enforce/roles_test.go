@@ -14,6 +14,8 @@ func runHelper(role string) int {
 	switch role {
 	case "client":
 		return client()
+	case "holder":
+		return holder()
 	case "isolate", "release":
 		return sensor(role)
 	}

@@ -55,8 +55,21 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-// Set per load of the iterators: the isolated cgroup's id.
-volatile const __u64 target_cgid = 0;
+// The iterators are loaded once and pointed at one cgroup per run: user
+// space writes its id here and its allowed endpoints to iter_allow.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} iter_target SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, struct endpoint);
+	__type(value, __u8);
+} iter_allow SEC(".maps");
 
 static __always_inline void count(__u32 which)
 {
@@ -206,6 +219,11 @@ extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 // its descendants (a pod's containers are child cgroups of the pod's).
 static __always_inline int in_target(struct sock *sk)
 {
+	__u32 zero = 0;
+	__u64 *target = bpf_map_lookup_elem(&iter_target, &zero);
+	if (!target || *target == 0)
+		return 0;
+	__u64 target_cgid = *target;
 	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
 	if (!cg)
 		return 0;
@@ -233,7 +251,7 @@ static __always_inline int peer_allowed(struct sock_common *skc)
 	else
 		__builtin_memcpy(ep.addr, &skc->skc_v6_daddr, 16);
 	ep.port = skc->skc_dport;
-	return allowed(&ep);
+	return bpf_map_lookup_elem(&iter_allow, &ep) != NULL;
 }
 
 // Each destroy attempt writes its result (0 or -errno) to the iterator's
