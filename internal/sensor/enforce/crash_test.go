@@ -94,27 +94,22 @@ func TestCrashSafety(t *testing.T) {
 	}
 
 	i := 0
-	for _, step := range isolateSteps() {
-		want := i%2 == 1
-		i++
-		t.Run("isolate killed at "+step+fmt.Sprintf(" want=%v", want), func(t *testing.T) {
-			reconcile(t, false)
-			if run(t, "isolate", step, 0) {
-				t.Fatalf("sensor finished: the crash hook at %q was never reached", step)
-			}
-			reconcile(t, want)
-		})
-	}
-	for _, step := range releaseSteps() {
-		want := i%2 == 1
-		i++
-		t.Run("release killed at "+step+fmt.Sprintf(" want=%v", want), func(t *testing.T) {
-			reconcile(t, true)
-			if run(t, "release", step, 0) {
-				t.Fatalf("sensor finished: the crash hook at %q was never reached", step)
-			}
-			reconcile(t, want)
-		})
+	for _, phase := range []struct {
+		role     string
+		isolated bool // before the sensor runs
+		steps    []string
+	}{{"isolate", false, isolateSteps()}, {"release", true, releaseSteps()}} {
+		for _, step := range phase.steps {
+			want := i%2 == 1
+			i++
+			t.Run(fmt.Sprintf("%s killed at %s want=%v", phase.role, step, want), func(t *testing.T) {
+				reconcile(t, phase.isolated)
+				if run(t, phase.role, step, 0) {
+					t.Fatalf("sensor finished: the crash hook at %q was never reached", step)
+				}
+				reconcile(t, want)
+			})
+		}
 	}
 	for n := range 10 {
 		want := n%2 == 1

@@ -131,7 +131,8 @@ type Enforcer struct {
 	iters   *iterators
 	iterErr error
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	closed bool
 	// crash, when set, is called at each step of Isolate and Release; tests
 	// kill the process there to prove crash safety.
 	crash func(step string)
@@ -175,13 +176,15 @@ func New(pinDir string) (*Enforcer, error) {
 func (e *Enforcer) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.closed = true
 	if e.iters != nil {
 		e.iters.Close()
 		e.iters = nil
-		e.iterErr = errors.New("enforcer closed")
 	}
 	return nil
 }
+
+var errClosed = errors.New("enforcer closed")
 
 // checkCaps reports the first capability the process lacks.
 func checkCaps() error {

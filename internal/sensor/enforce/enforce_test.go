@@ -307,4 +307,53 @@ func TestIsolateRejectsBadInput(t *testing.T) {
 	}
 }
 
-var _ = unix.SIGKILL
+// A pod has its own network namespace, whose sockets an iterator or
+// sock_diag opened in the sensor's namespace never sees: Isolate must enter
+// the pod's namespace to cut them.
+func TestIsolatePodNetns(t *testing.T) {
+	pinDir := requireKernel(t)
+	e := newEnforcer(t, pinDir)
+	pod := newCgroup(t, "netns")
+	h := startHelperFlags(t, pod, unix.CLONE_NEWNET, "netns-pod")
+	waitFor(t, "the pod's connection", func() bool { _, ok := h.has("held-ok"); return ok })
+	if l, ok := h.has("setup-error"); ok {
+		t.Fatal(l)
+	}
+	res, err := e.Isolate(pod, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("isolate: %+v", res)
+	// Both ends of the pod's connection to itself belong to its cgroup.
+	if !res.ConnCut || res.SocketsDestroyed < 2 {
+		t.Errorf("result %+v: want both ends of the connection in the pod's namespace destroyed", res)
+	}
+	waitFor(t, "the pod's held connection to fail", func() bool { _, ok := h.has("held-error"); return ok })
+	if err := e.Release(pod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The fallback for kernels without bpf_sock_destroy, run for real here.
+func TestIsolateSockDiagFallback(t *testing.T) {
+	env := setup(t)
+	env.e.iters.Close()
+	env.e.iters, env.e.iterErr = nil, errors.New("disabled by the test")
+	res, err := env.e.Isolate(env.pod, env.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("isolate: %+v", res)
+	if !res.ConnCut || res.Method != "sock_diag" || res.SocketsDestroyed < 1 || !strings.Contains(res.Reason, "disabled by the test") {
+		t.Errorf("result %+v: want the held connection cut by sock_diag, saying why", res)
+	}
+	waitFor(t, "the pod's held connection to fail", func() bool { _, ok := env.podC.has("held-error"); return ok })
+	env.blocked(t)
+	env.flowing(t, "sibling", false)
+	if _, ok := env.sibC.has("held-error"); ok {
+		t.Error("sibling's held connection failed")
+	}
+	if err := env.e.Release(env.pod); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -110,6 +110,13 @@ type helper struct {
 // startHelper runs role with env, in the cgroup cg when cg is not empty.
 func startHelper(tb testing.TB, cg, role string, env ...string) *helper {
 	tb.Helper()
+	return startHelperFlags(tb, cg, 0, role, env...)
+}
+
+// startHelperFlags is startHelper with clone flags, e.g. CLONE_NEWNET to
+// give the process its own network namespace as a pod has.
+func startHelperFlags(tb testing.TB, cg string, cloneflags uintptr, role string, env ...string) *helper {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{"ENFORCE_HELPER=" + role}, env...)...)
 	cmd.Stderr = os.Stderr
@@ -120,6 +127,12 @@ func startHelper(tb testing.TB, cg, role string, env ...string) *helper {
 		}
 		defer f.Close()
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
+	}
+	if cloneflags != 0 {
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Cloneflags = cloneflags
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -61,6 +61,9 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return Result{}, errClosed
+	}
 
 	res := Result{CgroupID: cgid}
 	dir := e.dir(cgid)
@@ -214,28 +217,34 @@ func removeTemps(dir string) {
 func (e *Enforcer) Release(cgroupPath string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return errClosed
+	}
 	cgid, err := cgroupID(cgroupPath)
-	if err != nil {
-		// The cgroup may be gone: find its isolation by the recorded path.
-		isos, lerr := e.list()
-		if lerr != nil {
-			return errors.Join(err, lerr)
-		}
-		found := false
-		for _, iso := range isos {
-			if iso.Path == cgroupPath {
-				if err := e.release(iso.CgroupID); err != nil {
-					return err
-				}
-				found = true
-			}
-		}
-		if !found && !errors.Is(err, os.ErrNotExist) {
+	if err == nil {
+		if err := e.release(cgid); err != nil {
 			return err
 		}
-		return nil
 	}
-	return e.release(cgid)
+	// Also release isolations recorded under this path for a cgroup that is
+	// gone (or was recreated under the same path with a new id).
+	isos, lerr := e.list()
+	if lerr != nil {
+		return lerr
+	}
+	found := false
+	for _, iso := range isos {
+		if iso.Path == cgroupPath {
+			if err := e.release(iso.CgroupID); err != nil {
+				return err
+			}
+			found = true
+		}
+	}
+	if err != nil && !found && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // release removes one isolation: links first (each unpinned link is

@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +15,8 @@ func runHelper(role string) int {
 	switch role {
 	case "client":
 		return client()
+	case "netns-pod":
+		return netnsPod()
 	case "holder":
 		return holder()
 	case "isolate", "release":
@@ -36,13 +39,7 @@ func client() int {
 		fmt.Println("held-error", err)
 		return 1
 	}
-	fmt.Println("held-ok")
-	go func() {
-		buf := make([]byte, 64)
-		if _, err := held.Read(buf); err != nil {
-			fmt.Println("held-error read:", err)
-		}
-	}()
+	hold(held)
 	go func() {
 		for {
 			if _, err := fmt.Fprintf(held, "ping %s\n", name); err != nil {
@@ -106,4 +103,65 @@ func sensor(role string) int {
 	}
 	fmt.Println("done")
 	return 0
+}
+
+// netnsPod plays a pod with its own network namespace: it brings up its
+// loopback, serves on it, and holds a connection to itself.
+func netnsPod() int {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fmt.Println("setup-error", err)
+		return 1
+	}
+	ifr, err := unix.NewIfreq("lo")
+	if err == nil {
+		err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr)
+	}
+	if err == nil {
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		err = unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	}
+	unix.Close(fd)
+	if err != nil {
+		fmt.Println("setup-error lo up:", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("setup-error", err)
+		return 1
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	held, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		fmt.Println("setup-error", err)
+		return 1
+	}
+	hold(held)
+	for {
+		if _, err := held.Write([]byte("ping\n")); err != nil {
+			fmt.Println("held-error write:", err)
+			select {}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// hold reports the held connection and prints how reading from it fails.
+func hold(held net.Conn) {
+	fmt.Println("held-ok")
+	go func() {
+		buf := make([]byte, 64)
+		if _, err := held.Read(buf); err != nil {
+			fmt.Println("held-error read:", err)
+		}
+	}()
 }
