@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -138,11 +139,18 @@ type Enforcer struct {
 	crash func(step string)
 }
 
-// New checks that pinDir is on bpffs and that this kernel and process can
+// New checks that pinDir is (or can be made) a directory on bpffs and that this kernel and process can
 // load and attach the programs; it mounts nothing. The error is a
 // *MissingError naming what is missing.
 func New(pinDir string) (*Enforcer, error) {
 	var st unix.Statfs_t
+	// A missing pinDir is made when its parent is on bpffs (e.g.
+	// /sys/fs/bpf/bulkhead); a missing bpffs is the caller's to mount.
+	if err := unix.Statfs(filepath.Dir(pinDir), &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		if err := os.Mkdir(pinDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("create pin directory: %w", err)
+		}
+	}
 	if err := unix.Statfs(pinDir, &st); err != nil {
 		return nil, &MissingError{What: "bpffs", Err: fmt.Errorf("%s: %w", pinDir, err)}
 	}

@@ -21,6 +21,18 @@ func TestNewRejectsNonBPFFS(t *testing.T) {
 	}
 }
 
+func TestNewMakesPinDirOnBPFFS(t *testing.T) {
+	root := filepath.Dir(requireKernel(t))
+	dir := filepath.Join(root, "made")
+	e := newEnforcer(t, dir)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		t.Fatalf("pin directory not made: %v", err)
+	}
+	if isos, err := e.List(); err != nil || len(isos) != 0 {
+		t.Errorf("List on a new directory = %v, %v", isos, err)
+	}
+}
+
 func TestNormalize(t *testing.T) {
 	dns := netip.MustParseAddrPort("10.96.0.10:53")
 	for _, tc := range []struct {
