@@ -76,12 +76,9 @@ func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []string) (int,
 				it.Close()
 				return total, fmt.Errorf("open iterator in %s: %w", ns, err)
 			}
-			n, failed, err := readDestroyed(r)
+			n, err := readDestroyed(r)
 			r.Close()
 			total += n
-			if err == nil && failed != nil {
-				err = failed
-			}
 			if err != nil {
 				it.Close()
 				return total, err
@@ -93,12 +90,15 @@ func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []string) (int,
 }
 
 // readDestroyed reads the iterator's output: one int32 per socket it tried
-// to destroy, 0 or a negative errno.
-func readDestroyed(r io.Reader) (destroyed int, failed error, err error) {
+// to destroy, 0 or a negative errno. It returns how many were destroyed and
+// the first failure.
+func readDestroyed(r io.Reader) (int, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return 0, nil, fmt.Errorf("run iterator: %w", err)
+		return 0, fmt.Errorf("run iterator: %w", err)
 	}
+	destroyed := 0
+	var failed error
 	for i := 0; i+4 <= len(b); i += 4 {
 		ret := int32(binary.NativeEndian.Uint32(b[i:]))
 		switch {
@@ -108,7 +108,7 @@ func readDestroyed(r io.Reader) (destroyed int, failed error, err error) {
 			failed = fmt.Errorf("bpf_sock_destroy: %w", unix.Errno(-ret))
 		}
 	}
-	return destroyed, failed, nil
+	return destroyed, failed
 }
 
 // cgroupNetns returns /proc/<pid>/ns/net of one process per distinct network

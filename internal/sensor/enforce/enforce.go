@@ -108,16 +108,6 @@ var programs = []program{
 	{"sendmsg6", "cgroup/sendmsg6", ebpf.AttachCGroupUDP6Sendmsg},
 }
 
-// AttachTypes are the cgroup attach types Isolate uses, for callers that
-// query a cgroup's programs.
-func AttachTypes() []ebpf.AttachType {
-	out := make([]ebpf.AttachType, len(programs))
-	for i, p := range programs {
-		out[i] = p.attach
-	}
-	return out
-}
-
 // Enforcer attaches and releases isolations. Its methods are safe for
 // concurrent use; one Enforcer (one process) should own a pin directory.
 type Enforcer struct {
