@@ -74,9 +74,13 @@ type isolatedEnv struct {
 	opts         Options
 }
 
-func setup(t *testing.T) *isolatedEnv {
+func setup(t *testing.T) *isolatedEnv { return setupOn(t, "4") }
+
+// setupOn runs the clients against a server on the loopback address of IP
+// version family ("4" or "6").
+func setupOn(t *testing.T, family string) *isolatedEnv {
 	pinDir := requireKernel(t)
-	env := &isolatedEnv{pinDir: pinDir, e: newEnforcer(t, pinDir), srv: newServer(t)}
+	env := &isolatedEnv{pinDir: pinDir, e: newEnforcer(t, pinDir), srv: newServerOn(t, family)}
 	env.pod = newCgroup(t, "pod")
 	env.sibling = newCgroup(t, "sibling")
 	env.opts = Options{AllowDNS: true, DNS: []netip.AddrPort{netip.MustParseAddrPort(env.srv.dns.LocalAddr().String())}}
@@ -138,7 +142,13 @@ func (env *isolatedEnv) cgid(t *testing.T, path string) uint64 {
 }
 
 func TestIsolateRealPackets(t *testing.T) {
-	env := setup(t)
+	for _, family := range []string{"4", "6"} {
+		t.Run("ipv"+family, func(t *testing.T) { testIsolateRealPackets(t, family) })
+	}
+}
+
+func testIsolateRealPackets(t *testing.T, family string) {
+	env := setupOn(t, family)
 	e := env.e
 
 	res, err := e.Isolate(env.pod, env.opts)

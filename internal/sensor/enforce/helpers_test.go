@@ -265,6 +265,7 @@ func pins(tb testing.TB, pinDir string) []string {
 // server counts, per client name, new TCP connections, bytes on held
 // connections and UDP datagrams on two sockets (one plays the DNS server).
 type server struct {
+	family    string
 	tcp       net.Listener
 	udp, dns  *net.UDPConn
 	mu        sync.Mutex
@@ -274,17 +275,25 @@ type server struct {
 	dnsGrams  map[string]int
 }
 
-func newServer(tb testing.TB) *server {
+func newServer(tb testing.TB) *server { return newServerOn(tb, "4") }
+
+// newServerOn serves on the loopback address of IP version family ("4" or
+// "6").
+func newServerOn(tb testing.TB, family string) *server {
 	tb.Helper()
-	s := &server{conns: map[string]int{}, held: map[string]int{}, datagrams: map[string]int{}, dnsGrams: map[string]int{}}
+	s := &server{family: family, conns: map[string]int{}, held: map[string]int{}, datagrams: map[string]int{}, dnsGrams: map[string]int{}}
+	lo := net.IPv4(127, 0, 0, 1)
+	if family == "6" {
+		lo = net.IPv6loopback
+	}
 	var err error
-	if s.tcp, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+	if s.tcp, err = net.ListenTCP("tcp"+family, &net.TCPAddr{IP: lo}); err != nil {
 		tb.Fatal(err)
 	}
-	if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+	if s.udp, err = net.ListenUDP("udp"+family, &net.UDPAddr{IP: lo}); err != nil {
 		tb.Fatal(err)
 	}
-	if s.dns, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+	if s.dns, err = net.ListenUDP("udp"+family, &net.UDPAddr{IP: lo}); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.tcp.Close(); s.udp.Close(); s.dns.Close() })
@@ -348,6 +357,7 @@ func (s *server) get(name string) counts {
 func (s *server) clientEnv(name string) []string {
 	return []string{
 		"NAME=" + name,
+		"FAMILY=" + s.family,
 		"SERVER=" + s.tcp.Addr().String(),
 		"UDP=" + s.udp.LocalAddr().String(),
 		"DNS=" + s.dns.LocalAddr().String(),

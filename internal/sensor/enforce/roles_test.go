@@ -29,8 +29,8 @@ func runHelper(role string) int {
 // client plays the workload of a pod: it holds one TCP connection open and
 // keeps opening new ones and sending UDP datagrams, and prints what fails.
 func client() int {
-	name := os.Getenv("NAME")
-	held, err := net.Dial("tcp4", os.Getenv("SERVER"))
+	name, family := os.Getenv("NAME"), os.Getenv("FAMILY")
+	held, err := net.Dial("tcp"+family, os.Getenv("SERVER"))
 	if err != nil {
 		fmt.Println("held-dial-error", err)
 		return 1
@@ -49,15 +49,15 @@ func client() int {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
-	udp, _ := net.ResolveUDPAddr("udp4", os.Getenv("UDP"))
-	dns, _ := net.ResolveUDPAddr("udp4", os.Getenv("DNS"))
-	uc, err := net.ListenUDP("udp4", nil)
+	udp, _ := net.ResolveUDPAddr("udp"+family, os.Getenv("UDP"))
+	dns, _ := net.ResolveUDPAddr("udp"+family, os.Getenv("DNS"))
+	uc, err := net.ListenUDP("udp"+family, nil)
 	if err != nil {
 		fmt.Println("udp-error", err)
 		return 1
 	}
 	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp4", os.Getenv("SERVER"), 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp"+family, os.Getenv("SERVER"), 200*time.Millisecond)
 		if err != nil {
 			fmt.Println("connect-error", err)
 		} else {
