@@ -125,13 +125,17 @@ func destroyInNetns(fd int, ids map[uint64]bool, o Options) (int, error) {
 // the cgroups ids and have a peer that is not an allowed DNS endpoint.
 func dumpSockets(fd int, family, proto uint8, ids map[uint64]bool, o Options) ([]inetDiagMsg, error) {
 	var out []inetDiagMsg
-	sawCgroup := false
+	sawSocket, sawCgroup := false, false
 	req := inetDiagReqV2{Family: family, Protocol: proto, States: ^uint32(0)}
 	err := diagRequest(fd, unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, &req, func(data []byte) {
 		if len(data) < int(unsafe.Sizeof(inetDiagMsg{})) {
 			return
 		}
 		msg := *(*inetDiagMsg)(unsafe.Pointer(&data[0]))
+		// Time-wait and request sockets carry no cgroup id on any kernel.
+		if proto != unix.IPPROTO_TCP || (msg.State != tcpTimeWait && msg.State != tcpNewSynRecv) {
+			sawSocket = true
+		}
 		cgid, ok := cgroupAttr(data[nlmAlign(int(unsafe.Sizeof(msg))):])
 		if !ok {
 			return
@@ -157,10 +161,10 @@ func dumpSockets(fd int, family, proto uint8, ids map[uint64]bool, o Options) ([
 	if err != nil {
 		return nil, err
 	}
-	if !sawCgroup && len(out) == 0 {
-		// Either no sockets at all, or a kernel that does not report cgroup
-		// ids (before 5.7); both leave nothing this method can find.
-		return nil, nil
+	if sawSocket && !sawCgroup {
+		// Claiming success here would hide that the cgroup's sockets could
+		// not be told apart from the others.
+		return nil, errors.New("sock_diag does not report socket cgroup ids on this kernel (needs Linux 5.7)")
 	}
 	return out, nil
 }
