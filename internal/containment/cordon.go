@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // controlPlaneLabels mark nodes CordonNode never touches.
@@ -41,7 +42,7 @@ func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1
 	if nodeName == "" {
 		msg := "the pod is not scheduled to a node"
 		switch {
-		case s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod:
+		case !kubeutil.IsPodTarget(s.Q.Spec.Target):
 			msg = "a workload spans nodes: CordonNode needs a Pod target"
 		case s.Target == nil:
 			msg = "the target is gone and its node was never recorded"
@@ -91,7 +92,7 @@ func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1
 	if !hasQuarantineTaint(node) {
 		node.Spec.Taints = append(node.Spec.Taints, quarantineTaint())
 	}
-	if err := e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner); err != nil {
+	if err := e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 		return Outcome{}, err
 	}
 	st.State, st.NodeWasCordoned = securityv1alpha1.ActionApplied, wasCordoned(node)
@@ -149,7 +150,7 @@ func (e *Engine) revertCordon(ctx context.Context, s *Scope, st *securityv1alpha
 		uncordonNode(node)
 		st.State, st.Message = securityv1alpha1.ActionReverted, ""
 	}
-	return Outcome{Changed: true}, e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner)
+	return Outcome{Changed: true}, e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner)
 }
 
 // uncordonNode removes the taint and the undo record, and uncordons only a

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // applyDetach takes the pod out of its owner's selector: the owner starts a
@@ -60,7 +61,7 @@ func (e *Engine) applyDetach(ctx context.Context, s *Scope, st *securityv1alpha1
 		pod.Annotations = map[string]string{}
 	}
 	pod.Annotations[DetachedLabelsAnnotation] = strings.Join(removed, ",")
-	if err := e.Client.Patch(ctx, pod, client.MergeFrom(base), fieldOwner); err != nil {
+	if err := e.Client.Patch(ctx, pod, client.MergeFrom(base), kubeutil.FieldOwner); err != nil {
 		return Outcome{}, err
 	}
 	st.State, st.RemovedLabels, st.Message = securityv1alpha1.ActionApplied, removed, fmt.Sprintf("detached from %s", owner)

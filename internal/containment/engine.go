@@ -17,11 +17,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // Annotations Bulkhead puts on objects it changes but does not own. They are
@@ -46,9 +45,6 @@ const (
 	// DetachedLabelsAnnotation keeps the owner-selector labels Detach removed.
 	DetachedLabelsAnnotation = "security.bulkhead.dev/detached-labels"
 )
-
-// maxMessage is the API's bound on an action's message.
-const maxMessage = 1024
 
 // ErrTargetNotFound means the target does not exist, or a new object with
 // the same name replaced the one recorded at creation.
@@ -119,7 +115,7 @@ func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action,
 	default:
 		st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("unknown action type %q", a.Type)
 	}
-	st.Message = truncate(st.Message)
+	st.Message = kubeutil.Truncate(st.Message, kubeutil.MaxMessage)
 	if err != nil {
 		return o, err
 	}
@@ -155,7 +151,7 @@ func (e *Engine) Revert(ctx context.Context, s *Scope, a securityv1alpha1.Action
 	case securityv1alpha1.ActionLabel:
 		o, err = e.revertLabel(ctx, s, st)
 	}
-	st.Message = truncate(st.Message)
+	st.Message = kubeutil.Truncate(st.Message, kubeutil.MaxMessage)
 	if err == nil && st.State == securityv1alpha1.ActionReverted && st.RevertedAt == nil {
 		t := e.now()
 		st.RevertedAt = &t
@@ -192,31 +188,4 @@ func withoutHolder(list []string, h string) string {
 // lists and taints are read-modify-write.
 func lockedPatch(obj client.Object) client.Patch {
 	return client.MergeFromWithOptions(obj, client.MergeFromWithOptimisticLock{})
-}
-
-var fieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
-
-// apply writes an object Bulkhead owns with server-side apply, taking
-// ownership of its fields from anyone who edited them (tampering).
-func (e *Engine) apply(ctx context.Context, obj client.Object) error {
-	u, err := toUnstructured(obj)
-	if err != nil {
-		return err
-	}
-	return e.applyUnstructured(ctx, u)
-}
-
-func (e *Engine) applyUnstructured(ctx context.Context, u *unstructured.Unstructured) error {
-	return e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership)
-}
-
-// toUnstructured drops what an apply configuration must not carry.
-func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, err
-	}
-	delete(m, "status")
-	unstructured.RemoveNestedField(m, "metadata", "creationTimestamp")
-	return &unstructured.Unstructured{Object: m}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // MaxEvidenceInStatus bounds the evidence kept in status; beyond it the
@@ -130,7 +131,7 @@ func StatusEvidence(d EvidenceDocument, raw []byte, sum, secretName string) (*se
 		Labels: d.Labels, SHA256: sum, SizeBytes: int64(len(raw)),
 	}
 	if d.Reason != nil && d.Reason.Detector != "" {
-		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: truncate(d.Reason.Summary)}}
+		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: kubeutil.Truncate(d.Reason.Summary, kubeutil.MaxMessage)}}
 	}
 	if len(raw) > MaxEvidenceInStatus {
 		ev.SecretRef = secretName
@@ -147,14 +148,6 @@ func StatusEvidence(d EvidenceDocument, raw []byte, sum, secretName string) (*se
 // EvidenceSecretName is the Secret holding evidence too large for status.
 func EvidenceSecretName(quarantine string) string { return "bulkhead-evidence-" + quarantine }
 
-// truncate bounds a message to the API's 1024 characters.
-func truncate(s string) string {
-	if len(s) <= maxMessage {
-		return s
-	}
-	return s[:maxMessage]
-}
-
 // SpillEvidence writes the full document to the Quarantine's owned Secret.
 func (e *Engine) SpillEvidence(ctx context.Context, q *securityv1alpha1.Quarantine, raw []byte, sum string) error {
 	sec := &corev1.Secret{
@@ -167,5 +160,5 @@ func (e *Engine) SpillEvidence(ctx context.Context, q *securityv1alpha1.Quaranti
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{"evidence.json": raw},
 	}
-	return e.apply(ctx, sec)
+	return kubeutil.ApplyObject(ctx, e.Client, sec)
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // NetworkPolicyName is the Isolate NetworkPolicy of a Quarantine.
@@ -120,7 +121,7 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Q.Namespace, Labels: ManagedLabels(s.Q.Name), OwnerReferences: []metav1.OwnerReference{ownerRef(s.Q)}},
 		Spec:       want,
 	}
-	u, err := toUnstructured(&np)
+	u, err := kubeutil.ToUnstructured(&np)
 	if err != nil {
 		return false, err
 	}
@@ -131,7 +132,7 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 		spec["egress"] = []any{}
 	}
 	spec["ingress"] = []any{}
-	return true, e.applyUnstructured(ctx, u)
+	return true, kubeutil.Apply(ctx, e.Client, u)
 }
 
 // ensurePodLabel puts the quarantine label on a pod. A pod held by another
@@ -145,7 +146,7 @@ func (e *Engine) ensurePodLabel(ctx context.Context, pod *corev1.Pod, quarantine
 		pod.Labels = map[string]string{}
 	}
 	pod.Labels[securityv1alpha1.QuarantineLabel] = quarantine
-	return true, ignoreNotFound(e.Client.Patch(ctx, pod, client.MergeFrom(base), fieldOwner))
+	return true, ignoreNotFound(e.Client.Patch(ctx, pod, client.MergeFrom(base), kubeutil.FieldOwner))
 }
 
 func (e *Engine) revertIsolate(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
@@ -175,7 +176,7 @@ func (e *Engine) revertIsolate(ctx context.Context, s *Scope, st *securityv1alph
 		p := &pods.Items[i]
 		base := p.DeepCopy()
 		delete(p.Labels, securityv1alpha1.QuarantineLabel)
-		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), fieldOwner)); err != nil {
+		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), kubeutil.FieldOwner)); err != nil {
 			return o, err
 		}
 		o.Changed = true

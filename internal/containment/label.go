@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // keyList parses a comma-separated marker annotation.
@@ -77,7 +78,7 @@ func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Ac
 			continue
 		}
 		// Keys and their marker go in one write.
-		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), fieldOwner)); err != nil {
+		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), kubeutil.FieldOwner)); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -110,7 +111,7 @@ func (e *Engine) revertLabel(ctx context.Context, s *Scope, st *securityv1alpha1
 		}
 		delete(p.Annotations, AddedLabelsAnnotation)
 		delete(p.Annotations, AddedAnnotationsAnnotation)
-		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), fieldOwner)); err != nil {
+		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), kubeutil.FieldOwner)); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -132,7 +133,7 @@ func labelsEqual(a, b map[string]string) bool {
 
 // podOf is the single pod of a Pod target.
 func podOf(s *Scope) *corev1.Pod {
-	if s.Target == nil || len(s.Target.Pods) != 1 || (s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod) {
+	if s.Target == nil || len(s.Target.Pods) != 1 || !kubeutil.IsPodTarget(s.Q.Spec.Target) {
 		return nil
 	}
 	return &s.Target.Pods[0]

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // Live reports whether a Quarantine (namespace, name) still holds what it did.
@@ -53,7 +54,7 @@ func (e *Engine) RemoveLeftovers(ctx context.Context, live Live) (int, error) {
 			slices.Sort(keep)
 			node.Annotations[HoldersAnnotation] = strings.Join(keep, ",")
 		}
-		if err := e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner); err != nil {
+		if err := e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 			return n, err
 		}
 		n++

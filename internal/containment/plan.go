@@ -4,6 +4,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // Plan records, before any write, which resource an action will change, so
@@ -74,15 +75,9 @@ func NeedsRevert(st securityv1alpha1.ActionStatus) bool {
 // came first (by creation time, then name), or "". The order is total, so
 // two Quarantines racing each see the same winner.
 func EarlierHolder(q *securityv1alpha1.Quarantine, all []securityv1alpha1.Quarantine) string {
-	kind := func(x *securityv1alpha1.Quarantine) securityv1alpha1.TargetKind {
-		if x.Spec.Target.Kind == "" {
-			return securityv1alpha1.TargetPod
-		}
-		return x.Spec.Target.Kind
-	}
 	for i := range all {
 		o := &all[i]
-		if o.UID == q.UID || o.IsReleased() || !o.DeletionTimestamp.IsZero() || kind(o) != kind(q) || o.Spec.Target.Name != q.Spec.Target.Name {
+		if o.UID == q.UID || o.IsReleased() || !o.DeletionTimestamp.IsZero() || kubeutil.TargetKind(o.Spec.Target) != kubeutil.TargetKind(q.Spec.Target) || o.Spec.Target.Name != q.Spec.Target.Name {
 			continue
 		}
 		switch o.Status.Phase {

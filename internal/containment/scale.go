@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // scaleTarget is the workload ScaleToZero acts on: from the live target, or
@@ -126,7 +127,7 @@ func (e *Engine) scaleDown(ctx context.Context, s *Scope, w *unstructured.Unstru
 		}
 		ann[HoldersAnnotation] = withHolder(hs, s.Holder())
 		w.SetAnnotations(ann)
-		if err := e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner); err != nil {
+		if err := e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -172,7 +173,7 @@ func (e *Engine) suspend(ctx context.Context, s *Scope, w *unstructured.Unstruct
 	if err := unstructured.SetNestedField(w.Object, true, "spec", "suspend"); err != nil {
 		return Outcome{}, err
 	}
-	if err := e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner); err != nil {
+	if err := e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 		return Outcome{}, err
 	}
 	st.State = securityv1alpha1.ActionApplied
@@ -226,7 +227,7 @@ func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1
 		ann[HoldersAnnotation] = rest
 		w.SetAnnotations(ann)
 		st.State, st.Message = securityv1alpha1.ActionReverted, "still held by "+rest+"; restored when the last holder releases"
-		return Outcome{Changed: true}, e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner)
+		return Outcome{Changed: true}, e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner)
 	}
 	if isSuspendable(ref) {
 		if err := e.restoreSuspend(w, st); err != nil {
@@ -250,7 +251,7 @@ func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1
 	delete(ann, OriginalSuspendAnnotation)
 	w.SetAnnotations(ann)
 	o.Changed = true
-	return o, e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner)
+	return o, e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner)
 }
 
 // restoreReplicas sets the original count unless someone changed it from

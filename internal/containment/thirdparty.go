@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // QuarantineNamespaceLabel names the Quarantine's namespace on cluster-scoped
@@ -76,7 +77,7 @@ func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv
 		if err != nil && !apierrors.IsNotFound(err) {
 			return changed, err
 		}
-		if err := e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(want), fieldOwner, client.ForceOwnership); err != nil {
+		if err := kubeutil.Apply(ctx, e.Client, want); err != nil {
 			return changed, fmt.Errorf("applying %s: %w", f.gvk.Kind, err)
 		}
 		changed = true

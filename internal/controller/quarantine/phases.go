@@ -15,6 +15,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
@@ -92,7 +93,7 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		return ctrl.Result{}, false, err
 	}
 	if holder := containment.EarlierHolder(q, list.Items); holder != "" {
-		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kindOf(q), q.Spec.Target.Name, holder))
+		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kubeutil.TargetKind(q.Spec.Target), q.Spec.Target.Name, holder))
 		return ctrl.Result{}, true, nil
 	}
 	return ctrl.Result{}, false, nil
@@ -119,13 +120,13 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		if t.Workload != nil {
 			rt.Owner = t.Workload.String()
 		}
-		if kindOf(p.q) != securityv1alpha1.TargetPod {
+		if kubeutil.TargetKind(p.q.Spec.Target) != securityv1alpha1.TargetPod {
 			for _, pod := range t.Pods[:min(len(t.Pods), maxRecordedPods)] {
 				rt.Pods = append(rt.Pods, pod.Name)
 			}
 		}
 		p.q.Status.Target = rt
-		p.audit(containment.Actor, "TargetResolved", fmt.Sprintf("%s %s uid %s", kindOf(p.q), p.q.Spec.Target.Name, t.UID))
+		p.audit(containment.Actor, "TargetResolved", fmt.Sprintf("%s %s uid %s", kubeutil.TargetKind(p.q.Spec.Target), p.q.Spec.Target.Name, t.UID))
 	}
 	return ctrl.Result{}, false, nil
 }
@@ -254,7 +255,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			p.event(corev1.EventTypeWarning, "EvictionBlocked", "Evict", err.Error())
 			return ctrl.Result{}, false, err
 		case err != nil && containment.Permanent(err):
-			st.State, st.Message = securityv1alpha1.ActionFailed, truncate(err.Error())
+			st.State, st.Message = securityv1alpha1.ActionFailed, kubeutil.Truncate(err.Error(), kubeutil.MaxMessage)
 		case err != nil:
 			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
 		}
@@ -309,7 +310,7 @@ func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if phase != securityv1alpha1.PhaseContained {
 		return ctrl.Result{}, false, nil
 	}
-	return ctrl.Result{RequeueAfter: p.r.jitter(p.r.Recheck)}, false, nil
+	return ctrl.Result{RequeueAfter: kubeutil.Jitter(p.r.Recheck)}, false, nil
 }
 
 // checkIsolation reports other NetworkPolicies that still admit the pod.
@@ -325,7 +326,7 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 	c := metav1.Condition{Type: securityv1alpha1.ConditionIsolationEffective, Status: metav1.ConditionTrue, Reason: "Isolated", Message: "no other NetworkPolicy admits traffic to or from the pod", ObservedGeneration: p.q.Generation}
 	if len(gaps) > 0 {
 		c.Status, c.Reason = metav1.ConditionFalse, "OtherPoliciesAdmit"
-		c.Message = truncate("NetworkPolicies still admitting traffic: " + strings.Join(gaps, ", "))
+		c.Message = kubeutil.Truncate("NetworkPolicies still admitting traffic: "+strings.Join(gaps, ", "), kubeutil.MaxMessage)
 	}
 	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && len(gaps) > 0 {
 		p.event(corev1.EventTypeWarning, "IsolationIneffective", "Isolate", c.Message)
@@ -434,7 +435,7 @@ func (p *pass) actionStatus(t securityv1alpha1.ActionType) *securityv1alpha1.Act
 func (p *pass) fail(reason, msg string) {
 	p.q.Status.Phase = securityv1alpha1.PhaseFailed
 	p.setNotReady(reason, msg)
-	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{Type: securityv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation})
+	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{Type: securityv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: kubeutil.Truncate(msg, kubeutil.MaxMessage), ObservedGeneration: p.q.Generation})
 	apimeta.RemoveStatusCondition(&p.q.Status.Conditions, securityv1alpha1.ConditionReconciling)
 	p.audit(containment.Actor, "Failed", reason+": "+msg)
 	p.event(corev1.EventTypeWarning, reason, "Contain", msg)
@@ -457,7 +458,7 @@ func (p *pass) event(etype, reason, action, msg string) {
 		return
 	}
 	var pod *corev1.Pod
-	if p.scope.Target != nil && kindOf(p.q) == securityv1alpha1.TargetPod && len(p.scope.Target.Pods) == 1 {
+	if p.scope.Target != nil && kubeutil.TargetKind(p.q.Spec.Target) == securityv1alpha1.TargetPod && len(p.scope.Target.Pods) == 1 {
 		pod = &p.scope.Target.Pods[0]
 	}
 	if pod == nil {
@@ -466,13 +467,6 @@ func (p *pass) event(etype, reason, action, msg string) {
 	}
 	p.r.Recorder.Eventf(p.q, pod, etype, reason, action, "%s", msg)
 	p.r.Recorder.Eventf(pod, p.q, etype, reason, action, "Quarantine %s: %s", p.q.Name, msg)
-}
-
-func kindOf(q *securityv1alpha1.Quarantine) securityv1alpha1.TargetKind {
-	if q.Spec.Target.Kind == "" {
-		return securityv1alpha1.TargetPod
-	}
-	return q.Spec.Target.Kind
 }
 
 func actorOf(q *securityv1alpha1.Quarantine) string {
@@ -504,11 +498,4 @@ func refusals(sts []securityv1alpha1.ActionStatus) string {
 		parts = append(parts, fmt.Sprintf("%s: %s", s.Type, s.Message))
 	}
 	return strings.Join(parts, "; ")
-}
-
-func truncate(s string) string {
-	if len(s) > 1024 {
-		return s[:1021] + "..."
-	}
-	return s
 }
