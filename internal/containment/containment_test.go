@@ -82,57 +82,6 @@ func TestAdmittingPolicies(t *testing.T) {
 	}
 }
 
-func TestRedactArgs(t *testing.T) {
-	in := []string{"--port=80", "--password=hunter2", "--token", "abc", "-v", "API_KEY=xyz", "serve", "--db-secret", "s"}
-	got := strings.Join(RedactArgs(in), " ")
-	want := "--port=80 --password=REDACTED --token REDACTED -v API_KEY=REDACTED serve --db-secret REDACTED"
-	if got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
-	}
-	if RedactArgs(nil) != nil {
-		t.Fatal("nil in, nil out")
-	}
-}
-
-func TestRedactPodSpecKeepsReferencesAndDoesNotTouchInput(t *testing.T) {
-	in := &corev1.PodSpec{Containers: []corev1.Container{{
-		Name: "c", Env: []corev1.EnvVar{
-			{Name: "PLAIN", Value: "v"},
-			{Name: "FROM_SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "pw"}}},
-		},
-		Args: []string{"--password=x"},
-	}}}
-	out := RedactPodSpec(in)
-	if out.Containers[0].Env[0].Value != Redacted || out.Containers[0].Env[1].ValueFrom.SecretKeyRef.Name != "db" || out.Containers[0].Args[0] != "--password=REDACTED" {
-		t.Fatalf("%+v", out.Containers[0])
-	}
-	if in.Containers[0].Env[0].Value != "v" || in.Containers[0].Args[0] != "--password=x" {
-		t.Fatal("input modified")
-	}
-}
-
-func TestEvidenceDigestAndSpill(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "shop"}},
-		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
-		Status:     corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "c", ImageID: "nginx@sha256:abc"}}},
-	}
-	d := CaptureEvidence(metav1.Now(), pod, []ObjectRef{{Kind: "ReplicaSet", Name: "rs"}}, nil)
-	raw, sum, err := d.Encode()
-	if err != nil || len(sum) != 64 {
-		t.Fatal(err, sum)
-	}
-	ev, err := StatusEvidence(d, raw, sum, "s")
-	if err != nil || ev.SecretRef != "" || ev.PodSpec == nil || ev.Images[0].ImageID != "nginx@sha256:abc" || ev.OwnerChain[0] != "ReplicaSet/rs" {
-		t.Fatalf("%+v %v", ev, err)
-	}
-	big := make([]byte, MaxEvidenceInStatus+1)
-	ev, err = StatusEvidence(d, big, sum, "s")
-	if err != nil || ev.SecretRef != "s" || ev.PodSpec != nil || ev.SizeBytes != int64(len(big)) {
-		t.Fatalf("%+v %v", ev, err)
-	}
-}
-
 func TestAppendAuditKeepsHeadAndTail(t *testing.T) {
 	st := &securityv1alpha1.QuarantineStatus{}
 	now := metav1.NewTime(time.Unix(0, 0))
@@ -213,5 +162,12 @@ func TestEarlierHolder(t *testing.T) {
 		if got := EarlierHolder(&q, append(c.others, q)); got != c.want {
 			t.Errorf("case %d: got %q, want %q", i, got, c.want)
 		}
+	}
+}
+
+func TestOwnerChainIsKindSlashName(t *testing.T) {
+	tg := &Target{Chain: []ObjectRef{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs"}, {APIVersion: "apps/v1", Kind: "Deployment", Name: "d"}}}
+	if got := strings.Join(tg.OwnerChain(), ","); got != "ReplicaSet/rs,Deployment/d" {
+		t.Fatal(got)
 	}
 }

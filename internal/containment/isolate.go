@@ -118,7 +118,7 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 	}
 	np := networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Q.Namespace, Labels: ManagedLabels(s.Q.Name), OwnerReferences: []metav1.OwnerReference{ownerRef(s.Q)}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Q.Namespace, Labels: ManagedLabels(s.Q.Name), OwnerReferences: []metav1.OwnerReference{OwnerRef(s.Q)}},
 		Spec:       want,
 	}
 	u, err := kubeutil.ToUnstructured(&np)
@@ -242,7 +242,9 @@ func hasLabels(have, want map[string]string) bool {
 	return true
 }
 
-func ownerRef(q *securityv1alpha1.Quarantine) metav1.OwnerReference {
+// OwnerRef makes the Quarantine the controlling owner of what it creates,
+// so namespaced objects go with it.
+func OwnerRef(q *securityv1alpha1.Quarantine) metav1.OwnerReference {
 	t := true
 	return metav1.OwnerReference{
 		APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine",

@@ -201,3 +201,12 @@ func selects(ls *metav1.LabelSelector, l map[string]string) bool {
 	}
 	return sel.Matches(labels.Set(l))
 }
+
+// OwnerChain is the controller owner chain as Kind/name, pod first.
+func (t *Target) OwnerChain() []string {
+	var out []string
+	for _, o := range t.Chain {
+		out = append(out, o.String())
+	}
+	return out
+}

@@ -92,7 +92,7 @@ func (f denyFlavor) object(s *Scope, allowDNS bool) *unstructured.Unstructured {
 	l := ManagedLabels(s.Q.Name)
 	if f.namespaced {
 		u.SetNamespace(s.Q.Namespace)
-		u.SetOwnerReferences(append(u.GetOwnerReferences(), ownerRef(s.Q)))
+		u.SetOwnerReferences(append(u.GetOwnerReferences(), OwnerRef(s.Q)))
 	} else {
 		l[QuarantineNamespaceLabel] = s.Q.Namespace
 	}

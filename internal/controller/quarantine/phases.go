@@ -15,6 +15,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/evidence"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
@@ -137,17 +138,17 @@ func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
 		return ctrl.Result{}, false, nil
 	}
-	doc := containment.CaptureEvidence(p.now, &p.scope.Target.Pods[0], p.scope.Target.Chain, p.q.Spec.Reason)
+	doc := evidence.Capture(p.now, &p.scope.Target.Pods[0], p.scope.Target.OwnerChain(), p.q.Spec.Reason)
 	raw, sum, err := doc.Encode()
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	ev, err := containment.StatusEvidence(doc, raw, sum, containment.EvidenceSecretName(p.q.Name))
+	ev, err := evidence.Status(doc, raw, sum, evidence.SecretName(p.q.Name))
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
 	if ev.SecretRef != "" {
-		if err := p.e.SpillEvidence(ctx, p.q, raw, sum); err != nil {
+		if err := evidence.Spill(ctx, p.r.Client, p.q, raw, sum); err != nil {
 			return ctrl.Result{}, false, err
 		}
 	}
