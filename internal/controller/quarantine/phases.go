@@ -93,7 +93,7 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}); err != nil {
 		return ctrl.Result{}, false, err
 	}
-	if holder := containment.EarlierHolder(q, list.Items); holder != "" {
+	if holder := earlierHolder(q, list.Items); holder != "" {
 		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kubeutil.TargetKind(q.Spec.Target), q.Spec.Target.Name, holder))
 		return ctrl.Result{}, true, nil
 	}
@@ -289,7 +289,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // the periodic re-check.
 func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
-	phase := containment.Phase(q.Status.Actions)
+	phase := phaseOf(q.Status.Actions)
 	switch phase {
 	case securityv1alpha1.PhaseFailed:
 		p.fail(securityv1alpha1.ReasonNothingApplied, "no action could be applied: "+refusals(q.Status.Actions))
@@ -375,7 +375,7 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	acts := p.q.Spec.Actions
 	for i := len(acts) - 1; i >= 0; i-- {
 		st := p.actionStatus(acts[i].Type)
-		if st == nil || !containment.NeedsRevert(*st) {
+		if st == nil || !needsRevert(*st) {
 			continue
 		}
 		was := st.State
