@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,7 +30,19 @@ func hasQuarantineTaint(n *corev1.Node) bool {
 	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.MatchTaint(new(quarantineTaint())) })
 }
 
-func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// cordon holds the target pod's node: cordoned and tainted, with the
+// holders and the node's earlier state recorded on it.
+type cordon struct{}
+
+func (cordon) Traits() Traits { return Traits{} }
+
+func (cordon) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	if s.Target != nil && s.Target.Node != "" {
+		st.Resource, st.ResourceAPIVersion = "Node/"+s.Target.Node, "v1"
+	}
+}
+
+func (cordon) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	nodeName := ""
 	switch {
 	case s.Target != nil:
@@ -123,7 +136,7 @@ func (e *Engine) schedulableNodesWithout(ctx context.Context, name string) (int,
 	return n, nil
 }
 
-func (e *Engine) revertCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (cordon) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	ref, ok := parseResource(st.Resource, st.ResourceAPIVersion)
 	if !ok {
 		st.State, st.Message = securityv1alpha1.ActionReverted, "no node was cordoned"
@@ -162,4 +175,47 @@ func uncordonNode(node *corev1.Node) {
 	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == securityv1alpha1.QuarantineTaintKey })
 	delete(node.Annotations, HoldersAnnotation)
 	delete(node.Annotations, WasCordonedAnnotation)
+}
+
+// Leftovers uncordons nodes whose every holder is gone, and drops gone
+// holders from the others.
+func (cordon) Leftovers(ctx context.Context, e *Engine, live Live) (int, error) {
+	n := 0
+	nodes := &corev1.NodeList{}
+	if err := e.Reader.List(ctx, nodes); err != nil {
+		return n, err
+	}
+	for i := range nodes.Items {
+		node := &nodes.Items[i]
+		hs := holders(node.Annotations)
+		if len(hs) == 0 {
+			continue
+		}
+		var keep []string
+		for _, h := range hs {
+			ns, name, _ := strings.Cut(h, "/")
+			ok, err := live(ctx, ns, name)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				keep = append(keep, h)
+			}
+		}
+		if len(keep) == len(hs) {
+			continue
+		}
+		base := node.DeepCopy()
+		if len(keep) == 0 {
+			uncordonNode(node)
+		} else {
+			slices.Sort(keep)
+			node.Annotations[HoldersAnnotation] = strings.Join(keep, ",")
+		}
+		if err := e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -14,9 +14,14 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
-// applyDetach takes the pod out of its owner's selector: the owner starts a
+// detach takes the pod out of its owner's selector: the owner starts a
 // replacement while the pod stays (isolated) for forensics.
-func (e *Engine) applyDetach(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+type detach struct{ podAction }
+
+// Traits: the labels Detach removes are part of the evidence.
+func (detach) Traits() Traits { return Traits{NeedsPersistedEvidence: true} }
+
+func (detach) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil {
 		if st.State == "" || st.State == securityv1alpha1.ActionPending {
@@ -68,9 +73,9 @@ func (e *Engine) applyDetach(ctx context.Context, s *Scope, st *securityv1alpha1
 	return Outcome{Changed: true}, nil
 }
 
-// revertDetach deletes the forensic copy or keeps it, as the action says.
-// The owner has replaced the pod, so its labels are never restored.
-func (e *Engine) revertDetach(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// Revert deletes the forensic copy or keeps it, as the action says. The
+// owner has replaced the pod, so its labels are never restored.
+func (detach) Revert(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil {
 		st.State = securityv1alpha1.ActionReverted

@@ -49,7 +49,17 @@ func DesiredNetworkPolicySpec(selector metav1.LabelSelector, allowDNS bool) netw
 
 func allowDNS(a securityv1alpha1.Action) bool { return a.Isolate != nil && a.Isolate.AllowDNS }
 
-func (e *Engine) applyIsolate(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// isolate denies the target's traffic: a NetworkPolicy selecting it, the
+// quarantine label on its pods, and third-party deny policies where served.
+type isolate struct{}
+
+func (isolate) Traits() Traits { return Traits{Isolating: true} }
+
+func (isolate) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	st.Resource, st.ResourceAPIVersion = "NetworkPolicy/"+NetworkPolicyName(s.Q.Name), "networking.k8s.io/v1"
+}
+
+func (isolate) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	name := NetworkPolicyName(s.Q.Name)
 	st.Resource, st.ResourceAPIVersion = "NetworkPolicy/"+name, "networking.k8s.io/v1"
@@ -149,7 +159,7 @@ func (e *Engine) ensurePodLabel(ctx context.Context, pod *corev1.Pod, quarantine
 	return true, ignoreNotFound(e.Client.Patch(ctx, pod, client.MergeFrom(base), kubeutil.FieldOwner))
 }
 
-func (e *Engine) revertIsolate(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (isolate) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	np := &networkingv1.NetworkPolicy{}
 	err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: NetworkPolicyName(s.Q.Name)}, np)
@@ -183,6 +193,12 @@ func (e *Engine) revertIsolate(ctx context.Context, s *Scope, st *securityv1alph
 	}
 	st.State, st.Message = securityv1alpha1.ActionReverted, ""
 	return o, nil
+}
+
+// Leftovers: the NetworkPolicy and namespaced deny policies are owned by
+// the Quarantine; cluster-wide deny policies are not.
+func (isolate) Leftovers(ctx context.Context, e *Engine, live Live) (int, error) {
+	return e.removeDenyLeftovers(ctx, live)
 }
 
 // IsolationGaps names the other NetworkPolicies that still admit traffic to

@@ -46,7 +46,14 @@ func addKeys(have, want map[string]string, marked []string) (map[string]string, 
 	return have, marked, skipped
 }
 
-func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// label adds labels and annotations to the target's pods, marking which
+// keys it added so release removes only those.
+type label struct{ podAction }
+
+// Traits: the labels it adds would otherwise enter the evidence.
+func (label) Traits() Traits { return Traits{NeedsPersistedEvidence: true} }
+
+func (label) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	if a.Label == nil {
 		st.State, st.Message = securityv1alpha1.ActionRefused, "the label block is missing"
@@ -90,7 +97,7 @@ func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Ac
 	return o, nil
 }
 
-func (e *Engine) revertLabel(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (label) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	st.State, st.Message = securityv1alpha1.ActionReverted, ""
 	if s.Target == nil {

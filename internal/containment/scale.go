@@ -41,7 +41,22 @@ func isSuspendable(ref ObjectRef) bool {
 	return g == "batch" && (ref.Kind == "Job" || ref.Kind == "CronJob")
 }
 
-func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// scale scales the target's top controller to zero (suspends a Job or
+// CronJob), recording holders and the original count on it.
+type scale struct{}
+
+func (scale) Traits() Traits { return Traits{Destructive: true, NeedsPersistedEvidence: true} }
+
+func (scale) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	if ref, refusal := scaleTarget(s, st); refusal == "" {
+		st.Resource, st.ResourceAPIVersion = ref.String(), ref.APIVersion
+	}
+}
+
+// Leftovers: none are cleaned; a workload keeps its record until released.
+func (scale) Leftovers(context.Context, *Engine, Live) (int, error) { return 0, nil }
+
+func (scale) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	ref, refusal := scaleTarget(s, st)
 	if refusal != "" {
 		st.State, st.Message = securityv1alpha1.ActionRefused, refusal
@@ -197,7 +212,7 @@ func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef
 	return notes, nil
 }
 
-func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (scale) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	ref, ok := parseResource(st.Resource, st.ResourceAPIVersion)
 	if !ok {

@@ -216,3 +216,41 @@ func calicoSpec(s *Scope, allowDNS bool) map[string]any {
 		"egress":   egress,
 	}
 }
+
+// removeDenyLeftovers deletes the cluster-wide deny policies of Quarantines
+// no longer live.
+func (e *Engine) removeDenyLeftovers(ctx context.Context, live Live) (int, error) {
+	n := 0
+	for _, f := range DenyFlavors {
+		if f.namespaced {
+			continue
+		}
+		ok, err := e.served(f.gvk)
+		if err != nil {
+			return n, err
+		}
+		if !ok {
+			continue
+		}
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(f.gvk.GroupVersion().WithKind(f.gvk.Kind + "List"))
+		if err := e.Reader.List(ctx, list, client.MatchingLabels{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue}); err != nil {
+			return n, err
+		}
+		for i := range list.Items {
+			l := list.Items[i].GetLabels()
+			ok, err := live(ctx, l[QuarantineNamespaceLabel], l[securityv1alpha1.QuarantineLabel])
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				continue
+			}
+			if err := ignoreNotFound(e.Client.Delete(ctx, &list.Items[i])); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}

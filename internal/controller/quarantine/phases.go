@@ -226,7 +226,7 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			continue
 		}
 		st := securityv1alpha1.ActionStatus{}
-		containment.Plan(p.scope, a, &st)
+		p.e.Plan(p.scope, a, &st)
 		p.q.Status.Actions = append(p.q.Status.Actions, st)
 		planned = true
 	}
