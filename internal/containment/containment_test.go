@@ -9,54 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8stypes "k8s.io/apimachinery/pkg/types"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 )
-
-func states(ss ...securityv1alpha1.ActionState) []securityv1alpha1.ActionStatus {
-	out := make([]securityv1alpha1.ActionStatus, len(ss))
-	for i, s := range ss {
-		out[i] = securityv1alpha1.ActionStatus{Type: securityv1alpha1.ActionIsolate, State: s}
-	}
-	return out
-}
-
-func TestPhase(t *testing.T) {
-	const (
-		ap = securityv1alpha1.ActionApplied
-		rf = securityv1alpha1.ActionRefused
-		fl = securityv1alpha1.ActionFailed
-		pe = securityv1alpha1.ActionPending
-	)
-	for _, c := range []struct {
-		in   []securityv1alpha1.ActionStatus
-		want securityv1alpha1.QuarantinePhase
-	}{
-		{nil, securityv1alpha1.PhaseContaining},
-		{states(ap), securityv1alpha1.PhaseContained},
-		{states(ap, rf), securityv1alpha1.PhaseContained},
-		{states(ap, pe), securityv1alpha1.PhaseContaining},
-		{states(rf, rf), securityv1alpha1.PhaseFailed},
-		{states(rf, fl), securityv1alpha1.PhaseFailed},
-		{states(ap, fl), securityv1alpha1.PhaseContained},
-	} {
-		if got := Phase(c.in); got != c.want {
-			t.Errorf("Phase(%v) = %s, want %s", c.in, got, c.want)
-		}
-	}
-}
-
-func TestNeedsRevert(t *testing.T) {
-	for s, want := range map[securityv1alpha1.ActionState]bool{
-		securityv1alpha1.ActionApplied: true, securityv1alpha1.ActionPending: true, securityv1alpha1.ActionFailed: true,
-		securityv1alpha1.ActionRefused: false, securityv1alpha1.ActionReverted: false, securityv1alpha1.ActionNotReverted: false,
-	} {
-		if got := NeedsRevert(securityv1alpha1.ActionStatus{State: s}); got != want {
-			t.Errorf("%s: %v, want %v", s, got, want)
-		}
-	}
-}
 
 func TestAdmittingPolicies(t *testing.T) {
 	pod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "shop", securityv1alpha1.QuarantineLabel: "q"}}}
@@ -82,57 +37,6 @@ func TestAdmittingPolicies(t *testing.T) {
 	}
 }
 
-func TestRedactArgs(t *testing.T) {
-	in := []string{"--port=80", "--password=hunter2", "--token", "abc", "-v", "API_KEY=xyz", "serve", "--db-secret", "s"}
-	got := strings.Join(RedactArgs(in), " ")
-	want := "--port=80 --password=REDACTED --token REDACTED -v API_KEY=REDACTED serve --db-secret REDACTED"
-	if got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
-	}
-	if RedactArgs(nil) != nil {
-		t.Fatal("nil in, nil out")
-	}
-}
-
-func TestRedactPodSpecKeepsReferencesAndDoesNotTouchInput(t *testing.T) {
-	in := &corev1.PodSpec{Containers: []corev1.Container{{
-		Name: "c", Env: []corev1.EnvVar{
-			{Name: "PLAIN", Value: "v"},
-			{Name: "FROM_SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "pw"}}},
-		},
-		Args: []string{"--password=x"},
-	}}}
-	out := RedactPodSpec(in)
-	if out.Containers[0].Env[0].Value != Redacted || out.Containers[0].Env[1].ValueFrom.SecretKeyRef.Name != "db" || out.Containers[0].Args[0] != "--password=REDACTED" {
-		t.Fatalf("%+v", out.Containers[0])
-	}
-	if in.Containers[0].Env[0].Value != "v" || in.Containers[0].Args[0] != "--password=x" {
-		t.Fatal("input modified")
-	}
-}
-
-func TestEvidenceDigestAndSpill(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "shop"}},
-		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
-		Status:     corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "c", ImageID: "nginx@sha256:abc"}}},
-	}
-	d := CaptureEvidence(metav1.Now(), pod, []ObjectRef{{Kind: "ReplicaSet", Name: "rs"}}, nil)
-	raw, sum, err := d.Encode()
-	if err != nil || len(sum) != 64 {
-		t.Fatal(err, sum)
-	}
-	ev, err := StatusEvidence(d, raw, sum, "s")
-	if err != nil || ev.SecretRef != "" || ev.PodSpec == nil || ev.Images[0].ImageID != "nginx@sha256:abc" || ev.OwnerChain[0] != "ReplicaSet/rs" {
-		t.Fatalf("%+v %v", ev, err)
-	}
-	big := make([]byte, MaxEvidenceInStatus+1)
-	ev, err = StatusEvidence(d, big, sum, "s")
-	if err != nil || ev.SecretRef != "s" || ev.PodSpec != nil || ev.SizeBytes != int64(len(big)) {
-		t.Fatalf("%+v %v", ev, err)
-	}
-}
-
 func TestAppendAuditKeepsHeadAndTail(t *testing.T) {
 	st := &securityv1alpha1.QuarantineStatus{}
 	now := metav1.NewTime(time.Unix(0, 0))
@@ -144,23 +48,6 @@ func TestAppendAuditKeepsHeadAndTail(t *testing.T) {
 	}
 	if st.Audit[0].Message != "0" || st.Audit[AuditHead-1].Message != "9" || st.Audit[AuditHead].Message != "35" || st.Audit[len(st.Audit)-1].Message != "74" {
 		t.Fatalf("head/tail wrong: %s %s %s", st.Audit[AuditHead-1].Message, st.Audit[AuditHead].Message, st.Audit[len(st.Audit)-1].Message)
-	}
-}
-
-func TestQuarantineName(t *testing.T) {
-	taken := map[string]bool{"shop-1": true, "shop-1-2": true}
-	if got := QuarantineName("shop-1", func(s string) bool { return taken[s] }); got != "shop-1-3" {
-		t.Fatalf("got %s", got)
-	}
-	long := strings.Repeat("a", 62) + "-b" + strings.Repeat("c", 10)
-	got := QuarantineName(long, func(string) bool { return false })
-	if len(got) > MaxNameLength || strings.HasSuffix(got, "-") {
-		t.Fatalf("got %q (%d)", got, len(got))
-	}
-	first := QuarantineName(long, func(string) bool { return false })
-	second := QuarantineName(long, func(s string) bool { return s == first })
-	if len(second) > MaxNameLength || !strings.HasSuffix(second, "-2") {
-		t.Fatalf("got %q", second)
 	}
 }
 
@@ -187,31 +74,9 @@ func TestAddKeys(t *testing.T) {
 	}
 }
 
-func TestEarlierHolder(t *testing.T) {
-	t0 := metav1.NewTime(time.Unix(100, 0))
-	mk := func(name string, ts metav1.Time, phase securityv1alpha1.QuarantinePhase, released bool) securityv1alpha1.Quarantine {
-		return securityv1alpha1.Quarantine{
-			ObjectMeta: metav1.ObjectMeta{Name: name, UID: k8stypes.UID("uid-" + name), CreationTimestamp: ts},
-			Spec:       securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: "pod"}, Released: &released},
-			Status:     securityv1alpha1.QuarantineStatus{Phase: phase},
-		}
-	}
-	later := metav1.NewTime(t0.Add(time.Second))
-	q := mk("b", t0, "", false)
-	cases := []struct {
-		others []securityv1alpha1.Quarantine
-		want   string
-	}{
-		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseContained, false)}, "a"}, // same second: name decides
-		{[]securityv1alpha1.Quarantine{mk("c", t0, "", false)}, ""},
-		{[]securityv1alpha1.Quarantine{mk("z", metav1.NewTime(t0.Add(-time.Second)), "", false)}, "z"},
-		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseFailed, false)}, ""},
-		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseContained, true)}, ""},
-		{[]securityv1alpha1.Quarantine{mk("a", later, "", false)}, ""},
-	}
-	for i, c := range cases {
-		if got := EarlierHolder(&q, append(c.others, q)); got != c.want {
-			t.Errorf("case %d: got %q, want %q", i, got, c.want)
-		}
+func TestOwnerChainIsKindSlashName(t *testing.T) {
+	tg := &Target{Chain: []ObjectRef{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs"}, {APIVersion: "apps/v1", Kind: "Deployment", Name: "d"}}}
+	if got := strings.Join(tg.OwnerChain(), ","); got != "ReplicaSet/rs,Deployment/d" {
+		t.Fatal(got)
 	}
 }

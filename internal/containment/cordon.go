@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // controlPlaneLabels mark nodes CordonNode never touches.
@@ -28,7 +30,19 @@ func hasQuarantineTaint(n *corev1.Node) bool {
 	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.MatchTaint(new(quarantineTaint())) })
 }
 
-func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// cordon holds the target pod's node: cordoned and tainted, with the
+// holders and the node's earlier state recorded on it.
+type cordon struct{}
+
+func (cordon) Traits() Traits { return Traits{} }
+
+func (cordon) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	if s.Target != nil && s.Target.Node != "" {
+		st.Resource, st.ResourceAPIVersion = "Node/"+s.Target.Node, "v1"
+	}
+}
+
+func (cordon) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	nodeName := ""
 	switch {
 	case s.Target != nil:
@@ -41,7 +55,7 @@ func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1
 	if nodeName == "" {
 		msg := "the pod is not scheduled to a node"
 		switch {
-		case s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod:
+		case !kubeutil.IsPodTarget(s.Q.Spec.Target):
 			msg = "a workload spans nodes: CordonNode needs a Pod target"
 		case s.Target == nil:
 			msg = "the target is gone and its node was never recorded"
@@ -91,7 +105,7 @@ func (e *Engine) applyCordon(ctx context.Context, s *Scope, st *securityv1alpha1
 	if !hasQuarantineTaint(node) {
 		node.Spec.Taints = append(node.Spec.Taints, quarantineTaint())
 	}
-	if err := e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner); err != nil {
+	if err := e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 		return Outcome{}, err
 	}
 	st.State, st.NodeWasCordoned = securityv1alpha1.ActionApplied, wasCordoned(node)
@@ -122,7 +136,7 @@ func (e *Engine) schedulableNodesWithout(ctx context.Context, name string) (int,
 	return n, nil
 }
 
-func (e *Engine) revertCordon(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (cordon) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	ref, ok := parseResource(st.Resource, st.ResourceAPIVersion)
 	if !ok {
 		st.State, st.Message = securityv1alpha1.ActionReverted, "no node was cordoned"
@@ -149,7 +163,7 @@ func (e *Engine) revertCordon(ctx context.Context, s *Scope, st *securityv1alpha
 		uncordonNode(node)
 		st.State, st.Message = securityv1alpha1.ActionReverted, ""
 	}
-	return Outcome{Changed: true}, e.Client.Patch(ctx, node, lockedPatch(base), fieldOwner)
+	return Outcome{Changed: true}, e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner)
 }
 
 // uncordonNode removes the taint and the undo record, and uncordons only a
@@ -161,4 +175,47 @@ func uncordonNode(node *corev1.Node) {
 	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == securityv1alpha1.QuarantineTaintKey })
 	delete(node.Annotations, HoldersAnnotation)
 	delete(node.Annotations, WasCordonedAnnotation)
+}
+
+// Leftovers uncordons nodes whose every holder is gone, and drops gone
+// holders from the others.
+func (cordon) Leftovers(ctx context.Context, e *Engine, live Live) (int, error) {
+	n := 0
+	nodes := &corev1.NodeList{}
+	if err := e.Reader.List(ctx, nodes); err != nil {
+		return n, err
+	}
+	for i := range nodes.Items {
+		node := &nodes.Items[i]
+		hs := holders(node.Annotations)
+		if len(hs) == 0 {
+			continue
+		}
+		var keep []string
+		for _, h := range hs {
+			ns, name, _ := strings.Cut(h, "/")
+			ok, err := live(ctx, ns, name)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				keep = append(keep, h)
+			}
+		}
+		if len(keep) == len(hs) {
+			continue
+		}
+		base := node.DeepCopy()
+		if len(keep) == 0 {
+			uncordonNode(node)
+		} else {
+			slices.Sort(keep)
+			node.Annotations[HoldersAnnotation] = strings.Join(keep, ",")
+		}
+		if err := e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

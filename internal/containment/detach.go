@@ -11,11 +11,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
-// applyDetach takes the pod out of its owner's selector: the owner starts a
+// detach takes the pod out of its owner's selector: the owner starts a
 // replacement while the pod stays (isolated) for forensics.
-func (e *Engine) applyDetach(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+type detach struct{ podAction }
+
+// Traits: the labels Detach removes are part of the evidence.
+func (detach) Traits() Traits { return Traits{NeedsPersistedEvidence: true} }
+
+func (detach) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil {
 		if st.State == "" || st.State == securityv1alpha1.ActionPending {
@@ -60,16 +66,16 @@ func (e *Engine) applyDetach(ctx context.Context, s *Scope, st *securityv1alpha1
 		pod.Annotations = map[string]string{}
 	}
 	pod.Annotations[DetachedLabelsAnnotation] = strings.Join(removed, ",")
-	if err := e.Client.Patch(ctx, pod, client.MergeFrom(base), fieldOwner); err != nil {
+	if err := e.Client.Patch(ctx, pod, client.MergeFrom(base), kubeutil.FieldOwner); err != nil {
 		return Outcome{}, err
 	}
 	st.State, st.RemovedLabels, st.Message = securityv1alpha1.ActionApplied, removed, fmt.Sprintf("detached from %s", owner)
 	return Outcome{Changed: true}, nil
 }
 
-// revertDetach deletes the forensic copy or keeps it, as the action says.
-// The owner has replaced the pod, so its labels are never restored.
-func (e *Engine) revertDetach(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// Revert deletes the forensic copy or keeps it, as the action says. The
+// owner has replaced the pod, so its labels are never restored.
+func (detach) Revert(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil {
 		st.State = securityv1alpha1.ActionReverted

@@ -12,16 +12,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // Annotations Bulkhead puts on objects it changes but does not own. They are
@@ -47,9 +48,6 @@ const (
 	DetachedLabelsAnnotation = "security.bulkhead.dev/detached-labels"
 )
 
-// maxMessage is the API's bound on an action's message.
-const maxMessage = 1024
-
 // ErrTargetNotFound means the target does not exist, or a new object with
 // the same name replaced the one recorded at creation.
 var ErrTargetNotFound = errors.New("target not found")
@@ -65,6 +63,8 @@ type Engine struct {
 	MinSchedulableNodes int
 	// Now is the clock; tests may pin it.
 	Now func() time.Time
+	// Actions dispatched by type; nil means Builtin.
+	Actions Registry
 }
 
 func (e *Engine) now() metav1.Time {
@@ -94,6 +94,34 @@ type Outcome struct {
 	Repaired bool
 }
 
+// Actions is the registry dispatched to; nil means Builtin.
+func (e *Engine) actions() Registry {
+	if e.Actions != nil {
+		return e.Actions
+	}
+	return Builtin()
+}
+
+// Traits of an action type; false when the type is unknown.
+func (e *Engine) Traits(t securityv1alpha1.ActionType) (Traits, bool) {
+	act, ok := e.actions()[t]
+	if !ok {
+		return Traits{}, false
+	}
+	return act.Traits(), true
+}
+
+// Plan records, before any write, which resource an action will change
+// (see Action.Plan). It writes nothing.
+func (e *Engine) Plan(s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	st.Type, st.State = a.Type, securityv1alpha1.ActionPending
+	if act, ok := e.actions()[a.Type]; ok {
+		act.Plan(s, a, st)
+		return
+	}
+	planPod(s, st)
+}
+
 // Apply makes one action true in the cluster, or refreshes it, filling st.
 // It writes nothing when the cluster already matches.
 func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
@@ -103,23 +131,12 @@ func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action,
 		o   Outcome
 		err error
 	)
-	switch a.Type {
-	case securityv1alpha1.ActionIsolate:
-		o, err = e.applyIsolate(ctx, s, a, st)
-	case securityv1alpha1.ActionDetach:
-		o, err = e.applyDetach(ctx, s, st)
-	case securityv1alpha1.ActionScaleToZero:
-		o, err = e.applyScale(ctx, s, st)
-	case securityv1alpha1.ActionCordonNode:
-		o, err = e.applyCordon(ctx, s, st)
-	case securityv1alpha1.ActionEvict:
-		o, err = e.applyEvict(ctx, s, st)
-	case securityv1alpha1.ActionLabel:
-		o, err = e.applyLabel(ctx, s, a, st)
-	default:
+	if act, ok := e.actions()[a.Type]; ok {
+		o, err = act.Apply(ctx, e, s, a, st)
+	} else {
 		st.State, st.Message = securityv1alpha1.ActionRefused, fmt.Sprintf("unknown action type %q", a.Type)
 	}
-	st.Message = truncate(st.Message)
+	st.Message = kubeutil.Truncate(st.Message, kubeutil.MaxMessage)
 	if err != nil {
 		return o, err
 	}
@@ -141,26 +158,38 @@ func (e *Engine) Revert(ctx context.Context, s *Scope, a securityv1alpha1.Action
 		o   Outcome
 		err error
 	)
-	switch a.Type {
-	case securityv1alpha1.ActionIsolate:
-		o, err = e.revertIsolate(ctx, s, st)
-	case securityv1alpha1.ActionDetach:
-		o, err = e.revertDetach(ctx, s, a, st)
-	case securityv1alpha1.ActionScaleToZero:
-		o, err = e.revertScale(ctx, s, st)
-	case securityv1alpha1.ActionCordonNode:
-		o, err = e.revertCordon(ctx, s, st)
-	case securityv1alpha1.ActionEvict:
-		st.State, st.Message = securityv1alpha1.ActionNotReverted, "an eviction cannot be undone; the owner recreates the pod"
-	case securityv1alpha1.ActionLabel:
-		o, err = e.revertLabel(ctx, s, st)
+	if act, ok := e.actions()[a.Type]; ok {
+		o, err = act.Revert(ctx, e, s, a, st)
 	}
-	st.Message = truncate(st.Message)
+	st.Message = kubeutil.Truncate(st.Message, kubeutil.MaxMessage)
 	if err == nil && st.State == securityv1alpha1.ActionReverted && st.RevertedAt == nil {
 		t := e.now()
 		st.RevertedAt = &t
 	}
 	return o, err
+}
+
+// Live reports whether a Quarantine (namespace, name) still holds what it did.
+type Live func(ctx context.Context, namespace, name string) (bool, error)
+
+// RemoveLeftovers cleans cluster-scoped changes no live Quarantine holds,
+// action by action (in type order), and returns how many objects it changed.
+func (e *Engine) RemoveLeftovers(ctx context.Context, live Live) (int, error) {
+	reg := e.actions()
+	n := 0
+	for _, t := range slices.Sorted(maps.Keys(reg)) {
+		m, err := reg[t].Leftovers(ctx, e, live)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// Permanent reports errors retrying cannot fix: the action is Failed.
+func Permanent(err error) bool {
+	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
 }
 
 // holders parses a holders annotation.
@@ -192,31 +221,4 @@ func withoutHolder(list []string, h string) string {
 // lists and taints are read-modify-write.
 func lockedPatch(obj client.Object) client.Patch {
 	return client.MergeFromWithOptions(obj, client.MergeFromWithOptimisticLock{})
-}
-
-var fieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
-
-// apply writes an object Bulkhead owns with server-side apply, taking
-// ownership of its fields from anyone who edited them (tampering).
-func (e *Engine) apply(ctx context.Context, obj client.Object) error {
-	u, err := toUnstructured(obj)
-	if err != nil {
-		return err
-	}
-	return e.applyUnstructured(ctx, u)
-}
-
-func (e *Engine) applyUnstructured(ctx context.Context, u *unstructured.Unstructured) error {
-	return e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership)
-}
-
-// toUnstructured drops what an apply configuration must not carry.
-func toUnstructured(obj client.Object) (*unstructured.Unstructured, error) {
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, err
-	}
-	delete(m, "status")
-	unstructured.RemoveNestedField(m, "metadata", "creationTimestamp")
-	return &unstructured.Unstructured{Object: m}, nil
 }

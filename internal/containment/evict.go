@@ -19,7 +19,13 @@ var ErrEvictionBlocked = errors.New("eviction blocked by a PodDisruptionBudget")
 
 const evictionTimeout = 15 * time.Second
 
-func (e *Engine) applyEvict(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// evict evicts the target pod through the Eviction API, so
+// PodDisruptionBudgets are honoured; its owner recreates it.
+type evict struct{ podAction }
+
+func (evict) Traits() Traits { return Traits{Destructive: true, NeedsPersistedEvidence: true} }
+
+func (evict) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	pod := podOf(s)
 	if pod == nil || pod.DeletionTimestamp != nil {
 		// Gone or going: evicted by us earlier, or by someone else.
@@ -44,4 +50,10 @@ func (e *Engine) applyEvict(ctx context.Context, s *Scope, st *securityv1alpha1.
 	default:
 		return Outcome{}, err
 	}
+}
+
+// Revert cannot bring the pod back; the owner has recreated it.
+func (evict) Revert(_ context.Context, _ *Engine, _ *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	st.State, st.Message = securityv1alpha1.ActionNotReverted, "an eviction cannot be undone; the owner recreates the pod"
+	return Outcome{}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // NetworkPolicyName is the Isolate NetworkPolicy of a Quarantine.
@@ -48,7 +49,17 @@ func DesiredNetworkPolicySpec(selector metav1.LabelSelector, allowDNS bool) netw
 
 func allowDNS(a securityv1alpha1.Action) bool { return a.Isolate != nil && a.Isolate.AllowDNS }
 
-func (e *Engine) applyIsolate(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// isolate denies the target's traffic: a NetworkPolicy selecting it, the
+// quarantine label on its pods, and third-party deny policies where served.
+type isolate struct{}
+
+func (isolate) Traits() Traits { return Traits{Isolating: true} }
+
+func (isolate) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	st.Resource, st.ResourceAPIVersion = "NetworkPolicy/"+NetworkPolicyName(s.Q.Name), "networking.k8s.io/v1"
+}
+
+func (isolate) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	name := NetworkPolicyName(s.Q.Name)
 	st.Resource, st.ResourceAPIVersion = "NetworkPolicy/"+name, "networking.k8s.io/v1"
@@ -117,10 +128,10 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 	}
 	np := networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Q.Namespace, Labels: ManagedLabels(s.Q.Name), OwnerReferences: []metav1.OwnerReference{ownerRef(s.Q)}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Q.Namespace, Labels: ManagedLabels(s.Q.Name), OwnerReferences: []metav1.OwnerReference{OwnerRef(s.Q)}},
 		Spec:       want,
 	}
-	u, err := toUnstructured(&np)
+	u, err := kubeutil.ToUnstructured(&np)
 	if err != nil {
 		return false, err
 	}
@@ -131,7 +142,7 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 		spec["egress"] = []any{}
 	}
 	spec["ingress"] = []any{}
-	return true, e.applyUnstructured(ctx, u)
+	return true, kubeutil.Apply(ctx, e.Client, u)
 }
 
 // ensurePodLabel puts the quarantine label on a pod. A pod held by another
@@ -145,10 +156,10 @@ func (e *Engine) ensurePodLabel(ctx context.Context, pod *corev1.Pod, quarantine
 		pod.Labels = map[string]string{}
 	}
 	pod.Labels[securityv1alpha1.QuarantineLabel] = quarantine
-	return true, ignoreNotFound(e.Client.Patch(ctx, pod, client.MergeFrom(base), fieldOwner))
+	return true, ignoreNotFound(e.Client.Patch(ctx, pod, client.MergeFrom(base), kubeutil.FieldOwner))
 }
 
-func (e *Engine) revertIsolate(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (isolate) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	np := &networkingv1.NetworkPolicy{}
 	err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: NetworkPolicyName(s.Q.Name)}, np)
@@ -175,13 +186,19 @@ func (e *Engine) revertIsolate(ctx context.Context, s *Scope, st *securityv1alph
 		p := &pods.Items[i]
 		base := p.DeepCopy()
 		delete(p.Labels, securityv1alpha1.QuarantineLabel)
-		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), fieldOwner)); err != nil {
+		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), kubeutil.FieldOwner)); err != nil {
 			return o, err
 		}
 		o.Changed = true
 	}
 	st.State, st.Message = securityv1alpha1.ActionReverted, ""
 	return o, nil
+}
+
+// Leftovers: the NetworkPolicy and namespaced deny policies are owned by
+// the Quarantine; cluster-wide deny policies are not.
+func (isolate) Leftovers(ctx context.Context, e *Engine, live Live) (int, error) {
+	return e.removeDenyLeftovers(ctx, live)
 }
 
 // IsolationGaps names the other NetworkPolicies that still admit traffic to
@@ -241,7 +258,9 @@ func hasLabels(have, want map[string]string) bool {
 	return true
 }
 
-func ownerRef(q *securityv1alpha1.Quarantine) metav1.OwnerReference {
+// OwnerRef makes the Quarantine the controlling owner of what it creates,
+// so namespaced objects go with it.
+func OwnerRef(q *securityv1alpha1.Quarantine) metav1.OwnerReference {
 	t := true
 	return metav1.OwnerReference{
 		APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine",

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // keyList parses a comma-separated marker annotation.
@@ -45,7 +46,14 @@ func addKeys(have, want map[string]string, marked []string) (map[string]string, 
 	return have, marked, skipped
 }
 
-func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// label adds labels and annotations to the target's pods, marking which
+// keys it added so release removes only those.
+type label struct{ podAction }
+
+// Traits: the labels it adds would otherwise enter the evidence.
+func (label) Traits() Traits { return Traits{NeedsPersistedEvidence: true} }
+
+func (label) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	if a.Label == nil {
 		st.State, st.Message = securityv1alpha1.ActionRefused, "the label block is missing"
@@ -77,7 +85,7 @@ func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Ac
 			continue
 		}
 		// Keys and their marker go in one write.
-		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), fieldOwner)); err != nil {
+		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), kubeutil.FieldOwner)); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -89,7 +97,7 @@ func (e *Engine) applyLabel(ctx context.Context, s *Scope, a securityv1alpha1.Ac
 	return o, nil
 }
 
-func (e *Engine) revertLabel(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (label) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	st.State, st.Message = securityv1alpha1.ActionReverted, ""
 	if s.Target == nil {
@@ -110,7 +118,7 @@ func (e *Engine) revertLabel(ctx context.Context, s *Scope, st *securityv1alpha1
 		}
 		delete(p.Annotations, AddedLabelsAnnotation)
 		delete(p.Annotations, AddedAnnotationsAnnotation)
-		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), fieldOwner)); err != nil {
+		if err := ignoreNotFound(e.Client.Patch(ctx, p, client.MergeFrom(base), kubeutil.FieldOwner)); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -132,7 +140,7 @@ func labelsEqual(a, b map[string]string) bool {
 
 // podOf is the single pod of a Pod target.
 func podOf(s *Scope) *corev1.Pod {
-	if s.Target == nil || len(s.Target.Pods) != 1 || (s.Q.Spec.Target.Kind != "" && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod) {
+	if s.Target == nil || len(s.Target.Pods) != 1 || !kubeutil.IsPodTarget(s.Q.Spec.Target) {
 		return nil
 	}
 	return &s.Target.Pods[0]

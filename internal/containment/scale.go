@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // scaleTarget is the workload ScaleToZero acts on: from the live target, or
@@ -40,7 +41,22 @@ func isSuspendable(ref ObjectRef) bool {
 	return g == "batch" && (ref.Kind == "Job" || ref.Kind == "CronJob")
 }
 
-func (e *Engine) applyScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+// scale scales the target's top controller to zero (suspends a Job or
+// CronJob), recording holders and the original count on it.
+type scale struct{}
+
+func (scale) Traits() Traits { return Traits{Destructive: true, NeedsPersistedEvidence: true} }
+
+func (scale) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) {
+	if ref, refusal := scaleTarget(s, st); refusal == "" {
+		st.Resource, st.ResourceAPIVersion = ref.String(), ref.APIVersion
+	}
+}
+
+// Leftovers: none are cleaned; a workload keeps its record until released.
+func (scale) Leftovers(context.Context, *Engine, Live) (int, error) { return 0, nil }
+
+func (scale) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	ref, refusal := scaleTarget(s, st)
 	if refusal != "" {
 		st.State, st.Message = securityv1alpha1.ActionRefused, refusal
@@ -126,7 +142,7 @@ func (e *Engine) scaleDown(ctx context.Context, s *Scope, w *unstructured.Unstru
 		}
 		ann[HoldersAnnotation] = withHolder(hs, s.Holder())
 		w.SetAnnotations(ann)
-		if err := e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner); err != nil {
+		if err := e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 			return o, err
 		}
 		o.Changed = true
@@ -172,7 +188,7 @@ func (e *Engine) suspend(ctx context.Context, s *Scope, w *unstructured.Unstruct
 	if err := unstructured.SetNestedField(w.Object, true, "spec", "suspend"); err != nil {
 		return Outcome{}, err
 	}
-	if err := e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner); err != nil {
+	if err := e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner); err != nil {
 		return Outcome{}, err
 	}
 	st.State = securityv1alpha1.ActionApplied
@@ -196,7 +212,7 @@ func (e *Engine) autoscalerWarning(ctx context.Context, ns string, ref ObjectRef
 	return notes, nil
 }
 
-func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+func (scale) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
 	ref, ok := parseResource(st.Resource, st.ResourceAPIVersion)
 	if !ok {
@@ -226,7 +242,7 @@ func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1
 		ann[HoldersAnnotation] = rest
 		w.SetAnnotations(ann)
 		st.State, st.Message = securityv1alpha1.ActionReverted, "still held by "+rest+"; restored when the last holder releases"
-		return Outcome{Changed: true}, e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner)
+		return Outcome{Changed: true}, e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner)
 	}
 	if isSuspendable(ref) {
 		if err := e.restoreSuspend(w, st); err != nil {
@@ -250,7 +266,7 @@ func (e *Engine) revertScale(ctx context.Context, s *Scope, st *securityv1alpha1
 	delete(ann, OriginalSuspendAnnotation)
 	w.SetAnnotations(ann)
 	o.Changed = true
-	return o, e.Client.Patch(ctx, w, lockedPatch(base), fieldOwner)
+	return o, e.Client.Patch(ctx, w, lockedPatch(base), kubeutil.FieldOwner)
 }
 
 // restoreReplicas sets the original count unless someone changed it from

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // ObjectRef names an object in the Quarantine's namespace (or a node).
@@ -186,7 +187,7 @@ func parseResource(resource, apiVersion string) (ObjectRef, bool) {
 // a pod; for a workload, its own selector too, so replacement pods are
 // isolated before Bulkhead labels them.
 func podSelectorFor(s *Scope) metav1.LabelSelector {
-	if s.Target != nil && s.Target.Selector != nil && s.Q.Spec.Target.Kind != securityv1alpha1.TargetPod && s.Q.Spec.Target.Kind != "" {
+	if s.Target != nil && s.Target.Selector != nil && !kubeutil.IsPodTarget(s.Q.Spec.Target) {
 		return *s.Target.Selector.DeepCopy()
 	}
 	return metav1.LabelSelector{MatchLabels: map[string]string{securityv1alpha1.QuarantineLabel: s.Q.Name}}
@@ -199,4 +200,13 @@ func selects(ls *metav1.LabelSelector, l map[string]string) bool {
 		return false
 	}
 	return sel.Matches(labels.Set(l))
+}
+
+// OwnerChain is the controller owner chain as Kind/name, pod first.
+func (t *Target) OwnerChain() []string {
+	var out []string
+	for _, o := range t.Chain {
+		out = append(out, o.String())
+	}
+	return out
 }

@@ -86,7 +86,4 @@ func TestActionsSettleWhenThePodIsGone(t *testing.T) {
 	if applied.State != securityv1alpha1.ActionApplied {
 		t.Fatalf("an applied Isolate became %s when the pod went away", applied.State)
 	}
-	if got := Phase([]securityv1alpha1.ActionStatus{{State: securityv1alpha1.ActionApplied}, *cordon, {State: securityv1alpha1.ActionRefused}}); got != securityv1alpha1.PhaseContained {
-		t.Fatalf("phase %s, want Contained", got)
-	}
 }

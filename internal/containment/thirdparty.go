@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // QuarantineNamespaceLabel names the Quarantine's namespace on cluster-scoped
@@ -76,7 +77,7 @@ func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv
 		if err != nil && !apierrors.IsNotFound(err) {
 			return changed, err
 		}
-		if err := e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(want), fieldOwner, client.ForceOwnership); err != nil {
+		if err := kubeutil.Apply(ctx, e.Client, want); err != nil {
 			return changed, fmt.Errorf("applying %s: %w", f.gvk.Kind, err)
 		}
 		changed = true
@@ -91,7 +92,7 @@ func (f denyFlavor) object(s *Scope, allowDNS bool) *unstructured.Unstructured {
 	l := ManagedLabels(s.Q.Name)
 	if f.namespaced {
 		u.SetNamespace(s.Q.Namespace)
-		u.SetOwnerReferences(append(u.GetOwnerReferences(), ownerRef(s.Q)))
+		u.SetOwnerReferences(append(u.GetOwnerReferences(), OwnerRef(s.Q)))
 	} else {
 		l[QuarantineNamespaceLabel] = s.Q.Namespace
 	}
@@ -214,4 +215,42 @@ func calicoSpec(s *Scope, allowDNS bool) map[string]any {
 		"ingress":  []any{map[string]any{"action": "Deny"}},
 		"egress":   egress,
 	}
+}
+
+// removeDenyLeftovers deletes the cluster-wide deny policies of Quarantines
+// no longer live.
+func (e *Engine) removeDenyLeftovers(ctx context.Context, live Live) (int, error) {
+	n := 0
+	for _, f := range DenyFlavors {
+		if f.namespaced {
+			continue
+		}
+		ok, err := e.served(f.gvk)
+		if err != nil {
+			return n, err
+		}
+		if !ok {
+			continue
+		}
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(f.gvk.GroupVersion().WithKind(f.gvk.Kind + "List"))
+		if err := e.Reader.List(ctx, list, client.MatchingLabels{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue}); err != nil {
+			return n, err
+		}
+		for i := range list.Items {
+			l := list.Items[i].GetLabels()
+			ok, err := live(ctx, l[QuarantineNamespaceLabel], l[securityv1alpha1.QuarantineLabel])
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				continue
+			}
+			if err := ignoreNotFound(e.Client.Delete(ctx, &list.Items[i])); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }

@@ -2,7 +2,6 @@ package notify
 
 import (
 	"context"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
@@ -248,7 +248,7 @@ func (d *Dispatcher) deliver(ctx context.Context, sink string, ev Event) {
 			log.Error(err, "notification not delivered", "attempts", attempt)
 			return
 		}
-		wait := backoff + time.Duration(rand.Int64N(int64(backoff)/5+1))
+		wait := kubeutil.Jitter(backoff)
 		log.V(1).Info("notification failed, retrying", "attempt", attempt, "in", wait, "error", err.Error())
 		select {
 		case <-ctx.Done():

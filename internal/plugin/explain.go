@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 func newExplainCommand(o *options) *cobra.Command {
@@ -90,7 +91,7 @@ func (v *podView) targets(q *securityv1alpha1.Quarantine) bool {
 	if t != nil && slices.Contains(t.Pods, v.pod.Name) {
 		return true
 	}
-	if cmp.Or(q.Spec.Target.Kind, securityv1alpha1.TargetPod) != securityv1alpha1.TargetPod || q.Spec.Target.Name != v.pod.Name {
+	if kubeutil.TargetKind(q.Spec.Target) != securityv1alpha1.TargetPod || q.Spec.Target.Name != v.pod.Name {
 		return false
 	}
 	return t == nil || t.UID == "" || t.UID == string(v.pod.UID)

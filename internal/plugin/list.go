@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 func newListCommand(o *options) *cobra.Command {
@@ -91,7 +92,7 @@ func printQuarantines(out io.Writer, items []securityv1alpha1.Quarantine, withNa
 }
 
 func targetString(t securityv1alpha1.Target) string {
-	return string(cmp.Or(t.Kind, securityv1alpha1.TargetPod)) + "/" + t.Name
+	return string(kubeutil.TargetKind(t)) + "/" + t.Name
 }
 
 func orNone(s string) string { return cmp.Or(s, "<none>") }

@@ -12,7 +12,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -26,6 +25,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // QuarantineReconciler contains targets and releases them.
@@ -90,7 +90,7 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// carries the new resourceVersion) instead of waiting for the watch.
 		base := q.DeepCopy()
 		controllerutil.AddFinalizer(q, securityv1alpha1.QuarantineFinalizer)
-		if err := r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), fieldOwner); err != nil {
+		if err := r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
 	}
@@ -110,15 +110,13 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return p.run(ctx, r.containSteps())
 }
 
-var fieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
-
 func (r *QuarantineReconciler) dropFinalizer(ctx context.Context, q *securityv1alpha1.Quarantine) error {
 	if !controllerutil.ContainsFinalizer(q, securityv1alpha1.QuarantineFinalizer) {
 		return nil
 	}
 	base := q.DeepCopy()
 	controllerutil.RemoveFinalizer(q, securityv1alpha1.QuarantineFinalizer)
-	return client.IgnoreNotFound(r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), fieldOwner))
+	return client.IgnoreNotFound(r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner))
 }
 
 // patchStatus writes status when it changed, then reports a phase change.
@@ -129,7 +127,7 @@ func (r *QuarantineReconciler) patchStatus(ctx context.Context, p *pass) error {
 	}
 	// Locked: a pass that started from a stale cache read must not replace
 	// newer status lists (actions, audit) wholesale; it retries instead.
-	if err := r.Status().Patch(ctx, q, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{}), fieldOwner); err != nil {
+	if err := r.Status().Patch(ctx, q, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -166,8 +164,6 @@ func (r *QuarantineReconciler) reconcileRetention(ctx context.Context, q *securi
 	}
 	return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, q, client.Preconditions{UID: &q.UID}))
 }
-
-func (r *QuarantineReconciler) jitter(d time.Duration) time.Duration { return wait.Jitter(d, 0.2) }
 
 // SetupWithManager registers the controller: Quarantines on spec, deletion,
 // finalizer or a reconcile-request annotation; owned NetworkPolicies and

@@ -16,6 +16,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/evidence"
 )
 
 func TestProtectedNamespace(t *testing.T) {
@@ -69,7 +70,7 @@ func TestUnapprovedStaysPendingWithEvidenceThenContains(t *testing.T) {
 		t.Fatalf("evidence %+v", ev)
 	}
 	spec := string(ev.PodSpec.Raw)
-	if strings.Contains(spec, "s3cret") || strings.Contains(spec, "hunter2") || !strings.Contains(spec, containment.Redacted) {
+	if strings.Contains(spec, "s3cret") || strings.Contains(spec, "hunter2") || !strings.Contains(spec, evidence.Redacted) {
 		t.Fatalf("secrets not redacted: %s", spec)
 	}
 	base := q.DeepCopy()
@@ -84,14 +85,14 @@ func TestLargeEvidenceSpillsToSecret(t *testing.T) {
 	big := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "huge", Namespace: f.ns},
 		Spec: corev1.PodSpec{NodeName: f.node, Containers: []corev1.Container{{
-			Name: "c", Image: "busybox", Command: slices.Repeat([]string{strings.Repeat("a", 1000)}, 2*containment.MaxEvidenceInStatus/1000),
+			Name: "c", Image: "busybox", Command: slices.Repeat([]string{strings.Repeat("a", 1000)}, 2*evidence.MaxInStatus/1000),
 		}}},
 	}
 	must(t, direct.Create(ctx, big))
 	key := f.quarantine(t, "qhuge", big.Name, act(securityv1alpha1.ActionIsolate))
 	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	ev := q.Status.Evidence
-	if ev.SecretRef != containment.EvidenceSecretName("qhuge") || ev.PodSpec != nil || ev.SizeBytes <= containment.MaxEvidenceInStatus {
+	if ev.SecretRef != evidence.SecretName("qhuge") || ev.PodSpec != nil || ev.SizeBytes <= evidence.MaxInStatus {
 		t.Fatalf("evidence not spilled: ref %q size %d", ev.SecretRef, ev.SizeBytes)
 	}
 	sec := &corev1.Secret{}

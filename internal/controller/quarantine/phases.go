@@ -15,6 +15,8 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/evidence"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
@@ -91,8 +93,8 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}); err != nil {
 		return ctrl.Result{}, false, err
 	}
-	if holder := containment.EarlierHolder(q, list.Items); holder != "" {
-		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kindOf(q), q.Spec.Target.Name, holder))
+	if holder := earlierHolder(q, list.Items); holder != "" {
+		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kubeutil.TargetKind(q.Spec.Target), q.Spec.Target.Name, holder))
 		return ctrl.Result{}, true, nil
 	}
 	return ctrl.Result{}, false, nil
@@ -119,13 +121,13 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		if t.Workload != nil {
 			rt.Owner = t.Workload.String()
 		}
-		if kindOf(p.q) != securityv1alpha1.TargetPod {
+		if kubeutil.TargetKind(p.q.Spec.Target) != securityv1alpha1.TargetPod {
 			for _, pod := range t.Pods[:min(len(t.Pods), maxRecordedPods)] {
 				rt.Pods = append(rt.Pods, pod.Name)
 			}
 		}
 		p.q.Status.Target = rt
-		p.audit(containment.Actor, "TargetResolved", fmt.Sprintf("%s %s uid %s", kindOf(p.q), p.q.Spec.Target.Name, t.UID))
+		p.audit(containment.Actor, "TargetResolved", fmt.Sprintf("%s %s uid %s", kubeutil.TargetKind(p.q.Spec.Target), p.q.Spec.Target.Name, t.UID))
 	}
 	return ctrl.Result{}, false, nil
 }
@@ -136,17 +138,17 @@ func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
 		return ctrl.Result{}, false, nil
 	}
-	doc := containment.CaptureEvidence(p.now, &p.scope.Target.Pods[0], p.scope.Target.Chain, p.q.Spec.Reason)
+	doc := evidence.Capture(p.now, &p.scope.Target.Pods[0], p.scope.Target.OwnerChain(), p.q.Spec.Reason)
 	raw, sum, err := doc.Encode()
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	ev, err := containment.StatusEvidence(doc, raw, sum, containment.EvidenceSecretName(p.q.Name))
+	ev, err := evidence.Status(doc, raw, sum, evidence.SecretName(p.q.Name))
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
 	if ev.SecretRef != "" {
-		if err := p.e.SpillEvidence(ctx, p.q, raw, sum); err != nil {
+		if err := evidence.Spill(ctx, p.r.Client, p.q, raw, sum); err != nil {
 			return ctrl.Result{}, false, err
 		}
 	}
@@ -224,7 +226,7 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			continue
 		}
 		st := securityv1alpha1.ActionStatus{}
-		containment.Plan(p.scope, a, &st)
+		p.e.Plan(p.scope, a, &st)
 		p.q.Status.Actions = append(p.q.Status.Actions, st)
 		planned = true
 	}
@@ -254,7 +256,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			p.event(corev1.EventTypeWarning, "EvictionBlocked", "Evict", err.Error())
 			return ctrl.Result{}, false, err
 		case err != nil && containment.Permanent(err):
-			st.State, st.Message = securityv1alpha1.ActionFailed, truncate(err.Error())
+			st.State, st.Message = securityv1alpha1.ActionFailed, kubeutil.Truncate(err.Error(), kubeutil.MaxMessage)
 		case err != nil:
 			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
 		}
@@ -287,7 +289,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // the periodic re-check.
 func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
-	phase := containment.Phase(q.Status.Actions)
+	phase := phaseOf(q.Status.Actions)
 	switch phase {
 	case securityv1alpha1.PhaseFailed:
 		p.fail(securityv1alpha1.ReasonNothingApplied, "no action could be applied: "+refusals(q.Status.Actions))
@@ -309,7 +311,7 @@ func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if phase != securityv1alpha1.PhaseContained {
 		return ctrl.Result{}, false, nil
 	}
-	return ctrl.Result{RequeueAfter: p.r.jitter(p.r.Recheck)}, false, nil
+	return ctrl.Result{RequeueAfter: kubeutil.Jitter(p.r.Recheck)}, false, nil
 }
 
 // checkIsolation reports other NetworkPolicies that still admit the pod.
@@ -325,7 +327,7 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 	c := metav1.Condition{Type: securityv1alpha1.ConditionIsolationEffective, Status: metav1.ConditionTrue, Reason: "Isolated", Message: "no other NetworkPolicy admits traffic to or from the pod", ObservedGeneration: p.q.Generation}
 	if len(gaps) > 0 {
 		c.Status, c.Reason = metav1.ConditionFalse, "OtherPoliciesAdmit"
-		c.Message = truncate("NetworkPolicies still admitting traffic: " + strings.Join(gaps, ", "))
+		c.Message = kubeutil.Truncate("NetworkPolicies still admitting traffic: "+strings.Join(gaps, ", "), kubeutil.MaxMessage)
 	}
 	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && len(gaps) > 0 {
 		p.event(corev1.EventTypeWarning, "IsolationIneffective", "Isolate", c.Message)
@@ -373,7 +375,7 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	acts := p.q.Spec.Actions
 	for i := len(acts) - 1; i >= 0; i-- {
 		st := p.actionStatus(acts[i].Type)
-		if st == nil || !containment.NeedsRevert(*st) {
+		if st == nil || !needsRevert(*st) {
 			continue
 		}
 		was := st.State
@@ -434,7 +436,7 @@ func (p *pass) actionStatus(t securityv1alpha1.ActionType) *securityv1alpha1.Act
 func (p *pass) fail(reason, msg string) {
 	p.q.Status.Phase = securityv1alpha1.PhaseFailed
 	p.setNotReady(reason, msg)
-	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{Type: securityv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation})
+	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{Type: securityv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason, Message: kubeutil.Truncate(msg, kubeutil.MaxMessage), ObservedGeneration: p.q.Generation})
 	apimeta.RemoveStatusCondition(&p.q.Status.Conditions, securityv1alpha1.ConditionReconciling)
 	p.audit(containment.Actor, "Failed", reason+": "+msg)
 	p.event(corev1.EventTypeWarning, reason, "Contain", msg)
@@ -457,7 +459,7 @@ func (p *pass) event(etype, reason, action, msg string) {
 		return
 	}
 	var pod *corev1.Pod
-	if p.scope.Target != nil && kindOf(p.q) == securityv1alpha1.TargetPod && len(p.scope.Target.Pods) == 1 {
+	if p.scope.Target != nil && kubeutil.TargetKind(p.q.Spec.Target) == securityv1alpha1.TargetPod && len(p.scope.Target.Pods) == 1 {
 		pod = &p.scope.Target.Pods[0]
 	}
 	if pod == nil {
@@ -466,13 +468,6 @@ func (p *pass) event(etype, reason, action, msg string) {
 	}
 	p.r.Recorder.Eventf(p.q, pod, etype, reason, action, "%s", msg)
 	p.r.Recorder.Eventf(pod, p.q, etype, reason, action, "Quarantine %s: %s", p.q.Name, msg)
-}
-
-func kindOf(q *securityv1alpha1.Quarantine) securityv1alpha1.TargetKind {
-	if q.Spec.Target.Kind == "" {
-		return securityv1alpha1.TargetPod
-	}
-	return q.Spec.Target.Kind
 }
 
 func actorOf(q *securityv1alpha1.Quarantine) string {
@@ -504,11 +499,4 @@ func refusals(sts []securityv1alpha1.ActionStatus) string {
 		parts = append(parts, fmt.Sprintf("%s: %s", s.Type, s.Message))
 	}
 	return strings.Join(parts, "; ")
-}
-
-func truncate(s string) string {
-	if len(s) > 1024 {
-		return s[:1021] + "..."
-	}
-	return s
 }

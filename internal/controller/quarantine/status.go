@@ -8,13 +8,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
 // setNotReady says why the Quarantine is not (yet) Ready.
 func (p *pass) setNotReady(reason, msg string) {
 	apimeta.SetStatusCondition(&p.q.Status.Conditions, metav1.Condition{
-		Type: securityv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: truncate(msg), ObservedGeneration: p.q.Generation,
+		Type: securityv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: kubeutil.Truncate(msg, kubeutil.MaxMessage), ObservedGeneration: p.q.Generation,
 	})
 }
 
@@ -23,7 +24,7 @@ func (p *pass) setNotReady(reason, msg string) {
 func (p *pass) setConditions() {
 	q := p.q
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
-		apimeta.SetStatusCondition(&q.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: truncate(msg), ObservedGeneration: q.Generation})
+		apimeta.SetStatusCondition(&q.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: kubeutil.Truncate(msg, kubeutil.MaxMessage), ObservedGeneration: q.Generation})
 	}
 	switch q.Status.Phase {
 	case securityv1alpha1.PhaseContained:

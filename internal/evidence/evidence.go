@@ -1,4 +1,7 @@
-package containment
+// Package evidence records a contained pod as it was: a redacted document,
+// its digest, the view kept in Quarantine status and, when too large for
+// status, an owned Secret holding all of it.
+package evidence
 
 import (
 	"context"
@@ -11,13 +14,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
-// MaxEvidenceInStatus bounds the evidence kept in status; beyond it the
-// document spills to an owned Secret and status keeps its sha256.
-const MaxEvidenceInStatus = 16 << 10
+// MaxInStatus bounds the evidence kept in status; beyond it the document
+// spills to an owned Secret and status keeps its sha256.
+const MaxInStatus = 16 << 10
 
 // Redacted replaces every secret value in evidence.
 const Redacted = "REDACTED"
@@ -26,8 +32,8 @@ const Redacted = "REDACTED"
 // api_key=x and the like.
 var secretArg = regexp.MustCompile(`(?i)(pass(word|wd)?|secret|token|api[-_]?key|credential|auth)`)
 
-// EvidenceDocument is the full evidence; status holds it or its digest.
-type EvidenceDocument struct {
+// Document is the full evidence; status holds it or its digest.
+type Document struct {
 	CapturedAt metav1.Time                        `json:"capturedAt"`
 	Pod        string                             `json:"pod"`
 	PodSpec    *corev1.PodSpec                    `json:"podSpec,omitempty"`
@@ -38,9 +44,10 @@ type EvidenceDocument struct {
 	Reason     *securityv1alpha1.QuarantineReason `json:"reason,omitempty"`
 }
 
-// CaptureEvidence builds the redacted evidence document of a pod.
-func CaptureEvidence(now metav1.Time, pod *corev1.Pod, chain []ObjectRef, reason *securityv1alpha1.QuarantineReason) EvidenceDocument {
-	d := EvidenceDocument{CapturedAt: now, Pod: pod.Name, PodSpec: RedactPodSpec(&pod.Spec), Node: pod.Spec.NodeName, Labels: pod.Labels, Reason: reason}
+// Capture builds the redacted evidence document of a pod; ownerChain is the
+// controller owner chain from the pod up, as Kind/name.
+func Capture(now metav1.Time, pod *corev1.Pod, ownerChain []string, reason *securityv1alpha1.QuarantineReason) Document {
+	d := Document{CapturedAt: now, Pod: pod.Name, PodSpec: RedactPodSpec(&pod.Spec), Node: pod.Spec.NodeName, Labels: pod.Labels, Reason: reason}
 	ids := map[string]string{}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		ids[cs.Name] = cs.ImageID
@@ -48,9 +55,7 @@ func CaptureEvidence(now metav1.Time, pod *corev1.Pod, chain []ObjectRef, reason
 	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		d.Images = append(d.Images, securityv1alpha1.ContainerImage{Container: c.Name, Image: c.Image, ImageID: ids[c.Name]})
 	}
-	for _, o := range chain {
-		d.OwnerChain = append(d.OwnerChain, o.String())
-	}
+	d.OwnerChain = ownerChain
 	return d
 }
 
@@ -113,7 +118,7 @@ func RedactArgs(args []string) []string {
 }
 
 // Encode serialises the document and returns its digest.
-func (d EvidenceDocument) Encode() ([]byte, string, error) {
+func (d Document) Encode() ([]byte, string, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return nil, "", err
@@ -122,17 +127,17 @@ func (d EvidenceDocument) Encode() ([]byte, string, error) {
 	return b, hex.EncodeToString(sum[:]), nil
 }
 
-// StatusEvidence is the status view of a document: all of it when it fits,
-// else everything but the pod spec plus secretRef.
-func StatusEvidence(d EvidenceDocument, raw []byte, sum, secretName string) (*securityv1alpha1.Evidence, error) {
+// Status is the status view of a document: all of it when it fits, else
+// everything but the pod spec plus secretRef.
+func Status(d Document, raw []byte, sum, secretName string) (*securityv1alpha1.Evidence, error) {
 	ev := &securityv1alpha1.Evidence{
 		CapturedAt: d.CapturedAt, Images: d.Images, Node: d.Node, OwnerChain: d.OwnerChain,
 		Labels: d.Labels, SHA256: sum, SizeBytes: int64(len(raw)),
 	}
 	if d.Reason != nil && d.Reason.Detector != "" {
-		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: truncate(d.Reason.Summary)}}
+		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: kubeutil.Truncate(d.Reason.Summary, kubeutil.MaxMessage)}}
 	}
-	if len(raw) > MaxEvidenceInStatus {
+	if len(raw) > MaxInStatus {
 		ev.SecretRef = secretName
 		return ev, nil
 	}
@@ -144,28 +149,20 @@ func StatusEvidence(d EvidenceDocument, raw []byte, sum, secretName string) (*se
 	return ev, nil
 }
 
-// EvidenceSecretName is the Secret holding evidence too large for status.
-func EvidenceSecretName(quarantine string) string { return "bulkhead-evidence-" + quarantine }
+// SecretName is the Secret holding evidence too large for status.
+func SecretName(quarantine string) string { return "bulkhead-evidence-" + quarantine }
 
-// truncate bounds a message to the API's 1024 characters.
-func truncate(s string) string {
-	if len(s) <= maxMessage {
-		return s
-	}
-	return s[:maxMessage]
-}
-
-// SpillEvidence writes the full document to the Quarantine's owned Secret.
-func (e *Engine) SpillEvidence(ctx context.Context, q *securityv1alpha1.Quarantine, raw []byte, sum string) error {
+// Spill writes the full document to the Quarantine's owned Secret.
+func Spill(ctx context.Context, c client.Writer, q *securityv1alpha1.Quarantine, raw []byte, sum string) error {
 	sec := &corev1.Secret{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name: EvidenceSecretName(q.Name), Namespace: q.Namespace, Labels: ManagedLabels(q.Name),
+			Name: SecretName(q.Name), Namespace: q.Namespace, Labels: containment.ManagedLabels(q.Name),
 			Annotations:     map[string]string{"security.bulkhead.dev/sha256": sum},
-			OwnerReferences: []metav1.OwnerReference{ownerRef(q)},
+			OwnerReferences: []metav1.OwnerReference{containment.OwnerRef(q)},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{"evidence.json": raw},
 	}
-	return e.apply(ctx, sec)
+	return kubeutil.ApplyObject(ctx, c, sec)
 }

@@ -1,0 +1,85 @@
+package quarantine
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+func states(ss ...securityv1alpha1.ActionState) []securityv1alpha1.ActionStatus {
+	out := make([]securityv1alpha1.ActionStatus, len(ss))
+	for i, s := range ss {
+		out[i] = securityv1alpha1.ActionStatus{Type: securityv1alpha1.ActionIsolate, State: s}
+	}
+	return out
+}
+
+func TestPhaseRule(t *testing.T) {
+	const (
+		ap = securityv1alpha1.ActionApplied
+		rf = securityv1alpha1.ActionRefused
+		fl = securityv1alpha1.ActionFailed
+		pe = securityv1alpha1.ActionPending
+	)
+	for _, c := range []struct {
+		in   []securityv1alpha1.ActionStatus
+		want securityv1alpha1.QuarantinePhase
+	}{
+		{nil, securityv1alpha1.PhaseContaining},
+		{states(ap), securityv1alpha1.PhaseContained},
+		{states(ap, rf), securityv1alpha1.PhaseContained},
+		{states(ap, pe), securityv1alpha1.PhaseContaining},
+		{states(rf, rf), securityv1alpha1.PhaseFailed},
+		{states(rf, fl), securityv1alpha1.PhaseFailed},
+		{states(ap, fl), securityv1alpha1.PhaseContained},
+		{states(ap, ap, rf), securityv1alpha1.PhaseContained}, // CordonNode held, the rest refused on a gone pod
+	} {
+		if got := phaseOf(c.in); got != c.want {
+			t.Errorf("phaseOf(%v) = %s, want %s", c.in, got, c.want)
+		}
+	}
+}
+
+func TestNeedsRevertRule(t *testing.T) {
+	for s, want := range map[securityv1alpha1.ActionState]bool{
+		securityv1alpha1.ActionApplied: true, securityv1alpha1.ActionPending: true, securityv1alpha1.ActionFailed: true,
+		securityv1alpha1.ActionRefused: false, securityv1alpha1.ActionReverted: false, securityv1alpha1.ActionNotReverted: false,
+	} {
+		if got := needsRevert(securityv1alpha1.ActionStatus{State: s}); got != want {
+			t.Errorf("%s: %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestEarlierHolderRule(t *testing.T) {
+	t0 := metav1.NewTime(time.Unix(100, 0))
+	mk := func(name string, ts metav1.Time, phase securityv1alpha1.QuarantinePhase, released bool) securityv1alpha1.Quarantine {
+		return securityv1alpha1.Quarantine{
+			ObjectMeta: metav1.ObjectMeta{Name: name, UID: k8stypes.UID("uid-" + name), CreationTimestamp: ts},
+			Spec:       securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: "pod"}, Released: &released},
+			Status:     securityv1alpha1.QuarantineStatus{Phase: phase},
+		}
+	}
+	later := metav1.NewTime(t0.Add(time.Second))
+	q := mk("b", t0, "", false)
+	cases := []struct {
+		others []securityv1alpha1.Quarantine
+		want   string
+	}{
+		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseContained, false)}, "a"}, // same second: name decides
+		{[]securityv1alpha1.Quarantine{mk("c", t0, "", false)}, ""},
+		{[]securityv1alpha1.Quarantine{mk("z", metav1.NewTime(t0.Add(-time.Second)), "", false)}, "z"},
+		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseFailed, false)}, ""},
+		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseContained, true)}, ""},
+		{[]securityv1alpha1.Quarantine{mk("a", later, "", false)}, ""},
+	}
+	for i, c := range cases {
+		if got := earlierHolder(&q, append(c.others, q)); got != c.want {
+			t.Errorf("case %d: got %q, want %q", i, got, c.want)
+		}
+	}
+}

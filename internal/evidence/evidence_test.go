@@ -1,0 +1,89 @@
+package evidence
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+)
+
+func TestRedactArgs(t *testing.T) {
+	in := []string{"--port=80", "--password=hunter2", "--token", "abc", "-v", "API_KEY=xyz", "serve", "--db-secret", "s"}
+	got := strings.Join(RedactArgs(in), " ")
+	want := "--port=80 --password=REDACTED --token REDACTED -v API_KEY=REDACTED serve --db-secret REDACTED"
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	if RedactArgs(nil) != nil {
+		t.Fatal("nil in, nil out")
+	}
+}
+
+func TestRedactPodSpecKeepsReferencesAndDoesNotTouchInput(t *testing.T) {
+	in := &corev1.PodSpec{Containers: []corev1.Container{{
+		Name: "c", Env: []corev1.EnvVar{
+			{Name: "PLAIN", Value: "v"},
+			{Name: "FROM_SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "pw"}}},
+		},
+		Args: []string{"--password=x"},
+	}}}
+	out := RedactPodSpec(in)
+	if out.Containers[0].Env[0].Value != Redacted || out.Containers[0].Env[1].ValueFrom.SecretKeyRef.Name != "db" || out.Containers[0].Args[0] != "--password=REDACTED" {
+		t.Fatalf("%+v", out.Containers[0])
+	}
+	if in.Containers[0].Env[0].Value != "v" || in.Containers[0].Args[0] != "--password=x" {
+		t.Fatal("input modified")
+	}
+}
+
+func TestEvidenceDigestAndSpill(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "shop"}},
+		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
+		Status:     corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "c", ImageID: "nginx@sha256:abc"}}},
+	}
+	d := Capture(metav1.Now(), pod, []string{"ReplicaSet/rs"}, nil)
+	raw, sum, err := d.Encode()
+	if err != nil || len(sum) != 64 {
+		t.Fatal(err, sum)
+	}
+	ev, err := Status(d, raw, sum, "s")
+	if err != nil || ev.SecretRef != "" || ev.PodSpec == nil || ev.Images[0].ImageID != "nginx@sha256:abc" || ev.OwnerChain[0] != "ReplicaSet/rs" {
+		t.Fatalf("%+v %v", ev, err)
+	}
+	big := make([]byte, MaxInStatus+1)
+	ev, err = Status(d, big, sum, "s")
+	if err != nil || ev.SecretRef != "s" || ev.PodSpec != nil || ev.SizeBytes != int64(len(big)) {
+		t.Fatalf("%+v %v", ev, err)
+	}
+}
+
+func TestSpillWritesAnOwnedSecret(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Name: "q", Namespace: "web", UID: "uid-q"}}
+	ctx := context.Background()
+	if err := Spill(ctx, c, q, []byte(`{"pod":"p"}`), "abc"); err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "web", Name: SecretName("q")}, sec); err != nil {
+		t.Fatal(err)
+	}
+	owner := metav1.GetControllerOf(sec)
+	if string(sec.Data["evidence.json"]) != `{"pod":"p"}` || sec.Annotations["security.bulkhead.dev/sha256"] != "abc" ||
+		sec.Labels[securityv1alpha1.QuarantineLabel] != "q" || owner == nil || owner.UID != q.UID {
+		t.Fatalf("%+v", sec)
+	}
+}
