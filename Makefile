@@ -122,5 +122,28 @@ kustomize: $(KUSTOMIZE)
 $(KUSTOMIZE):
 	go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-# Each area adds its own targets here (demo, e2e, packaging, bench...).
--include hack/make/*.mk
+# Each area's targets, listed so the order never depends on a glob. A new
+# hack/make/*.mk must be added here: make stops until it is. .ci/run runs the
+# ci-* targets of exactly these files (make ci-targets).
+MAKE_INCLUDES := \
+	hack/make/behavior.mk \
+	hack/make/bench.mk \
+	hack/make/chaos.mk \
+	hack/make/containment.mk \
+	hack/make/demo.mk \
+	hack/make/detection.mk \
+	hack/make/e2e.mk \
+	hack/make/fuzz.mk \
+	hack/make/packaging.mk \
+	hack/make/plugin.mk
+MAKE_UNLISTED := $(filter-out $(MAKE_INCLUDES),$(wildcard hack/make/*.mk))
+ifneq ($(MAKE_UNLISTED),)
+$(error $(MAKE_UNLISTED): not in the Makefile's MAKE_INCLUDES; add it there)
+endif
+include $(MAKE_INCLUDES)
+
+##@ CI
+
+.PHONY: ci-targets
+ci-targets: ## List the ci-* targets .ci/run runs after the test stage.
+	@awk -F: '/^ci-[a-z0-9-]+:/ {print $$1}' $(MAKE_INCLUDES) | sort -u

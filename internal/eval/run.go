@@ -140,7 +140,7 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	r.NsPerSyscall = float64(time.Since(start).Nanoseconds()) / float64(r.Syscalls)
 
 	r.Overall = result("overall", normal, attack)
-	r.Families = FamilyResults(normal, split.Attack, attack)
+	r.Families = familyResults(normal, split.Attack, attack)
 	r.ROC = ROC(normal, attack)
 	r.Thresholds = map[string]float64{"far_1pct": Threshold(normal, 0.01), "far_5pct": Threshold(normal, 0.05)}
 	for _, t := range []float64{0.5, 0.8} {
@@ -161,9 +161,9 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	return r, nil
 }
 
-// FamilyResults scores each attack family, in name order, against all the
+// familyResults scores each attack family, in name order, against all the
 // normal scores; attack[i] is the score of traces[i].
-func FamilyResults(normal []float64, traces []Trace, attack []float64) []Result {
+func familyResults(normal []float64, traces []Trace, attack []float64) []Result {
 	fam := map[string][]float64{}
 	for i, t := range traces {
 		fam[t.Family] = append(fam[t.Family], attack[i])
