@@ -251,6 +251,50 @@ type ActionStatus struct {
 	// revertedAt is when the action was reverted.
 	// +optional
 	RevertedAt *metav1.Time `json:"revertedAt,omitempty"`
+	// kernel is, for Isolate, what the node sensors report they enforce in
+	// their nodes' kernels (independent of the CNI), one entry per pod.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=100
+	Kernel []KernelEnforcement `json:"kernel,omitempty"`
+}
+
+// KernelEnforcement is a node sensor's isolation of one pod in its node's
+// kernel: cgroup BPF programs that drop the pod's traffic, and its
+// established connections destroyed.
+type KernelEnforcement struct {
+	// pod isolated.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pod string `json:"pod"`
+	// node whose sensor enforces it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+	// enforced is true while the pod's traffic is dropped in the kernel.
+	// +required
+	Enforced bool `json:"enforced"`
+	// connectionsCut is true when the pod's established connections were destroyed.
+	// +optional
+	ConnectionsCut bool `json:"connectionsCut,omitempty"`
+	// socketsDestroyed counts the connections destroyed.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SocketsDestroyed int32 `json:"socketsDestroyed,omitempty"`
+	// method that cut connections: bpf_sock_destroy or sock_diag.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Method string `json:"method,omitempty"`
+	// message says why enforcement or the cut did not happen.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// reportedAt is when the sensor last reported it.
+	// +required
+	ReportedAt metav1.Time `json:"reportedAt"`
 }
 
 // Evidence is what was captured before the first action. Secrets are redacted.

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
@@ -52,6 +53,17 @@ type QuarantineReconciler struct {
 	OnPhaseChange func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase)
 	// Now is the clock; tests may pin it.
 	Now func() time.Time
+	// Kernel reports what node sensors enforce in their kernels; nil when
+	// no sensor runs. KernelChanges, when set, wakes the Quarantine whose
+	// kernel state a sensor just changed.
+	Kernel        KernelReports
+	KernelChanges <-chan event.GenericEvent
+}
+
+// KernelReports answers what the node sensor enforces for a pod held by a
+// Quarantine (internal/sensorhub implements it).
+type KernelReports interface {
+	KernelEnforcement(namespace, pod, quarantine string) (securityv1alpha1.KernelEnforcement, bool)
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;patch;delete
@@ -181,13 +193,16 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 8
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Named("quarantine").
-		Complete(r)
+		Named("quarantine")
+	if r.KernelChanges != nil {
+		b = b.WatchesRawSource(source.Channel(r.KernelChanges, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
 }
 
 // quarantineChanged passes spec changes, deletion, finalizer changes and

@@ -324,16 +324,14 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c := metav1.Condition{Type: securityv1alpha1.ConditionIsolationEffective, Status: metav1.ConditionTrue, Reason: "Isolated", Message: "no other NetworkPolicy admits traffic to or from the pod", ObservedGeneration: p.q.Generation}
-	if len(gaps) > 0 {
-		c.Status, c.Reason = metav1.ConditionFalse, "OtherPoliciesAdmit"
-		c.Message = kubeutil.Truncate("NetworkPolicies still admitting traffic: "+strings.Join(gaps, ", "), kubeutil.MaxMessage)
-	}
-	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && len(gaps) > 0 {
+	kernel := p.kernelEnforcement(st)
+	c := isolationCondition(gaps, kernel, len(p.scope.Target.Pods))
+	c.ObservedGeneration = p.q.Generation
+	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && c.Status == metav1.ConditionFalse {
 		p.event(corev1.EventTypeWarning, "IsolationIneffective", "Isolate", c.Message)
 	}
 	v := 0.0
-	if len(gaps) > 0 {
+	if c.Status == metav1.ConditionFalse {
 		v = 1
 	}
 	metrics.IsolationIneffective.WithLabelValues(p.q.Namespace, p.q.Name).Set(v)
