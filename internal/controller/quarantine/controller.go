@@ -1,6 +1,9 @@
 // Package quarantine reconciles Quarantines: it applies containment actions
-// and undoes them on release. The decisions live in internal/containment;
-// this package is plumbing: fetch, finalizer, ordered steps, one status patch.
+// and undoes them on release. The actions live in internal/containment (one
+// file each, dispatched through its registry), the evidence in
+// internal/evidence, and the lifecycle rules (phase, earlier holder,
+// needs-revert) in lifecycle.go as pure functions; the rest of this package
+// is plumbing: fetch, finalizer, ordered steps, one status patch.
 package quarantine
 
 import (

@@ -266,11 +266,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			p.audit(containment.Actor, "Tampered", msg)
 		}
 		if st.State != was.State {
-			metrics.ActionsTotal.WithLabelValues(string(a.Type), string(st.State)).Inc()
-			msg := fmt.Sprintf("%s %s %s", a.Type, strings.ToLower(string(st.State)), st.Resource)
-			if st.Message != "" {
-				msg += ": " + st.Message
-			}
+			msg := p.recordTransition(st)
 			etype := corev1.EventTypeNormal
 			if st.State != securityv1alpha1.ActionApplied {
 				etype = corev1.EventTypeWarning
@@ -279,7 +275,6 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			// Failed), not one Event per action, which halves the Events a
 			// burst of containments writes.
 			p.quarantineEvent(etype, string(a.Type)+string(st.State), string(a.Type), msg)
-			p.audit(containment.Actor, string(st.State), msg)
 		}
 	}
 	return ctrl.Result{}, false, nil
@@ -386,12 +381,7 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 		*st = *next
 		if st.State != was {
-			metrics.ActionsTotal.WithLabelValues(string(acts[i].Type), string(st.State)).Inc()
-			msg := fmt.Sprintf("%s %s %s", acts[i].Type, strings.ToLower(string(st.State)), st.Resource)
-			if st.Message != "" {
-				msg += ": " + st.Message
-			}
-			p.audit(containment.Actor, string(st.State), msg)
+			p.recordTransition(st)
 		}
 	}
 	return ctrl.Result{}, false, nil
@@ -409,6 +399,18 @@ func finishRelease(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 		return ctrl.Result{RequeueAfter: p.r.ReleasedRetention}, false, nil
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// recordTransition counts an action reaching a new state and audits it,
+// returning the audit message.
+func (p *pass) recordTransition(st *securityv1alpha1.ActionStatus) string {
+	metrics.ActionsTotal.WithLabelValues(string(st.Type), string(st.State)).Inc()
+	msg := fmt.Sprintf("%s %s %s", st.Type, strings.ToLower(string(st.State)), st.Resource)
+	if st.Message != "" {
+		msg += ": " + st.Message
+	}
+	p.audit(containment.Actor, string(st.State), msg)
+	return msg
 }
 
 // flush patches status now (the intent record) and rebases the pass.
