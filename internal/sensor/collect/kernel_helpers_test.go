@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,11 @@ func newCgroup(t testing.TB, name string) testCgroup {
 }
 
 func removeCgroup(t testing.TB, path string) {
+	procs, _ := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+	if slices.Contains(strings.Fields(string(procs)), strconv.Itoa(os.Getpid())) {
+		t.Errorf("not removing cgroup %s: this test process is still in it", path)
+		return
+	}
 	_ = os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
