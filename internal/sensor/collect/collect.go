@@ -230,6 +230,29 @@ func (c *Collector) Track(cgroupID uint64) error {
 		return fmt.Errorf("collect: track cgroup %d: %w", cgroupID, err)
 	}
 	c.tracked[cgroupID] = struct{}{}
+	if err := c.writeTrackedBits(); err != nil {
+		delete(c.tracked, cgroupID)
+		_ = c.objs.Tracked.Delete(cgroupID)
+		return fmt.Errorf("collect: track cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// trackedBits is the kernel's filter in front of the tracked map
+// (tracked_bits in collect.bpf.c): the same multiplicative hash, 12 bits.
+const trackedBits = 4096
+
+func trackedBit(cgroupID uint64) uint32 { return uint32((cgroupID * 0x9E3779B97F4A7C15) >> (64 - 12)) }
+
+func (c *Collector) writeTrackedBits() error {
+	var bits [trackedBits / 64]uint64
+	for id := range c.tracked {
+		b := trackedBit(id)
+		bits[b/64] |= 1 << (b % 64)
+	}
+	if err := c.objs.TrackedBits.Set(bits); err != nil {
+		return fmt.Errorf("write tracked filter: %w", err)
+	}
 	return nil
 }
 
@@ -245,6 +268,9 @@ func (c *Collector) Untrack(cgroupID uint64) error {
 		return fmt.Errorf("collect: untrack cgroup %d: %w", cgroupID, err)
 	}
 	delete(c.tracked, cgroupID)
+	if err := c.writeTrackedBits(); err != nil {
+		return fmt.Errorf("collect: untrack cgroup %d: %w", cgroupID, err)
+	}
 	var (
 		k    collectTrigramKey
 		v    uint64

@@ -84,6 +84,7 @@ const (
 	collectProgNetDevQueue      = "net_dev_queue"
 	collectProgSchedProcessExec = "sched_process_exec"
 	collectProgSysEnter         = "sys_enter"
+	collectVarTrackedBits       = "tracked_bits"
 	collectVarUdpDedupNs        = "udp_dedup_ns"
 	collectVarUnusedConn        = "unused_conn"
 	collectVarUnusedExec        = "unused_exec"
@@ -153,9 +154,10 @@ type collectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectVariableSpecs struct {
-	UdpDedupNs *ebpf.VariableSpec `ebpf:"udp_dedup_ns"`
-	UnusedConn *ebpf.VariableSpec `ebpf:"unused_conn"`
-	UnusedExec *ebpf.VariableSpec `ebpf:"unused_exec"`
+	TrackedBits *ebpf.VariableSpec `ebpf:"tracked_bits"`
+	UdpDedupNs  *ebpf.VariableSpec `ebpf:"udp_dedup_ns"`
+	UnusedConn  *ebpf.VariableSpec `ebpf:"unused_conn"`
+	UnusedExec  *ebpf.VariableSpec `ebpf:"unused_exec"`
 }
 
 // collectObjects contains all objects after they have been loaded into the kernel.
@@ -201,9 +203,10 @@ func (m *collectMaps) Close() error {
 //
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectVariables struct {
-	UdpDedupNs *ebpf.Variable `ebpf:"udp_dedup_ns"`
-	UnusedConn *ebpf.Variable `ebpf:"unused_conn"`
-	UnusedExec *ebpf.Variable `ebpf:"unused_exec"`
+	TrackedBits *ebpf.Variable `ebpf:"tracked_bits"`
+	UdpDedupNs  *ebpf.Variable `ebpf:"udp_dedup_ns"`
+	UnusedConn  *ebpf.Variable `ebpf:"unused_conn"`
+	UnusedExec  *ebpf.Variable `ebpf:"unused_exec"`
 }
 
 // collectPrograms contains all programs after they have been loaded into the kernel.
