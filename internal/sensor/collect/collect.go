@@ -130,9 +130,10 @@ func New(opts Options) (*Collector, error) {
 	if _, err := btf.LoadKernelSpec(); err != nil {
 		return nil, &UnavailableError{Missing: "kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)", Err: err}
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, &UnavailableError{Missing: "permission to raise RLIMIT_MEMLOCK (CAP_SYS_RESOURCE) on a kernel without memcg accounting of BPF", Err: err}
-	}
+	// Needed only before Linux 5.11 (no memcg accounting of BPF memory). Its
+	// probe itself needs BPF, so a failure here is reported only if loading
+	// fails too.
+	memlockErr := rlimit.RemoveMemlock()
 	spec, err := loadCollect()
 	if err != nil {
 		return nil, fmt.Errorf("collect: parse embedded BPF object: %w", err)
@@ -146,7 +147,7 @@ func New(opts Options) (*Collector, error) {
 
 	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
-		return nil, loadError(err)
+		return nil, loadError(err, memlockErr)
 	}
 	attach := []struct {
 		what string
@@ -178,7 +179,7 @@ func New(opts Options) (*Collector, error) {
 var programName = regexp.MustCompile(`program (\w+)`)
 
 // loadError names what a failed load lacks.
-func loadError(err error) error {
+func loadError(err, memlockErr error) error {
 	prog := "?"
 	if m := programName.FindStringSubmatch(err.Error()); m != nil {
 		prog = m[1]
@@ -187,6 +188,9 @@ func loadError(err error) error {
 	switch {
 	case errors.As(err, &ve):
 		return &UnavailableError{Missing: "program " + prog + " refused by the verifier", Err: verifierExcerpt(ve)}
+	case isPermission(err) && memlockErr != nil:
+		return &UnavailableError{Missing: "permission to load BPF programs (CAP_BPF and CAP_PERFMON, or root; before Linux 5.11 also CAP_SYS_RESOURCE for RLIMIT_MEMLOCK)",
+			Err: errors.Join(err, memlockErr)}
 	case isPermission(err):
 		return &UnavailableError{Missing: "permission to load BPF programs (CAP_BPF and CAP_PERFMON, or root)", Err: err}
 	case errors.Is(err, os.ErrNotExist) && prog != "?":

@@ -3,6 +3,7 @@ package collect
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -384,6 +385,7 @@ func TestUnprivilegedSaysWhatIsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper: %v: %s", err, out)
 	}
+	t.Logf("as uid 65534: %s", out)
 	if !strings.Contains(string(out), "missing: permission") {
 		t.Errorf("unprivileged New said %q, want it to name the missing permission", out)
 	}
@@ -405,5 +407,41 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := dst.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLostCountsFullRingBuffer fills a one-page ring buffer (two exec
+// records fit) while nothing reads it.
+func TestLostCountsFullRingBuffer(t *testing.T) {
+	requireBPF(t)
+	c := newCollector(t, Options{RingBufferBytes: os.Getpagesize()})
+	cg := newCgroup(t, "lost")
+	if err := c.Track(cg.id); err != nil {
+		t.Fatal(err)
+	}
+	cg.run(t, nil, "/bin/sh", "-c", "/bin/true; /bin/true; /bin/true; /bin/true; /bin/true")
+	if st := c.Stats(); st.Lost == 0 {
+		t.Fatalf("6 execs into a ring buffer for 2: Lost = 0 (%+v)", st)
+	}
+	s := runCollector(t, c)
+	s.waitFor(t, "an exec that fitted", isExecOf(cg.id, "/bin/sh"))
+}
+
+// TestVerifierRefusalNamesProgram feeds loadError a real refusal.
+func TestVerifierRefusalNamesProgram(t *testing.T) {
+	requireBPF(t)
+	_, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sys_enter", License: "GPL",
+		// Returns an uninitialized register.
+		Instructions: asm.Instructions{asm.Mov.Reg(asm.R0, asm.R5), asm.Return()},
+	})
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		t.Fatalf("want a verifier error, got %v", err)
+	}
+	got := loadError(fmt.Errorf("field SysEnter: program sys_enter: %w", err), nil)
+	var ue *UnavailableError
+	if !errors.As(got, &ue) || ue.Missing != "program sys_enter refused by the verifier" || !strings.Contains(got.Error(), "R5 !read_ok") {
+		t.Errorf("loadError = %v", got)
 	}
 }
