@@ -37,25 +37,27 @@ func TestMain(m *testing.M) {
 func runHelper(mode, arg string) error {
 	switch mode {
 	case "net":
-		// arg: "<tcp port>,<udp port>" of listeners in the test process.
-		ports := strings.Split(arg, ",")
-		c, err := net.Dial("tcp4", "127.0.0.1:"+ports[0])
+		// arg: "<4|6>,<host>,<tcp port>,<udp port>": listeners in the test
+		// process to connect and send to.
+		a := strings.Split(arg, ",")
+		v, host := a[0], a[1]
+		c, err := net.Dial("tcp"+v, net.JoinHostPort(host, a[2]))
 		if err != nil {
 			return err
 		}
 		_ = c.Close()
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		ln, err := net.Listen("tcp"+v, net.JoinHostPort(host, "0"))
 		if err != nil {
 			return err
 		}
 		defer ln.Close()
 		fmt.Println("listen", ln.Addr().(*net.TCPAddr).Port)
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		pc, err := net.ListenPacket("udp"+v, net.JoinHostPort(host, "0"))
 		if err != nil {
 			return err
 		}
 		defer pc.Close()
-		dst, err := net.ResolveUDPAddr("udp4", "127.0.0.1:"+ports[1])
+		dst, err := net.ResolveUDPAddr("udp"+v, net.JoinHostPort(host, a[3]))
 		if err != nil {
 			return err
 		}

@@ -103,6 +103,17 @@ func TestCollectorOnKernel(t *testing.T) {
 	})
 
 	t.Run("syscall trigrams", func(t *testing.T) {
+		// The kernel's map itself, before DrainSyscalls filters by the
+		// tracked set: the sibling must not be in it.
+		var (
+			k collectTrigramKey
+			v uint64
+		)
+		for it := c.objs.Trigrams.Iterate(); it.Next(&k, &v); {
+			if k.Cgroup == sibling.id {
+				t.Fatalf("the kernel counted trigram %s for the untracked sibling", trigramFromKey(k.Trigram))
+			}
+		}
 		got, err := c.DrainSyscalls()
 		if err != nil {
 			t.Fatal(err)
@@ -128,62 +139,18 @@ func TestCollectorOnKernel(t *testing.T) {
 		}
 	})
 
-	t.Run("connections", func(t *testing.T) {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_ = conn.Close()
-			}
-		}()
-		udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer udp.Close()
-		tcpPort := uint16(ln.Addr().(*net.TCPAddr).Port)
-		udpPort := uint16(udp.LocalAddr().(*net.UDPAddr).Port)
-
-		out := tracked.run(t, []string{helperEnv + "=net"}, os.Args[0], "-test.run=^$",
-			strconv.Itoa(int(tcpPort))+","+strconv.Itoa(int(udpPort)))
-		listenPort := parseListenPort(t, out)
-		loopback := netip.MustParseAddr("127.0.0.1")
-
-		conn := s.waitFor(t, "TCP connect", func(e Event) bool {
-			return e.CgroupID == tracked.id && e.Conn != nil && !e.Conn.Listen && e.Conn.Protocol == "TCP" && e.Conn.Port == tcpPort
-		}).Conn
-		if conn.Addr != loopback || conn.Family != unix.AF_INET || conn.PID == 0 {
-			t.Errorf("TCP connect = %+v", *conn)
-		}
-		lst := s.waitFor(t, "TCP listen", func(e Event) bool {
-			return e.CgroupID == tracked.id && e.Conn != nil && e.Conn.Listen && e.Conn.Port == listenPort
-		}).Conn
-		if lst.Protocol != "TCP" || lst.Addr != loopback {
-			t.Errorf("listen = %+v", *lst)
-		}
-		u := s.waitFor(t, "UDP send", func(e Event) bool {
-			return e.CgroupID == tracked.id && e.Conn != nil && e.Conn.Protocol == "UDP" && e.Conn.Port == udpPort
-		}).Conn
-		if u.Addr != loopback || u.Listen {
-			t.Errorf("UDP = %+v", *u)
-		}
-		n := 0
-		for _, e := range s.snapshot() {
-			if e.Conn != nil && e.Conn.Protocol == "UDP" && e.Conn.Port == udpPort {
-				n++
-			}
-		}
-		if n != 1 {
-			t.Errorf("3 UDP sends to one destination gave %d events, want 1 (deduplicated)", n)
-		}
-	})
+	for _, fam := range []struct {
+		v      string
+		family int
+		addr   netip.Addr
+	}{
+		{"4", unix.AF_INET, netip.MustParseAddr("127.0.0.1")},
+		{"6", unix.AF_INET6, netip.IPv6Loopback()},
+	} {
+		t.Run("connections IPv"+fam.v, func(t *testing.T) {
+			testConnections(t, s, tracked, fam.v, fam.family, fam.addr)
+		})
+	}
 
 	t.Run("untracked sibling produced nothing", func(t *testing.T) {
 		for _, e := range s.snapshot() {
@@ -234,33 +201,29 @@ func TestRunCountsMalformed(t *testing.T) {
 	c := newCollector(t, Options{})
 	s := runCollector(t, c)
 
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:    ebpf.SocketFilter,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			// 24 bytes at fp-24: a header with record type 99.
-			asm.Mov.Imm(asm.R1, 99),
-			asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R1, 0),
-			asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
-			asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+	// output sends the first size bytes at fp-24 to the collector's ring buffer.
+	output := func(size int32) asm.Instructions {
+		return asm.Instructions{
 			asm.LoadMapPtr(asm.R1, c.objs.Events.FD()),
 			asm.Mov.Reg(asm.R2, asm.RFP),
 			asm.Add.Imm(asm.R2, -24),
-			asm.Mov.Imm(asm.R3, 24),
+			asm.Mov.Imm(asm.R3, size),
 			asm.Mov.Imm(asm.R4, 0),
 			asm.FnRingbufOutput.Call(),
-			// 8 bytes: shorter than a header.
-			asm.LoadMapPtr(asm.R1, c.objs.Events.FD()),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -24),
-			asm.Mov.Imm(asm.R3, 8),
-			asm.Mov.Imm(asm.R4, 0),
-			asm.FnRingbufOutput.Call(),
-			asm.Mov.Imm(asm.R0, 0),
-			asm.Return(),
-		},
-	})
+		}
+	}
+	insns := asm.Instructions{
+		// 24 bytes at fp-24: a header with record type 99.
+		asm.Mov.Imm(asm.R1, 99),
+		asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+	}
+	insns = append(insns, output(hdrSize)...) // unknown type
+	insns = append(insns, output(8)...)       // shorter than a header
+	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: insns})
 	if err != nil {
 		t.Fatalf("load the garbage writer: %v", err)
 	}
@@ -443,5 +406,64 @@ func TestVerifierRefusalNamesProgram(t *testing.T) {
 	var ue *UnavailableError
 	if !errors.As(got, &ue) || ue.Missing != "program sys_enter refused by the verifier" || !strings.Contains(got.Error(), "R5 !read_ok") {
 		t.Errorf("loadError = %v", got)
+	}
+}
+
+// testConnections has a process in cg connect to and send to listeners of
+// this test, and listen itself, over loopback of one address family.
+func testConnections(t *testing.T, s *sink, cg testCgroup, v string, family int, loopback netip.Addr) {
+	host := loopback.String()
+	ln, err := net.Listen("tcp"+v, net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.Close()
+		}
+	}()
+	udp, err := net.ListenPacket("udp"+v, net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	tcpPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	udpPort := uint16(udp.LocalAddr().(*net.UDPAddr).Port)
+
+	out := cg.run(t, []string{helperEnv + "=net"}, os.Args[0], "-test.run=^$",
+		strings.Join([]string{v, host, strconv.Itoa(int(tcpPort)), strconv.Itoa(int(udpPort))}, ","))
+	listenPort := parseListenPort(t, out)
+
+	conn := s.waitFor(t, "TCP connect", func(e Event) bool {
+		return e.CgroupID == cg.id && e.Conn != nil && !e.Conn.Listen && e.Conn.Protocol == "TCP" && e.Conn.Port == tcpPort
+	}).Conn
+	if conn.Addr != loopback || conn.Family != family || conn.PID == 0 {
+		t.Errorf("TCP connect = %+v", *conn)
+	}
+	lst := s.waitFor(t, "TCP listen", func(e Event) bool {
+		return e.CgroupID == cg.id && e.Conn != nil && e.Conn.Listen && e.Conn.Port == listenPort
+	}).Conn
+	if lst.Protocol != "TCP" || lst.Addr != loopback || lst.Family != family {
+		t.Errorf("listen = %+v", *lst)
+	}
+	u := s.waitFor(t, "UDP send", func(e Event) bool {
+		return e.CgroupID == cg.id && e.Conn != nil && e.Conn.Protocol == "UDP" && e.Conn.Port == udpPort
+	}).Conn
+	if u.Addr != loopback || u.Listen || u.Family != family {
+		t.Errorf("UDP = %+v", *u)
+	}
+	n := 0
+	for _, e := range s.snapshot() {
+		if e.Conn != nil && e.Conn.Protocol == "UDP" && e.Conn.Port == udpPort {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("3 UDP sends to one destination gave %d events, want 1 (deduplicated)", n)
 	}
 }
