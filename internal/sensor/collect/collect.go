@@ -114,6 +114,7 @@ type Collector struct {
 
 	mu      sync.Mutex // tracked set, drains, Close
 	tracked map[uint64]struct{}
+	gen     uint32 // tracked_gen
 	closed  bool
 
 	running                     atomic.Bool
@@ -248,6 +249,8 @@ const trackedBits = 4096
 
 func trackedBit(cgroupID uint64) uint32 { return uint32((cgroupID * 0x9E3779B97F4A7C15) >> (64 - 12)) }
 
+// writeTrackedBits publishes a change of c.tracked (already in the tracked
+// map) to the kernel's filter and generation.
 func (c *Collector) writeTrackedBits() error {
 	var bits [trackedBits / 64]uint64
 	for id := range c.tracked {
@@ -256,6 +259,12 @@ func (c *Collector) writeTrackedBits() error {
 	}
 	if err := c.objs.TrackedBits.Set(bits); err != nil {
 		return fmt.Errorf("write tracked filter: %w", err)
+	}
+	// Threads cache whether their cgroup is tracked; a new generation makes
+	// them look again.
+	c.gen++
+	if err := c.objs.TrackedGen.Set(c.gen); err != nil {
+		return fmt.Errorf("write tracked generation: %w", err)
 	}
 	return nil
 }
