@@ -1,6 +1,16 @@
 // Package collect loads the sensor's eBPF programs and reads what they
 // collect for tracked cgroups (cgroup v2 ids): system-call trigrams counted in
 // the kernel, and exec and connection records from a ring buffer.
+//
+// What the kernel sees, precisely:
+//   - Trigrams are per thread: a thread's first two calls in a tracked
+//     cgroup only start its sequence. Numbers are the running kernel's
+//     (SyscallName knows x86_64's); 32-bit compat calls are not told apart.
+//   - Execs: Binary is the path given to execve; argv is read up to ArgsBytes.
+//   - TCP connect and listen come from sock:inet_sock_set_state; a socket
+//     that listens without bind gets its port afterwards and reports 0.
+//   - UDP destinations come from net:net_dev_queue in the sending task, at
+//     most once per destination and cgroup per Options.UDPInterval.
 package collect
 
 import (

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Per-container behaviour for bulkhead sensor: system-call trigrams counted in
 // the kernel, process execs and socket connects/listens sent on a ring buffer.
-// Only tasks whose cgroup v2 id is in `tracked` cost more than one hash lookup.
+// Only tasks whose cgroup v2 id is in `tracked` cost more than a bit test.
+// Every program is a BTF tracepoint (tp_btf): fentry/fexit and kprobes are
+// not available on every kernel we run on (kprobes compiled out, fentry
+// refused with EPERM on the CI machines).
 // The record layouts below are decoded by DecodeRecord (decode.go); keep both
 // in step (decode_test.go checks them against the bpf2go-generated types).
 
