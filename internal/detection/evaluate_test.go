@@ -1,0 +1,118 @@
+package detection
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/exposure"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// activity records which policy evaluated which detector.
+type activity struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (a *activity) Evaluated(_ context.Context, policy, det string, _ time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, policy+"/"+det)
+}
+
+func (a *activity) has(policy, det string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Contains(a.got, policy+"/"+det)
+}
+
+// TestEvaluatorStreaks checks, without a cluster, that each signal is one
+// evaluation, that a lower score resets the streak, that a trigger waits
+// for a decision even if a lower score follows, and that only policies
+// weighing the signal's detector and selecting the pod are evaluated.
+func TestEvaluatorStreaks(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
+	sustain3 := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: securityv1alpha1.ThreatPolicySpec{
+		Mode: securityv1alpha1.ModeEnforce, Selector: securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
+		Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
+		Scoring:   securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 3},
+		Response:  []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}},
+	}}
+	otherPods := sustain3.DeepCopy()
+	otherPods.Name = "b"
+	otherPods.Spec.Selector.PodSelector.MatchLabels["app"] = "db"
+	otherDetector := sustain3.DeepCopy()
+	otherDetector.Name = "c"
+	otherDetector.Spec.Detectors[0].Name = "my-model"
+
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(pod, ns, sustain3, otherPods, otherDetector).Build()
+	assessor, err := exposure.NewAssessor(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := &activity{}
+	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), seen)
+	ctx := context.Background()
+	key := PodKey{Namespace: "web", Pod: "shop-1"}
+	record := func(score float64) {
+		t.Helper()
+		if err := e.Record(ctx, []detector.Signal{{Namespace: "web", Pod: "shop-1", Detector: "falco", Score: score}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streak := func() int {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.evals[key]["a"].Streak
+	}
+
+	for i, s := range []float64{0.9, 0.9, 0.5, 0.9, 0.9} {
+		record(s)
+		if got := e.Triggers.Take(key); len(got) != 0 {
+			t.Fatalf("signal %d triggered %v before sustain 3", i, got)
+		}
+	}
+	if streak() != 2 {
+		t.Errorf("streak %d, want 2 (reset by 0.5)", streak())
+	}
+	record(0.95)
+	record(0.1) // falls before the decision: the trigger stays
+	got := e.Triggers.Take(key)
+	if len(got) != 1 || got["a"].Result.Score != 0.95 || got["a"].Streak != 3 {
+		t.Fatalf("triggered %+v, want policy a at 0.95 with streak 3", got)
+	}
+	if again := e.Triggers.Take(key); len(again) != 0 {
+		t.Errorf("a trigger was decided twice: %v", again)
+	}
+	e.mu.Lock()
+	_, b := e.evals[key]["b"]
+	_, c2 := e.evals[key]["c"]
+	e.mu.Unlock()
+	if b || c2 {
+		t.Errorf("evaluated a policy that does not select the pod (%v) or weigh falco (%v)", b, c2)
+	}
+	if !seen.has("a", "falco") {
+		t.Errorf("no last signal time: %+v", seen.got)
+	}
+	e.ForgetPolicy("a")
+	e.mu.Lock()
+	_, kept := e.evals[key]["a"]
+	e.mu.Unlock()
+	if kept {
+		t.Error("ForgetPolicy kept the policy's evaluation")
+	}
+	e.Forget(key, "u1")
+	if e.Store.Len() != 0 {
+		t.Error("Forget kept the pod's scores")
+	}
+}
