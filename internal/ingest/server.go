@@ -174,13 +174,23 @@ func (h *Handler) serve(r *http.Request, src detection.Source) (int, int, *Error
 	if i, ok := h.replay.reserve(keys); !ok {
 		return n, b.Skipped, errorf(ReasonReplayed, "id %q was already accepted", b.Items[i].ID).at(i)
 	}
-	accepted, skipped, err := h.cfg.Detection.Accept(r.Context(), b)
-	if err != nil {
+	accepted, skipped, e := h.accept(r.Context(), b)
+	if e != nil {
 		h.replay.release(keys)
-		if errors.Is(err, detection.ErrModelDisabled) {
-			return n, b.Skipped, errorf(ReasonUnavailable, "%v", err)
-		}
-		return n, b.Skipped, errorf(ReasonInternal, "%v", err)
+		return n, b.Skipped, e
+	}
+	return accepted, skipped, nil
+}
+
+// accept hands the batch to detection: 503 for events only the disabled
+// behavior model reads, 500 when detection fails.
+func (h *Handler) accept(ctx context.Context, b detection.Batch) (int, int, *Error) {
+	accepted, skipped, err := h.cfg.Detection.Accept(ctx, b)
+	switch {
+	case errors.Is(err, detection.ErrModelDisabled):
+		return 0, 0, errorf(ReasonUnavailable, "%v", err)
+	case err != nil:
+		return 0, 0, errorf(ReasonInternal, "%v", err)
 	}
 	return accepted, skipped, nil
 }
