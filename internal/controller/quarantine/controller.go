@@ -72,7 +72,6 @@ type KernelReports interface {
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/finalizers,verbs=update
-// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;patch

@@ -61,7 +61,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, applyActions, summarize}
+	return []step{reportRecommendations, stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -182,39 +182,28 @@ func awaitApproval(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	return ctrl.Result{}, true, nil
 }
 
-// resolveSafeguards raises the CordonNode floor to the highest
-// minSchedulableNodes of the contributing policies; a hand-made Quarantine
-// keeps the flag's.
-func resolveSafeguards(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	if !slices.ContainsFunc(p.q.Spec.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode }) {
-		return ctrl.Result{}, false, nil
-	}
-	for _, name := range contributors(p.q) {
-		tp := &securityv1alpha1.ThreatPolicy{}
-		if err := p.r.APIReader.Get(ctx, client.ObjectKey{Name: name}, tp); err != nil {
-			if client.IgnoreNotFound(err) != nil {
-				return ctrl.Result{}, false, err
-			}
-			continue
-		}
-		if m := tp.Spec.Safeguards.MinSchedulableNodes; m != nil && int(*m) > p.e.MinSchedulableNodes {
-			p.e.MinSchedulableNodes = int(*m)
-		}
+// resolveSafeguards raises the CordonNode floor to the one the Quarantine
+// carries (stamped by its policies at creation, or set by hand); without
+// one the flag's applies. Policies themselves are never read here.
+func resolveSafeguards(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	if s := p.q.Spec.Safeguards; s != nil && s.MinSchedulableNodes != nil && int(*s.MinSchedulableNodes) > p.e.MinSchedulableNodes {
+		p.e.MinSchedulableNodes = int(*s.MinSchedulableNodes)
 	}
 	return ctrl.Result{}, false, nil
 }
 
-// contributors are the ThreatPolicies behind a Quarantine, by label and reason.
-func contributors(q *securityv1alpha1.Quarantine) []string {
-	var out []string
-	if l := q.Labels[securityv1alpha1.PolicyLabel]; l != "" {
-		out = append(out, l)
+// reportRecommendations shows the escalations the policies wrote into the
+// spec in status, whatever the phase: this controller is status's only writer.
+func reportRecommendations(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	if len(p.q.Spec.Recommendations) == 0 {
+		// Policies only ever add; one written here before keeps its own.
+		return ctrl.Result{}, false, nil
 	}
-	if q.Spec.Reason != nil {
-		out = append(out, q.Spec.Reason.Policies...)
+	p.q.Status.Recommendations = nil
+	for i := range p.q.Spec.Recommendations {
+		p.q.Status.Recommendations = append(p.q.Status.Recommendations, *p.q.Spec.Recommendations[i].DeepCopy())
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return ctrl.Result{}, false, nil
 }
 
 // planActions persists the intent (which resource each action will change)
