@@ -45,18 +45,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
-var start = time.Now()
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
+var logf = framework.Logger("bench")
 
 const (
 	sustain = 3
@@ -74,15 +63,15 @@ func add(format string, args ...any) {
 
 func TestBench(t *testing.T) {
 	ctrllog.SetLogger(logr.Discard())
-	pods := envInt("BENCH_PODS", 2000)
-	threats := envInt("BENCH_THREATS", 200)
+	pods := framework.EnvInt("BENCH_PODS", 2000)
+	threats := framework.EnvInt("BENCH_THREATS", 200)
 	if threats > pods {
 		t.Fatalf("BENCH_THREATS %d > BENCH_PODS %d", threats, pods)
 	}
 	// The manager's defaults (cmd/main.go, cmd/containment.go).
-	qps := envInt("BENCH_QPS", 500)
-	burst := envInt("BENCH_BURST", 1000)
-	conc := envInt("BENCH_CONCURRENCY", 16)
+	qps := framework.EnvInt("BENCH_QPS", 500)
+	burst := framework.EnvInt("BENCH_BURST", 1000)
+	conc := framework.EnvInt("BENCH_CONCURRENCY", 16)
 	replicas := int32(pods / threats)
 	nodes := (pods*2)/100 + 2
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -38,18 +38,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
-var start = time.Now()
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "chaos [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
+var logf = framework.Logger("chaos")
 
 const (
 	ns        = "chaos"
@@ -189,10 +178,10 @@ func lease(env *kit.Env) *coordinationv1.Lease {
 }
 
 func TestChaos(t *testing.T) {
-	n := envInt("CHAOS_CONTAINMENTS", 100)
-	workers := envInt("CHAOS_WORKERS", 10)
+	n := framework.EnvInt("CHAOS_CONTAINMENTS", 100)
+	workers := framework.EnvInt("CHAOS_WORKERS", 10)
 	nodes := 4
-	cycleTimeout := time.Duration(envInt("CHAOS_CYCLE_TIMEOUT_SECONDS", 150)) * time.Second
+	cycleTimeout := time.Duration(framework.EnvInt("CHAOS_CYCLE_TIMEOUT_SECONDS", 150)) * time.Second
 	env, ws := setup(t, nodes, n)
 	mgr, err := env.StartManager("manager", shortLease...)
 	if err != nil {

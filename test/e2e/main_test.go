@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/bulkhead-dev/bulkhead/test/framework"
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
@@ -28,13 +27,13 @@ var env struct {
 	cluster *localcluster.Cluster
 	install *localcluster.Install
 	manager *localcluster.Manager
-	start   time.Time
 }
+
+var logf = framework.Logger("e2e")
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	env.start = time.Now()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	env.ctx = ctx
@@ -75,8 +74,4 @@ func startBulkhead(ctx context.Context) error {
 	}
 	env.manager = mgr
 	return nil
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "e2e [%6.1fs] %s\n", time.Since(env.start).Seconds(), fmt.Sprintf(format, args...))
 }

@@ -32,11 +32,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
 )
 
-var start = time.Now()
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "flood [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
+var logf = framework.Logger("flood")
 
 const (
 	clusterCap = 40

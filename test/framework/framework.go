@@ -12,8 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"time"
 )
 
@@ -81,4 +83,21 @@ func (w Wait) Until(ctx context.Context, check func(context.Context) error) erro
 		case <-time.After(every):
 		}
 	}
+}
+
+// Logger returns a logf that prints "<name> [  12.3s] message" on stderr,
+// the time counted from the call.
+func Logger(name string) func(format string, args ...any) {
+	start := time.Now()
+	return func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s [%6.1fs] %s\n", name, time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+}
+
+// EnvInt is the positive integer in the environment variable name, else def.
+func EnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
