@@ -16,7 +16,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
+	"github.com/bulkhead-dev/bulkhead/hack/packaging/internal/gen"
 )
 
 func chartDir(t *testing.T) string { return filepath.Join(repoRoot(t), "dist", "chart") }

@@ -1,25 +1,18 @@
 // Package kit is the harness the chaos, flood and bench suites share: a local
-// control plane (internal/localcluster) with Bulkhead installed from config/,
-// manager processes this package starts itself (so it can SIGKILL and restart
-// them, or run two with leader election), an API-server restart, fast
-// creation of ReplicaSets with their pods, and score posting.
+// control plane (test/framework/localcluster) with Bulkhead installed from
+// config/, managers started through localcluster's launcher (which can
+// SIGKILL and restart them, or run two with leader election), an API-server
+// restart, fast creation of ReplicaSets with their pods, and load policies.
 package kit
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,16 +21,14 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 // Detector is the external detector name the suites post scores for.
@@ -50,8 +41,7 @@ type Env struct {
 	Install *localcluster.Install
 	// Fast is an admin clientset with a high QPS for setting up load.
 	Fast  kubernetes.Interface
-	Token string
-	Creds string
+	Creds *localcluster.IngestCredentials
 	Logf  func(format string, args ...any)
 	// ManagerEnv is added to the environment of managers started after.
 	ManagerEnv []string
@@ -68,7 +58,7 @@ func Start(ctx context.Context, nodes int, logf func(string, ...any)) (*Env, err
 		return nil, err
 	}
 	e := &Env{Ctx: ctx, Cluster: c, Logf: logf}
-	inst, err := c.InstallBulkhead(ctx, RepoRoot())
+	inst, err := c.InstallBulkhead(ctx, framework.RepoRoot())
 	if err != nil {
 		e.Stop()
 		return nil, err
@@ -80,11 +70,7 @@ func Start(ctx context.Context, nodes int, logf func(string, ...any)) (*Env, err
 		e.Stop()
 		return nil, err
 	}
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	e.Token = hex.EncodeToString(tok)
-	e.Creds = filepath.Join(c.Dir, "ingest-tokens")
-	if err := os.WriteFile(e.Creds, []byte(e.Token+" name=load detectors="+Detector+",falco\n"), 0o600); err != nil {
+	if e.Creds, err = c.IngestCredentials("load", Detector, "falco"); err != nil {
 		e.Stop()
 		return nil, err
 	}
@@ -107,226 +93,16 @@ func (e *Env) Stop() {
 	e.Cluster.Stop()
 }
 
-// RepoRoot is the repository checkout.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
-}
-
-// Manager is one bulkhead manager process started by this package.
-type Manager struct {
-	Name      string
-	Args      []string
-	IngestURL string
-	LogPath   string
-	Probe     string
-	cmd       *exec.Cmd
-	done      chan struct{}
-	err       error
-	env       []string
-}
-
-// StartManager starts a manager under the installed ServiceAccount's token
-// with the Deployment's arguments, extra replacing flags of the same name.
-func (e *Env) StartManager(name string, extra ...string) (*Manager, error) {
-	c := e.Cluster
-	tr, err := c.Kube.CoreV1().ServiceAccounts(e.Install.Namespace).CreateToken(e.Ctx, e.Install.ServiceAccount, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("token for the manager: %w", err)
-	}
-	user := "system:serviceaccount:" + e.Install.Namespace + ":" + e.Install.ServiceAccount
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthority: c.Config.CAFile}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	cfg.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: user, Namespace: e.Install.Namespace}
-	cfg.CurrentContext = "local"
-	kc := filepath.Join(c.Dir, name+".kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, kc); err != nil {
-		return nil, err
-	}
-	ports := make([]int, 2)
-	for i := range ports {
-		if ports[i], err = localcluster.FreePort(); err != nil {
-			return nil, err
-		}
-	}
-	m := &Manager{Name: name, LogPath: filepath.Join(c.Dir, name+".log"), env: append([]string{"KUBECONFIG=" + kc}, e.ManagerEnv...),
-		Probe: "127.0.0.1:" + strconv.Itoa(ports[0]), IngestURL: "http://127.0.0.1:" + strconv.Itoa(ports[1])}
-	extra = append([]string{
-		"--health-probe-bind-address=" + m.Probe,
-		"--metrics-bind-address=0",
-		"--ingest-bind-address=127.0.0.1:" + strconv.Itoa(ports[1]),
-		"--ingest-insecure",
-		"--ingest-token-file=" + e.Creds,
-	}, extra...)
-	over := map[string]bool{}
-	for _, a := range extra {
-		n, _, _ := strings.Cut(a, "=")
-		over[n] = true
-	}
-	for _, a := range e.Install.ManagerArgs {
-		if n, _, _ := strings.Cut(a, "="); !over[n] {
-			m.Args = append(m.Args, a)
-		}
-	}
-	m.Args = append(m.Args, extra...)
-	return m, m.Start(e.Ctx)
-}
-
-// Binary is the manager binary (make build).
-func Binary() string {
-	if b := os.Getenv("BULKHEAD_BIN"); b != "" {
-		return b
-	}
-	return filepath.Join(RepoRoot(), "bin", "bulkhead")
-}
-
-// Restart starts the process again like a kubelet would: a start that
-// exits before ready (a port still held by the killed process, a failed
-// leader-election or cache start) is retried with a growing delay, for up
-// to timeout.
-func (m *Manager) Restart(ctx context.Context, timeout time.Duration) (attempts int, err error) {
-	deadline := time.Now().Add(timeout)
-	delay := 500 * time.Millisecond
-	for {
-		attempts++
-		if err = m.Start(ctx); err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return attempts, err
-		}
-		time.Sleep(delay)
-		delay = min(2*delay, 5*time.Second)
-	}
-}
-
-// Start (re)starts the process, appending to its log, and waits for /readyz.
-func (m *Manager) Start(ctx context.Context) error {
-	f, err := os.OpenFile(m.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(f, "\n==== kit: start %s ====\n", time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(Binary(), m.Args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), m.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	m.cmd, m.done, m.err = cmd, make(chan struct{}), nil
-	done := m.done
-	go func() {
-		err := cmd.Wait()
-		_ = f.Close()
-		m.err = err
-		close(done)
-	}()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("manager %s exited before ready: %v; log %s", m.Name, m.err, m.LogPath)
-		default:
-		}
-		resp, err := http.Get("http://" + m.Probe + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("manager %s not ready after 90s; log %s", m.Name, m.LogPath)
-}
-
-// Pid of the running process.
-func (m *Manager) Pid() int { return m.cmd.Process.Pid }
-
-// Alive reports whether the process runs.
-func (m *Manager) Alive() bool {
-	select {
-	case <-m.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Kill sends SIGKILL and waits for the exit.
-func (m *Manager) Kill() {
-	if !m.Alive() {
-		return
-	}
-	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
-	<-m.done
-}
-
-// Stop sends SIGTERM, then SIGKILL after 10s.
-func (m *Manager) Stop() {
-	if m.cmd == nil || !m.Alive() {
-		return
-	}
-	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-m.done:
-	case <-time.After(10 * time.Second):
-		m.Kill()
-	}
-}
-
-// RSS returns the current and peak resident set size in bytes (VmRSS, VmHWM).
-func (m *Manager) RSS() (cur, peak int64) { return procRSS(m.Pid()) }
-
-func procRSS(pid int) (cur, peak int64) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = v * 1024
-		case "VmHWM:":
-			peak = v * 1024
-		}
-	}
-	return cur, peak
-}
-
-var gcLine = regexp.MustCompile(`gc \d+ @[0-9.]+s [0-9]+%: .* (\d+)->(\d+)->(\d+) MB`)
-
-// LiveHeap is the heap marked live by the manager's last garbage
-// collection, in bytes (1 MB resolution), from GODEBUG=gctrace=1 output
-// (set it in ManagerEnv); -1 when no collection was logged.
-func (m *Manager) LiveHeap() int64 {
-	data, _ := os.ReadFile(m.LogPath)
-	all := gcLine.FindAllSubmatch(data, -1)
-	if len(all) == 0 {
-		return -1
-	}
-	v, _ := strconv.ParseInt(string(all[len(all)-1][3]), 10, 64)
-	return v << 20
-}
-
-// Logs returns the manager log's last max bytes.
-func (m *Manager) Logs(max int) string {
-	data, _ := os.ReadFile(m.LogPath)
-	if len(data) > max {
-		data = data[len(data)-max:]
-	}
-	return string(data)
+// StartManager starts a manager named name (its log and kubeconfig) with
+// ingestion on, metrics off, extra replacing the Deployment's flags of the
+// same name.
+func (e *Env) StartManager(name string, extra ...string) (*localcluster.Manager, error) {
+	return e.Cluster.StartManager(e.Ctx, e.Install, localcluster.ManagerOptions{
+		Name:   name,
+		Args:   append([]string{"--metrics-bind-address=0"}, extra...),
+		Env:    e.ManagerEnv,
+		Ingest: e.Creds,
+	})
 }
 
 // RestartAPIServer stops the cluster's kube-apiserver (SIGTERM, or SIGKILL
@@ -492,38 +268,52 @@ type Workload struct {
 // counts, scales and deletes the pods it owns.
 func (e *Env) CreateWorkloads(ns, prefix, app string, count int, replicas int32, workers int) ([]*Workload, error) {
 	ws := make([]*Workload, count)
-	var next atomic.Int64
-	var firstErr atomic.Value
 	var created atomic.Int64
-	var wg sync.WaitGroup
 	nodes := e.Cluster.Nodes
 	start := time.Now()
+	err := Parallel(workers, count, func(i int) error {
+		w, err := e.createWorkload(ns, fmt.Sprintf("%s-%d", prefix, i), app, replicas, nodes, i)
+		if err != nil {
+			return err
+		}
+		ws[i] = w
+		if n := created.Add(int64(replicas)); n%2000 < int64(replicas) {
+			e.Logf("  %d pods created (%s)", n, time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ws, nil
+}
+
+// Parallel calls f(i) for every i in [0, n) from workers goroutines. Once
+// an f returns an error no new index is handed out; the first error is
+// returned when all have finished.
+func Parallel(workers, n int, f func(i int) error) error {
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= count || firstErr.Load() != nil {
+				if i >= n || firstErr.Load() != nil {
 					return
 				}
-				w, err := e.createWorkload(ns, fmt.Sprintf("%s-%d", prefix, i), app, replicas, nodes, i)
-				if err != nil {
+				if err := f(i); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
-				}
-				ws[i] = w
-				if n := created.Add(int64(replicas)); n%2000 < int64(replicas) {
-					e.Logf("  %d pods created (%s)", n, time.Since(start).Round(time.Second))
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok && err != nil {
-		return nil, err
-	}
-	return ws, nil
+	err, _ := firstErr.Load().(error)
+	return err
 }
 
 func (e *Env) createWorkload(ns, name, app string, replicas int32, nodes []string, i int) (*Workload, error) {
@@ -585,70 +375,19 @@ func podSpec(node string) corev1.PodSpec {
 	}
 }
 
-// Score is one POST /v1/scores object.
-type Score struct {
-	Namespace string  `json:"namespace"`
-	Pod       string  `json:"pod"`
-	Detector  string  `json:"detector"`
-	Score     float64 `json:"score"`
-	Reason    string  `json:"reason,omitempty"`
-}
-
-// HTTP is a client with enough idle connections for parallel posting.
-var HTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute}}
-
-// Post posts one score or a batch to url/v1/scores and returns the status.
-func (e *Env) Post(url string, scores ...Score) (int, string, error) {
-	var body any = scores
-	if len(scores) == 1 {
-		body = scores[0]
-	}
-	data, err := json.Marshal(body)
-	if err != nil {
-		return 0, "", err
-	}
-	req, err := http.NewRequestWithContext(e.Ctx, http.MethodPost, url+"/v1/scores", bytes.NewReader(data))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+e.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := HTTP.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	return resp.StatusCode, string(msg), nil
-}
-
-// PolicyYAML is an Enforce ThreatPolicy for the load detector selecting
+// Policy is an Enforce ThreatPolicy for the load detector selecting
 // namespaces labelled load=<sel> and pods app=<app>.
-func PolicyYAML(name, sel, app string, sustain, maxActive int, actions string, protected ...string) string {
-	prot := ""
-	if len(protected) > 0 {
-		prot = "\n    protectedNamespaces: [" + strings.Join(protected, ", ") + "]"
+func Policy(name, sel, app string, sustain, maxActive int, actions string) framework.Policy {
+	return framework.Policy{
+		Name:                 name,
+		NamespaceLabels:      map[string]string{"load": sel},
+		PodLabels:            map[string]string{"app": app},
+		Detectors:            []framework.Detector{{Name: Detector, Weight: 100}},
+		Sustain:              sustain,
+		Response:             []framework.Step{{MinScore: "0.80", Actions: actions}},
+		MaxActiveQuarantines: maxActive,
+		Cooldown:             "1s",
 	}
-	return fmt.Sprintf(`apiVersion: security.bulkhead.dev/v1alpha1
-kind: ThreatPolicy
-metadata: {name: %s}
-spec:
-  mode: Enforce
-  selector:
-    namespaceSelector: {matchLabels: {load: %s}}
-    podSelector: {matchLabels: {app: %s}}
-  detectors:
-  - {name: %s, weight: 100}
-  scoring:
-    threshold: "0.80"
-    sustain: %d
-  response:
-  - minScore: "0.80"
-    actions: %s
-  safeguards:
-    maxActiveQuarantines: %d
-    cooldown: 1s%s
-`, name, sel, app, Detector, sustain, actions, maxActive, prot)
 }
 
 // Apply server-side applies YAML as the admin.

@@ -4,7 +4,8 @@
 // binaries built from the Go module proxy into bin/. It installs Bulkhead from
 // config/ and runs the manager binary as a local process authenticated as its
 // ServiceAccount, so config/rbac is what is enforced. The demo and the e2e
-// tests use it.
+// tests, and the chaos, flood and bench suites through test/framework/kit,
+// use it.
 package localcluster
 
 import (
@@ -33,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
 )
 
 // KwokNodeAnnotation marks the nodes kwok manages.
@@ -400,22 +402,16 @@ func (c *Cluster) waitForDefaultServiceAccount(ctx context.Context) error {
 
 // waitComponents polls check while watching that no component has exited.
 func (c *Cluster) waitComponents(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
+	err := framework.Wait{What: what, Timeout: timeout, Every: 200 * time.Millisecond}.Until(ctx, func(ctx context.Context) error {
 		if err := c.Healthy(); err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
+			return framework.Permanent(fmt.Errorf("waiting for %s: %w", what, err))
 		}
-		if last = check(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %s waiting for %s: %v (logs in %s)", timeout, what, last, c.Dir)
-		case <-time.After(200 * time.Millisecond):
-		}
+		return check(ctx)
+	})
+	if err != nil && c.Healthy() == nil {
+		return fmt.Errorf("%w (logs in %s)", err, c.Dir)
 	}
+	return err
 }
 
 // Healthy returns an error naming the first component that has exited.
