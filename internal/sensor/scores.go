@@ -41,7 +41,8 @@ func newScoreFilter(node string, refresh time.Duration, now time.Time) *scoreFil
 
 // meaningful reports whether score differs enough from the last sent one.
 func meaningful(prev, cur float64) bool {
-	if cur-prev >= MinScoreDelta || prev-cur >= MinScoreDelta {
+	const eps = 1e-9 // 0.15-0.1 is 0.04999...
+	if d := cur - prev; d >= MinScoreDelta-eps || -d >= MinScoreDelta-eps {
 		return true
 	}
 	return (prev < ScoreCrossing) != (cur < ScoreCrossing)
