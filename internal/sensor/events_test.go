@@ -46,7 +46,7 @@ func TestSyscallEvents(t *testing.T) {
 	want := [][]string{
 		{"read", "write", "close"},
 		{"open", "read", "close", "open", "read", "close", "open", "read", "close", "open", "read", "close"}, // 1000 -> capped at 4
-		{"syscall_500", "read", "read", "syscall_500", "read", "read"},                                          // 3 -> 2
+		{"syscall_500", "read", "read", "syscall_500", "read", "read"},                                       // 3 -> 2
 	}
 	for i, ev := range evs {
 		if !slices.Equal(ev.Syscalls, want[i]) {
