@@ -286,6 +286,10 @@ func (a *Agent) loop(ctx context.Context) {
 				retry.Reset(a.cfg.CollectorRetry)
 			}
 		case err := <-collDone:
+			if ctx.Err() != nil {
+				collDone <- err // shutting down: the deferred cleanup waits for it
+				return
+			}
 			_ = a.coll.Close()
 			a.coll = nil
 			if err == nil {
