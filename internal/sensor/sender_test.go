@@ -26,7 +26,7 @@ type fakeManager struct {
 	tokens   []string
 }
 
-func newFakeManager(t *testing.T) *fakeManager {
+func newFakeManager(t testing.TB) *fakeManager {
 	t.Helper()
 	m := &fakeManager{status: http.StatusAccepted}
 	m.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -64,7 +64,7 @@ func (m *fakeManager) received() ([]wire.Payload, []string) {
 }
 
 // caFile writes the test server's certificate as a CA bundle.
-func (m *fakeManager) caFile(t *testing.T) string {
+func (m *fakeManager) caFile(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "ca.pem")
 	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.Certificate().Raw})
@@ -74,7 +74,7 @@ func (m *fakeManager) caFile(t *testing.T) string {
 	return p
 }
 
-func writeToken(t *testing.T, path, token string) {
+func writeToken(t testing.TB, path, token string) {
 	t.Helper()
 	// Rename over the old file, as the kubelet's atomic writer does.
 	tmp := path + ".tmp"
@@ -86,7 +86,7 @@ func writeToken(t *testing.T, path, token string) {
 	}
 }
 
-func testSender(t *testing.T, m *fakeManager, cfg SenderConfig, state State) (*Sender, string) {
+func testSender(t testing.TB, m *fakeManager, cfg SenderConfig, state State) (*Sender, string) {
 	t.Helper()
 	tok := filepath.Join(t.TempDir(), "token")
 	writeToken(t, tok, "token-1")

@@ -7,6 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -382,8 +385,23 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 	mgr := newFakeManager(t)
 	var fail atomic.Bool
 	fail.Store(true)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeAddr := l.Addr().String()
+	_ = l.Close()
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
 	r := startAgent(t, "node-nobpf", mgr, &fakeContainers{}, func(c *sensor.Config, be *sensor.Backends) {
-		c.HealthAddr, c.MetricsAddr = "127.0.0.1:0", ""
+		c.HealthAddr, c.MetricsAddr = probeAddr, ""
 		c.CollectorRetry = 300 * time.Millisecond
 		coll := newFakeCollector()
 		be.NewCollector = func() (sensor.Collector, error) {
@@ -413,14 +431,14 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 		}
 		return false
 	})
-	if err := r.agent.Ready(); err == nil || !strings.Contains(err.Error(), "BTF") {
-		t.Fatalf("ready: %v, want not ready naming BTF", err)
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "BTF") {
+		t.Fatalf("/readyz: %d %q, want 503 naming BTF", code, body)
 	}
 	if g := gauge(); g != 0 {
 		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 0", g)
 	}
 	fail.Store(false)
-	waitFor(t, "ready after the collector starts", func() bool { return r.agent.Ready() == nil })
+	waitFor(t, "ready after the collector starts", func() bool { code, _ := readyz(); return code == http.StatusOK })
 	if g := gauge(); g != 1 {
 		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 1", g)
 	}
