@@ -81,7 +81,6 @@ func clusterDNS(ctx context.Context) error {
 		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)}},
 	}
 	return env.Client.Create(ctx, es)
-
 }
 
 type rig struct {
