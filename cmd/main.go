@@ -33,7 +33,8 @@ func newScheme() *runtime.Scheme {
 func main() {
 	// Subcommands other than the manager.
 	subcommands := map[string]func(args []string) error{
-		"eval": runEval,
+		"eval":   runEval,
+		"sensor": runSensor,
 	}
 	if len(os.Args) > 1 {
 		if run, ok := subcommands[os.Args[1]]; ok {

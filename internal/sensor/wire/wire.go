@@ -156,3 +156,7 @@ func (r *Report) Validate() error {
 	}
 	return nil
 }
+
+// Audience is what a sensor's projected ServiceAccount token is issued for;
+// the manager's TokenReview requires it.
+const Audience = "bulkhead-ingest"
