@@ -31,6 +31,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	Burst        int
 	ReplayWindow time.Duration
 	ReplayMax    int
+
+	// Sensors, when set, serves POST /v1/sensor for the node sensors.
+	Sensors *Sensors
 }
 
 // Detection is where accepted batches go.
@@ -102,6 +106,9 @@ func NewHandler(cfg Config) *Handler {
 		builtin: detection.BuiltinDetectors(cfg.Sources), limiters: map[string]*rate.Limiter{}}
 	for _, src := range cfg.Sources {
 		h.route(src)
+	}
+	if cfg.Sensors != nil {
+		h.mux.HandleFunc(wire.Path, h.serveSensor)
 	}
 	return h
 }
