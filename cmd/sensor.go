@@ -16,7 +16,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
 )
 
-
 // defaultTokenFile is where the sensor's DaemonSet projects its
 // ServiceAccount token with audience bulkhead-ingest.
 const defaultTokenFile = "/var/run/secrets/bulkhead/token"

@@ -31,8 +31,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
-	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 )
 
 // Defaults for Config's limits.
