@@ -8,16 +8,9 @@ package kit
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,10 +38,6 @@ type Env struct {
 	Logf  func(format string, args ...any)
 	// ManagerEnv is added to the environment of managers started after.
 	ManagerEnv []string
-
-	mu        sync.Mutex
-	apiserver *exec.Cmd
-	apiDone   chan struct{}
 }
 
 // Start boots a cluster with nodes kwok nodes and installs Bulkhead.
@@ -77,21 +66,8 @@ func Start(ctx context.Context, nodes int, logf func(string, ...any)) (*Env, err
 	return e, nil
 }
 
-// Stop stops a restarted API server (if any) and the cluster.
-func (e *Env) Stop() {
-	e.mu.Lock()
-	api := e.apiserver
-	e.mu.Unlock()
-	if api != nil && api.Process != nil {
-		_ = syscall.Kill(-api.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-e.apiDone:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-api.Process.Pid, syscall.SIGKILL)
-		}
-	}
-	e.Cluster.Stop()
-}
+// Stop stops the cluster, the managers started on it included.
+func (e *Env) Stop() { e.Cluster.Stop() }
 
 // StartManager starts a manager named name (its log and kubeconfig) with
 // ingestion on, metrics off, extra replacing the Deployment's flags of the
@@ -105,144 +81,10 @@ func (e *Env) StartManager(name string, extra ...string) (*localcluster.Manager,
 	})
 }
 
-// RestartAPIServer stops the cluster's kube-apiserver (SIGTERM, or SIGKILL
-// when kill) and starts it again with the same arguments, waiting for
-// /readyz. The launcher does not expose the process, so it is found by its
-// --cert-dir, which is the cluster's own directory.
-func (e *Env) RestartAPIServer(kill bool) (down time.Duration, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var pid int
-	var args []string
-	if e.apiserver != nil {
-		pid, args = e.apiserver.Process.Pid, e.apiserver.Args
-	} else {
-		pid, args, err = findAPIServer(e.Cluster.Dir)
-		if err != nil {
-			return 0, err
-		}
-	}
-	t := time.Now()
-	sig := syscall.SIGTERM
-	if kill {
-		sig = syscall.SIGKILL
-	}
-	_ = syscall.Kill(pid, sig)
-	for i := 0; i < 300; i++ {
-		if e.apiserver != nil {
-			select {
-			case <-e.apiDone:
-				i = 300
-				continue
-			case <-time.After(100 * time.Millisecond):
-				continue
-			}
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil || isZombie(pid) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	f, err := os.OpenFile(filepath.Join(e.Cluster.Dir, "kube-apiserver-restarted.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return 0, err
-	}
-	port := ""
-	for _, a := range args {
-		if v, ok := strings.CutPrefix(a, "--secure-port="); ok {
-			port = v
-		}
-	}
-	hc, err := rest.HTTPClientFor(e.Cluster.Config)
-	if err != nil {
-		return 0, err
-	}
-	// The old process may hold its port for a moment after the signal; a
-	// start that loses the race exits at once and is tried again.
-	for attempt := 0; attempt < 20; attempt++ {
-		waitPortFree(port, 30*time.Second)
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			time.Sleep(500 * time.Millisecond)
-			continue
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		e.apiserver, e.apiDone = cmd, done
-		for time.Since(t) < 180*time.Second {
-			select {
-			case <-done:
-				goto again
-			default:
-			}
-			if resp, err := hc.Get(e.Cluster.Config.Host + "/readyz"); err == nil {
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return time.Since(t), nil
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		return time.Since(t), fmt.Errorf("kube-apiserver not ready 180s after restart")
-	again:
-		e.Logf("restarted kube-apiserver exited at once (attempt %d); trying again", attempt+1)
-		time.Sleep(500 * time.Millisecond)
-	}
-	return time.Since(t), fmt.Errorf("kube-apiserver did not restart; see kube-apiserver-restarted.log in %s", e.Cluster.Dir)
-}
-
-func waitPortFree(port string, timeout time.Duration) {
-	if port == "" {
-		return
-	}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		l, err := net.Listen("tcp", "127.0.0.1:"+port)
-		if err == nil {
-			_ = l.Close()
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func isZombie(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
-}
-
-func findAPIServer(dir string) (int, []string, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, nil, err
-	}
-	for _, d := range ents {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if err != nil || len(raw) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if filepath.Base(args[0]) != "kube-apiserver" {
-			continue
-		}
-		for _, a := range args {
-			if a == "--cert-dir="+dir {
-				return pid, args, nil
-			}
-		}
-	}
-	return 0, nil, fmt.Errorf("no kube-apiserver with --cert-dir=%s", dir)
+// RestartAPIServer kills (SIGKILL when kill, else SIGTERM) and restarts
+// the cluster's kube-apiserver; it returns how long the API was down.
+func (e *Env) RestartAPIServer(kill bool) (time.Duration, error) {
+	return e.Cluster.RestartAPIServer(e.Ctx, kill)
 }
 
 // Namespace creates a namespace with labels.

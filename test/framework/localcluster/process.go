@@ -237,6 +237,19 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// waitPortFree waits until the loopback port can be bound again.
+func waitPortFree(port int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		l, err := net.Listen("tcp", hostPort(port))
+		if err == nil {
+			_ = l.Close()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 var errNotYet = errors.New("not yet")
