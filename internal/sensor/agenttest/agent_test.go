@@ -31,7 +31,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 var env *testenv.Env
