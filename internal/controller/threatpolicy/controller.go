@@ -34,6 +34,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
 // resync refreshes podsCovered even when nothing else changes.
@@ -51,6 +52,12 @@ type ThreatPolicyReconciler struct {
 	// Evaluations drops a deleted policy's evaluations (detection.Evaluator).
 	Evaluations interface{ ForgetPolicy(name string) }
 	Recorder    events.EventRecorder
+	// Coverage reports the node sensors' heartbeats (sensorhub.Hub); nil
+	// when the manager runs without them.
+	Coverage interface {
+		Uncovered(silence time.Duration) []sensorhub.NodeState
+		Nodes() []sensorhub.NodeState
+	}
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
@@ -92,7 +99,7 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}()
 	for _, step := range []func(context.Context, *securityv1alpha1.ThreatPolicy, *securityv1alpha1.ThreatPolicyStatus, Snapshot) error{
-		r.reconcileCoverage, r.reconcileActive, r.reconcileSignals, r.reconcileReady,
+		r.reconcileCoverage, r.reconcileActive, r.reconcileSignals, r.reconcileBehaviorCoverage, r.reconcileReady,
 	} {
 		if err := step(ctx, p, st, snap); err != nil {
 			return ctrl.Result{}, err
