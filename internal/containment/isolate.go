@@ -84,6 +84,37 @@ func (isolate) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha
 		}
 		return o, nil
 	}
+	if !s.isolated {
+		var err error
+		if o, err = isolateWrites(ctx, e, s, a, st); err != nil {
+			return o, err
+		}
+	}
+	wrote, err := e.ensureThirdPartyDeny(ctx, s, a)
+	if err != nil {
+		return o, err
+	}
+	o.Changed = o.Changed || wrote
+	st.AddedLabels = []string{securityv1alpha1.QuarantineLabel}
+	st.State, st.Message = securityv1alpha1.ActionApplied, ""
+	return o, nil
+}
+
+// Isolate writes the NetworkPolicy and the pod labels, nothing else; the
+// third-party denies follow in Apply.
+func (isolate) Isolate(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	if s.Target == nil {
+		return Outcome{}, nil
+	}
+	o, err := isolateWrites(ctx, e, s, a, st)
+	if err == nil {
+		s.isolated = true
+	}
+	return o, err
+}
+
+func isolateWrites(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	var o Outcome
 	// The policy first: a labelled pod without it would be unprotected only
 	// if the label came first and the manager died.
 	wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending)
@@ -98,13 +129,6 @@ func (isolate) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha
 		}
 		o.Changed = o.Changed || wrote
 	}
-	wrote, err = e.ensureThirdPartyDeny(ctx, s, a)
-	if err != nil {
-		return o, err
-	}
-	o.Changed = o.Changed || wrote
-	st.AddedLabels = []string{securityv1alpha1.QuarantineLabel}
-	st.State, st.Message = securityv1alpha1.ActionApplied, ""
 	return o, nil
 }
 

@@ -681,9 +681,10 @@ func replay(ctx context.Context, kc kubernetes.Interface, cl client.Client, ns s
 	pod := wl.Pods[0]
 	fo := client.FieldOwner(securityv1alpha1.FieldManager)
 	q := &securityv1alpha1.Quarantine{
+		// Without the policy label and annotation: admission lets only the
+		// manager set them, and they do not change what the writes cost.
 		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns,
-			Labels:      map[string]string{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue, securityv1alpha1.PolicyLabel: "floor"},
-			Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "floor"}},
+			Labels: map[string]string{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue}},
 		Spec: securityv1alpha1.QuarantineSpec{
 			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: pod},
 			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate, Isolate: &securityv1alpha1.IsolateParams{AllowDNS: true}}, {Type: securityv1alpha1.ActionScaleToZero}},
