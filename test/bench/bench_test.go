@@ -34,8 +34,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -196,7 +198,7 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var siso, scon timings
+	var siso, scon, screated timings
 	for _, p := range singlePods {
 		time.Sleep(time.Second)
 		start := time.Now()
@@ -204,11 +206,13 @@ func TestBench(t *testing.T) {
 		if err != nil || code != 202 {
 			t.Fatalf("single post %s: %d %s %v", p, code, msg, err)
 		}
-		iso, con := sw.wait(t, map[string]time.Time{p: start}, true)
-		siso.lat, scon.lat = append(siso.lat, iso.lat...), append(scon.lat, con.lat...)
+		iso, con, qc := sw.waitAll(t, map[string]time.Time{p: start}, true)
+		siso.lat, scon.lat, screated.lat = append(siso.lat, iso.lat...), append(scon.lat, con.lat...), append(screated.lat, qc.lat...)
 	}
 	slices.Sort(siso.lat)
 	slices.Sort(scon.lat)
+	slices.Sort(screated.lat)
+	summarize("score to Quarantine created (part of the below)", "Bulkhead, single threat on an idle cluster", screated)
 	summarize("time to isolate", "Bulkhead, single threat on an idle cluster", siso)
 	summarize("time to contain", "Bulkhead, single threat on an idle cluster", scon)
 	requestReport(t, env, "Bulkhead single threats", sreq0, len(singlePods))
@@ -240,7 +244,8 @@ func TestBench(t *testing.T) {
 	for i, p := range threatPods {
 		starts[p] = sent[i]
 	}
-	iso, con := w.wait(t, starts, true)
+	iso, con, qc := w.waitAll(t, starts, true)
+	summarize("score to Quarantine created (part of the above)", "Bulkhead", qc)
 	summarize("time to isolate", "Bulkhead", iso)
 	summarize("time to contain", "Bulkhead", con)
 	requestReport(t, env, "Bulkhead", req0, len(threatPods))
@@ -463,12 +468,22 @@ func checkQuarantines(t *testing.T, env *kit.Env, ns string, threatPods []string
 type watcher struct {
 	mu          sync.Mutex
 	np, lbl, rs map[string]time.Time
-	owner       map[string]string // ReplicaSet -> threat pod
-	deadline    time.Time
+	// created: the pod's Quarantine seen created (by target name).
+	created  map[string]time.Time
+	owner    map[string]string // ReplicaSet -> threat pod
+	deadline time.Time
 }
 
 func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, limit time.Duration) *watcher {
-	w := &watcher{np: map[string]time.Time{}, lbl: map[string]time.Time{}, rs: map[string]time.Time{}, owner: owner, deadline: time.Now().Add(limit)}
+	w := &watcher{np: map[string]time.Time{}, lbl: map[string]time.Time{}, rs: map[string]time.Time{}, created: map[string]time.Time{}, owner: owner, deadline: time.Now().Add(limit)}
+	dc, err := dynamic.NewForConfig(env.Cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := dc.Resource(securityv1alpha1.GroupVersion.WithResource("quarantines")).Namespace(ns).Watch(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	nps, err := env.Fast.NetworkingV1().NetworkPolicies(ns).Watch(env.Ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -500,6 +515,17 @@ func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, 
 		}
 	}()
 	go func() {
+		for ev := range qs.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || ev.Type != watch.Added {
+				continue
+			}
+			if name, _, _ := unstructured.NestedString(u.Object, "spec", "target", "name"); name != "" {
+				seen(w.created, name)
+			}
+		}
+	}()
+	go func() {
 		for ev := range pods.ResultChan() {
 			p, ok := ev.Object.(*corev1.Pod)
 			if !ok || ev.Type == watch.Deleted || p.Labels[securityv1alpha1.QuarantineLabel] == "" {
@@ -524,6 +550,7 @@ func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, 
 		nps.Stop()
 		rss.Stop()
 		pods.Stop()
+		qs.Stop()
 	}()
 	return w
 }
@@ -539,6 +566,13 @@ type timings struct {
 // both persisted) and, when contain, its time to contain (isolated and the
 // owner at zero); it waits for the contain times only when contain is set.
 func (w *watcher) wait(t *testing.T, starts map[string]time.Time, contain bool) (isolate, contained timings) {
+	isolate, contained, _ = w.waitAll(t, starts, contain)
+	return isolate, contained
+}
+
+// waitAll is wait that also returns each start's time to its Quarantine
+// being created (none for the replays that create none).
+func (w *watcher) waitAll(t *testing.T, starts map[string]time.Time, contain bool) (isolate, contained, created timings) {
 	next := time.Now().Add(5 * time.Second)
 	for {
 		w.mu.Lock()
@@ -569,6 +603,9 @@ func (w *watcher) wait(t *testing.T, starts map[string]time.Time, contain bool) 
 		if first.IsZero() || s.Before(first) {
 			first = s
 		}
+		if c, ok := w.created[p]; ok {
+			created.lat = append(created.lat, c.Sub(s))
+		}
 		a, ok1 := w.np[p]
 		b, ok2 := w.lbl[p]
 		if !ok1 || !ok2 {
@@ -585,8 +622,9 @@ func (w *watcher) wait(t *testing.T, starts map[string]time.Time, contain bool) 
 	}
 	slices.Sort(isolate.lat)
 	slices.Sort(contained.lat)
+	slices.Sort(created.lat)
 	isolate.span, contained.span = lastIso.Sub(first), lastContain.Sub(first)
-	return isolate, contained
+	return isolate, contained, created
 }
 
 func later(a, b time.Time) time.Time {
