@@ -698,11 +698,19 @@ func floor(t *testing.T, env *kit.Env, ns string, ws []*kit.Workload, qps, burst
 // replayIsolate is the least isolation takes: the NetworkPolicy,
 // server-side applied as Bulkhead does, then the pod label.
 func replayIsolate(ctx context.Context, kc kubernetes.Interface, _ client.Client, ns string, wl *kit.Workload) error {
-	pod := wl.Pods[0]
+	return isolateWrites(ctx, kc, ns, wl.Pods[0], nil)
+}
+
+// isolateWrites server-side applies the NetworkPolicy as Bulkhead does
+// (owned by the Quarantine when owner is set), then labels the pod.
+func isolateWrites(ctx context.Context, kc kubernetes.Interface, ns, pod string, owner *metav1.OwnerReference) error {
 	np := &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-" + pod, Namespace: ns, Labels: containment.ManagedLabels(pod)},
 		Spec:       containment.DesiredNetworkPolicySpec(metav1.LabelSelector{MatchLabels: map[string]string{securityv1alpha1.QuarantineLabel: pod}}, true),
+	}
+	if owner != nil {
+		np.OwnerReferences = []metav1.OwnerReference{*owner}
 	}
 	data, _ := json.Marshal(np)
 	if _, err := kc.NetworkingV1().NetworkPolicies(ns).Patch(ctx, np.Name, types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager, Force: ptr.To(true)}); err != nil {
@@ -751,21 +759,9 @@ func replay(ctx context.Context, kc kubernetes.Interface, cl client.Client, ns s
 	if err := cl.Status().Patch(ctx, q, client.MergeFrom(base), fo); err != nil {
 		return fmt.Errorf("status (intent): %w", err)
 	}
-	// NetworkPolicy, server-side applied as Bulkhead does.
-	spec := containment.DesiredNetworkPolicySpec(metav1.LabelSelector{MatchLabels: map[string]string{securityv1alpha1.QuarantineLabel: pod}}, true)
-	np := &networkingv1.NetworkPolicy{
-		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-" + pod, Namespace: ns, Labels: containment.ManagedLabels(pod),
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine", Name: pod, UID: q.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
-		Spec: spec,
-	}
-	data, _ := json.Marshal(np)
-	if _, err := kc.NetworkingV1().NetworkPolicies(ns).Patch(ctx, np.Name, types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager, Force: ptr.To(true)}); err != nil {
-		return fmt.Errorf("NetworkPolicy: %w", err)
-	}
-	lbl, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{securityv1alpha1.QuarantineLabel: pod}}})
-	if _, err := kc.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, lbl, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager}); err != nil {
-		return fmt.Errorf("pod label: %w", err)
+	// NetworkPolicy, server-side applied as Bulkhead does, then the label.
+	if err := isolateWrites(ctx, kc, ns, pod, &metav1.OwnerReference{APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine", Name: pod, UID: q.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}); err != nil {
+		return err
 	}
 	ann, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		containment.HoldersAnnotation: ns + "/" + pod, containment.OriginalReplicasAnnotation: strconv.Itoa(int(wl.Replicas))}}})
