@@ -134,13 +134,16 @@ func isolateWrites(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.
 
 // ensureNetworkPolicy applies the policy. The first time (pending) it
 // applies without reading: apply is idempotent, and the read cost a request
-// per containment; later passes read first so an intact policy costs no write.
+// per containment; later passes read first so an intact policy costs no
+// write. That read is from the cache: a stale miss costs one idempotent
+// apply, and a change the cache has not seen yet comes with its own watch
+// event (the controller owns the policy), which brings another pass.
 func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1alpha1.Action, pending bool) (bool, error) {
 	name := NetworkPolicyName(s.Q.Name)
 	want := DesiredNetworkPolicySpec(podSelectorFor(s), allowDNS(a))
 	if !pending {
 		have := &networkingv1.NetworkPolicy{}
-		err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, have)
+		err := e.Client.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, have)
 		switch {
 		case err == nil:
 			if equality.Semantic.DeepEqual(have.Spec, want) && hasLabels(have.Labels, ManagedLabels(s.Q.Name)) {
