@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -40,6 +41,9 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 		return nil, err
 	}
 	inst := &Install{}
+	// The manager runs as the ServiceAccount its Deployment names; other
+	// ServiceAccounts (the sensor's) are applied like everything else.
+	var accounts []string
 	var keep bytes.Buffer
 	var crds []string
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(rendered), 4096)
@@ -61,7 +65,7 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 			}
 			continue
 		case "ServiceAccount":
-			inst.Namespace, inst.ServiceAccount = obj.GetNamespace(), obj.GetName()
+			accounts = append(accounts, obj.GetNamespace()+"/"+obj.GetName())
 		case "CustomResourceDefinition":
 			crds = append(crds, "crd/"+obj.GetName())
 		}
@@ -72,6 +76,12 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 		}
 		keep.WriteString("---\n")
 		keep.Write(doc)
+	}
+	switch {
+	case inst.ServiceAccount != "" && !slices.Contains(accounts, inst.Namespace+"/"+inst.ServiceAccount):
+		return nil, fmt.Errorf("config/default: the manager Deployment's ServiceAccount %s/%s is not in it", inst.Namespace, inst.ServiceAccount)
+	case inst.ServiceAccount == "" && len(accounts) == 1:
+		inst.Namespace, inst.ServiceAccount, _ = strings.Cut(accounts[0], "/")
 	}
 	if inst.ServiceAccount == "" || inst.Skipped == "" {
 		return nil, fmt.Errorf("config/default has no manager ServiceAccount or Deployment")
@@ -94,6 +104,9 @@ func (inst *Install) fromDeployment(obj *unstructured.Unstructured) error {
 		return fmt.Errorf("config/default: expected one manager Deployment, got %s/%s too", inst.Skipped, d.Name)
 	}
 	inst.Skipped = "Deployment/" + d.Name
+	if sa := d.Spec.Template.Spec.ServiceAccountName; sa != "" {
+		inst.Namespace, inst.ServiceAccount = d.Namespace, sa
+	}
 	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
 		inst.ManagerArgs = append(inst.ManagerArgs, strings.ReplaceAll(a, "$(POD_NAMESPACE)", d.Namespace))
 	}
