@@ -197,6 +197,11 @@ func (d *demo) run() error {
 	if !d.cfg.clusterOnly {
 		d.banner()
 	}
+	if d.cfg.mode == modeLive {
+		if _, err := os.Stat(d.binary()); err != nil {
+			return fmt.Errorf("the bulkhead binary %s runs the sensor: set BULKHEAD_BIN or run through make (make build): %w", d.binary(), err)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(framework.RepoRoot(), "config", "default")); err != nil {
 		return fmt.Errorf("run the demo from the repository (make demo): %w", err)
 	}
@@ -279,9 +284,28 @@ A real control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler) starts on this machine, with nodes and pods simulated by kwok.
 There is no container runtime here, so the Bulkhead manager runs as a local
 process instead of the Deployment's image — authenticated with a token of its
-own ServiceAccount, so only the RBAC in config/rbac lets it act. There is no
-CNI either: isolation is shown on the API objects (label, NetworkPolicy).
+own ServiceAccount, so only the RBAC in config/rbac lets it act.
 `)
+	switch d.cfg.mode {
+	case modeLive:
+		fmt.Print(`Live: one shop pod's container is a real server process in that pod's
+kubelet-style cgroup on this host, and ` + "`bulkhead sensor`" + ` runs for its node
+with eBPF: it learns the pod, scores a real attack, reports to the manager
+under its own pod-bound token, and cuts the attacker's connection in the
+kernel when the pod is quarantined.
+`)
+	case modeReplay:
+		fmt.Print(`Replay: this host cannot run the sensor live (or DEMO_FORCE_REPLAY is set),
+so the reports ` + "`bulkhead sensor`" + ` sent in a live run of this demo
+(` + d.cfg.recording + `) are posted to the manager as the pod's node,
+under the sensor's own kind of token.
+`)
+	case modeADFA:
+		fmt.Print(`ADFA-LD: the behavior model learns from the public data set's normal traces
+and one attack run is replayed as a pod's behaviour. There is no CNI:
+isolation is shown on the API objects (label, NetworkPolicy).
+`)
+	}
 }
 
 // step runs one numbered step and records its duration.

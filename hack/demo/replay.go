@@ -68,6 +68,8 @@ func (d *demo) prepareReplay() error {
 func (d *demo) replayUntil(stop string) error {
 	r := &d.replay
 	var last int64 = -1
+	posted := 0
+	defer func() { d.say("POST %s: %d recorded reports accepted", wire.Path, posted) }()
 	for ; r.next < len(r.entries); r.next++ {
 		e := r.entries[r.next]
 		if e.Mark != "" {
@@ -105,6 +107,7 @@ func (d *demo) replayUntil(stop string) error {
 		if code/100 != 2 {
 			return fmt.Errorf("POST %s: %d: %s", wire.Path, code, msg)
 		}
+		posted++
 	}
 	if stop != "" {
 		return fmt.Errorf("the recording has no %q mark", stop)
