@@ -91,7 +91,10 @@ func main() {
 	defer stop()
 	d := &demo{cfg: cfg, start: time.Now(), ctx: ctx}
 	err := d.run()
-	if err != nil && d.manager != nil {
+	if err != nil && d.live.sensor != nil && ctx.Err() == nil {
+		fmt.Printf("\n----- bulkhead sensor log (last 4 KiB of %s) -----\n%s\n", d.live.sensor.LogPath, d.live.sensor.Log(4<<10))
+	}
+	if err != nil && d.manager != nil && ctx.Err() == nil {
 		fmt.Printf("\n----- manager log (last 6 KiB of %s) -----\n%s\n", d.manager.LogPath, d.manager.Logs(6<<10))
 		d.reportRefused()
 		for _, args := range [][]string{{"get", "quarantines", "-A", "-o", "yaml"}, {"get", "events", "-n", "shop", "--sort-by=.lastTimestamp"}} {
