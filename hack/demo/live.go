@@ -19,7 +19,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
@@ -178,6 +177,11 @@ func (d *demo) startSensor() error {
 func (d *demo) showReport(r wire.Report) {
 	d.reports.Lock()
 	d.reports.last, d.reports.at = r, time.Now()
+	for _, sc := range r.Scores {
+		if sc.Pod == attacked.pod {
+			d.reports.score, d.reports.scoreAt = sc, d.reports.at
+		}
+	}
 	d.reports.Unlock()
 	for _, s := range r.Scores {
 		reason := s.Reason
@@ -273,9 +277,10 @@ func (d *demo) attackLive() error {
 		d.live.cutAt = time.Now()
 		d.live.lines <- err
 	}()
-	// The shell keeps talking on its established connection.
+	// The shell keeps talking on its established connection, and ends
+	// when it is cut.
 	_ = shell.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = fmt.Fprintf(shell, "echo connected; while :; do echo alive; sleep 0.1; done\n")
+	_, _ = fmt.Fprintf(shell, "echo connected; while echo alive; do sleep 0.1; done; exit\n")
 	if err := d.waitContained(60 * time.Second); err != nil {
 		return err
 	}
@@ -330,6 +335,23 @@ func (d *demo) checkIsolated() error {
 			}
 		}
 	}
+	if d.live.lines != nil {
+		// The shell's system calls reach the model with the next sample
+		// of the kernel's per-cgroup counts (every 10s): wait for that
+		// score, so that it does not arrive after the release.
+		var sc wire.Score
+		if err := d.poll(25*time.Second, "the sensor's score of the shell's system calls", func(ctx context.Context) error {
+			d.reports.Lock()
+			defer d.reports.Unlock()
+			sc = d.reports.score
+			if d.reports.scoreAt.Before(d.live.cutAt) || !strings.Contains(sc.Reason, "system calls") {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
 	var kernel string
 	err := d.poll(30*time.Second, "Quarantine "+attacked.quarantine+" reports the node's kernel enforcement", func(ctx context.Context) error {
 		q, err := d.quarantineOf(attacked.pod)
@@ -370,16 +392,7 @@ func (d *demo) checkIsolated() error {
 // shop serves again.
 func (d *demo) checkReleased() error {
 	c := d.cluster.Client
-	err := d.poll(30*time.Second, "NetworkPolicy removed", func(ctx context.Context) error {
-		err := c.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "bulkhead-" + attacked.quarantine}, &networkingv1.NetworkPolicy{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("still there")
-		}
-		return err
-	})
+	err := d.networkPolicyGone(30 * time.Second)
 	if err != nil {
 		return err
 	}
@@ -427,6 +440,30 @@ func (d *demo) checkReleased() error {
 		}
 		ok, fail, _ := d.live.load.stats()
 		d.say("load: %d pages served, %d failures in all", ok, fail)
+		// The attacker's processes ended with their connection: the next
+		// sample holds the server's normal behaviour only.
+		d.say("watching the released pod under normal load for 12s (one more sample of its system calls)")
+		end := time.Now().Add(12 * time.Second)
+		for time.Now().Before(end) {
+			var list securityv1alpha1.QuarantineList
+			if err := c.List(d.ctx, &list, client.InNamespace(shopNS)); err != nil {
+				return err
+			}
+			for _, q := range list.Items {
+				if q.Name != attacked.quarantine && q.Spec.Target.Name == attacked.pod {
+					why := ""
+					if q.Spec.Reason != nil {
+						why = q.Spec.Reason.Summary
+					}
+					return fmt.Errorf("quarantined again after the release: %s (%s)", q.Name, why)
+				}
+			}
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-d.ctx.Done():
+				return d.ctx.Err()
+			}
+		}
 	}
 	return d.showKubectl("get", "quarantines,networkpolicies", "-A")
 }

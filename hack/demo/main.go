@@ -141,6 +141,9 @@ type demo struct {
 		sync.Mutex
 		last wire.Report
 		at   time.Time
+		// score is the latest score of the attacked pod.
+		score   wire.Score
+		scoreAt time.Time
 	}
 }
 

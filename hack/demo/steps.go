@@ -418,16 +418,7 @@ func (d *demo) checkRestored() error {
 	if _, err := d.shopPods(d.cfg.replicas); err != nil {
 		return err
 	}
-	err = d.poll(15*time.Second, "NetworkPolicy removed", func(ctx context.Context) error {
-		err := c.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "bulkhead-" + attacked.quarantine}, &networkingv1.NetworkPolicy{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("still there")
-		}
-		return err
-	})
+	err = d.networkPolicyGone(15 * time.Second)
 	if err != nil {
 		return err
 	}
@@ -483,3 +474,17 @@ func (d *demo) postSyscalls(batch []syscallBatch) error {
 func splitLines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
 
 func joinArgs(args []string) string { return strings.Join(args, " ") }
+
+// networkPolicyGone waits until the Quarantine's NetworkPolicy is deleted.
+func (d *demo) networkPolicyGone(timeout time.Duration) error {
+	return d.poll(timeout, "NetworkPolicy removed", func(ctx context.Context) error {
+		err := d.cluster.Client.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "bulkhead-" + attacked.quarantine}, &networkingv1.NetworkPolicy{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("still there")
+		}
+		return err
+	})
+}
