@@ -114,17 +114,22 @@ func benchEnvInt(name string, def int) int {
 
 // BenchmarkServerThroughput measures a real HTTP server (Go net/http serving
 // a 4 KiB file, in its own cgroup) under keep-alive load from a client
-// process outside that cgroup: requests/s with no collector loaded vs the
+// process outside that cgroup, in four conditions: no collector ("off"); the
 // collector loaded with the server's cgroup tracked and a consumer running
-// as the agent does (Run, and DrainSyscalls every second). The two alternate
-// in order over BULKHEAD_BENCH_ROUNDS rounds (default 5) of
-// BULKHEAD_BENCH_REQUESTS requests (default 20000) over BULKHEAD_BENCH_CONNS
-// connections (default 8); the machine is shared, so medians and spreads are
-// reported, and the loss is also taken per adjacent pair. With the collector
-// on it reports the sensor process's own CPU (getrusage of this process: the
-// load generator and the server are children) per 100k tracked system
-// calls/s, and its memory: the maps' declared and kernel-accounted sizes
-// and the Go heap it holds. Run with -benchtime 1x (`make bench-sensor`).
+// as the agent does, Run and DrainSyscalls every second ("tracked", the
+// product); loaded but the cgroup not tracked ("untracked", what every other
+// task on the node pays); and only the sys_enter program attached, tracked
+// ("sys_enter-only", to attribute the cost). The order rotates over
+// BULKHEAD_BENCH_ROUNDS rounds (default 5) of BULKHEAD_BENCH_REQUESTS
+// requests (default 20000) on BULKHEAD_BENCH_CONNS connections (default 8).
+// Reported per condition: requests/s and the server's CPU per request (its
+// cgroup's usage_usec; on a shared machine wall time mostly measures the
+// wait for a CPU, CPU per request what the server pays), each with the loss
+// against "off" in the same round, as median [min..max]. With "tracked" it
+// reports the sensor process's own CPU (getrusage of this process: the load
+// generator and the server are children) per 100k tracked system calls/s,
+// and its memory: the maps' declared and kernel-accounted sizes and the Go
+// heap it holds. Run with -benchtime 1x (`make bench-sensor`).
 func BenchmarkServerThroughput(b *testing.B) {
 	requireBPF(b)
 	rounds := benchEnvInt("BULKHEAD_BENCH_ROUNDS", 5)
@@ -157,23 +162,47 @@ func BenchmarkServerThroughput(b *testing.B) {
 		return float64(n) / (float64(ns) / 1e9), float64(cgroupCPU(b, cg)-cpu0) / float64(n)
 	}
 
+	// A condition is what is loaded while the load runs.
+	type condition struct {
+		name     string
+		collect  bool // collector loaded, consumer running
+		track    bool // the server's cgroup tracked
+		sysEnter bool // only the sys_enter program attached (attribution)
+	}
+	conds := []condition{
+		{name: "off"},
+		{name: "tracked", collect: true, track: true},
+		{name: "untracked", collect: true},
+		{name: "sys_enter-only", collect: true, track: true, sysEnter: true},
+	}
 	type sensorRun struct {
-		cpu, wall time.Duration
-		calls     uint64
-		events    uint64
+		cpu, wall     time.Duration
+		calls, events uint64
 	}
 	var (
 		heapDelta         int64
 		declared, memlock uint64
 	)
-	// on runs the load with the collector loaded and the server tracked.
-	on := func() (float64, float64, sensorRun) {
+	// with runs the load with the collector loaded as cond says.
+	with := func(cond condition) (float64, float64, sensorRun) {
 		runtime.GC()
 		var m0 runtime.MemStats
 		runtime.ReadMemStats(&m0)
 		c := newCollector(b, Options{})
-		if err := c.Track(cg.id); err != nil {
-			b.Fatal(err)
+		if cond.sysEnter {
+			// Detach all but sys_enter (attached first) to see what the
+			// system-call hook alone costs.
+			for _, l := range c.links[1:] {
+				if err := l.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.links = c.links[:1]
+		}
+		if cond.track {
+			if err := c.Track(cg.id); err != nil {
+				b.Fatal(err)
+			}
 		}
 		declared, memlock = mapSizes(b, c)
 
@@ -192,7 +221,10 @@ func BenchmarkServerThroughput(b *testing.B) {
 				}
 			}
 		})
+		var drainMu sync.Mutex
 		drain := func() {
+			drainMu.Lock()
+			defer drainMu.Unlock()
 			got, err := c.DrainSyscalls()
 			if err != nil {
 				b.Errorf("drain: %v", err)
@@ -202,16 +234,13 @@ func BenchmarkServerThroughput(b *testing.B) {
 				run.calls += n
 			}
 		}
-		var drainMu sync.Mutex
 		wg.Go(func() {
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()
 			for {
 				select {
 				case <-tick.C:
-					drainMu.Lock()
 					drain()
-					drainMu.Unlock()
 				case <-ctx.Done():
 					return
 				}
@@ -220,9 +249,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 
 		cpu0, start := rusageCPU(b), time.Now()
 		rps, cpuPerReq := load()
-		drainMu.Lock()
 		drain() // what the last second counted
-		drainMu.Unlock()
 		run.cpu, run.wall = rusageCPU(b)-cpu0, time.Since(start)
 		cancel()
 		wg.Wait()
@@ -236,57 +263,65 @@ func BenchmarkServerThroughput(b *testing.B) {
 		}
 		// Every request is several system calls of the server: a count
 		// below the requests means the collector was not tracking it.
-		if run.calls < uint64(requests) {
-			b.Fatalf("counted %d system calls of the server for %d requests", run.calls, requests)
+		if cond.track && run.calls < uint64(requests) {
+			b.Fatalf("%s: counted %d system calls of the server for %d requests", cond.name, run.calls, requests)
 		}
 		return rps, cpuPerReq, run
 	}
 
 	load() // warm-up: page cache, connection setup, CPU frequency
-	var offRPS, onRPS, pairLoss, offCPU, onCPU, cpuLoss, cpuPer100k []float64
+	rps, cpuReq := map[string][]float64{}, map[string][]float64{}
+	wallLoss, cpuLoss := map[string][]float64{}, map[string][]float64{}
+	var cpuPer100k, callsPerSec []float64
 	for b.Loop() {
 		for i := range rounds {
-			var off, with, offC, onC float64
-			var run sensorRun
-			if i%2 == 0 {
-				off, offC = load()
-				with, onC, run = on()
-			} else {
-				with, onC, run = on()
-				off, offC = load()
+			r, c := map[string]float64{}, map[string]float64{}
+			// Rotate the order: each condition runs first, second, ... in turn.
+			for j := range conds {
+				cond := conds[(i+j)%len(conds)]
+				if !cond.collect {
+					r[cond.name], c[cond.name] = load()
+					continue
+				}
+				var run sensorRun
+				r[cond.name], c[cond.name], run = with(cond)
+				if cond.name == "tracked" {
+					cps := float64(run.calls) / run.wall.Seconds()
+					callsPerSec = append(callsPerSec, cps)
+					// Millicores of the sensor per 100k tracked calls/s.
+					cpuPer100k = append(cpuPer100k, 1000*run.cpu.Seconds()/run.wall.Seconds()*1e5/cps)
+				}
 			}
-			offRPS, onRPS = append(offRPS, off), append(onRPS, with)
-			offCPU, onCPU = append(offCPU, offC), append(onCPU, onC)
-			pairLoss = append(pairLoss, 100*(off-with)/off)
-			// A CPU-bound server's capacity is 1 / CPU per request.
-			cpuLoss = append(cpuLoss, 100*(1-offC/onC))
-			callsPerSec := float64(run.calls) / run.wall.Seconds()
-			// Millicores of the sensor per 100k tracked calls/s.
-			cpuPer100k = append(cpuPer100k, 1000*run.cpu.Seconds()/run.wall.Seconds()*1e5/callsPerSec)
-			b.Logf("round %d (%s first): off %.0f req/s %.1f server-µs/req, on %.0f req/s %.1f server-µs/req; sensor %v CPU in %v for %d server calls (%.0f calls/s), %d events",
-				i+1, map[bool]string{true: "off", false: "on"}[i%2 == 0], off, offC, with, onC,
-				run.cpu.Round(time.Millisecond), run.wall.Round(time.Millisecond), run.calls, callsPerSec, run.events)
+			for _, cond := range conds {
+				rps[cond.name] = append(rps[cond.name], r[cond.name])
+				cpuReq[cond.name] = append(cpuReq[cond.name], c[cond.name])
+				wallLoss[cond.name] = append(wallLoss[cond.name], 100*(r["off"]-r[cond.name])/r["off"])
+				// A CPU-bound server's capacity is 1 / CPU per request.
+				cpuLoss[cond.name] = append(cpuLoss[cond.name], 100*(1-c["off"]/c[cond.name]))
+			}
 		}
 	}
-	offMed, onMed := median(offRPS), median(onRPS)
-	offC, onC := median(offCPU), median(onCPU)
-	b.ReportMetric(offMed, "off-req/s")
-	b.ReportMetric(onMed, "on-req/s")
-	b.ReportMetric(median(pairLoss), "wall-loss-%")
-	b.ReportMetric(offC, "off-server-µs/req")
-	b.ReportMetric(onC, "on-server-µs/req")
-	b.ReportMetric(median(cpuLoss), "cpu-loss-%")
+	spread := func(xs []float64) string {
+		return fmt.Sprintf("%.1f [%.1f..%.1f]", median(xs), slices.Min(xs), slices.Max(xs))
+	}
+	b.Logf("%d rounds of %d requests on %d keep-alive connections, order rotating; median [min..max]; loss vs off in the same round:", rounds, requests, conns)
+	for _, cond := range conds {
+		n := cond.name
+		b.ReportMetric(median(rps[n]), n+"-req/s")
+		b.ReportMetric(median(cpuReq[n]), n+"-server-µs/req")
+		if n != "off" {
+			b.ReportMetric(median(cpuLoss[n]), n+"-cpu-loss-%")
+			b.ReportMetric(median(wallLoss[n]), n+"-wall-loss-%")
+		}
+		b.Logf("  %-15s req/s %s, loss %% %s; server CPU µs/req %s, capacity loss %% %s",
+			n, spread(rps[n]), spread(wallLoss[n]), spread(cpuReq[n]), spread(cpuLoss[n]))
+	}
 	b.ReportMetric(median(cpuPer100k), "sensor-millicores/100k-calls/s")
 	b.ReportMetric(float64(declared), "maps-declared-B")
 	b.ReportMetric(float64(memlock), "maps-memlock-B")
 	b.ReportMetric(float64(heapDelta), "go-heap-delta-B")
-	b.Logf("%d rounds of %d requests on %d keep-alive connections, order alternating:", rounds, requests, conns)
-	b.Logf("  requests/s: off median %.0f [%.0f..%.0f], on median %.0f [%.0f..%.0f]; loss per round median %.2f%% [%.2f..%.2f]",
-		offMed, slices.Min(offRPS), slices.Max(offRPS), onMed, slices.Min(onRPS), slices.Max(onRPS), median(pairLoss), slices.Min(pairLoss), slices.Max(pairLoss))
-	b.Logf("  server CPU µs/request: off median %.2f [%.2f..%.2f], on median %.2f [%.2f..%.2f]; capacity loss per round median %.2f%% [%.2f..%.2f] (goal <= 3%%)",
-		offC, slices.Min(offCPU), slices.Max(offCPU), onC, slices.Min(onCPU), slices.Max(onCPU), median(cpuLoss), slices.Min(cpuLoss), slices.Max(cpuLoss))
-	b.Logf("  sensor CPU (collector + consumer: Run, DrainSyscalls every 1s): median %.2f millicores per 100k tracked calls/s [%.2f..%.2f]",
-		median(cpuPer100k), slices.Min(cpuPer100k), slices.Max(cpuPer100k))
+	b.Logf("  goal: tracked capacity loss <= 3%%; sensor CPU (collector + consumer: Run, DrainSyscalls every 1s) %s millicores per 100k tracked calls/s at %s calls/s",
+		spread(cpuPer100k), spread(callsPerSec))
 	b.Logf("  sensor memory: maps %d B declared (max_entries x (key+value); ring buffer bytes; per-CPU values x %d CPUs), %d B kernel memlock; Go heap held %+d B",
 		declared, runtime.NumCPU(), memlock, heapDelta)
 }
