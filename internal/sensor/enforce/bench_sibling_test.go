@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,18 +13,21 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
 // BenchmarkSiblingOverhead shows what an isolation costs the pods that are
 // not isolated: this process, in a sibling cgroup B, runs a getppid loop,
-// a TCP connect+send+close loop and a UDP sendto loop on loopback, with an
-// isolation active on cgroup A (Isolate) and with no isolation anywhere. The
-// two states alternate over BULKHEAD_BENCH_ROUNDS rounds (default 6). Each
-// round checks that no program is attached to B or effective on it (the
-// kernel's BPF_F_QUERY_EFFECTIVE view, which includes what ancestors pass
-// down) while A has all of Isolate's. Costs are the loop thread's CPU time
+// a TCP connect+send+close loop and a UDP sendto loop on loopback while
+// cgroup A has nothing attached, is isolated (Isolate), or has an empty
+// program on each of Isolate's attach types (which tells the kernel's own
+// hook cost, paid host-wide once any cgroup has such a program, from the
+// enforcer's programs). The states rotate in order over
+// BULKHEAD_BENCH_ROUNDS rounds (default 6). Each state checks that no
+// program is attached to B or effective on it (BPF_F_QUERY_EFFECTIVE, which
+// includes what ancestors pass down). Costs are the loop thread's CPU time
 // per operation (on a shared machine wall time measures the wait for a
 // CPU); the TCP and UDP paths include the loopback receive, which runs in
 // the sender's context. Run with -benchtime 1x (`make bench-sensor`).
@@ -120,65 +124,120 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 		measure(op.name, op.n/10, op.do) // warm-up
 	}
 
-	cost := map[string]map[bool][]float64{} // op -> isolation active -> ns/op per round
-	diff := map[string][]float64{}          // op -> % per round (isolated vs none)
+	// States of cgroup A while B's loops run: nothing attached; isolated
+	// by Isolate; and, to tell the kernel's hook from the enforcer's
+	// programs, an empty program (returns "allow") on each of Isolate's
+	// attach types.
+	states := []string{"none", "A-isolated", "A-empty-programs"}
+	enter := func(state string) (leave func()) {
+		switch state {
+		case "A-isolated":
+			res, err := e.Isolate(isolated, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n := len(attached(b, isolated)); n != len(programs) {
+				b.Fatalf("isolated cgroup has %d programs attached, want %d (%v)", n, len(programs), res.Programs)
+			}
+			return func() {
+				if err := e.Release(isolated); err != nil {
+					b.Fatal(err)
+				}
+			}
+		case "A-empty-programs":
+			return attachEmpty(b, isolated)
+		}
+		if ids := attached(b, isolated); len(ids) != 0 {
+			b.Fatalf("no isolation, yet cgroup A has programs %v", ids)
+		}
+		return func() {}
+	}
+
+	cost := map[string]map[string][]float64{} // op -> state -> ns/op per round
+	diff := map[string]map[string][]float64{} // op -> state -> % vs none in the same round
 	for b.Loop() {
 		for i := range rounds {
-			states := []bool{false, true}
-			if i%2 == 1 {
-				states = []bool{true, false}
-			}
-			got := map[string]map[bool]float64{}
-			for _, active := range states {
-				if active {
-					res, err := e.Isolate(isolated, Options{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					if n := len(attached(b, isolated)); n != len(programs) {
-						b.Fatalf("isolated cgroup has %d programs attached, want %d (%v)", n, len(programs), res.Programs)
-					}
-				} else if ids := attached(b, isolated); len(ids) != 0 {
-					b.Fatalf("no isolation, yet cgroup A has programs %v", ids)
-				}
+			got := map[string]map[string]float64{}
+			// Rotate the order: each state runs first, second, ... in turn.
+			for j := range states {
+				state := states[(i+j)%len(states)]
+				leave := enter(state)
 				if ids := attached(b, sibling); len(ids) != 0 {
-					b.Fatalf("programs %v attached to the sibling cgroup", ids)
+					b.Fatalf("%s: programs %v attached to the sibling cgroup", state, ids)
 				}
 				if ids := effective(b, sibling); len(ids) != 0 {
-					b.Fatalf("programs %v effective on the sibling cgroup", ids)
+					b.Fatalf("%s: programs %v effective on the sibling cgroup", state, ids)
 				}
 				for _, op := range ops {
 					if got[op.name] == nil {
-						got[op.name] = map[bool]float64{}
+						got[op.name] = map[string]float64{}
 					}
-					got[op.name][active] = measure(op.name, op.n, op.do)
+					got[op.name][state] = measure(op.name, op.n, op.do)
 				}
-				if active {
-					if err := e.Release(isolated); err != nil {
-						b.Fatal(err)
-					}
-				}
+				leave()
 			}
 			for _, op := range ops {
 				if cost[op.name] == nil {
-					cost[op.name] = map[bool][]float64{}
+					cost[op.name], diff[op.name] = map[string][]float64{}, map[string][]float64{}
 				}
-				none, with := got[op.name][false], got[op.name][true]
-				cost[op.name][false] = append(cost[op.name][false], none)
-				cost[op.name][true] = append(cost[op.name][true], with)
-				diff[op.name] = append(diff[op.name], 100*(with-none)/none)
+				for _, state := range states {
+					v := got[op.name][state]
+					cost[op.name][state] = append(cost[op.name][state], v)
+					diff[op.name][state] = append(diff[op.name][state], 100*(v-got[op.name]["none"])/got[op.name]["none"])
+				}
 			}
 		}
 	}
-	b.Logf("sibling cgroup B, %d rounds alternating none/isolated; 0 programs attached to or effective on B in every round, %d on A while isolated", rounds, len(programs))
+	b.Logf("sibling cgroup B, %d rounds, order rotating; 0 programs attached to or effective on B in every state, %d on A when isolated; cpu-ns/op median [min..max], difference vs none in the same round:", rounds, len(programs))
 	for _, op := range ops {
-		none, with, d := cost[op.name][false], cost[op.name][true], diff[op.name]
-		b.ReportMetric(median(none), op.name+"-none-cpu-ns/op")
-		b.ReportMetric(median(with), op.name+"-A-isolated-cpu-ns/op")
-		b.ReportMetric(median(d), op.name+"-diff-%")
-		b.Logf("  %-24s none median %9.0f cpu-ns/op [%.0f..%.0f]; A isolated median %9.0f [%.0f..%.0f]; difference per round median %+.2f%% [%+.2f..%+.2f]",
-			op.name, median(none), slices.Min(none), slices.Max(none), median(with), slices.Min(with), slices.Max(with), median(d), slices.Min(d), slices.Max(d))
+		line := fmt.Sprintf("  %-22s", op.name)
+		for _, state := range states {
+			c, d := cost[op.name][state], diff[op.name][state]
+			b.ReportMetric(median(c), op.name+"-"+state+"-cpu-ns/op")
+			line += fmt.Sprintf(" | %s %.0f [%.0f..%.0f]", state, median(c), slices.Min(c), slices.Max(c))
+			if state != "none" {
+				b.ReportMetric(median(d), op.name+"-"+state+"-diff-%")
+				line += fmt.Sprintf(" %+.1f%% [%+.1f..%+.1f]", median(d), slices.Min(d), slices.Max(d))
+			}
+		}
+		b.Log(line)
 	}
+}
+
+// attachEmpty attaches a program that allows everything to the cgroup at
+// path on each of Isolate's attach types and returns what detaches them.
+func attachEmpty(b *testing.B, path string) (detach func()) {
+	b.Helper()
+	var links []link.Link
+	detach = func() {
+		for _, l := range links {
+			if err := l.Close(); err != nil {
+				b.Error(err)
+			}
+		}
+	}
+	for _, p := range programs {
+		typ := ebpf.CGroupSockAddr
+		if strings.HasPrefix(p.section, "cgroup_skb/") {
+			typ = ebpf.CGroupSKB
+		}
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: typ, AttachType: p.attach, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+		})
+		if err != nil {
+			detach()
+			b.Fatalf("load empty %s program: %v", p.section, err)
+		}
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: path, Attach: p.attach, Program: prog})
+		prog.Close() // the link holds it
+		if err != nil {
+			detach()
+			b.Fatalf("attach empty %s program: %v", p.section, err)
+		}
+		links = append(links, l)
+	}
+	return detach
 }
 
 func sockaddr(port uint16) *unix.SockaddrInet4 {
