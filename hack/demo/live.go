@@ -365,7 +365,7 @@ func (d *demo) checkIsolated() error {
 					kernel = string(b)
 					return nil
 				}
-				return fmt.Errorf("Isolate status: %s", b)
+				return fmt.Errorf("isolate status: %s", b)
 			}
 		}
 		return fmt.Errorf("no Isolate action yet")

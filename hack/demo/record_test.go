@@ -42,7 +42,7 @@ func TestShippedRecording(t *testing.T) {
 			}
 		}
 	}
-	if !(0 < attack && attack < scored && scored < enforced && enforced < released) {
+	if attack <= 0 || scored <= attack || enforced <= scored || released <= enforced {
 		t.Fatalf("want attack < score ≥ 0.8 < kernel enforcement < release, got entries %d, %d, %d, %d", attack, scored, enforced, released)
 	}
 }

@@ -39,10 +39,10 @@ type Seq struct {
 const bloomProbes = 3
 
 // NewSeq returns an empty model of n-grams up to n in a filter of about
-// bits bits (rounded up to a power of two).
-func NewSeq(n, bits int) *Seq {
+// size bits (rounded up to a power of two).
+func NewSeq(n, size int) *Seq {
 	words := 1
-	for words*64 < bits {
+	for words*64 < size {
 		words *= 2
 	}
 	return &Seq{N: n, Bits: make([]uint64, words)}

@@ -182,7 +182,7 @@ func TestGolombRoundTrip(t *testing.T) {
 				}
 				set[v] = true
 			}
-			var vals []uint64
+			vals := make([]uint64, 0, len(set))
 			for v := range set {
 				vals = append(vals, v)
 			}

@@ -204,7 +204,7 @@ func selects(ls *metav1.LabelSelector, l map[string]string) bool {
 
 // OwnerChain is the controller owner chain as Kind/name, pod first.
 func (t *Target) OwnerChain() []string {
-	var out []string
+	out := make([]string, 0, len(t.Chain))
 	for _, o := range t.Chain {
 		out = append(out, o.String())
 	}

@@ -25,7 +25,7 @@ import (
 // policy's status (the ThreatPolicy controller's Activity). It may wait
 // while its queue is full.
 type Activity interface {
-	Evaluated(ctx context.Context, policy, detector string, at time.Time)
+	Evaluated(ctx context.Context, policyName, detectorName string, at time.Time)
 }
 
 // Evaluator is the pipeline's record → evaluate → trigger stage: it stores

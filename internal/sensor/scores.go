@@ -82,7 +82,7 @@ func (f *scoreFilter) send(uid string, sig detector.Signal, now time.Time) wire.
 	return wire.Score{
 		Namespace: sig.Namespace, Pod: sig.Pod, Score: sig.Score,
 		Reason:   truncate(sig.Reason, wire.MaxReason),
-		Evidence: boundEvidence(sig.Evidence, wire.MaxEvidence),
+		Evidence: boundEvidence(sig.Evidence),
 		ID:       f.node + "/" + uid + "/" + strconv.FormatUint(f.seq, 10),
 		Time:     at.UTC(),
 	}
@@ -107,10 +107,11 @@ type boundedEvidence struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// boundEvidence keeps behavior evidence under limit bytes: the strongest
+// boundEvidence keeps behavior evidence under wire.MaxEvidence bytes: the strongest
 // findings first, reasons and tokens shortened; other JSON that does not
 // fit is replaced by a note.
-func boundEvidence(raw json.RawMessage, limit int) json.RawMessage {
+func boundEvidence(raw json.RawMessage) json.RawMessage {
+	const limit = wire.MaxEvidence
 	if len(raw) <= limit {
 		return raw
 	}

@@ -31,7 +31,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		defer runtime.UnlockOSThread()
 		start := threadCPU(b)
 		for b.Loop() {
-			unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
+			_, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
 		}
 		b.ReportMetric(float64(threadCPU(b)-start)/float64(b.N), "cpu-ns/call")
 		if prog != nil {
@@ -133,7 +133,7 @@ func progNsPerRun(b *testing.B, prog *ebpf.Program) float64 {
 		b.Fatal(err)
 	}
 	for range 200_000 {
-		unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
+		_, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
 	}
 	after, err := prog.Stats()
 	if err != nil {

@@ -51,11 +51,11 @@ func cstr[T ~[]int8](dst T, s string) {
 	}
 }
 
-func execRecord(cg uint64, binary, parent string, args []byte, trunc bool) []byte {
+func execRecord(cg uint64, binName, parent string, args []byte, trunc bool) []byte {
 	var e collectExecEvent
 	e.H.Type, e.H.Pid, e.H.Cgroup, e.H.Ts = recExec, 42, cg, uint64(5*time.Second)
 	e.Ppid, e.Uid = 41, 1000
-	cstr(e.Filename[:], binary)
+	cstr(e.Filename[:], binName)
 	cstr(e.ParentComm[:], parent)
 	cstr(e.ParentExe[:], parent)
 	for i, b := range args {

@@ -212,17 +212,19 @@ func TestRunCountsMalformed(t *testing.T) {
 			asm.FnRingbufOutput.Call(),
 		}
 	}
-	insns := asm.Instructions{
-		// 24 bytes at fp-24: a header with record type 99.
-		asm.Mov.Imm(asm.R1, 99),
-		asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
-		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
-	}
-	insns = append(insns, output(hdrSize)...) // unknown type
-	insns = append(insns, output(8)...)       // shorter than a header
-	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	insns := slices.Concat(
+		asm.Instructions{
+			// 24 bytes at fp-24: a header with record type 99.
+			asm.Mov.Imm(asm.R1, 99),
+			asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R1, 0),
+			asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+			asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+		},
+		output(hdrSize), // unknown type
+		output(8),       // shorter than a header
+		asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	)
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: insns})
 	if err != nil {
 		t.Fatalf("load the garbage writer: %v", err)

@@ -80,7 +80,7 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 		n    int
 		do   func() error
 	}{
-		{"getppid", 1_000_000, func() error { unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0); return nil }},
+		{"getppid", 1_000_000, func() error { _, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0); return nil }},
 		{"tcp-connect-send-close", 10_000, func() error {
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
@@ -208,7 +208,7 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 // path on each of Isolate's attach types and returns what detaches them.
 func attachEmpty(b *testing.B, path string) (detach func()) {
 	b.Helper()
-	var links []link.Link
+	links := make([]link.Link, 0, len(programs))
 	detach = func() {
 		for _, l := range links {
 			if err := l.Close(); err != nil {
