@@ -247,6 +247,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		case err != nil && containment.Permanent(err):
 			st.State, st.Message = securityv1alpha1.ActionFailed, kubeutil.Truncate(err.Error(), kubeutil.MaxMessage)
 		case err != nil:
+			p.alertForbidden(a.Type, err)
 			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
 		}
 		if o.Repaired {
