@@ -1,15 +1,24 @@
 package quarantine
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
@@ -82,5 +91,91 @@ func TestForbiddenIsRetried(t *testing.T) {
 	q = drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	if st := actionState(q, securityv1alpha1.ActionIsolate); st.State != securityv1alpha1.ActionApplied {
 		t.Fatalf("Isolate not applied once the quota was gone: %+v", st)
+	}
+}
+
+// TestCraftedPodIsContained: a pod built to overflow the evidence limits
+// (more than 128 labels, more than 64 containers, an image string over
+// 1 KiB, over 1 MiB of args) is still contained, with evidence trimmed to fit.
+func TestCraftedPodIsContained(t *testing.T) {
+	f := newFixture(t, 0)
+	labels := map[string]string{}
+	for i := range 140 {
+		labels[fmt.Sprintf("l%03d", i)] = "v"
+	}
+	longImage := "registry.example.com/" + strings.Repeat("a", 1100) + ":1"
+	big := strings.Repeat("x", 100<<10)
+	var containers []corev1.Container
+	for i := range 70 {
+		c := corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "nginx:1.27"}
+		if i == 0 {
+			c.Image = longImage
+		}
+		if i < 11 {
+			c.Args = []string{big}
+		}
+		containers = append(containers, c)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "crafted", Namespace: f.ns, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: f.node, Containers: containers},
+	}
+	must(t, direct.Create(ctx, pod))
+	r, rec := newReconciler(direct)
+	key := f.quarantine(t, "q", pod.Name, isolateDNS())
+	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	if st := actionState(q, securityv1alpha1.ActionIsolate); st.State != securityv1alpha1.ActionApplied {
+		t.Fatalf("Isolate: %+v", st)
+	}
+	ev := q.Status.Evidence
+	if ev == nil || len(ev.Labels) > 128 || len(ev.Images) > 64 || len(ev.Images) == 0 || len(ev.Images[0].Image) > 1024 {
+		t.Fatalf("evidence not trimmed to the API limits: %+v", ev)
+	}
+	if ev.SecretRef == "" {
+		t.Fatalf("evidence of over 1 MiB must spill, trimmed, to a Secret: %+v", ev)
+	}
+	sec := &corev1.Secret{}
+	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: ev.SecretRef}, sec))
+	if n := len(sec.Data["evidence.json"]); n == 0 || n > 1<<20 {
+		t.Fatalf("evidence Secret holds %d bytes", n)
+	}
+	if rec.count("Quarantine", "Contained") == 0 {
+		t.Fatal("no Contained event")
+	}
+}
+
+// TestEvidenceFailureDoesNotBlock: when the evidence cannot be stored (the
+// Secret write is refused) the failure is recorded and containment goes on.
+func TestEvidenceFailureDoesNotBlock(t *testing.T) {
+	f := newFixture(t, 1)
+	c := interceptor.NewClient(direct, interceptor.Funcs{
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			if b, _ := json.Marshal(obj); strings.Contains(string(b), `"kind":"Secret"`) {
+				return apierrors.NewForbidden(corev1.Resource("secrets"), "x", errors.New("no"))
+			}
+			return c.Apply(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+			if _, ok := obj.(*corev1.Secret); ok {
+				return apierrors.NewForbidden(corev1.Resource("secrets"), obj.GetName(), errors.New("no"))
+			}
+			return c.Patch(ctx, obj, p, opts...)
+		},
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*corev1.Secret); ok {
+				return apierrors.NewForbidden(corev1.Resource("secrets"), obj.GetName(), errors.New("no"))
+			}
+			return c.Create(ctx, obj, opts...)
+		},
+	})
+	// Args large enough that the evidence spills to a Secret.
+	bigPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: f.ns},
+		Spec: corev1.PodSpec{NodeName: f.node, Containers: []corev1.Container{{Name: "c", Image: "nginx", Args: []string{strings.Repeat("y", 64<<10)}}}}}
+	must(t, direct.Create(ctx, bigPod))
+	r, _ := newReconciler(c)
+	key := f.quarantine(t, "q", bigPod.Name, isolateDNS())
+	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	if !slices.ContainsFunc(q.Status.Audit, func(a securityv1alpha1.AuditEntry) bool { return a.Event == "EvidenceFailed" }) {
+		t.Fatalf("the failed capture is not in the audit: %+v", q.Status.Audit)
 	}
 }

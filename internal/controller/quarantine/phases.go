@@ -15,7 +15,6 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
-	"github.com/bulkhead-dev/bulkhead/internal/evidence"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
@@ -133,27 +132,13 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 }
 
 // captureEvidence records the pod as it was, before any action and even
-// while unapproved.
+// while unapproved. A capture that fails is recorded and never blocks
+// containment (evidence.go).
 func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
 		return ctrl.Result{}, false, nil
 	}
-	doc := evidence.Capture(p.now, &p.scope.Target.Pods[0], p.scope.Target.OwnerChain(), p.q.Spec.Reason)
-	raw, sum, err := doc.Encode()
-	if err != nil {
-		return ctrl.Result{}, false, err
-	}
-	ev, err := evidence.Status(doc, raw, sum, evidence.SecretName(p.q.Name))
-	if err != nil {
-		return ctrl.Result{}, false, err
-	}
-	if ev.SecretRef != "" {
-		if err := evidence.Spill(ctx, p.r.Client, p.q, raw, sum); err != nil {
-			return ctrl.Result{}, false, err
-		}
-	}
-	p.q.Status.Evidence = ev
-	p.audit(containment.Actor, "EvidenceCaptured", fmt.Sprintf("%d bytes, sha256 %s", len(raw), sum))
+	p.captureEvidence(ctx)
 	return ctrl.Result{}, false, nil
 }
 
