@@ -12,9 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +24,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 // TestForbiddenIsRetried: a tenant who fills the NetworkPolicy quota makes
@@ -178,4 +181,77 @@ func TestEvidenceFailureDoesNotBlock(t *testing.T) {
 	if !slices.ContainsFunc(q.Status.Audit, func(a securityv1alpha1.AuditEntry) bool { return a.Event == "EvidenceFailed" }) {
 		t.Fatalf("the failed capture is not in the audit: %+v", q.Status.Audit)
 	}
+}
+
+// TestAdmissionGuardMissing: without the admission guard, hand-made
+// ScaleToZero, CordonNode, Evict and Detach are Refused (condition, metric,
+// Event); the same actions on a Quarantine the manager made and signed
+// still apply; and a forged created-by annotation without the signature is
+// refused like any hand-made one.
+func TestAdmissionGuardMissing(t *testing.T) {
+	must(t, direct.Delete(ctx, guardBinding()))
+	t.Cleanup(func() { must(t, direct.Create(ctx, guardBinding())) })
+	f := newFixture(t, 2)
+	r, rec := newReconciler(direct)
+	refused := testutil.ToFloat64(metrics.AdmissionGuardMissing.WithLabelValues("ScaleToZero"))
+
+	hand := f.quarantine(t, "hand", f.pods[0].Name, isolateDNS(), act(securityv1alpha1.ActionScaleToZero), act(securityv1alpha1.ActionCordonNode),
+		act(securityv1alpha1.ActionEvict), act(securityv1alpha1.ActionDetach))
+	q := drive(t, r, hand, phaseIs(securityv1alpha1.PhaseContained))
+	for _, at := range []securityv1alpha1.ActionType{securityv1alpha1.ActionScaleToZero, securityv1alpha1.ActionCordonNode, securityv1alpha1.ActionEvict, securityv1alpha1.ActionDetach} {
+		if st := actionState(q, at); st.State != securityv1alpha1.ActionRefused || !strings.HasPrefix(st.Message, ReasonAdmissionGuardMissing) {
+			t.Errorf("hand-made %s without the guard: %+v", at, st)
+		}
+	}
+	if st := actionState(q, securityv1alpha1.ActionIsolate); st.State != securityv1alpha1.ActionApplied {
+		t.Errorf("Isolate is not destructive and must apply: %+v", st)
+	}
+	if c := apimeta.FindStatusCondition(q.Status.Conditions, ConditionAdmissionGuarded); c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonAdmissionGuardMissing {
+		t.Errorf("condition: %+v", c)
+	}
+	if testutil.ToFloat64(metrics.AdmissionGuardMissing.WithLabelValues("ScaleToZero")) != refused+1 || rec.count("Quarantine", ReasonAdmissionGuardMissing) != 4 {
+		t.Error("no metric or Event for the refusals")
+	}
+	dep := &appsv1.Deployment{}
+	must(t, direct.Get(ctx, client.ObjectKeyFromObject(f.dep), dep))
+	if *dep.Spec.Replicas != 2 {
+		t.Fatalf("a hand-made ScaleToZero applied without the guard: %d replicas", *dep.Spec.Replicas)
+	}
+	release(t, hand)
+	drive(t, r, hand, released)
+
+	// Forged: the annotation without the manager's signature.
+	forged := policyQuarantine(t, f, "forged", f.pods[1].Name, "", act(securityv1alpha1.ActionScaleToZero))
+	q = drive(t, r, forged, phaseIs(securityv1alpha1.PhaseFailed))
+	if st := actionState(q, securityv1alpha1.ActionScaleToZero); st.State != securityv1alpha1.ActionRefused {
+		t.Fatalf("forged policy Quarantine: %+v", st)
+	}
+	release(t, forged)
+	drive(t, r, forged, released)
+
+	// Signed by the manager: a policy's ScaleToZero still works.
+	signed := policyQuarantine(t, f, "signed", f.pods[1].Name, "sign", act(securityv1alpha1.ActionScaleToZero))
+	q = drive(t, r, signed, phaseIs(securityv1alpha1.PhaseContained))
+	if st := actionState(q, securityv1alpha1.ActionScaleToZero); st.State != securityv1alpha1.ActionApplied {
+		t.Fatalf("a policy's ScaleToZero without the guard: %+v", st)
+	}
+}
+
+// policyQuarantine creates a Quarantine with the created-by annotation,
+// signed with the suite's key when sign is set.
+func policyQuarantine(t *testing.T, f *fixture, name, pod, sign string, actions ...securityv1alpha1.Action) client.ObjectKey {
+	t.Helper()
+	q := &securityv1alpha1.Quarantine{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: f.ns, Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "p"}},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: pod},
+			Actions: actions,
+			Reason:  &securityv1alpha1.QuarantineReason{Policy: "p", Policies: []string{"p"}, Detector: "falco", Score: "0.97"},
+		},
+	}
+	if sign != "" {
+		q.Annotations[provenance.Annotation] = testSigner.Sign(q)
+	}
+	must(t, direct.Create(ctx, q))
+	return client.ObjectKeyFromObject(q)
 }

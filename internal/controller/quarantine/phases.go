@@ -201,6 +201,9 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 		st := securityv1alpha1.ActionStatus{}
 		p.e.Plan(p.scope, a, &st)
+		if err := p.checkGuard(ctx, a, &st); err != nil {
+			return ctrl.Result{}, false, err
+		}
 		p.q.Status.Actions = append(p.q.Status.Actions, st)
 		planned = true
 	}

@@ -36,6 +36,7 @@ import (
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 // resync refreshes podsCovered even when nothing else changes.
@@ -53,6 +54,9 @@ type ThreatPolicyReconciler struct {
 	// Evaluations drops a deleted policy's evaluations (detection.Evaluator).
 	Evaluations interface{ ForgetPolicy(name string) }
 	Recorder    events.EventRecorder
+	// Provenance tells the manager's Quarantines from forged ones: only
+	// those count as the policy's active Quarantines.
+	Provenance *provenance.Keyring
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
@@ -161,10 +165,14 @@ func (r *ThreatPolicyReconciler) reconcileActive(ctx context.Context, p *securit
 	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
+	signer, err := r.Provenance.Signer(ctx)
+	if err != nil {
+		return err
+	}
 	n := int32(0)
 	for i := range qs.Items {
 		q := &qs.Items[i]
-		if !q.IsReleased() && q.Spec.Reason != nil && q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" && slices.Contains(q.Spec.Reason.Policies, p.Name) {
+		if !q.IsReleased() && q.Spec.Reason != nil && signer.Made(q) && slices.Contains(q.Spec.Reason.Policies, p.Name) {
 			n++
 		}
 	}
