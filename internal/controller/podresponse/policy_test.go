@@ -557,3 +557,33 @@ func TestClusterWideCap(t *testing.T) {
 	})
 	never(t, ns)
 }
+
+// TestHandMadeQuarantineIsNoShield: a hand-made, Label-only Quarantine does
+// not make its pod immune: the policy adds its actions to it (an Event says
+// so) instead of stopping, and makes no second Quarantine.
+func TestHandMadeQuarantineIsNoShield(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "shop-1")
+	hand := &securityv1alpha1.Quarantine{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "by-hand"},
+		Spec: securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: "shop-1"},
+			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionLabel, Label: &securityv1alpha1.LabelParams{Labels: map[string]string{"triage": "yes"}}}}},
+	}
+	if err := k8s.Create(ctx, hand); err != nil {
+		t.Fatal(err)
+	}
+	newPolicy(t, ns, securityv1alpha1.ModeEnforce)
+	eventually(t, func() error { // the cache sees the hand-made one
+		return evaluator.Reader.Get(ctx, client.ObjectKeyFromObject(hand), &securityv1alpha1.Quarantine{})
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if q.Name != "by-hand" || actionTypes(q) != "Label,Isolate,ScaleToZero,CordonNode" {
+			return fmt.Errorf("%s: %s", q.Name, actionTypes(q))
+		}
+		if q.Spec.Reason != nil || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" {
+			return fmt.Errorf("the author's fields were taken over: %+v %v", q.Spec.Reason, q.Annotations)
+		}
+		return nil
+	})
+}
