@@ -38,6 +38,7 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, se
 		MinSchedulableNodes:     f.minNodes,
 		MaxConcurrentReconciles: f.concurrency,
 		OnPhaseChange:           onPhaseChange,
+		Provenance:              provenanceKeys(mgr, namespace),
 	}
 	if sensors != nil {
 		r.Kernel, r.KernelChanges = sensors, sensors.Changes()

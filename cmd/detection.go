@@ -20,6 +20,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 	"github.com/bulkhead-dev/bulkhead/internal/ingestca"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 	"github.com/bulkhead-dev/bulkhead/internal/sensordeploy"
 	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
@@ -143,19 +144,26 @@ func (f *policyFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxActive, "max-active-quarantines", 100, "Cluster-wide cap on unreleased Quarantines created by policies; 0 disables the cap.")
 }
 
+// provenanceKeys is the signing key of the Quarantines the manager makes
+// (internal/provenance), loaded on first use from its Secret.
+func provenanceKeys(mgr ctrl.Manager, namespace string) *provenance.Keyring {
+	return &provenance.Keyring{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: namespace}
+}
+
 // setupPolicies adds the per-pod decision, which turns the triggers of d
 // into Quarantines, and the ThreatPolicy status controller, which reports
 // activity.
 func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity) error {
 	recorder := mgr.GetEventRecorder("bulkhead")
+	keys := provenanceKeys(mgr, namespace)
 	if err := (&podresponse.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: d.Triggers, Evaluator: d.Evaluator, Activity: activity,
-		Recorder: recorder, ManagerNamespace: namespace, MaxActive: f.maxActive,
+		Recorder: recorder, ManagerNamespace: namespace, MaxActive: f.maxActive, Provenance: keys,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return (&threatpolicy.ThreatPolicyReconciler{
-		Client: mgr.GetClient(), Activity: activity, Detectors: d.Registry, Evaluations: d.Evaluator, Recorder: recorder,
+		Client: mgr.GetClient(), Activity: activity, Detectors: d.Registry, Evaluations: d.Evaluator, Recorder: recorder, Provenance: keys,
 		Coverage: d.Sensors,
 	}).SetupWithManager(mgr)
 }

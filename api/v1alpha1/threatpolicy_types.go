@@ -101,6 +101,26 @@ type Scoring struct {
 	// +kubebuilder:validation:Maximum=100
 	Sustain int32 `json:"sustain,omitempty"`
 
+	// sustainFor is how long the score must have stayed at or above the
+	// threshold (since the first evaluation that reached it) before acting,
+	// as a Go duration such as "30s"; sustain evaluations are still needed
+	// too. A burst of signals cannot stand in for time. Absent: count only.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('1h')",message="sustainFor must be at most 1h"
+	SustainFor *metav1.Duration `json:"sustainFor,omitempty"`
+
+	// minFreshWeight is the percentage of this policy's detector weight
+	// that detectors with a fresh score must carry before a destructive
+	// action (ScaleToZero, CordonNode, Evict, Detach) is taken; two fresh
+	// detectors also suffice. Lower steps are not affected. Defaults to 50.
+	// +optional
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MinFreshWeight *int32 `json:"minFreshWeight,omitempty"`
+
 	// exposure lets misconfiguration and known vulnerabilities move the score
 	// by at most ±0.10; exposure never lifts a zero score.
 	// +optional

@@ -205,8 +205,9 @@ func (e *Engine) RemoveLeftovers(ctx context.Context, live Live) (int, error) {
 }
 
 // Permanent reports errors retrying cannot fix: the action is Failed.
+// Forbidden is not one: a tenant's quota or a webhook can deny for a while.
 func Permanent(err error) bool {
-	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
 }
 
 // holders parses a holders annotation.

@@ -95,7 +95,7 @@ func (e *Evaluator) evaluate(ctx context.Context, s *detector.Signal, policies [
 		}
 		ev := e.evaluation(ctx, p, pod, fresh)
 		metrics.Scores.WithLabelValues("effective").Observe(ev.Result.Score)
-		e.streak(key, p, &ev)
+		e.streak(key, p, &ev, now)
 		if ev.Triggered() {
 			e.Triggers.put(key, ev)
 			triggered = true
@@ -111,7 +111,7 @@ func (e *Evaluator) evaluate(ctx context.Context, s *detector.Signal, policies [
 }
 
 // streak counts ev as the next evaluation of p for the pod and keeps it.
-func (e *Evaluator) streak(key PodKey, p *securityv1alpha1.ThreatPolicy, ev *policy.Evaluation) {
+func (e *Evaluator) streak(key PodKey, p *securityv1alpha1.ThreatPolicy, ev *policy.Evaluation, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	byPolicy := e.evals[key]
@@ -119,10 +119,11 @@ func (e *Evaluator) streak(key PodKey, p *securityv1alpha1.ThreatPolicy, ev *pol
 		byPolicy = map[string]*policy.Evaluation{}
 		e.evals[key] = byPolicy
 	}
-	if prev := byPolicy[p.Name]; prev != nil && ev.Result.Score >= policy.Threshold(p) {
-		ev.Streak = prev.Streak + 1
+	ev.At = now
+	if prev := byPolicy[p.Name]; prev != nil && prev.Streak > 0 && ev.Result.Score >= policy.Threshold(p) {
+		ev.Streak, ev.Since = prev.Streak+1, prev.Since
 	} else if ev.Result.Score >= policy.Threshold(p) {
-		ev.Streak = 1
+		ev.Streak, ev.Since = 1, now
 	}
 	kept := *ev
 	byPolicy[p.Name] = &kept

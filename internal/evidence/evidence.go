@@ -8,8 +8,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +45,23 @@ type Document struct {
 	OwnerChain []string                           `json:"ownerChain,omitempty"`
 	Labels     map[string]string                  `json:"labels,omitempty"`
 	Reason     *securityv1alpha1.QuarantineReason `json:"reason,omitempty"`
+	// Trimmed lists what was cut to fit the API's limits.
+	Trimmed []string `json:"trimmed,omitempty"`
 }
+
+// The API's bounds on evidence: a pod built to exceed them must still be
+// contained, so the evidence is trimmed, never refused.
+const (
+	maxLabels      = 128
+	maxImages      = 64
+	maxImageLen    = 1024
+	maxNameLen     = 253
+	maxOwnerChain  = 8
+	maxOwnerLen    = 320
+	maxArgLen      = 1024
+	maxArgs        = 64
+	MaxDocumentLen = 1<<20 - 64<<10 // a Secret holds 1 MiB, metadata included
+)
 
 // Capture builds the redacted evidence document of a pod; ownerChain is the
 // controller owner chain from the pod up, as Kind/name.
@@ -57,7 +75,89 @@ func Capture(now metav1.Time, pod *corev1.Pod, ownerChain []string, reason *secu
 		d.Images = append(d.Images, securityv1alpha1.ContainerImage{Container: c.Name, Image: c.Image, ImageID: ids[c.Name]})
 	}
 	d.OwnerChain = ownerChain
+	d.fit()
 	return d
+}
+
+// fit trims the parts status holds to the API's bounds.
+func (d *Document) fit() {
+	if len(d.Labels) > maxLabels {
+		keys := slices.Sorted(maps.Keys(d.Labels))
+		kept := make(map[string]string, maxLabels)
+		for _, k := range keys[:maxLabels] {
+			kept[k] = d.Labels[k]
+		}
+		d.Labels = kept
+		d.Trimmed = append(d.Trimmed, fmt.Sprintf("labels: %d of %d kept", maxLabels, len(keys)))
+	}
+	if len(d.Images) > maxImages {
+		d.Trimmed = append(d.Trimmed, fmt.Sprintf("images: %d of %d kept", maxImages, len(d.Images)))
+		d.Images = d.Images[:maxImages]
+	}
+	cut := false
+	for i := range d.Images {
+		im := &d.Images[i]
+		for _, f := range []struct {
+			s *string
+			n int
+		}{{&im.Container, maxNameLen}, {&im.Image, maxImageLen}, {&im.ImageID, maxImageLen}} {
+			if len(*f.s) > f.n {
+				*f.s, cut = kubeutil.Truncate(*f.s, f.n), true
+			}
+		}
+	}
+	if cut {
+		d.Trimmed = append(d.Trimmed, "image strings cut to 1024 bytes")
+	}
+	if len(d.OwnerChain) > maxOwnerChain {
+		d.OwnerChain = d.OwnerChain[:maxOwnerChain]
+	}
+	for i := range d.OwnerChain {
+		d.OwnerChain[i] = kubeutil.Truncate(d.OwnerChain[i], maxOwnerLen)
+	}
+	d.Node = kubeutil.Truncate(d.Node, maxNameLen)
+}
+
+// Encode serialises the document and returns its digest. A document over
+// MaxDocumentLen is made to fit the evidence Secret: long args and commands
+// are cut first, then the pod spec is dropped; Trimmed says which.
+func (d *Document) Encode() ([]byte, string, error) {
+	raw, sum, err := d.encode()
+	if err != nil || len(raw) <= MaxDocumentLen {
+		return raw, sum, err
+	}
+	if d.PodSpec != nil {
+		d.PodSpec = d.PodSpec.DeepCopy()
+		cutArgs(d.PodSpec)
+		d.Trimmed = append(d.Trimmed, fmt.Sprintf("args and commands cut to %d entries of %d bytes", maxArgs, maxArgLen))
+		if raw, sum, err = d.encode(); err != nil || len(raw) <= MaxDocumentLen {
+			return raw, sum, err
+		}
+		d.PodSpec = nil
+		d.Trimmed = append(d.Trimmed, "podSpec dropped")
+	}
+	return d.encode()
+}
+
+func cutArgs(spec *corev1.PodSpec) {
+	cut := func(l []string) []string {
+		if len(l) > maxArgs {
+			l = l[:maxArgs]
+		}
+		for i := range l {
+			l[i] = kubeutil.Truncate(l[i], maxArgLen)
+		}
+		return l
+	}
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range cs {
+			cs[i].Args, cs[i].Command = cut(cs[i].Args), cut(cs[i].Command)
+		}
+	}
+	for i := range spec.EphemeralContainers {
+		c := &spec.EphemeralContainers[i].EphemeralContainerCommon
+		c.Args, c.Command = cut(c.Args), cut(c.Command)
+	}
 }
 
 // RedactPodSpec returns a copy with env values and secret-like arguments
@@ -118,8 +218,7 @@ func RedactArgs(args []string) []string {
 	return out
 }
 
-// Encode serialises the document and returns its digest.
-func (d Document) Encode() ([]byte, string, error) {
+func (d *Document) encode() ([]byte, string, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return nil, "", err

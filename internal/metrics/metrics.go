@@ -28,6 +28,21 @@ var (
 		Help: "Containment actions by type and resulting state (Applied, Refused, Failed, Reverted, NotReverted).",
 	}, []string{"type", "state"})
 
+	// ActionForbidden counts containment writes the API server refused with
+	// Forbidden (a quota, a webhook, missing RBAC): retried with backoff, so
+	// a rate above zero is an alert, not a final state.
+	ActionForbidden = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_action_forbidden_total",
+		Help: "Containment action writes refused with Forbidden, by action type; they are retried.",
+	}, []string{"type"})
+
+	// AdmissionGuardMissing counts hand-made destructive actions refused
+	// because the Quarantine admission guard is not installed.
+	AdmissionGuardMissing = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_admission_guard_missing_total",
+		Help: "Hand-made destructive actions refused because the Quarantine admission guard (ValidatingAdmissionPolicy and binding) is missing, by action type.",
+	}, []string{"type"})
+
 	// TimeToContain measures creation of a Quarantine to phase Contained.
 	TimeToContain = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "bulkhead_time_to_contain_seconds",
@@ -111,5 +126,6 @@ func init() {
 		IngestedEvents, DetectorLatency, DetectorLastSignal, PolicyBudgetExhausted,
 		IsolationIneffective, NotificationsTotal, NodesWithoutBehaviorCoverage,
 		SensorLastHeartbeat, SensorBPFReady, SensorReportsRejected, SensorDroppedScores,
+		ActionForbidden, AdmissionGuardMissing,
 	)
 }

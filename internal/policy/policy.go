@@ -70,6 +70,39 @@ func Ladder(p *securityv1alpha1.ThreatPolicy, score float64) []securityv1alpha1.
 	return out
 }
 
+// Destructive reports the actions that take a workload or a node down.
+func Destructive(t securityv1alpha1.ActionType) bool {
+	switch t {
+	case securityv1alpha1.ActionScaleToZero, securityv1alpha1.ActionCordonNode, securityv1alpha1.ActionEvict, securityv1alpha1.ActionDetach:
+		return true
+	}
+	return false
+}
+
+// MinFreshWeight is scoring.minFreshWeight with its default, in percent.
+func MinFreshWeight(p *securityv1alpha1.ThreatPolicy) int64 {
+	if m := p.Spec.Scoring.MinFreshWeight; m != nil {
+		return int64(*m)
+	}
+	return 50
+}
+
+// Corroborated reports whether r may reach destructive actions: two
+// detectors are fresh, or the fresh ones carry minFreshWeight percent of
+// the policy's weight.
+func Corroborated(p *securityv1alpha1.ThreatPolicy, r scoring.Result) bool {
+	return r.Detectors >= 2 || (r.TotalWeight > 0 && r.FreshWeight*100 >= MinFreshWeight(p)*r.TotalWeight)
+}
+
+// Allowed drops destructive actions from a ladder's actions unless the
+// score is corroborated (Corroborated).
+func Allowed(p *securityv1alpha1.ThreatPolicy, r scoring.Result, actions []securityv1alpha1.Action) []securityv1alpha1.Action {
+	if Corroborated(p, r) {
+		return actions
+	}
+	return slices.DeleteFunc(slices.Clone(actions), func(a securityv1alpha1.Action) bool { return Destructive(a.Type) })
+}
+
 // addActions appends the actions whose type is not in have yet.
 func addActions(have, add []securityv1alpha1.Action) []securityv1alpha1.Action {
 	for _, a := range add {
@@ -99,11 +132,19 @@ type Evaluation struct {
 	Streak int
 	// Reason is the top detector's explanation.
 	Reason string
+	// Since is when the streak began and At when this evaluation was made
+	// (sustainFor is measured between them).
+	Since, At time.Time
 }
 
-// Triggered reports whether the threshold held for sustain evaluations.
+// Triggered reports whether the threshold held for sustain evaluations
+// and, when the policy sets sustainFor, for that long.
 func (e *Evaluation) Triggered() bool {
-	return e.Streak >= Sustain(e.Policy) && e.Result.Score >= Threshold(e.Policy)
+	if e.Streak < Sustain(e.Policy) || e.Result.Score < Threshold(e.Policy) {
+		return false
+	}
+	d := e.Policy.Spec.Scoring.SustainFor
+	return d == nil || (!e.Since.IsZero() && e.At.Sub(e.Since) >= d.Duration)
 }
 
 // Env is the cluster state a decision depends on.
@@ -122,6 +163,25 @@ type Env struct {
 	// caps it cluster-wide (0: no cap).
 	ActiveTotal int
 	MaxActive   int
+	// MadeByPolicy reports whether a Quarantine is one the manager made for
+	// its policies (provenance verified); nil trusts the created-by
+	// annotation (tests of this package only).
+	MadeByPolicy func(*securityv1alpha1.Quarantine) bool
+}
+
+// madeByPolicy applies env's provenance check.
+func (env *Env) madeByPolicy(q *securityv1alpha1.Quarantine) bool {
+	if env.MadeByPolicy != nil {
+		return env.MadeByPolicy(q) && q.Spec.Reason != nil
+	}
+	return createdByPolicy(q)
+}
+
+// Supersedable reports whether a hand-made Quarantine holds nothing a
+// policy must respect: unapproved, Failed or released. A policy makes its
+// own Quarantine beside it, or a pod could be made immune by one.
+func Supersedable(q *securityv1alpha1.Quarantine) bool {
+	return !q.IsApproved() || q.IsReleased() || q.Status.Phase == securityv1alpha1.PhaseFailed || q.Status.Phase == securityv1alpha1.PhaseReleased
 }
 
 // Safeguards that block, as written in plans and events.
@@ -130,14 +190,16 @@ const (
 	BlockedBudget             = securityv1alpha1.ReasonBudgetExhausted
 	BlockedClusterCap         = "ClusterQuarantineCap"
 	BlockedCooldown           = "Cooldown"
-	BlockedManualQuarantine   = "ManualQuarantine"
 )
 
 // Outcome is what the evaluations of one pod call for.
 type Outcome struct {
 	// Create is the spec of a new Quarantine; Update the new spec of the
-	// existing one (a policy's Quarantine only). At most one is set.
+	// existing one. At most one is set.
 	Create, Update *securityv1alpha1.QuarantineSpec
+	// HandMade says Update escalates a hand-made Quarantine: only its
+	// actions may be written (the rest of its spec is its author's).
+	HandMade bool
 	// Recommendations are escalations for a human (outside Enforce).
 	Recommendations []securityv1alpha1.Recommendation
 	// Plans are containments not carried out, by policy.
@@ -152,8 +214,19 @@ type Outcome struct {
 func Decide(evals []Evaluation, env Env) Outcome {
 	out := Outcome{Plans: map[string]securityv1alpha1.Plan{}, Triggers: map[string]float64{}}
 	var spec *securityv1alpha1.QuarantineSpec
-	if q := env.Existing; q != nil && createdByPolicy(q) {
-		spec = q.Spec.DeepCopy()
+	if q := env.Existing; q != nil {
+		switch {
+		case env.madeByPolicy(q):
+			spec = q.Spec.DeepCopy()
+		case Supersedable(q):
+			// Holds nothing: the policies make their own.
+			env.Existing = nil
+		default:
+			out.HandMade = true
+		}
+	}
+	if out.HandMade {
+		return escalateHandMade(evals, env, out)
 	}
 	var created *securityv1alpha1.QuarantineSpec
 	changed := false
@@ -164,11 +237,7 @@ func Decide(evals []Evaluation, env Env) Outcome {
 		}
 		p := e.Policy
 		out.Triggers[p.Name] = e.Result.Score
-		actions := Ladder(p, e.Result.Score)
-		mode := p.Spec.Mode
-		if env.Paused {
-			mode = securityv1alpha1.ModeDryRun
-		}
+		actions, mode := triggered(e, env)
 		plan := func(blockedBy string) {
 			out.Plans[p.Name] = securityv1alpha1.Plan{
 				Time: metav1.NewTime(env.Now), Namespace: env.Pod.Namespace, Pod: env.Pod.Name,
@@ -219,14 +288,72 @@ func Decide(evals []Evaluation, env Env) Outcome {
 	return out
 }
 
+// triggered is what a triggered evaluation calls for: the ladder's actions
+// it may take, and the mode (DryRun while paused).
+func triggered(e *Evaluation, env Env) ([]securityv1alpha1.Action, securityv1alpha1.PolicyMode) {
+	p := e.Policy
+	mode := p.Spec.Mode
+	if env.Paused {
+		mode = securityv1alpha1.ModeDryRun
+	}
+	return Allowed(p, e.Result, Ladder(p, e.Result.Score)), mode
+}
+
+// protected reports whether the pod's namespace is protected from p.
+func protected(p *securityv1alpha1.ThreatPolicy, env Env) bool {
+	ns := env.Pod.Namespace
+	return ns == env.ManagerNamespace || slices.Contains(securityv1alpha1.AlwaysProtectedNamespaces, ns) || slices.Contains(p.Spec.Safeguards.ProtectedNamespaces, ns)
+}
+
+// escalateHandMade adds the actions the triggered policies call for to an
+// approved hand-made Quarantine that lacks them (under Enforce; otherwise
+// they are recommended). Its reason, approval and release stay its
+// author's, and it counts against no budget.
+func escalateHandMade(evals []Evaluation, env Env, out Outcome) Outcome {
+	q := env.Existing
+	actions := slices.Clone(q.Spec.Actions)
+	for i := range evals {
+		e := &evals[i]
+		if !e.Triggered() {
+			continue
+		}
+		p := e.Policy
+		out.Triggers[p.Name] = e.Result.Score
+		want, mode := triggered(e, env)
+		ns := env.Pod.Namespace
+		block := ""
+		if protected(p, env) {
+			block = BlockedProtectedNamespace
+		}
+		add := missing(actions, want)
+		if len(add) == 0 {
+			continue
+		}
+		if block != "" || mode == securityv1alpha1.ModeDryRun {
+			out.Plans[p.Name] = securityv1alpha1.Plan{
+				Time: metav1.NewTime(env.Now), Namespace: ns, Pod: env.Pod.Name,
+				Score: scoring.FormatScore(e.Result.Score), Breakdown: e.Result.Breakdown, Actions: types(want), BlockedBy: block,
+			}
+			continue
+		}
+		if mode != securityv1alpha1.ModeEnforce {
+			out.Recommendations = append(out.Recommendations, recommendation(p, e, env, add))
+			continue
+		}
+		actions = addActions(actions, want)
+	}
+	if len(actions) > len(q.Spec.Actions) {
+		spec := q.Spec.DeepCopy()
+		spec.Actions = actions
+		out.Update = spec
+	}
+	return out
+}
+
 // safeguard names what blocks p from containing the pod, or "".
 func safeguard(p *securityv1alpha1.ThreatPolicy, env Env, exists, contributor, creating bool) string {
-	ns := env.Pod.Namespace
-	if ns == env.ManagerNamespace || slices.Contains(securityv1alpha1.AlwaysProtectedNamespaces, ns) || slices.Contains(p.Spec.Safeguards.ProtectedNamespaces, ns) {
+	if protected(p, env) {
 		return BlockedProtectedNamespace
-	}
-	if env.Existing != nil && !createdByPolicy(env.Existing) {
-		return BlockedManualQuarantine
 	}
 	if contributor {
 		return ""

@@ -32,7 +32,7 @@ func tp(name string, mode securityv1alpha1.PolicyMode, mut ...func(*securityv1al
 }
 
 func ev(p *securityv1alpha1.ThreatPolicy, score float64, streak int) Evaluation {
-	return Evaluation{Policy: p, Streak: streak, Reason: "shell", Result: scoring.Result{Score: score, Top: "falco"}}
+	return Evaluation{Policy: p, Streak: streak, Reason: "shell", Result: scoring.Result{Score: score, Top: "falco", Detectors: 1, FreshWeight: 1, TotalWeight: 1}}
 }
 
 func env(mut ...func(*Env)) Env {
@@ -74,6 +74,26 @@ func TestDecide(t *testing.T) {
 	cooldown := tp("cooldown", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
 		p.Spec.Safeguards.Cooldown = &metav1.Duration{Duration: 10 * time.Minute}
 	})
+	sustainFor := tp("sustainfor", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
+		p.Spec.Scoring.Sustain = 3
+		p.Spec.Scoring.SustainFor = &metav1.Duration{Duration: 30 * time.Second}
+	})
+	// A weight-1 detector alone among weight 1 + 9: 10% of the weight fresh.
+	lone := func(p *securityv1alpha1.ThreatPolicy, score float64) Evaluation {
+		e := ev(p, score, 1)
+		e.Result.FreshWeight, e.Result.TotalWeight = 1, 10
+		return e
+	}
+	heavy := func(p *securityv1alpha1.ThreatPolicy, score float64) Evaluation {
+		e := ev(p, score, 1)
+		e.Result.FreshWeight, e.Result.TotalWeight = 9, 10
+		return e
+	}
+	timed := func(p *securityv1alpha1.ThreatPolicy, streak int, held time.Duration) Evaluation {
+		e := ev(p, 0.9, streak)
+		e.Since, e.At = now.Add(-held), now
+		return e
+	}
 	ours := func(p string, actions ...securityv1alpha1.ActionType) *securityv1alpha1.Quarantine {
 		s := &securityv1alpha1.QuarantineSpec{Reason: &securityv1alpha1.QuarantineReason{Policy: p, Policies: []string{p}, Score: "0.8"}}
 		for _, a := range actions {
@@ -165,10 +185,62 @@ func TestDecide(t *testing.T) {
 				t.Error("not created after the cooldown")
 			}
 		}},
-		{"hand-made quarantine is left alone", []Evaluation{ev(enforce, 0.97, 1)}, env(func(e *Env) {
+		{"hand-made quarantine without the policy's actions is escalated, not a shield", []Evaluation{ev(enforce, 0.97, 1)}, env(func(e *Env) {
+			e.Existing = existing(&securityv1alpha1.QuarantineSpec{Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionLabel}}}, false)
+			e.Existing.Status.Phase = securityv1alpha1.PhaseContained
+		}), func(t *testing.T, o Outcome) {
+			if o.Create != nil || o.Update == nil || !o.HandMade || actionTypes(o.Update) != "Label,Isolate,ScaleToZero,CordonNode" || o.Update.Reason != nil {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{"hand-made quarantine with the policy's actions changes nothing", []Evaluation{ev(enforce, 0.85, 1)}, env(func(e *Env) {
 			e.Existing = existing(&securityv1alpha1.QuarantineSpec{Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}, false)
 		}), func(t *testing.T, o Outcome) {
-			if o.Create != nil || o.Update != nil || o.Plans["enforce"].BlockedBy != BlockedManualQuarantine {
+			if o.Create != nil || o.Update != nil || len(o.Plans) != 0 {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{"unapproved hand-made quarantine is superseded", []Evaluation{ev(enforce, 0.97, 1)}, env(func(e *Env) {
+			e.Existing = existing(&securityv1alpha1.QuarantineSpec{Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}, Approved: new(false)}, false)
+		}), func(t *testing.T, o Outcome) {
+			if o.Create == nil || o.HandMade || actionTypes(o.Create) != "Isolate,ScaleToZero,CordonNode" {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{"failed hand-made quarantine is superseded", []Evaluation{ev(enforce, 0.9, 1)}, env(func(e *Env) {
+			e.Existing = existing(&securityv1alpha1.QuarantineSpec{Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}, false)
+			e.Existing.Status.Phase = securityv1alpha1.PhaseFailed
+		}), func(t *testing.T, o Outcome) {
+			if o.Create == nil {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{"forged created-by is a hand-made quarantine", []Evaluation{ev(enforce, 0.97, 1)}, env(func(e *Env) {
+			e.Existing = existing(&securityv1alpha1.QuarantineSpec{Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionLabel}},
+				Reason: &securityv1alpha1.QuarantineReason{Policy: "enforce", Policies: []string{"enforce"}}}, true)
+			e.MadeByPolicy = func(*securityv1alpha1.Quarantine) bool { return false }
+		}), func(t *testing.T, o Outcome) {
+			if o.Update == nil || !o.HandMade || o.Update.Reason.Score != "" {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{"one low-weight detector alone does not reach destructive steps", []Evaluation{lone(enforce, 1)}, env(), func(t *testing.T, o Outcome) {
+			if o.Create == nil || actionTypes(o.Create) != "Isolate" {
+				t.Errorf("%+v", o.Create)
+			}
+		}},
+		{"minFreshWeight met by one heavy detector", []Evaluation{heavy(enforce, 1)}, env(), func(t *testing.T, o Outcome) {
+			if o.Create == nil || actionTypes(o.Create) != "Isolate,ScaleToZero,CordonNode" {
+				t.Errorf("%+v", o.Create)
+			}
+		}},
+		{"a burst inside sustainFor does not trigger", []Evaluation{timed(sustainFor, 3, 10*time.Second)}, env(), func(t *testing.T, o Outcome) {
+			if o.Create != nil || len(o.Triggers) != 0 {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{"sustainFor held triggers", []Evaluation{timed(sustainFor, 3, 31*time.Second)}, env(), func(t *testing.T, o Outcome) {
+			if o.Create == nil {
 				t.Errorf("%+v", o)
 			}
 		}},

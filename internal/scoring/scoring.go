@@ -38,6 +38,10 @@ type Result struct {
 	Base float64
 	// Detectors counts the policy's detectors with a fresh score.
 	Detectors int
+	// FreshWeight sums the weights of those detectors; TotalWeight the
+	// weights of all the policy's detectors (destructive steps need enough
+	// of it fresh: one low-trust detector alone must not reach them).
+	FreshWeight, TotalWeight int64
 	// Top is the detector that contributed most (weight × score).
 	Top string
 	// Breakdown lists each detector and each exposure adjustment applied.
@@ -50,11 +54,15 @@ func Fuse(weights []securityv1alpha1.DetectorWeight, fresh map[string]detector.E
 	var r Result
 	var sum, wsum, top float64
 	for _, w := range weights {
+		if w.Weight > 0 {
+			r.TotalWeight += int64(w.Weight)
+		}
 		e, ok := fresh[w.Name]
 		if !ok || w.Weight <= 0 {
 			continue
 		}
 		r.Detectors++
+		r.FreshWeight += int64(w.Weight)
 		c := float64(w.Weight) * e.Score
 		sum += c
 		wsum += float64(w.Weight)

@@ -1,6 +1,7 @@
 package scoring
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -20,9 +21,14 @@ func TestFuse(t *testing.T) {
 		want      float64
 		wantTop   string
 		wantDelta map[string]string
+		// wantFresh is the fresh share of the weight, "fresh/total".
+		wantFresh string
 	}{
 		{name: "weighted mean", fresh: map[string]detector.Entry{"behavior": {Score: 1}, "falco": {Score: 0.5}}, want: 0.8, wantTop: "behavior"},
-		{name: "only fresh detectors count", fresh: map[string]detector.Entry{"falco": {Score: 0.7}, "other": {Score: 1}}, want: 0.7, wantTop: "falco"},
+		// falco alone scores 0.7 but carries 40 of the 100 weight: the result
+		// says so, and policy.Corroborated keeps destructive steps out of reach.
+		{name: "only fresh detectors count, and their share of the weight is reported", fresh: map[string]detector.Entry{"falco": {Score: 0.7}, "other": {Score: 1}}, want: 0.7, wantTop: "falco", wantFresh: "40/100"},
+		{name: "all fresh", fresh: map[string]detector.Entry{"behavior": {Score: 1}, "falco": {Score: 0.5}}, want: 0.8, wantTop: "behavior", wantFresh: "100/100"},
 		{name: "nothing fresh", fresh: nil, exp: []Adjustment{misconf}, want: 0},
 		{name: "exposure never lifts a zero", fresh: map[string]detector.Entry{"falco": {Score: 0}}, exp: []Adjustment{misconf, vulns}, want: 0, wantTop: "falco"},
 		{name: "exposure capped at +0.10", fresh: map[string]detector.Entry{"falco": {Score: 0.5}}, exp: []Adjustment{misconf, vulns}, want: 0.6, wantTop: "falco",
@@ -37,6 +43,9 @@ func TestFuse(t *testing.T) {
 			r := Fuse(weights, tc.fresh, tc.exp)
 			if math.Abs(r.Score-tc.want) > 1e-9 {
 				t.Errorf("score = %v, want %v", r.Score, tc.want)
+			}
+			if got := fmt.Sprintf("%d/%d", r.FreshWeight, r.TotalWeight); tc.wantFresh != "" && got != tc.wantFresh {
+				t.Errorf("fresh weight = %s, want %s", got, tc.wantFresh)
 			}
 			if r.Top != tc.wantTop {
 				t.Errorf("top = %q, want %q", r.Top, tc.wantTop)

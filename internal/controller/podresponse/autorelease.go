@@ -17,7 +17,7 @@ import (
 // it extends by autoReleaseAfter and says so.
 func (r *Reconciler) autoRelease(ctx context.Context, w *world) (ctrl.Result, error) {
 	q := w.env.Existing
-	if q == nil {
+	if q == nil || !w.signer.Made(q) {
 		return ctrl.Result{}, nil
 	}
 	due, ok := policy.AutoReleaseDue(q)

@@ -8,6 +8,7 @@ package podresponse
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 // Activity hears what a decision did, for the policies' status (the
@@ -53,6 +55,10 @@ type Reconciler struct {
 	ManagerNamespace string
 	// MaxActive caps unreleased policy Quarantines cluster-wide; 0: no cap.
 	MaxActive int
+	// Provenance signs the Quarantines this controller creates and tells
+	// them from forged ones: only signed ones count against budgets and the
+	// cap, or are updated as a policy's own. Required.
+	Provenance *provenance.Keyring
 	// Now is the clock (tests).
 	Now func() time.Time
 
@@ -101,6 +107,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // SetupWithManager watches the triggers, and Quarantines (mapped
 // to their pod) so auto-release timers survive restarts.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Provenance == nil {
+		return errors.New("podresponse: Provenance is required")
+	}
 	if r.Now == nil {
 		r.Now = time.Now
 	}
@@ -109,6 +118,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	toPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		q, ok := o.(*securityv1alpha1.Quarantine)
+		// Verified in the reconcile; the annotation only routes the event.
 		if !ok || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] == "" {
 			return nil
 		}

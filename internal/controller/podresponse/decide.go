@@ -15,6 +15,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
 )
 
@@ -24,14 +25,20 @@ type world struct {
 	policies map[string]*securityv1alpha1.ThreatPolicy
 	env      policy.Env
 	names    map[string]bool // Quarantine names taken in the namespace
+	signer   *provenance.Signer
 }
 
 // observe reads policies and Quarantines from the cache. Only a decision,
 // under decideMu, counts the pending writes (count), which also forgets the
 // ones the cache now shows.
 func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (*world, error) {
-	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}}
-	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive}
+	signer, err := r.Provenance.Signer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}, signer: signer}
+	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive,
+		MadeByPolicy: signer.Made}
 	// Read-only views of the cache: no deep copy of every Quarantine per
 	// decision. Nothing below may modify them.
 	var tps securityv1alpha1.ThreatPolicyList
@@ -62,7 +69,9 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 			}
 			continue
 		}
-		if q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" {
+		// Only what the manager made counts: a forged created-by annotation
+		// must not spend budgets or the cap.
+		if signer.Made(q) {
 			w.env.ActiveTotal++
 			if q.Spec.Reason != nil {
 				for _, p := range q.Spec.Reason.Policies {
@@ -70,8 +79,9 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 				}
 			}
 		}
-		// A policy's own Quarantine wins over a hand-made one for the same pod.
-		if samePod && (w.env.Existing == nil || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "") {
+		// A policy's own Quarantine wins over a hand-made one for the same
+		// pod, and a hand-made one that holds it over one that holds nothing.
+		if samePod && (w.env.Existing == nil || rank(signer, q) > rank(signer, w.env.Existing)) {
 			w.env.Existing = q
 		}
 	}
@@ -152,7 +162,7 @@ func (r *Reconciler) gather(ctx context.Context, pod *corev1.Pod, latest map[str
 	if d.out.Create != nil {
 		d.reservation = r.reserve(w, d.out.Create)
 	}
-	if d.out.Update != nil {
+	if d.out.Update != nil && !d.out.HandMade {
 		r.reserveJoin(w, d.out.Update)
 	}
 	return d, nil
@@ -170,6 +180,11 @@ func (r *Reconciler) execute(ctx context.Context, d *decision) error {
 			return err
 		}
 		qName = name
+	case out.Update != nil && out.HandMade:
+		if err := r.escalate(ctx, w, out.Update); err != nil {
+			return err
+		}
+		qName = w.env.Existing.Name
 	case out.Update != nil:
 		if err := r.applySpec(ctx, w.env.Existing, out.Update); err != nil {
 			return err
@@ -241,6 +256,18 @@ func (r *Reconciler) reserveAgain(w *world, spec *securityv1alpha1.QuarantineSpe
 	w.names[taken.Name] = true
 	r.pending.dropCreate(taken)
 	return r.reserve(w, spec)
+}
+
+// rank orders the Quarantines of one pod: the policies' own, then a
+// hand-made one that holds the pod, then one that holds nothing.
+func rank(signer *provenance.Signer, q *securityv1alpha1.Quarantine) int {
+	switch {
+	case signer.Made(q):
+		return 2
+	case policy.Supersedable(q):
+		return 0
+	}
+	return 1
 }
 
 func blocked(by string) string {

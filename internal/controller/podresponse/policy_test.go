@@ -20,6 +20,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/detection/detectiontest"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 func TestEnforceSustainAndEscalation(t *testing.T) {
@@ -474,17 +475,25 @@ func TestInvalidSelectorStalls(t *testing.T) {
 	never(t, ns)
 }
 
-// TestClusterWideCap fills the suite's --max-active-quarantines (100) with
-// policy-made Quarantines, then shows a new trigger is only planned.
+// TestClusterWideCap: Quarantines carrying the created-by annotation that
+// the manager did not make (forged, as any user allowed to create
+// Quarantines can when the admission guard is missing) count against
+// nothing, and the pod is contained; once the same fillers carry the
+// manager's signature, they fill --max-active-quarantines (100) and a new
+// trigger is only planned.
 func TestClusterWideCap(t *testing.T) {
 	ctx := context.Background()
 	var all securityv1alpha1.QuarantineList
 	if err := k8s.List(ctx, &all); err != nil {
 		t.Fatal(err)
 	}
+	signer, err := keys.Signer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	active := 0
 	for _, q := range all.Items {
-		if !q.IsReleased() && q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" {
+		if !q.IsReleased() && signer.Made(&q) {
 			active++
 		}
 	}
@@ -498,7 +507,7 @@ func TestClusterWideCap(t *testing.T) {
 	for i := active; i < 100; i++ {
 		q := &securityv1alpha1.Quarantine{
 			ObjectMeta: metav1.ObjectMeta{Namespace: filler, Name: fmt.Sprintf("f%d", i),
-				Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "filler"}},
+				Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "filler", provenance.Annotation: strings.Repeat("0", 64)}},
 			Spec: securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: fmt.Sprintf("f%d", i)},
 				Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
 				Reason:  &securityv1alpha1.QuarantineReason{Policy: "filler", Policies: []string{"filler"}}},
@@ -508,9 +517,29 @@ func TestClusterWideCap(t *testing.T) {
 		}
 		fillers = append(fillers, q)
 	}
+	forged := newNamespace(t, "shop-1")
+	newPolicy(t, forged, securityv1alpha1.ModeEnforce)
+	time.Sleep(500 * time.Millisecond) // the cache sees the fillers
+	postFalco(t, forged, "shop-1", "Critical")
+	onlyQuarantine(t, forged, func(q *securityv1alpha1.Quarantine) error {
+		if q.Spec.Target.Name != "shop-1" {
+			return fmt.Errorf("target %s", q.Spec.Target.Name)
+		}
+		return nil
+	})
+
+	// The same fillers signed by the manager's key: now they count (the
+	// quarantine just made is one more, so one filler fewer is needed).
+	for _, q := range fillers[1:] {
+		base := q.DeepCopy()
+		q.Annotations[provenance.Annotation] = signer.Sign(q)
+		if err := k8s.Patch(ctx, q, client.MergeFrom(base)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ns := newNamespace(t, "shop-1")
 	p := newPolicy(t, ns, securityv1alpha1.ModeEnforce)
-	time.Sleep(500 * time.Millisecond) // the cache sees the fillers
+	time.Sleep(500 * time.Millisecond) // the cache sees the signatures
 	postFalco(t, ns, "shop-1", "Critical")
 	policyStatus(t, p.Name, func(p *securityv1alpha1.ThreatPolicy) error {
 		if len(p.Status.Plans) != 1 || p.Status.Plans[0].BlockedBy != policy.BlockedClusterCap {
@@ -519,4 +548,34 @@ func TestClusterWideCap(t *testing.T) {
 		return nil
 	})
 	never(t, ns)
+}
+
+// TestHandMadeQuarantineIsNoShield: a hand-made, Label-only Quarantine does
+// not make its pod immune: the policy adds its actions to it (an Event says
+// so) instead of stopping, and makes no second Quarantine.
+func TestHandMadeQuarantineIsNoShield(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t, "shop-1")
+	hand := &securityv1alpha1.Quarantine{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "by-hand"},
+		Spec: securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: "shop-1"},
+			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionLabel, Label: &securityv1alpha1.LabelParams{Labels: map[string]string{"triage": "yes"}}}}},
+	}
+	if err := k8s.Create(ctx, hand); err != nil {
+		t.Fatal(err)
+	}
+	newPolicy(t, ns, securityv1alpha1.ModeEnforce)
+	eventually(t, func() error { // the cache sees the hand-made one
+		return evaluator.Reader.Get(ctx, client.ObjectKeyFromObject(hand), &securityv1alpha1.Quarantine{})
+	})
+	postFalco(t, ns, "shop-1", "Critical")
+	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if q.Name != "by-hand" || actionTypes(q) != "Label,Isolate,ScaleToZero,CordonNode" {
+			return fmt.Errorf("%s: %s", q.Name, actionTypes(q))
+		}
+		if q.Spec.Reason != nil || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" {
+			return fmt.Errorf("the author's fields were taken over: %+v %v", q.Spec.Reason, q.Annotations)
+		}
+		return nil
+	})
 }

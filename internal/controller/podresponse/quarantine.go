@@ -15,6 +15,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 // create writes the new Quarantine under its reserved name. Create, not
@@ -37,6 +38,7 @@ func (r *Reconciler) create(ctx context.Context, w *world, spec *securityv1alpha
 			},
 			Spec: *spec,
 		}
+		q.Annotations[provenance.Annotation] = w.signer.Sign(q)
 		err := r.Create(ctx, q, client.FieldOwner(securityv1alpha1.FieldManager))
 		if apierrors.IsAlreadyExists(err) {
 			key = r.reserveAgain(w, spec, key)
@@ -87,6 +89,29 @@ func (r *Reconciler) applySpec(ctx context.Context, q *securityv1alpha1.Quaranti
 		fields["safeguards"] = spec.Safeguards
 	}
 	return r.apply(ctx, q, nil, fields)
+}
+
+// escalate adds the actions the policies call for to a hand-made
+// Quarantine: the actions list only (its entries are keyed by type, so the
+// author's keep their owner), with an Event on it and on the pod; the
+// Quarantine controller audits the new actions when it plans them.
+func (r *Reconciler) escalate(ctx context.Context, w *world, spec *securityv1alpha1.QuarantineSpec) error {
+	q := w.env.Existing
+	if err := r.apply(ctx, q, nil, map[string]any{"actions": spec.Actions}); err != nil {
+		return err
+	}
+	var added []securityv1alpha1.ActionType
+	for _, a := range spec.Actions {
+		if !slices.ContainsFunc(q.Spec.Actions, func(h securityv1alpha1.Action) bool { return h.Type == a.Type }) {
+			added = append(added, a.Type)
+		}
+	}
+	logf.FromContext(ctx).Info("hand-made quarantine escalated by policy", "quarantine", q.Name, "added", added)
+	r.Recorder.Eventf(q, w.pod, corev1.EventTypeWarning, "PolicyEscalated", "Escalate",
+		"a ThreatPolicy's threshold held for this pod: added %v to this hand-made Quarantine", added)
+	r.Recorder.Eventf(w.pod, q, corev1.EventTypeWarning, "PolicyEscalated", "Escalate",
+		"a ThreatPolicy added %v to Quarantine %s", added, q.Name)
+	return nil
 }
 
 // apply server-side applies metadata annotations and spec fields to q.

@@ -31,6 +31,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 	"github.com/bulkhead-dev/bulkhead/internal/podcache"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
@@ -40,6 +41,8 @@ const (
 )
 
 var (
+	// keys signs the Quarantines the manager makes (internal/provenance).
+	keys      *provenance.Keyring
 	k8s       client.Client
 	ingestURL string
 	httpc     = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -136,6 +139,8 @@ func run(m *testing.M) int {
 // setup wires detection, the per-pod decision and the policy status as
 // cmd/bulkhead does, with a stand-in behavior model.
 func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
+	// The real key Secret, created on first use as in a cluster.
+	keys = &provenance.Keyring{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: managerNS}
 	store := detection.NewStore(5*time.Minute, 0)
 	if err := mgr.Add(store); err != nil {
 		return nil, err
@@ -154,11 +159,11 @@ func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
 	recorder := mgr.GetEventRecorder("bulkhead")
 	if err := (&Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: triggers, Evaluator: evaluator, Activity: activity,
-		Recorder: recorder, ManagerNamespace: managerNS, MaxActive: 100,
+		Recorder: recorder, ManagerNamespace: managerNS, MaxActive: 100, Provenance: keys,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&threatpolicy.ThreatPolicyReconciler{Client: mgr.GetClient(), Activity: activity, Detectors: registry,
+	if err := (&threatpolicy.ThreatPolicyReconciler{Client: mgr.GetClient(), Activity: activity, Detectors: registry, Provenance: keys,
 		Evaluations: evaluator, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

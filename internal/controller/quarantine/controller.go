@@ -30,6 +30,7 @@ import (
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 // QuarantineReconciler contains targets and releases them.
@@ -61,6 +62,9 @@ type QuarantineReconciler struct {
 	// kernel state a sensor just changed.
 	Kernel        KernelReports
 	KernelChanges <-chan event.GenericEvent
+	// Provenance tells the manager's own Quarantines from hand-made ones
+	// (internal/provenance); nil: every Quarantine counts as hand-made.
+	Provenance *provenance.Keyring
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a

@@ -46,11 +46,12 @@ func needsRevert(st securityv1alpha1.ActionStatus) bool {
 
 // earlierHolder names another unreleased Quarantine for the same target that
 // came first (by creation time, then name), or "". The order is total, so
-// two Quarantines racing each see the same winner.
+// two Quarantines racing each see the same winner. An unapproved one holds
+// nothing (it applies nothing): it must not make a pod immune.
 func earlierHolder(q *securityv1alpha1.Quarantine, all []securityv1alpha1.Quarantine) string {
 	for i := range all {
 		o := &all[i]
-		if o.UID == q.UID || o.IsReleased() || !o.DeletionTimestamp.IsZero() || kubeutil.TargetKind(o.Spec.Target) != kubeutil.TargetKind(q.Spec.Target) || o.Spec.Target.Name != q.Spec.Target.Name {
+		if o.UID == q.UID || o.IsReleased() || !o.IsApproved() || !o.DeletionTimestamp.IsZero() || kubeutil.TargetKind(o.Spec.Target) != kubeutil.TargetKind(q.Spec.Target) || o.Spec.Target.Name != q.Spec.Target.Name {
 			continue
 		}
 		switch o.Status.Phase {

@@ -65,6 +65,10 @@ func TestEarlierHolderRule(t *testing.T) {
 		}
 	}
 	later := metav1.NewTime(t0.Add(time.Second))
+	unapproved := func(q securityv1alpha1.Quarantine) securityv1alpha1.Quarantine {
+		q.Spec.Approved = new(false)
+		return q
+	}
 	q := mk("b", t0, "", false)
 	cases := []struct {
 		others []securityv1alpha1.Quarantine
@@ -76,6 +80,7 @@ func TestEarlierHolderRule(t *testing.T) {
 		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseFailed, false)}, ""},
 		{[]securityv1alpha1.Quarantine{mk("a", t0, securityv1alpha1.PhaseContained, true)}, ""},
 		{[]securityv1alpha1.Quarantine{mk("a", later, "", false)}, ""},
+		{[]securityv1alpha1.Quarantine{unapproved(mk("a", t0, securityv1alpha1.PhasePending, false))}, ""}, // holds nothing
 	}
 	for i, c := range cases {
 		if got := earlierHolder(&q, append(c.others, q)); got != c.want {

@@ -43,6 +43,7 @@ type snapshot struct {
 	raw []byte
 	sum string
 	ev  *securityv1alpha1.Evidence
+	doc evidence.Document
 }
 
 // afterIsolation is the queue priority of the rest of a containment whose
@@ -152,44 +153,22 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 
 // captureEvidence snapshots the pod as it was, in memory, before any write
 // and even while unapproved; persistEvidence writes it once the target is
-// isolated.
+// isolated. A capture that fails is recorded and never blocks containment
+// (evidence.go).
 func captureEvidence(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
 		return ctrl.Result{}, false, nil
 	}
-	doc := evidence.Capture(p.now, &p.scope.Target.Pods[0], p.scope.Target.OwnerChain(), p.q.Spec.Reason)
-	// Only a pass of this Quarantine that died between the label and the
-	// evidence puts this label here: the pod as it was did not carry it.
-	if doc.Labels[securityv1alpha1.QuarantineLabel] == p.q.Name {
-		delete(doc.Labels, securityv1alpha1.QuarantineLabel)
-	}
-	raw, sum, err := doc.Encode()
-	if err != nil {
-		return ctrl.Result{}, false, err
-	}
-	ev, err := evidence.Status(doc, raw, sum, evidence.SecretName(p.q.Name))
-	if err != nil {
-		return ctrl.Result{}, false, err
-	}
-	p.evidence = &snapshot{raw: raw, sum: sum, ev: ev}
+	p.snapshotEvidence()
 	return ctrl.Result{}, false, nil
 }
 
 // persistEvidence puts the snapshot into status (spilling it into its
 // Secret when large); the status patch that follows persists it.
 func persistEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	s := p.evidence
-	if s == nil {
-		return ctrl.Result{}, false, nil
+	if p.evidence != nil {
+		p.persistSnapshot(ctx)
 	}
-	if s.ev.SecretRef != "" {
-		if err := evidence.Spill(ctx, p.r.Client, p.q, s.raw, s.sum); err != nil {
-			return ctrl.Result{}, false, err
-		}
-	}
-	p.q.Status.Evidence = s.ev
-	p.evidence = nil
-	p.audit(containment.Actor, "EvidenceCaptured", fmt.Sprintf("%d bytes, sha256 %s", len(s.raw), s.sum))
 	return ctrl.Result{}, false, nil
 }
 
@@ -263,6 +242,9 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 		st := securityv1alpha1.ActionStatus{}
 		p.e.Plan(p.scope, a, &st)
+		if err := p.checkGuard(ctx, a, &st); err != nil {
+			return ctrl.Result{}, false, err
+		}
 		p.q.Status.Actions = append(p.q.Status.Actions, st)
 		planned = true
 	}
@@ -337,6 +319,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		case err != nil && containment.Permanent(err):
 			st.State, st.Message = securityv1alpha1.ActionFailed, kubeutil.Truncate(err.Error(), kubeutil.MaxMessage)
 		case err != nil:
+			p.alertForbidden(a.Type, err)
 			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
 		}
 		if o.Repaired {

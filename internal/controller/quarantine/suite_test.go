@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -25,6 +26,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
@@ -43,6 +45,13 @@ func TestMain(m *testing.M) {
 	env = e
 	direct, err = client.NewWithWatch(env.Config, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		os.Exit(1)
+	}
+	// A stand-in for the admission guard (GuardInstalled looks at its shape,
+	// not its rules): hand-made destructive actions need one.
+	if err := installGuard(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		_ = env.Stop()
 		os.Exit(1)
@@ -151,11 +160,45 @@ func (r *recorder) count(on, reason string) int {
 	return n
 }
 
+// testSigner is the manager's provenance key in this suite.
+var testSigner, _ = provenance.New([]byte("0123456789abcdef0123456789abcdef"))
+
+// guardName names the suite's stand-in admission guard.
+const guardName = "quarantine-guard-standin"
+
+func installGuard() error {
+	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: guardName, Labels: map[string]string{"app.kubernetes.io/name": "bulkhead"}},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: new(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"security.bulkhead.dev"}, APIVersions: []string{"*"}, Resources: []string{"quarantines"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: "true"}},
+		},
+	}
+	if err := direct.Create(ctx, vap); err != nil {
+		return err
+	}
+	return direct.Create(ctx, guardBinding())
+}
+
+func guardBinding() *admissionregistrationv1.ValidatingAdmissionPolicyBinding {
+	return &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: guardName, Labels: map[string]string{"app.kubernetes.io/name": "bulkhead"}},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: guardName,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+	}
+}
+
 func newReconciler(c client.Client) (*QuarantineReconciler, *recorder) {
 	rec := &recorder{}
 	return &QuarantineReconciler{
 		Client: c, APIReader: direct, Recorder: rec, ManagerNamespace: securityv1alpha1.DefaultManagerNamespace,
-		Recheck: time.Minute,
+		Recheck: time.Minute, Provenance: provenance.Fixed(testSigner),
 	}, rec
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
+	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
 
 // resync refreshes podsCovered even when nothing else changes.
@@ -58,6 +59,9 @@ type ThreatPolicyReconciler struct {
 		Uncovered(silence time.Duration) []sensorhub.NodeState
 		Nodes() []sensorhub.NodeState
 	}
+	// Provenance tells the manager's Quarantines from forged ones: only
+	// those count as the policy's active Quarantines.
+	Provenance *provenance.Keyring
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
@@ -161,10 +165,14 @@ func (r *ThreatPolicyReconciler) reconcileActive(ctx context.Context, p *securit
 	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
+	signer, err := r.Provenance.Signer(ctx)
+	if err != nil {
+		return err
+	}
 	n := int32(0)
 	for i := range qs.Items {
 		q := &qs.Items[i]
-		if !q.IsReleased() && q.Spec.Reason != nil && q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] != "" && slices.Contains(q.Spec.Reason.Policies, p.Name) {
+		if !q.IsReleased() && q.Spec.Reason != nil && signer.Made(q) && slices.Contains(q.Spec.Reason.Policies, p.Name) {
 			n++
 		}
 	}
