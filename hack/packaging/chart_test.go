@@ -103,7 +103,8 @@ func TestChartRendersDefaults(t *testing.T) {
 	for kind, n := range map[string]int{
 		// The manager's and the node sensor's accounts; the sensor's switch.
 		"Deployment": 1, "ServiceAccount": 2, "Service": 2, "NetworkPolicy": 1,
-		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
+		// The quarantine guard and the sensor guard.
+		"ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2,
 		"ServiceMonitor": 0, "PrometheusRule": 0, "ConfigMap": 1, "Namespace": 0,
 	} {
 		if got := len(objs[kind]); got != n {
@@ -128,16 +129,27 @@ func TestChartRendersDefaults(t *testing.T) {
 	if got := dig(dep, "metadata", "labels", "app.kubernetes.io/instance"); got != "bulkhead" {
 		t.Errorf("Helm labels missing: app.kubernetes.io/instance=%v", got)
 	}
-	vap := objs["ValidatingAdmissionPolicy"][0]
-	conds, _ := dig(vap, "spec", "matchConditions").([]any)
-	found := false
-	for _, mc := range conds {
-		if strings.Contains(mc.(map[string]any)["expression"].(string), "system:serviceaccount:security:bulkhead-controller-manager") {
-			found = true
+	// Each guard names its ServiceAccount in the release namespace: the
+	// quarantine guard exempts the manager, the sensor guard binds the sensor.
+	for guard, user := range map[string]string{
+		"quarantine-guard": "system:serviceaccount:security:bulkhead-controller-manager",
+		"sensor-guard":     "system:serviceaccount:security:bulkhead-sensor",
+	} {
+		found := false
+		for _, vap := range objs["ValidatingAdmissionPolicy"] {
+			if !strings.Contains(stringOf(dig(vap, "metadata", "name")), guard) {
+				continue
+			}
+			conds, _ := dig(vap, "spec", "matchConditions").([]any)
+			for _, mc := range conds {
+				if strings.Contains(mc.(map[string]any)["expression"].(string), user) {
+					found = true
+				}
+			}
 		}
-	}
-	if !found {
-		t.Error("the admission policy does not exempt the manager's ServiceAccount in the release namespace")
+		if !found {
+			t.Errorf("the %s admission policy does not name %s in the release namespace", guard, user)
+		}
 	}
 	for _, b := range append(objs["ClusterRoleBinding"], objs["RoleBinding"]...) {
 		for _, s := range b["subjects"].([]any) {

@@ -108,7 +108,7 @@ func TestCraftedPodIsContained(t *testing.T) {
 	}
 	longImage := "registry.example.com/" + strings.Repeat("a", 1100) + ":1"
 	big := strings.Repeat("x", 100<<10)
-	var containers []corev1.Container
+	containers := make([]corev1.Container, 0, 70)
 	for i := range 70 {
 		c := corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "nginx:1.27"}
 		if i == 0 {

@@ -34,8 +34,8 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
-	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 	"github.com/bulkhead-dev/bulkhead/internal/provenance"
+	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
 // resync refreshes podsCovered even when nothing else changes.
