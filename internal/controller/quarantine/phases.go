@@ -288,6 +288,7 @@ func (p *pass) isolating() []securityv1alpha1.Action {
 func isolateFirst(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	for _, a := range p.isolating() {
 		if _, err := p.e.Isolate(ctx, p.scope, a, p.actionStatus(a.Type)); err != nil && !containment.Permanent(err) {
+			p.alertForbidden(a.Type, err)
 			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
 		}
 	}
