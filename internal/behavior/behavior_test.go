@@ -221,6 +221,13 @@ func TestObserverLifecycle(t *testing.T) {
 	if err := json.Unmarshal(sigs[0].Evidence, &ev); err != nil || len(ev.Findings) != 2 || ev.Baseline != v1.String() {
 		t.Fatalf("evidence %s (%v)", sigs[0].Evidence, err)
 	}
+	// Every notable behaviour is named in the reason, not only the worst:
+	// a download and exec is a new binary and a new destination.
+	sigs, err = o.ObserveBehavior(ctx, append(attackEvents("web-1"),
+		detector.BehaviorEvent{Namespace: "shop", Pod: "web-1", Container: "web", Connect: &detector.ConnectEvent{Address: "203.0.113.9", Port: 4444, Protocol: "TCP"}}))
+	if err != nil || len(sigs) != 1 || !strings.Contains(sigs[0].Reason, "/tmp/x") || !strings.Contains(sigs[0].Reason, "203.0.113.9") {
+		t.Fatalf("download and exec: %+v, err %v; want the new binary and the new destination named", sigs, err)
+	}
 
 	// A rollout learns anew and is scored against the previous revision meanwhile.
 	sigs, err = o.ObserveBehavior(ctx, attackEvents("web-2"))

@@ -203,11 +203,28 @@ func (o *Observer) observePod(ctx context.Context, key Key, pod string, evs []de
 	if len(best.Tokens) > 0 {
 		reason += fmt.Sprintf(" (e.g. %v)", best.Tokens)
 	}
+	// Name every notable behaviour, not only the worst: a download and exec
+	// is a new binary and a new destination.
+	also := 0
+	for _, f := range findings {
+		if f.Component == best.Component || f.Reason == "" || f.Score < notable || also == maxAlso {
+			continue
+		}
+		reason += "; " + f.Reason
+		also++
+	}
 	return &detector.Signal{
 		Namespace: key.Namespace, Pod: pod, Detector: detector.Behavior,
 		Score: best.Score, Reason: reason, Evidence: ev, Time: evs[len(evs)-1].Time,
 	}, nil
 }
+
+// notable is the finding score named in a signal's reason beside the worst
+// one; maxAlso bounds how many.
+const (
+	notable = 0.5
+	maxAlso = 3
+)
 
 // Flush saves every baseline changed since the last flush.
 func (o *Observer) Flush(ctx context.Context) error {

@@ -56,15 +56,17 @@ func NewEvaluator(store *Store, reader client.Reader, assessor *exposure.Assesso
 
 // Record stores signals and evaluates the policies covering their pods.
 func (e *Evaluator) Record(ctx context.Context, signals []detector.Signal) error {
-	e.Store.Put(signals)
 	var list securityv1alpha1.ThreatPolicyList
 	if err := e.Reader.List(ctx, &list); err != nil {
 		return fmt.Errorf("listing policies: %w", err)
 	}
 	policy.SortedPolicies(list.Items)
 	now := time.Now()
+	// Each signal is one evaluation, in order: a 1.0 between two 0.0s of
+	// one pod in one batch must be evaluated as the 1.0 it was.
 	for i := range signals {
 		s := &signals[i]
+		e.Store.Put(signals[i : i+1])
 		metrics.Scores.WithLabelValues(s.Detector).Observe(s.Score)
 		metrics.DetectorLastSignal.WithLabelValues(s.Detector).Set(float64(now.Unix()))
 		if err := e.evaluate(ctx, s, list.Items, now); err != nil {

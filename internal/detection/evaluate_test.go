@@ -104,6 +104,20 @@ func TestEvaluatorStreaks(t *testing.T) {
 	if !seen.has("a", "falco") {
 		t.Errorf("no last signal time: %+v", seen.got)
 	}
+	// One batch with a high score between low ones of the same pod (a
+	// sensor's buffered request): each is evaluated as it was, in order.
+	for range 2 {
+		record(0.9)
+	}
+	if err := e.Record(ctx, []detector.Signal{
+		{Namespace: "web", Pod: "shop-1", Detector: "falco", Score: 0.9},
+		{Namespace: "web", Pod: "shop-1", Detector: "falco", Score: 0.0},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Triggers.Take(key); len(got) != 1 || got["a"].Result.Score != 0.9 {
+		t.Fatalf("the high score inside a batch was lost: %+v", got)
+	}
 	e.ForgetPolicy("a")
 	e.mu.Lock()
 	_, kept := e.evals[key]["a"]
