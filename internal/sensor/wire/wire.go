@@ -156,3 +156,14 @@ func (r *Report) Validate() error {
 	}
 	return nil
 }
+
+// Names the sensor agent (branch sensor-agent) was written against.
+const (
+	// Audience of the projected ServiceAccount token the sensor presents.
+	Audience         = "bulkhead-ingest"
+	MaxEvidenceBytes = MaxEvidence
+	MaxReasonBytes   = MaxReason
+)
+
+// Payload is the agent's name for Report.
+type Payload = Report

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor"
+)
+
+// `bulkhead sensor`: the node agent, run as a DaemonSet.
+func init() { subcommands["sensor"] = runSensor }
+
+// defaultTokenFile is where the sensor's DaemonSet projects its
+// ServiceAccount token with audience bulkhead-ingest.
+const defaultTokenFile = "/var/run/secrets/bulkhead/token"
+
+func runSensor(args []string) error {
+	var (
+		cfg   sensor.Config
+		send  sensor.SenderConfig
+		pin   string
+		debug bool
+	)
+	fs := flag.NewFlagSet("bulkhead sensor", flag.ContinueOnError)
+	fs.StringVar(&cfg.Node, "node-name", os.Getenv("NODE_NAME"), "This node's name (default: $NODE_NAME from the downward API).")
+	fs.StringVar(&cfg.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "Root of the cgroup v2 hierarchy (/sys/fs/cgroup/unified on a hybrid host).")
+	fs.StringVar(&send.URL, "ingest-url", "", "The manager's ingestion address, https://host:port (scores go to <url>/v1/sensor).")
+	fs.StringVar(&send.TokenFile, "token-file", defaultTokenFile, "Bearer token for the manager, re-read before every request (in a pod: the projected ServiceAccount token).")
+	fs.StringVar(&send.CAFile, "ca-file", "", "CA bundle that verifies the manager's certificate (default: system roots).")
+	fs.BoolVar(&send.InsecureSkipVerify, "insecure-skip-verify", false, "Do not verify the manager's certificate. Tests only.")
+	fs.DurationVar(&cfg.Behavior.LearningWindow, "learning-window", 24*time.Hour, "How long a new workload revision is learned before it is scored.")
+	fs.StringVar(&cfg.ManagerNamespace, "manager-namespace", securityv1alpha1.DefaultManagerNamespace, "Namespace holding the shared baselines.")
+	fs.StringVar(&pin, "bpf-pin-dir", "/sys/fs/bpf/bulkhead", "bpffs directory where enforcement programs are pinned (survive a sensor restart).")
+	fs.DurationVar(&send.HeartbeatInterval, "heartbeat-interval", 30*time.Second, "Longest silence towards the manager: a heartbeat is sent when there is nothing else.")
+	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8085", "Address of /healthz and /readyz (not ready while behaviour collection is unavailable).")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8086", "Address of /metrics (bulkhead_sensor_*); 0 disables it.")
+	fs.BoolVar(&debug, "debug", false, "Verbose logs.")
+	zapOpts := zap.Options{Development: false}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if debug {
+		zapOpts.Development = true
+	}
+	if send.HeartbeatInterval <= 0 {
+		return errors.New("--heartbeat-interval must be positive")
+	}
+	log := zap.New(zap.UseFlagOptions(&zapOpts))
+	ctrl.SetLogger(log)
+	restCfg, err := ctrl.GetConfig() // in-cluster, else KUBECONFIG
+	if err != nil {
+		return err
+	}
+	be, closeBackends := sensorBackends(cfg.CgroupRoot, pin)
+	defer closeBackends()
+	be.Merge = sensor.MergeBaselines
+	agent, err := sensor.New(cfg, be, send, restCfg, scheme, log.WithName("sensor"))
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return agent.Run(ctx)
+}

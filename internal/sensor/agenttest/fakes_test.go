@@ -1,0 +1,251 @@
+package agenttest
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
+)
+
+// fakeCollector stands in for the eBPF collector: the test sends events and
+// sets steady syscall activity per cgroup.
+type fakeCollector struct {
+	in chan sensor.Event
+
+	mu      sync.Mutex
+	tracked map[uint64]bool
+	steady  map[uint64]map[sensor.Trigram]uint64
+	closed  bool
+}
+
+func newFakeCollector() *fakeCollector {
+	return &fakeCollector{in: make(chan sensor.Event, 64), tracked: map[uint64]bool{}, steady: map[uint64]map[sensor.Trigram]uint64{}}
+}
+
+func (f *fakeCollector) Track(id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tracked[id] = true
+	return nil
+}
+
+func (f *fakeCollector) Untrack(id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.tracked, id)
+	return nil
+}
+
+func (f *fakeCollector) isTracked(id uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tracked[id]
+}
+
+func (f *fakeCollector) Run(ctx context.Context, out chan<- sensor.Event) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-f.in:
+			out <- ev
+		}
+	}
+}
+
+func (f *fakeCollector) setSyscalls(id uint64, grams map[sensor.Trigram]uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.steady[id] = grams
+}
+
+func (f *fakeCollector) DrainSyscalls() (map[uint64]map[sensor.Trigram]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[uint64]map[sensor.Trigram]uint64{}
+	for id, g := range f.steady {
+		if f.tracked[id] {
+			out[id] = g
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeCollector) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return nil
+}
+
+var sysNames = map[uint16]string{0: "read", 1: "write", 2: "open", 3: "close", 33: "dup2", 41: "socket", 42: "connect", 59: "execve", 101: "ptrace"}
+
+func sysName(nr uint16) string { return sysNames[nr] }
+
+// fakeContainers is the cgroup reader: containers the test placed, with CPU
+// usage growing steadily.
+type fakeContainers struct {
+	mu    sync.Mutex
+	conts []sensor.Container
+	reads map[string]uint64
+}
+
+func cgroupID(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum64() | 1
+}
+
+// add places a container of pod uid; gen distinguishes a recreated cgroup.
+func (f *fakeContainers) add(uid, container string, gen int) sensor.Container {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := sensor.Container{PodUID: uid, ContainerID: container, Runtime: "containerd", QoS: "burstable",
+		Path: "kubepods.slice/kubepods-pod" + uid + ".slice/cri-containerd-" + container + ".scope"}
+	c.ID = cgroupID(fmt.Sprintf("%s/%d", c.Path, gen))
+	f.conts = slices.DeleteFunc(f.conts, func(o sensor.Container) bool { return o.Path == c.Path })
+	f.conts = append(f.conts, c)
+	return c
+}
+
+func (f *fakeContainers) Scan(string) ([]sensor.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.conts), nil
+}
+
+func podPath(uid string) string { return "kubepods.slice/kubepods-pod" + uid + ".slice" }
+
+func (f *fakeContainers) PodCgroup(_, uid string) (string, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conts {
+		if c.PodUID == uid {
+			return podPath(uid), cgroupID(podPath(uid)), nil
+		}
+	}
+	return "", 0, fmt.Errorf("no cgroup for pod %s", uid)
+}
+
+func (f *fakeContainers) ReadUsage(_, rel string) (sensor.Usage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reads == nil {
+		f.reads = map[string]uint64{}
+	}
+	f.reads[rel] += 100
+	return f.reads[rel], nil
+}
+
+func (f *fakeContainers) Rate(prev, cur sensor.Usage) detector.ResourceSample {
+	return detector.ResourceSample{CPUMillicores: float64(cur.(uint64) - prev.(uint64)), MemoryBytes: 50 << 20}
+}
+
+// fakeEnforcer records what the agent asks of the kernel.
+type fakeEnforcer struct {
+	mu        sync.Mutex
+	isolated  map[string]sensor.IsolateOptions
+	calls     []string
+	reconcile []map[string]sensor.IsolateOptions
+}
+
+func newFakeEnforcer() *fakeEnforcer {
+	return &fakeEnforcer{isolated: map[string]sensor.IsolateOptions{}}
+}
+
+func (f *fakeEnforcer) Isolate(path string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.isolated[path] = o
+	f.calls = append(f.calls, "isolate "+path)
+	return sensor.IsolateResult{CgroupID: cgroupID(path), Programs: []string{"cgroup_skb/ingress", "cgroup_skb/egress", "cgroup/connect4"},
+		SocketsDestroyed: 1, ConnCut: true, Method: "bpf_sock_destroy"}, nil
+}
+
+func (f *fakeEnforcer) Release(path string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.isolated, path)
+	f.calls = append(f.calls, "release "+path)
+	return nil
+}
+
+func (f *fakeEnforcer) Reconcile(want map[string]sensor.IsolateOptions) ([]string, []string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reconcile = append(f.reconcile, want)
+	return nil, nil, nil
+}
+
+func (f *fakeEnforcer) Close() error { return nil }
+
+func (f *fakeEnforcer) state() (map[string]sensor.IsolateOptions, []string, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := map[string]sensor.IsolateOptions{}
+	for k, v := range f.isolated {
+		m[k] = v
+	}
+	return m, slices.Clone(f.calls), len(f.reconcile)
+}
+
+// fakeManager stands in for the manager's /v1/sensor endpoint.
+type fakeManager struct {
+	*httptest.Server
+	mu       sync.Mutex
+	payloads []wire.Payload
+}
+
+func newFakeManager(t *testing.T) *fakeManager {
+	m := &fakeManager{}
+	m.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p wire.Payload
+		if r.URL.Path != wire.Path || !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		m.mu.Lock()
+		m.payloads = append(m.payloads, p)
+		m.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(m.Close)
+	return m
+}
+
+func (m *fakeManager) received() []wire.Payload {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.payloads)
+}
+
+// senderConfig points a sensor at m with a token file and m's CA.
+func (m *fakeManager) senderConfig(t *testing.T) sensor.SenderConfig {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("sensor-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return sensor.SenderConfig{URL: m.URL, TokenFile: tok, CAFile: ca, HeartbeatInterval: 200 * 1e6, MinInterval: 10 * 1e6, BackoffBase: 50 * 1e6}
+}

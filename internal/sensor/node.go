@@ -1,0 +1,125 @@
+// Package sensor is the node agent (`bulkhead sensor`): it maps the kernel's
+// per-container observations to this node's pods, learns and scores them with
+// the same behavior model the manager and `bulkhead eval` use, sends scores
+// (not raw events) and heartbeats to the manager, and enforces isolation of
+// quarantined pods in the kernel.
+//
+// The kernel collector, the cgroup reader and the kernel enforcer live in
+// their own packages; this package reaches them through the small interfaces
+// below, over its own plain types, so it is tested without a kernel.
+package sensor
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
+)
+
+// Trigram is three consecutive system call numbers of one container.
+type Trigram [3]uint16
+
+// Event is one observation of a tracked container's cgroup: exactly one of
+// Exec and Conn is set.
+type Event struct {
+	CgroupID uint64
+	Time     time.Time
+	Exec     *Exec
+	Conn     *Conn
+}
+
+// Exec is a process execution.
+type Exec struct {
+	PID, PPID, UID uint32
+	Binary, Parent string
+	Args           []string
+}
+
+// Conn is an outbound connection, or a listening socket when Listen.
+type Conn struct {
+	PID      uint32
+	Family   int
+	Addr     netip.Addr
+	Port     uint16
+	Protocol string // TCP, UDP
+	Listen   bool
+}
+
+// UnavailableError says the collector cannot run on this kernel and what is
+// missing (BTF, a program type, a refused attach).
+type UnavailableError struct {
+	Missing string
+	Err     error
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return "behaviour collection unavailable: " + e.Missing
+	}
+	return fmt.Sprintf("behaviour collection unavailable: %s: %v", e.Missing, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Collector is the kernel collector of the tracked containers' behaviour.
+type Collector interface {
+	// Track and Untrack start and stop observing a cgroup (by its id).
+	Track(cgroupID uint64) error
+	Untrack(cgroupID uint64) error
+	// Run sends execs and connections to out until ctx ends or it fails.
+	Run(ctx context.Context, out chan<- Event) error
+	// DrainSyscalls returns and resets the system-call trigram counts per cgroup.
+	DrainSyscalls() (map[uint64]map[Trigram]uint64, error)
+	Close() error
+}
+
+// Container is one container's cgroup as found under the cgroup root.
+type Container struct {
+	PodUID, ContainerID, Runtime, QoS string
+	// Path is relative to the cgroup root.
+	Path string
+	// ID is the cgroup id (its inode number); a recreated cgroup at the same
+	// path has a new one.
+	ID uint64
+}
+
+// Usage is a cgroup's cumulative resource counters, opaque to this package.
+type Usage any
+
+// ContainerSource finds containers' cgroups and reads their resource usage.
+type ContainerSource interface {
+	Scan(root string) ([]Container, error)
+	// PodCgroup is the pod-level cgroup: what enforcement attaches to.
+	PodCgroup(root, podUID string) (path string, id uint64, err error)
+	ReadUsage(root, rel string) (Usage, error)
+	// Rate turns two readings of one cgroup into per-second rates.
+	Rate(prev, cur Usage) detector.ResourceSample
+}
+
+// IsolateOptions say what isolation lets through.
+type IsolateOptions struct {
+	AllowDNS bool
+	DNS      []netip.AddrPort
+}
+
+// IsolateResult is what the kernel enforcement did.
+type IsolateResult struct {
+	CgroupID         uint64
+	Programs         []string
+	SocketsDestroyed int
+	ConnCut          bool
+	Method, Reason   string
+}
+
+// Enforcer isolates pod cgroups in the kernel. Isolate must be idempotent:
+// the agent calls it again for an isolated pod when the DNS endpoints change
+// and after Reconcile, to learn the result.
+type Enforcer interface {
+	Isolate(cgroupPath string, o IsolateOptions) (IsolateResult, error)
+	Release(cgroupPath string) error
+	// Reconcile makes the kernel hold exactly want (by cgroup path).
+	Reconcile(want map[string]IsolateOptions) (applied, released []string, err error)
+	Close() error
+}
