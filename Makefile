@@ -135,7 +135,8 @@ MAKE_INCLUDES := \
 	hack/make/e2e.mk \
 	hack/make/fuzz.mk \
 	hack/make/packaging.mk \
-	hack/make/plugin.mk
+	hack/make/plugin.mk \
+	hack/make/sensor.mk
 MAKE_UNLISTED := $(filter-out $(MAKE_INCLUDES),$(wildcard hack/make/*.mk))
 ifneq ($(MAKE_UNLISTED),)
 $(error $(MAKE_UNLISTED): not in the Makefile's MAKE_INCLUDES; add it there)

@@ -8,61 +8,114 @@ import (
 	"golang.org/x/time/rate"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/bulkhead-dev/bulkhead/internal/behavior"
+	"github.com/bulkhead-dev/bulkhead/internal/controller/podresponse"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/threatpolicy"
-	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
+	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 )
 
-// Detection: signal ingestion, policy evaluation and the ThreatPolicy controllers.
-func init() {
-	var (
-		bindAddress, tokenFile, certFile, keyFile, clientCAFile string
-		insecure                                                bool
-		maxBody                                                 int64
-		ratePerCredential                                       float64
-		burst, maxActive, maxPods                               int
-		scoreTTL, replayWindow                                  time.Duration
-	)
-	register(component{
-		name: "detection",
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&bindAddress, "ingest-bind-address", ":8444", "Address signal ingestion listens on (HTTPS unless --ingest-insecure).")
-			fs.StringVar(&tokenFile, "ingest-token-file", "", "Credentials file: one bearer token (or cert:<common name>) a line, with optional name=, detectors= and namespaces= bindings; re-read when it changes.")
-			fs.StringVar(&certFile, "ingest-tls-cert-file", "", "Serving certificate for ingestion (reloaded on change); absent: a self-signed one is generated at start.")
-			fs.StringVar(&keyFile, "ingest-tls-key-file", "", "Private key of --ingest-tls-cert-file.")
-			fs.StringVar(&clientCAFile, "ingest-client-ca-file", "", "CA bundle that enables client-certificate authentication for ingestion.")
-			fs.BoolVar(&insecure, "ingest-insecure", false, "Serve ingestion over plain HTTP (credentials are still required).")
-			fs.Int64Var(&maxBody, "ingest-max-body-bytes", ingest.DefaultMaxBodyBytes, "Largest request body ingestion accepts (413 beyond).")
-			fs.Float64Var(&ratePerCredential, "ingest-rate", ingest.DefaultRate, "Requests per second each ingestion credential may make (429 beyond).")
-			fs.IntVar(&burst, "ingest-burst", ingest.DefaultBurst, "Burst of requests each ingestion credential may make.")
-			fs.DurationVar(&replayWindow, "ingest-replay-window", ingest.DefaultReplayWindow, "How long an accepted id is remembered so a replay is refused (409); at most 100000 ids are kept.")
-			fs.DurationVar(&scoreTTL, "score-ttl", detector.DefaultTTL, "How long a detector's score for a pod stays fresh.")
-			fs.IntVar(&maxPods, "score-max-pods", 100_000, "Pods the score store holds at most (least recently scored dropped first).")
-			fs.IntVar(&maxActive, "max-active-quarantines", 100, "Cluster-wide cap on unreleased Quarantines created by policies; 0 disables the cap.")
-		},
-		setup: func(mgr ctrl.Manager, opts *Options) error {
-			if certFile != "" && keyFile == "" || certFile == "" && keyFile != "" {
-				return fmt.Errorf("--ingest-tls-cert-file and --ingest-tls-key-file go together")
-			}
-			engine, err := threatpolicy.Setup(mgr, threatpolicy.Options{
-				ManagerNamespace: opts.ManagerNamespace, ScoreTTL: scoreTTL, MaxPods: maxPods, MaxActiveQuarantines: maxActive,
-			})
-			if err != nil {
-				return err
-			}
-			auth, err := ingest.NewAuthenticator(tokenFile)
-			if err != nil {
-				return err
-			}
-			if tokenFile == "" && clientCAFile == "" {
-				setupLog.Info("ingestion has no credentials: every request will be refused (set --ingest-token-file or --ingest-client-ca-file)")
-			}
-			handler := ingest.NewHandler(ingest.Config{
-				Auth: auth, Sink: engine, Behavior: opts.Behavior, Pods: mgr.GetClient(), Registry: engine.Registry,
-				MaxBodyBytes: maxBody, Rate: rate.Limit(ratePerCredential), Burst: burst, ReplayWindow: replayWindow,
-			})
-			return mgr.Add(&ingest.Server{Addr: bindAddress, Handler: handler, Insecure: insecure,
-				CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCAFile})
-		},
-	})
+// detectionFlags configure signal ingestion and the detection pipeline.
+type detectionFlags struct {
+	bindAddress, tokenFile, certFile, keyFile, clientCAFile string
+	insecure                                                bool
+	maxBody                                                 int64
+	ratePerCredential                                       float64
+	burst, maxPods                                          int
+	scoreTTL, replayWindow                                  time.Duration
 }
+
+func (f *detectionFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.bindAddress, "ingest-bind-address", ":8444", "Address signal ingestion listens on (HTTPS unless --ingest-insecure).")
+	fs.StringVar(&f.tokenFile, "ingest-token-file", "", "Credentials file: one bearer token (or cert:<common name>) a line, with optional name=, detectors= and namespaces= bindings; re-read when it changes.")
+	fs.StringVar(&f.certFile, "ingest-tls-cert-file", "", "Serving certificate for ingestion (reloaded on change); absent: a self-signed one is generated at start.")
+	fs.StringVar(&f.keyFile, "ingest-tls-key-file", "", "Private key of --ingest-tls-cert-file.")
+	fs.StringVar(&f.clientCAFile, "ingest-client-ca-file", "", "CA bundle that enables client-certificate authentication for ingestion.")
+	fs.BoolVar(&f.insecure, "ingest-insecure", false, "Serve ingestion over plain HTTP (credentials are still required).")
+	fs.Int64Var(&f.maxBody, "ingest-max-body-bytes", ingest.DefaultMaxBodyBytes, "Largest request body ingestion accepts (413 beyond).")
+	fs.Float64Var(&f.ratePerCredential, "ingest-rate", ingest.DefaultRate, "Requests per second each ingestion credential may make (429 beyond).")
+	fs.IntVar(&f.burst, "ingest-burst", ingest.DefaultBurst, "Burst of requests each ingestion credential may make.")
+	fs.DurationVar(&f.replayWindow, "ingest-replay-window", ingest.DefaultReplayWindow, "How long an accepted id is remembered so a replay is refused (409); at most 100000 ids are kept.")
+	fs.DurationVar(&f.scoreTTL, "score-ttl", detection.DefaultTTL, "How long a detector's score for a pod stays fresh.")
+	fs.IntVar(&f.maxPods, "score-max-pods", 100_000, "Pods the score store holds at most (least recently scored dropped first).")
+}
+
+// detectionParts are what the per-pod decision and the policy status read
+// from detection.
+type detectionParts struct {
+	Registry  *detection.Registry
+	Evaluator *detection.Evaluator
+	Triggers  *detection.Triggers
+	Pipeline  *detection.Pipeline
+}
+
+// setupDetection builds the pipeline (score store, policy evaluation,
+// trigger queue) that obs, when set, and the ingestion server feed, and
+// the ingestion server itself. Evaluations are reported to activity.
+func setupDetection(mgr ctrl.Manager, f detectionFlags, obs *behavior.Observer, activity detection.Activity) (*detectionParts, error) {
+	if f.certFile != "" && f.keyFile == "" || f.certFile == "" && f.keyFile != "" {
+		return nil, fmt.Errorf("--ingest-tls-cert-file and --ingest-tls-key-file go together")
+	}
+	store := detection.NewStore(f.scoreTTL, f.maxPods)
+	if err := mgr.Add(store); err != nil {
+		return nil, err
+	}
+	// Watch VulnerabilityReports only where Trivy Operator serves them, found
+	// out on first use: setup must not need the API server.
+	assessor, err := exposure.NewAssessor(&exposure.LazyReports{Mapper: mgr.GetRESTMapper(), Reader: mgr.GetClient()})
+	if err != nil {
+		return nil, err
+	}
+	d := &detectionParts{Registry: detection.NewRegistry(), Triggers: detection.NewTriggers()}
+	d.Evaluator = detection.NewEvaluator(store, mgr.GetClient(), assessor, d.Triggers, activity)
+	// Scores expire with their pod.
+	if err := mgr.Add(&detection.PodDeletions{Cache: mgr.GetCache(), Evaluator: d.Evaluator}); err != nil {
+		return nil, err
+	}
+	d.Pipeline = &detection.Pipeline{Registry: d.Registry, Recorder: d.Evaluator}
+	if obs != nil {
+		d.Pipeline.Model = obs
+	}
+
+	auth, err := ingest.NewAuthenticator(f.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if f.tokenFile == "" && f.clientCAFile == "" {
+		ctrl.Log.WithName("setup").Info("ingestion has no credentials: every request will be refused (set --ingest-token-file or --ingest-client-ca-file)")
+	}
+	handler := ingest.NewHandler(ingest.Config{
+		Auth: auth, Detection: d.Pipeline, Pods: mgr.GetClient(),
+		MaxBodyBytes: f.maxBody, Rate: rate.Limit(f.ratePerCredential), Burst: f.burst, ReplayWindow: f.replayWindow,
+	})
+	return d, mgr.Add(&ingest.Server{Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
+		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile})
+}
+
+// policyFlags configure what policies may do.
+type policyFlags struct {
+	maxActive int
+}
+
+func (f *policyFlags) bind(fs *flag.FlagSet) {
+	fs.IntVar(&f.maxActive, "max-active-quarantines", 100, "Cluster-wide cap on unreleased Quarantines created by policies; 0 disables the cap.")
+}
+
+// setupPolicies adds the per-pod decision, which turns the triggers of d
+// into Quarantines, and the ThreatPolicy status controller, which reports
+// activity.
+func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity) error {
+	recorder := mgr.GetEventRecorder("bulkhead")
+	if err := (&podresponse.Reconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: d.Triggers, Evaluator: d.Evaluator, Activity: activity,
+		Recorder: recorder, ManagerNamespace: namespace, MaxActive: f.maxActive,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&threatpolicy.ThreatPolicyReconciler{
+		Client: mgr.GetClient(), Activity: activity, Detectors: d.Registry, Evaluations: d.Evaluator, Recorder: recorder,
+	}).SetupWithManager(mgr)
+}
+
+var _ detection.Model = (*behavior.Observer)(nil)

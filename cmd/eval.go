@@ -13,9 +13,8 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/eval"
 )
 
-// `bulkhead eval`: train and score the behavior model offline on a data set.
-func init() { subcommands["eval"] = runEval }
-
+// runEval is `bulkhead eval`: train and score the behavior model offline
+// on a data set.
 func runEval(args []string) error {
 	fs := flag.NewFlagSet("bulkhead eval", flag.ContinueOnError)
 	dir := fs.String("dataset-dir", "", "Data set folder (or folder of .tar.gz files) in the ADFA-LD or LID-DS 2021 layout.")

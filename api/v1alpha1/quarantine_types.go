@@ -17,6 +17,7 @@ const (
 
 // QuarantineSpec says what to contain and how. Made by a policy or by hand.
 // +kubebuilder:validation:XValidation:rule="self.target.kind == 'Pod' || !self.actions.exists(a, a.type == 'Detach' || a.type == 'Evict')",message="Detach and Evict act on one pod: they need target.kind Pod"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.safeguards) || has(self.safeguards)",message="spec.safeguards cannot be removed"
 type QuarantineSpec struct {
 	// target is the contained object, in the Quarantine's namespace. Immutable.
 	// +required
@@ -63,6 +64,33 @@ type QuarantineSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	ApprovalTimeout *metav1.Duration `json:"approvalTimeout,omitempty"`
+
+	// safeguards are limits containment keeps. A policy stamps its own at
+	// creation (the strictest of its contributors, raised when another
+	// joins); left empty, the manager's flags apply. The manager's flags
+	// still apply where they are stricter.
+	// +optional
+	Safeguards *QuarantineSafeguards `json:"safeguards,omitempty"`
+
+	// recommendations are escalations a human should consider (a higher
+	// step reached outside Enforce mode), written by the contributing
+	// policies; the controller reports them in status.recommendations.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	Recommendations []Recommendation `json:"recommendations,omitempty"`
+}
+
+// QuarantineSafeguards are limits containment keeps.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.minSchedulableNodes) || has(self.minSchedulableNodes)",message="safeguards.minSchedulableNodes cannot be removed"
+type QuarantineSafeguards struct {
+	// minSchedulableNodes: CordonNode never leaves fewer schedulable nodes
+	// than this (nor than the manager's --min-schedulable-nodes). It can
+	// only rise.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:validation:XValidation:rule="self >= oldSelf",message="safeguards.minSchedulableNodes can only rise"
+	MinSchedulableNodes *int32 `json:"minSchedulableNodes,omitempty"`
 }
 
 // Target names the contained object.
@@ -153,7 +181,7 @@ type QuarantineStatus struct {
 	AuditDropped int32 `json:"auditDropped,omitempty"`
 
 	// recommendations are escalations a human should consider (a higher step
-	// reached outside Enforce mode).
+	// reached outside Enforce mode), as spec.recommendations lists them.
 	// +optional
 	// +kubebuilder:validation:MaxItems=10
 	Recommendations []Recommendation `json:"recommendations,omitempty"`
@@ -251,6 +279,50 @@ type ActionStatus struct {
 	// revertedAt is when the action was reverted.
 	// +optional
 	RevertedAt *metav1.Time `json:"revertedAt,omitempty"`
+	// kernel is, for Isolate, what the node sensors report they enforce in
+	// their nodes' kernels (independent of the CNI), one entry per pod.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=100
+	Kernel []KernelEnforcement `json:"kernel,omitempty"`
+}
+
+// KernelEnforcement is a node sensor's isolation of one pod in its node's
+// kernel: cgroup BPF programs that drop the pod's traffic, and its
+// established connections destroyed.
+type KernelEnforcement struct {
+	// pod isolated.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pod string `json:"pod"`
+	// node whose sensor enforces it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+	// enforced is true while the pod's traffic is dropped in the kernel.
+	// +required
+	Enforced bool `json:"enforced"`
+	// connectionsCut is true when the pod's established connections were destroyed.
+	// +optional
+	ConnectionsCut bool `json:"connectionsCut,omitempty"`
+	// socketsDestroyed counts the connections destroyed.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SocketsDestroyed int32 `json:"socketsDestroyed,omitempty"`
+	// method that cut connections: bpf_sock_destroy or sock_diag.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Method string `json:"method,omitempty"`
+	// message says why enforcement or the cut did not happen.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// reportedAt is when the sensor last reported it.
+	// +required
+	ReportedAt metav1.Time `json:"reportedAt"`
 }
 
 // Evidence is what was captured before the first action. Secrets are redacted.

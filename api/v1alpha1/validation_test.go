@@ -171,6 +171,9 @@ func TestInvalidObjectsAreRejectedOnCreate(t *testing.T) {
 		{"quarantine Detach on a Deployment", validQuarantine, map[string]string{"spec.target.kind": "Deployment", "spec.actions": "[{type: Detach}]"}, []string{"spec", "Detach and Evict act on one pod"}},
 		{"quarantine reason score out of range", validQuarantine, map[string]string{"spec.reason": `{score: "1.01"}`}, []string{"spec.reason.score", "should match"}},
 		{"quarantine detach onRelease unknown", validQuarantine, map[string]string{"spec.actions": "[{type: Detach, detach: {onRelease: Archive}}]"}, []string{"spec.actions[0].detach.onRelease", "Delete", "Keep"}},
+		{"quarantine CordonNode floor negative", validQuarantine, map[string]string{"spec.safeguards": "{minSchedulableNodes: -1}"}, []string{"spec.safeguards.minSchedulableNodes", "greater than or equal to 0"}},
+		{"quarantine CordonNode floor above 10000", validQuarantine, map[string]string{"spec.safeguards": "{minSchedulableNodes: 10001}"}, []string{"spec.safeguards.minSchedulableNodes", "less than or equal to 10000"}},
+		{"quarantine recommendation without policy", validQuarantine, map[string]string{"spec.recommendations": `[{time: "2026-01-01T00:00:00Z", score: "0.9", actions: [Isolate]}]`}, []string{"spec.recommendations[0].policy", "Required"}},
 		{"quarantine name over 63 characters", validQuarantine, map[string]string{"metadata.name": strings.Repeat("q", 64)}, []string{"metadata.name must be at most 63 characters"}},
 	}
 	if len(cases) < 25 {
@@ -214,6 +217,9 @@ func TestInvalidTransitionsAreRejectedOnUpdate(t *testing.T) {
 		{"target is immutable", nil, map[string]string{"spec.target.name": "other"}, []string{"spec.target", "immutable"}},
 		{"approved true to false", map[string]string{"spec.approved": "true"}, map[string]string{"spec.approved": "false"}, []string{"spec.approved", "cannot go from true back to false"}},
 		{"released true to false", map[string]string{"spec.released": "true"}, map[string]string{"spec.released": "false"}, []string{"spec.released", "cannot go from true back to false"}},
+		{"CordonNode floor lowered", map[string]string{"spec.safeguards": "{minSchedulableNodes: 3}"}, map[string]string{"spec.safeguards.minSchedulableNodes": "2"}, []string{"spec.safeguards.minSchedulableNodes", "can only rise"}},
+		{"CordonNode floor removed", map[string]string{"spec.safeguards": "{minSchedulableNodes: 3}"}, map[string]string{"spec.safeguards": "{}"}, []string{"spec.safeguards", "minSchedulableNodes cannot be removed"}},
+		{"safeguards removed", map[string]string{"spec.safeguards": "{minSchedulableNodes: 3}"}, map[string]string{"spec.safeguards": "~"}, []string{"spec", "spec.safeguards cannot be removed"}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,6 +255,13 @@ func TestInvalidTransitionsAreRejectedOnUpdate(t *testing.T) {
 	set(t, u, "spec.released", true)
 	if err := k8s.Update(ctx, u); err != nil {
 		t.Fatalf("approving and releasing must be allowed: %v", err)
+	}
+	// A floor may be set later, and raised.
+	for _, floor := range []int64{2, 5} {
+		set(t, u, "spec.safeguards", map[string]any{"minSchedulableNodes": floor})
+		if err := k8s.Update(ctx, u); err != nil {
+			t.Fatalf("setting the CordonNode floor to %d must be allowed: %v", floor, err)
+		}
 	}
 }
 

@@ -28,3 +28,6 @@ verify-bpf: ## Fail when the committed BPF objects or bindings differ from a fre
 .PHONY: bench-sensor
 bench-sensor: ## ns (wall and thread CPU) per getppid: no collector, empty sys_enter hook, collector with the cgroup untracked and tracked (root).
 	go test -run '^$$' -bench SyscallOverhead -benchtime $(SENSOR_BENCH_CALLS) -count $(SENSOR_BENCH_COUNT) -timeout 10m ./internal/sensor/collect/
+
+# make verify also checks the BPF objects where clang-14 is installed.
+verify: verify-bpf

@@ -79,10 +79,9 @@ type Evidence struct {
 	Findings []Finding `json:"findings"`
 }
 
-var _ detector.BehaviorObserver = (*Observer)(nil)
-
 // ObserveBehavior learns from and scores events, one signal per pod that has
-// a baseline to be scored against (none while a first revision learns).
+// a baseline to be scored against (none while a first revision learns); it
+// is the detection pipeline's Model.
 func (o *Observer) ObserveBehavior(ctx context.Context, events []detector.BehaviorEvent) ([]detector.Signal, error) {
 	type podRef struct{ ns, pod string }
 	byPod := map[podRef][]detector.BehaviorEvent{}
@@ -103,7 +102,7 @@ func (o *Observer) ObserveBehavior(ctx context.Context, events []detector.Behavi
 		if err != nil {
 			return out, fmt.Errorf("resolving workload of %s/%s: %w", p.ns, p.pod, err)
 		}
-		// Ingestion records bulkhead_detector_latency_seconds around this call.
+		// The detection pipeline records bulkhead_detector_latency_seconds around this call.
 		sig, err := o.observePod(ctx, key, p.pod, byPod[p])
 		if err != nil {
 			return out, err

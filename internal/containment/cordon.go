@@ -43,24 +43,9 @@ func (cordon) Plan(s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.Act
 }
 
 func (cordon) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
-	nodeName := ""
-	switch {
-	case s.Target != nil:
-		nodeName = s.Target.Node
-	case s.Q.Status.Target != nil:
-		// The pod is gone (often removed by ScaleToZero a moment ago): the
-		// node it ran on was recorded at creation and is still the one to hold.
-		nodeName = s.Q.Status.Target.Node
-	}
-	if nodeName == "" {
-		msg := "the pod is not scheduled to a node"
-		switch {
-		case !kubeutil.IsPodTarget(s.Q.Spec.Target):
-			msg = "a workload spans nodes: CordonNode needs a Pod target"
-		case s.Target == nil:
-			msg = "the target is gone and its node was never recorded"
-		}
-		st.State, st.Message = securityv1alpha1.ActionRefused, msg
+	nodeName, refusal := nodeToCordon(s)
+	if refusal != "" {
+		st.State, st.Message = securityv1alpha1.ActionRefused, refusal
 		return Outcome{}, nil
 	}
 	node := &corev1.Node{}
@@ -110,6 +95,24 @@ func (cordon) Apply(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha1
 	}
 	st.State, st.NodeWasCordoned = securityv1alpha1.ActionApplied, wasCordoned(node)
 	return Outcome{Changed: true}, nil
+}
+
+// nodeToCordon is the node the target runs on, or why there is none.
+func nodeToCordon(s *Scope) (string, string) {
+	switch {
+	case s.Target != nil && s.Target.Node != "":
+		return s.Target.Node, ""
+	case s.Target == nil && s.Q.Status.Target != nil && s.Q.Status.Target.Node != "":
+		// The pod is gone (often removed by ScaleToZero a moment ago): the
+		// node it ran on was recorded at creation and is still the one to hold.
+		return s.Q.Status.Target.Node, ""
+	case !kubeutil.IsPodTarget(s.Q.Spec.Target):
+		return "", "a workload spans nodes: CordonNode needs a Pod target"
+	case s.Target == nil:
+		return "", "the target is gone and its node was never recorded"
+	default:
+		return "", "the pod is not scheduled to a node"
+	}
 }
 
 func wasCordoned(n *corev1.Node) *bool {

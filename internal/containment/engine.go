@@ -1,6 +1,9 @@
-// Package containment applies and reverts Bulkhead's containment actions. It
-// holds no controller plumbing: the Quarantine controller calls Apply and
-// Revert per action and persists the ActionStatus they fill in.
+// Package containment applies and reverts Bulkhead's containment actions.
+// Each action type is one file implementing Action (isolate.go, detach.go,
+// scale.go, cordon.go, evict.go, label.go), registered in Builtin; the
+// Engine dispatches through the registry only. It holds no controller
+// plumbing: the Quarantine controller calls Plan, Apply and Revert per action
+// and persists the ActionStatus they fill in.
 //
 // Crash safety: every change to an object Bulkhead does not own carries, in
 // the same write, the marker needed to undo it (a label, or an annotation on

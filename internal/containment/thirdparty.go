@@ -57,16 +57,28 @@ func (e *Engine) served(gvk schema.GroupVersionKind) (bool, error) {
 	return err == nil, err
 }
 
-func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv1alpha1.Action) (bool, error) {
-	changed := false
+// servedFlavors are the deny flavors the API server serves.
+func (e *Engine) servedFlavors() ([]denyFlavor, error) {
+	var out []denyFlavor
 	for _, f := range DenyFlavors {
 		ok, err := e.served(f.gvk)
 		if err != nil {
-			return changed, err
+			return nil, err
 		}
-		if !ok {
-			continue
+		if ok {
+			out = append(out, f)
 		}
+	}
+	return out, nil
+}
+
+func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv1alpha1.Action) (bool, error) {
+	flavors, err := e.servedFlavors()
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	for _, f := range flavors {
 		want := f.object(s, allowDNS(a))
 		have := &unstructured.Unstructured{}
 		have.SetGroupVersionKind(f.gvk)
@@ -101,15 +113,12 @@ func (f denyFlavor) object(s *Scope, allowDNS bool) *unstructured.Unstructured {
 }
 
 func (e *Engine) deleteThirdPartyDeny(ctx context.Context, s *Scope) (bool, error) {
+	flavors, err := e.servedFlavors()
+	if err != nil {
+		return false, err
+	}
 	changed := false
-	for _, f := range DenyFlavors {
-		ok, err := e.served(f.gvk)
-		if err != nil {
-			return changed, err
-		}
-		if !ok {
-			continue
-		}
+	for _, f := range flavors {
 		have := &unstructured.Unstructured{}
 		have.SetGroupVersionKind(f.gvk)
 		key := client.ObjectKey{Name: f.name(s.Q)}
@@ -220,16 +229,13 @@ func calicoSpec(s *Scope, allowDNS bool) map[string]any {
 // removeDenyLeftovers deletes the cluster-wide deny policies of Quarantines
 // no longer live.
 func (e *Engine) removeDenyLeftovers(ctx context.Context, live Live) (int, error) {
+	flavors, err := e.servedFlavors()
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	for _, f := range DenyFlavors {
+	for _, f := range flavors {
 		if f.namespaced {
-			continue
-		}
-		ok, err := e.served(f.gvk)
-		if err != nil {
-			return n, err
-		}
-		if !ok {
 			continue
 		}
 		list := &unstructured.UnstructuredList{}

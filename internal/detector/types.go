@@ -1,30 +1,23 @@
-// Package detector is the contract between signal ingestion, detectors and
-// policy evaluation: every detector turns observations into per-pod scores in
-// [0,1] with evidence.
+// Package detector holds the data every detector speaks: a Signal is one
+// per-pod score in [0,1] with evidence, an Entry the latest one kept, a
+// BehaviorEvent a raw observation for the behavior model. What is done with
+// them lives in internal/detection.
 package detector
 
 import (
-	"context"
 	"encoding/json"
 	"time"
 )
 
-// Built-in detector names. External models may not post under these.
+// Names of the built-in detectors. Which sources speak for them, and so
+// which names external models may not post under, is the source table of
+// internal/detection (detection.BuiltinSources).
 const (
 	Behavior     = "behavior"
 	Falco        = "falco"
 	Tetragon     = "tetragon"
 	Alertmanager = "alertmanager"
 )
-
-// BuiltIn reports whether name is one of Bulkhead's own detectors.
-func BuiltIn(name string) bool {
-	switch name {
-	case Behavior, Falco, Tetragon, Alertmanager:
-		return true
-	}
-	return false
-}
 
 // Signal is one accepted score for one pod from one detector.
 type Signal struct {
@@ -80,13 +73,10 @@ type ResourceSample struct {
 	DiskWrittenBytes float64
 }
 
-// BehaviorObserver consumes behavioural events (the built-in behavior model)
-// and returns the scores it produced, if any, for recording like any other.
-type BehaviorObserver interface {
-	ObserveBehavior(ctx context.Context, events []BehaviorEvent) ([]Signal, error)
-}
-
-// Sink records accepted signals (the score store); policy evaluation follows.
-type Sink interface {
-	Record(ctx context.Context, signals []Signal) error
+// Entry is the latest score one detector gave one pod.
+type Entry struct {
+	Score    float64
+	Reason   string
+	Evidence []byte
+	Time     time.Time
 }

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
 )
 
 // Credential is one token or client certificate and what it may speak for.
@@ -28,7 +28,7 @@ type Credential struct {
 // Allows reports whether the credential may post for detector about namespace.
 func (c *Credential) Allows(det, namespace string) bool {
 	if len(c.Detectors) == 0 {
-		if detector.BuiltIn(det) {
+		if detection.BuiltIn(det) {
 			return false
 		}
 	} else if !contains(c.Detectors, det) {

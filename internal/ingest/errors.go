@@ -3,6 +3,8 @@ package ingest
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
 )
 
 // Error is a rejected request, answered with Status and a JSON body.
@@ -19,13 +21,13 @@ func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Rea
 
 // Reasons, one per status code of the brief (and a few transport ones).
 const (
-	ReasonMalformed        = "Malformed"
+	ReasonMalformed        = detection.ReasonMalformed
 	ReasonUnauthorized     = "Unauthorized"
 	ReasonForbidden        = "Forbidden"
 	ReasonReplayed         = "Replayed"
 	ReasonTooLarge         = "TooLarge"
-	ReasonUnsupportedMedia = "UnsupportedMediaType"
-	ReasonOutOfRange       = "OutOfRange"
+	ReasonUnsupportedMedia = detection.ReasonUnsupportedMedia
+	ReasonOutOfRange       = detection.ReasonOutOfRange
 	ReasonUnknownPod       = "UnknownPod"
 	ReasonRateLimited      = "RateLimited"
 	ReasonMethod           = "MethodNotAllowed"
@@ -50,6 +52,11 @@ var reasonStatus = map[string]int{
 
 func errorf(reason string, format string, args ...any) *Error {
 	return &Error{Status: reasonStatus[reason], Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// fromDecode answers a source's refusal with its reason's status.
+func fromDecode(e *detection.Error) *Error {
+	return &Error{Status: reasonStatus[e.Reason], Reason: e.Reason, Message: e.Message, Index: e.Index}
 }
 
 // at marks the batch item an error is about.

@@ -17,8 +17,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
+	"github.com/bulkhead-dev/bulkhead/internal/detection/detectiontest"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+)
+
+var (
+	sample             = detectiontest.Sample
+	compact            = detectiontest.Compact
+	falcosidekickEvent = detectiontest.FalcosidekickEvent
 )
 
 const testCredentials = `
@@ -86,7 +94,7 @@ func newFixture(t testing.TB, cfg Config, withBehavior bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := []detector.PodKey{{Namespace: "web", Pod: "shop-1"}, {Namespace: "web", Pod: "shop-2"}, {Namespace: "other", Pod: "x"},
+	keys := []detection.PodKey{{Namespace: "web", Pod: "shop-1"}, {Namespace: "web", Pod: "shop-2"}, {Namespace: "other", Pod: "x"},
 		{Namespace: "default", Pod: "kubecon"}, {Namespace: "default", Pod: "alpine"}, {Namespace: "default", Pod: "xwing"}, {Namespace: "default", Pod: "file-access"}, {Namespace: "t1", Pod: "s2i-1-viafnz-5474c8b5b7-px7kz"}, {Namespace: "t1", Pod: "s2i-1-viafnz-89f49c678-2mzsm"},
 		{Namespace: "openfaas-fn", Pod: "falco-pod-delete-7dc9f5fbb8-gbfk7"}, {Namespace: "default", Pod: "tiefighter"}, {Namespace: "default", Pod: "deathstar-6f87496b94-qdlh8"}, {Namespace: "default", Pod: "deathstar-6f87496b94-gjf74"}}
 	pods := make([]corev1.Pod, 0, len(keys))
@@ -98,11 +106,12 @@ func newFixture(t testing.TB, cfg Config, withBehavior bool) *fixture {
 		b = b.WithObjects(&pods[i])
 	}
 	f := &fixture{sink: &recordingSink{}, credPath: path}
-	cfg.Auth, cfg.Sink, cfg.Pods = auth, f.sink, b.Build()
+	p := &detection.Pipeline{Registry: detection.NewRegistry(), Recorder: f.sink}
 	if withBehavior {
 		f.obs = &observer{}
-		cfg.Behavior = f.obs
+		p.Model = f.obs
 	}
+	cfg.Auth, cfg.Detection, cfg.Pods = auth, p, b.Build()
 	f.h = NewHandler(cfg)
 	return f
 }
@@ -293,7 +302,7 @@ func TestAcceptedFormats(t *testing.T) {
 			t.Errorf("same source+id in binary mode: %d, want 409", code)
 		}
 	})
-	if got := testutil.ToFloat64(metrics.IngestedEvents.WithLabelValues(SourceTetragon, "accepted")); got < 3 {
+	if got := testutil.ToFloat64(metrics.IngestedEvents.WithLabelValues("tetragon", "accepted")); got < 3 {
 		t.Errorf("metric tetragon accepted = %v", got)
 	}
 }
@@ -370,5 +379,15 @@ func TestMethodNotAllowed(t *testing.T) {
 	f.h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/scores", nil))
 	if w.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET: %d", w.Code)
+	}
+}
+
+// Every reason a source refuses input with is answered with a 4xx: the
+// decoders' fuzz targets (internal/detection) check they use no other.
+func TestDecodeReasonsAre4xx(t *testing.T) {
+	for _, r := range []string{detection.ReasonMalformed, detection.ReasonUnsupportedMedia, detection.ReasonOutOfRange} {
+		if e := fromDecode(&detection.Error{Reason: r, Message: "m"}); e.Status < 400 || e.Status > 499 || e.Reason != r {
+			t.Errorf("%s: answered %d %s", r, e.Status, e.Reason)
+		}
 	}
 }

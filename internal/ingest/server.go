@@ -1,10 +1,11 @@
 // Package ingest is Bulkhead's signal ingestion: an HTTPS server that
-// authenticates detectors, decodes their formats into signals and behaviour
-// events, refuses anything malformed, replayed or too much, and records the
-// rest all-or-nothing per request.
+// authenticates detectors, has each source (internal/detection) decode its
+// format into signals and behaviour events, refuses anything malformed,
+// replayed or too much, and hands the rest to the detection pipeline
+// all-or-nothing per request.
 //
-// POST /v1/scores, /v1/falco, /v1/cloudevents, /v1/tetragon,
-// /v1/alertmanager and /v1/syscalls answer 202 {"accepted":n,"skipped":m}
+// POST /v1/<source> for every detection.BuiltinSources entry (scores, falco,
+// cloudevents, tetragon, alertmanager, syscalls) answers 202 {"accepted":n,"skipped":m}
 // (skipped: events that name no pod, or kinds Bulkhead does not score), or
 // an Error as JSON {"code","reason","message","index"}: 400 malformed or
 // wrong type (NaN too), 401 no or bad credential, 403 detector or namespace
@@ -29,18 +30,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
-)
-
-// Sources, as paths and metric labels.
-const (
-	SourceScores       = "scores"
-	SourceFalco        = "falco"
-	SourceCloudEvents  = "cloudevents"
-	SourceTetragon     = "tetragon"
-	SourceAlertmanager = "alertmanager"
-	SourceSyscalls     = "syscalls"
 )
 
 // Defaults for Config's limits.
@@ -55,14 +46,12 @@ const (
 // Config wires the handler to the rest of the manager.
 type Config struct {
 	Auth *Authenticator
-	// Sink records accepted signals (the policy engine).
-	Sink detector.Sink
-	// Behavior is the built-in model; nil when disabled.
-	Behavior detector.BehaviorObserver
+	// Detection takes every accepted batch (a *detection.Pipeline).
+	Detection Detection
+	// Sources are the routes served; nil: detection.BuiltinSources().
+	Sources []detection.Source
 	// Pods answers whether a pod exists (the manager's cache).
 	Pods client.Reader
-	// Registry learns the names external models post under.
-	Registry *detector.Registry
 
 	MaxBodyBytes int64
 	// Rate and Burst limit requests per credential.
@@ -70,6 +59,11 @@ type Config struct {
 	Burst        int
 	ReplayWindow time.Duration
 	ReplayMax    int
+}
+
+// Detection is where accepted batches go.
+type Detection interface {
+	Accept(ctx context.Context, b detection.Batch) (accepted, skipped int, err error)
 }
 
 // Handler serves the ingestion API.
@@ -80,12 +74,6 @@ type Handler struct {
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
-}
-
-type decodeFunc func(r *http.Request, body []byte) (Batch, *Error)
-
-func body(f func([]byte) (Batch, *Error)) decodeFunc {
-	return func(_ *http.Request, b []byte) (Batch, *Error) { return f(b) }
 }
 
 // NewHandler applies defaults to cfg and builds the routes.
@@ -105,26 +93,23 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.ReplayMax <= 0 {
 		cfg.ReplayMax = DefaultReplayMax
 	}
-	if cfg.Registry == nil {
-		cfg.Registry = detector.NewRegistry()
+	if cfg.Sources == nil {
+		cfg.Sources = detection.BuiltinSources()
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), replay: newReplayGuard(cfg.ReplayWindow, cfg.ReplayMax), limiters: map[string]*rate.Limiter{}}
-	jsonTypes := []string{"application/json"}
-	h.route(SourceScores, body(DecodeScores), jsonTypes)
-	h.route(SourceFalco, body(DecodeFalco), append(jsonTypes, "application/x-ndjson"))
-	h.route(SourceCloudEvents, func(r *http.Request, b []byte) (Batch, *Error) { return DecodeCloudEvent(r.Header, b) }, nil)
-	h.route(SourceTetragon, body(DecodeTetragon), append(jsonTypes, "application/x-ndjson", "application/jsonl"))
-	h.route(SourceAlertmanager, body(DecodeAlertmanager), jsonTypes)
-	h.route(SourceSyscalls, body(DecodeSyscalls), jsonTypes)
+	for _, src := range cfg.Sources {
+		h.route(src)
+	}
 	return h
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
-// route registers POST /v1/<source>; contentTypes nil lets decode check it.
-func (h *Handler) route(source string, decode decodeFunc, contentTypes []string) {
+// route registers POST /v1/<source>.
+func (h *Handler) route(src detection.Source) {
+	source := src.Name()
 	h.mux.HandleFunc("/v1/"+source, func(w http.ResponseWriter, r *http.Request) {
-		accepted, skipped, err := h.serve(r, decode, contentTypes)
+		accepted, skipped, err := h.serve(r, src)
 		if err != nil {
 			n := max(accepted, 1)
 			metrics.IngestedEvents.WithLabelValues(source, err.Reason).Add(float64(n))
@@ -144,7 +129,7 @@ func (h *Handler) route(source string, decode decodeFunc, contentTypes []string)
 
 // serve runs one request through every check before recording anything. On
 // error, accepted is the number of items the request held (for metrics).
-func (h *Handler) serve(r *http.Request, decode decodeFunc, contentTypes []string) (int, int, *Error) {
+func (h *Handler) serve(r *http.Request, src detection.Source) (int, int, *Error) {
 	if r.Method != http.MethodPost {
 		return 0, 0, errorf(ReasonMethod, "use POST")
 	}
@@ -158,7 +143,7 @@ func (h *Handler) serve(r *http.Request, decode decodeFunc, contentTypes []strin
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		return 0, 0, errorf(ReasonTooLarge, "body over %d bytes", h.cfg.MaxBodyBytes)
 	}
-	if contentTypes != nil {
+	if contentTypes := src.ContentTypes(); contentTypes != nil {
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if !contains(contentTypes, mt) {
 			return 0, 0, errorf(ReasonUnsupportedMedia, "content type %q, want one of %v", mt, contentTypes)
@@ -172,9 +157,9 @@ func (h *Handler) serve(r *http.Request, decode decodeFunc, contentTypes []strin
 		}
 		return 0, 0, errorf(ReasonMalformed, "reading body: %v", err)
 	}
-	b, e := decode(r, raw)
-	if e != nil {
-		return 0, 0, e
+	b, de := src.Decode(r.Header, raw)
+	if de != nil {
+		return 0, 0, fromDecode(de)
 	}
 	n := len(b.Items)
 	if e := h.check(r.Context(), cred, b.Items); e != nil {
@@ -189,7 +174,7 @@ func (h *Handler) serve(r *http.Request, decode decodeFunc, contentTypes []strin
 	if i, ok := h.replay.reserve(keys); !ok {
 		return n, b.Skipped, errorf(ReasonReplayed, "id %q was already accepted", b.Items[i].ID).at(i)
 	}
-	accepted, skipped, e := h.record(r.Context(), b)
+	accepted, skipped, e := h.accept(r.Context(), b)
 	if e != nil {
 		h.replay.release(keys)
 		return n, b.Skipped, e
@@ -197,8 +182,21 @@ func (h *Handler) serve(r *http.Request, decode decodeFunc, contentTypes []strin
 	return accepted, skipped, nil
 }
 
+// accept hands the batch to detection: 503 for events only the disabled
+// behavior model reads, 500 when detection fails.
+func (h *Handler) accept(ctx context.Context, b detection.Batch) (int, int, *Error) {
+	accepted, skipped, err := h.cfg.Detection.Accept(ctx, b)
+	switch {
+	case errors.Is(err, detection.ErrModelDisabled):
+		return 0, 0, errorf(ReasonUnavailable, "%v", err)
+	case err != nil:
+		return 0, 0, errorf(ReasonInternal, "%v", err)
+	}
+	return accepted, skipped, nil
+}
+
 // check authorizes every item and requires its pod to exist.
-func (h *Handler) check(ctx context.Context, cred *Credential, items []Item) *Error {
+func (h *Handler) check(ctx context.Context, cred *Credential, items []detection.Item) *Error {
 	for i := range items {
 		it := &items[i]
 		if !cred.Allows(it.Detector, it.Namespace()) {
@@ -206,9 +204,9 @@ func (h *Handler) check(ctx context.Context, cred *Credential, items []Item) *Er
 		}
 	}
 	// Pods repeat within a batch; look each up once.
-	known := map[detector.PodKey]bool{}
+	known := map[detection.PodKey]bool{}
 	for i := range items {
-		key := detector.PodKey{Namespace: items[i].Namespace(), Pod: items[i].Pod()}
+		key := detection.PodKey{Namespace: items[i].Namespace(), Pod: items[i].Pod()}
 		if known[key] {
 			continue
 		}
@@ -222,51 +220,6 @@ func (h *Handler) check(ctx context.Context, cred *Credential, items []Item) *Er
 		known[key] = true
 	}
 	return nil
-}
-
-// record feeds behaviour events to the model and records every signal.
-func (h *Handler) record(ctx context.Context, b Batch) (int, int, *Error) {
-	signals := make([]detector.Signal, 0, len(b.Items))
-	var events []detector.BehaviorEvent
-	skipped := b.Skipped
-	for i := range b.Items {
-		it := &b.Items[i]
-		switch {
-		case it.Signal != nil:
-			signals = append(signals, *it.Signal)
-		case h.cfg.Behavior != nil:
-			events = append(events, *it.Behavior)
-		case it.Detector == detector.Behavior:
-			// The syscall format exists only for the model.
-			return 0, 0, errorf(ReasonUnavailable, "the behavior model is disabled")
-		default:
-			skipped++
-		}
-	}
-	accepted := len(signals) + len(events)
-	if len(events) > 0 {
-		start := time.Now()
-		produced, err := h.cfg.Behavior.ObserveBehavior(ctx, events)
-		metrics.DetectorLatency.WithLabelValues(detector.Behavior).Observe(time.Since(start).Seconds() / float64(len(events)))
-		if err != nil {
-			return 0, 0, errorf(ReasonInternal, "behavior model: %v", err)
-		}
-		signals = append(signals, produced...)
-	}
-	for i := range signals {
-		if !detector.BuiltIn(signals[i].Detector) {
-			if _, ok := h.cfg.Registry.Get(signals[i].Detector); !ok {
-				// A full registry only loses the "never heard from" hint.
-				_ = h.cfg.Registry.Register(detector.Named(signals[i].Detector))
-			}
-		}
-	}
-	if len(signals) > 0 {
-		if err := h.cfg.Sink.Record(ctx, signals); err != nil {
-			return 0, 0, errorf(ReasonInternal, "recording: %v", err)
-		}
-	}
-	return accepted, skipped, nil
 }
 
 func (h *Handler) limiter(name string) *rate.Limiter {

@@ -12,7 +12,7 @@ import (
 )
 
 // FieldOwner is Bulkhead's field manager for every write.
-var FieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
+const FieldOwner = client.FieldOwner(securityv1alpha1.FieldManager)
 
 // Apply writes u with server-side apply under Bulkhead's field manager,
 // forcing ownership: fields someone else edited (tampering) are taken back.

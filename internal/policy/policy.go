@@ -265,11 +265,23 @@ func newSpec(p *securityv1alpha1.ThreatPolicy, e *Evaluation, actions []security
 }
 
 // join makes p a contributor: it is listed, the shortest autoReleaseAfter
-// applies, and at creation a RequireApproval contributor leaves it unapproved.
+// and the highest CordonNode floor apply, and at creation a RequireApproval
+// contributor leaves it unapproved.
 func join(spec *securityv1alpha1.QuarantineSpec, p *securityv1alpha1.ThreatPolicy, creating bool) {
 	spec.Reason.Policies = append(spec.Reason.Policies, p.Name)
 	if spec.Reason.Policy == "" {
 		spec.Reason.Policy = p.Name
+	}
+	// The Quarantine controller reads the floor from the Quarantine, never
+	// from the policies (which may change or go away).
+	if m := p.Spec.Safeguards.MinSchedulableNodes; m != nil {
+		if spec.Safeguards == nil {
+			spec.Safeguards = &securityv1alpha1.QuarantineSafeguards{}
+		}
+		if cur := spec.Safeguards.MinSchedulableNodes; cur == nil || *m > *cur {
+			v := *m
+			spec.Safeguards.MinSchedulableNodes = &v
+		}
 	}
 	if d := p.Spec.Release.AutoReleaseAfter; d != nil && (spec.AutoReleaseAfter == nil || d.Duration < spec.AutoReleaseAfter.Duration) {
 		spec.AutoReleaseAfter = d.DeepCopy()

@@ -252,3 +252,38 @@ func TestAutoRelease(t *testing.T) {
 		t.Error("FallenBelow")
 	}
 }
+
+// The CordonNode floor is stamped into the Quarantine: the highest of the
+// contributors' at creation, raised when a policy with a higher one joins,
+// never lowered by one with a lower one; no policy floor, no stamp.
+func TestDecideStampsTheCordonNodeFloor(t *testing.T) {
+	floor := func(n int32) func(*securityv1alpha1.ThreatPolicy) {
+		return func(p *securityv1alpha1.ThreatPolicy) { p.Spec.Safeguards.MinSchedulableNodes = &n }
+	}
+	stamped := func(s *securityv1alpha1.QuarantineSpec) int32 {
+		if s == nil || s.Safeguards == nil || s.Safeguards.MinSchedulableNodes == nil {
+			return -1
+		}
+		return *s.Safeguards.MinSchedulableNodes
+	}
+	none := Decide([]Evaluation{ev(tp("a", securityv1alpha1.ModeEnforce), 0.9, 1)}, env())
+	if got := stamped(none.Create); got != -1 {
+		t.Errorf("no policy floor stamped %d", got)
+	}
+	two := Decide([]Evaluation{ev(tp("a", securityv1alpha1.ModeEnforce, floor(2)), 0.9, 1), ev(tp("b", securityv1alpha1.ModeEnforce, floor(5)), 0.9, 1)}, env())
+	if got := stamped(two.Create); got != 5 {
+		t.Fatalf("created with floor %d, want 5 (the highest contributor's)", got)
+	}
+	q := existing(two.Create, true)
+	lower := Decide([]Evaluation{ev(tp("c", securityv1alpha1.ModeEnforce, floor(1)), 0.9, 1)}, env(func(e *Env) { e.Existing = q }))
+	if got := stamped(lower.Update); got != 5 {
+		t.Errorf("a joining policy with a lower floor left %d, want 5", got)
+	}
+	higher := Decide([]Evaluation{ev(tp("d", securityv1alpha1.ModeEnforce, floor(7)), 0.9, 1)}, env(func(e *Env) { e.Existing = q }))
+	if got := stamped(higher.Update); got != 7 {
+		t.Errorf("a joining policy with a higher floor left %d, want 7", got)
+	}
+	if got := stamped(&q.Spec); got != 5 {
+		t.Errorf("Decide changed the existing Quarantine's floor to %d", got)
+	}
+}

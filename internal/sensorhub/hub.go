@@ -3,14 +3,18 @@ package sensorhub
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 )
@@ -57,11 +61,41 @@ type Hub struct {
 	mu          sync.Mutex
 	nodes       map[string]*NodeState
 	enforcement map[string]PodEnforcement // namespace/pod
+
+	// changes wakes the Quarantine controller for a Quarantine whose kernel
+	// state changed; full means the periodic recheck catches up instead.
+	changes chan event.GenericEvent
+}
+
+// Changes delivers the Quarantines whose kernel enforcement changed.
+func (h *Hub) Changes() <-chan event.GenericEvent { return h.changes }
+
+func (h *Hub) notify(namespace, quarantine string) {
+	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: quarantine}}
+	select {
+	case h.changes <- event.GenericEvent{Object: q}:
+	default:
+	}
+}
+
+// KernelEnforcement is what the pod's node enforces for quarantine, in the
+// Quarantine's status form.
+func (h *Hub) KernelEnforcement(namespace, pod, quarantine string) (securityv1alpha1.KernelEnforcement, bool) {
+	e, ok := h.Enforcement(namespace, pod)
+	if !ok || e.Quarantine != quarantine {
+		return securityv1alpha1.KernelEnforcement{}, false
+	}
+	return securityv1alpha1.KernelEnforcement{
+		Pod: pod, Node: e.Node, Enforced: e.Enforced, ConnectionsCut: e.ConnCut,
+		SocketsDestroyed: int32(min(e.SocketsDestroyed, math.MaxInt32)), Method: e.Method, Message: e.Reason,
+		ReportedAt: metav1.NewTime(e.ReportedAt.Truncate(time.Second)),
+	}, true
 }
 
 // NewHub returns an empty hub.
 func NewHub(pods PodNode) *Hub {
-	return &Hub{Pods: pods, now: time.Now, nodes: map[string]*NodeState{}, enforcement: map[string]PodEnforcement{}}
+	return &Hub{Pods: pods, now: time.Now, nodes: map[string]*NodeState{}, enforcement: map[string]PodEnforcement{},
+		changes: make(chan event.GenericEvent, 1024)}
 }
 
 var (
@@ -107,16 +141,36 @@ func (h *Hub) Accept(ctx context.Context, id Identity, r wire.Report) ([]detecto
 	st.LastSeen, st.Ready, st.Missing, st.Dropped = now, r.Coverage.Ready, r.Coverage.Missing, r.Dropped
 	// The report is the node's whole enforcement state: forget its pods
 	// that are no longer listed.
+	old := map[string]PodEnforcement{}
 	for k, e := range h.enforcement {
 		if e.Node == r.Node {
+			old[k] = e
 			delete(h.enforcement, k)
 		}
 	}
+	type qref struct{ ns, name string }
+	var changed []qref
 	for _, e := range r.Enforcement {
-		h.enforcement[e.Namespace+"/"+e.Pod] = PodEnforcement{Enforcement: e, Node: r.Node, ReportedAt: now}
+		k := e.Namespace + "/" + e.Pod
+		prev, had := old[k]
+		delete(old, k)
+		if !had || !sameState(prev.Enforcement, e) {
+			changed = append(changed, qref{e.Namespace, e.Quarantine})
+			h.enforcement[k] = PodEnforcement{Enforcement: e, Node: r.Node, ReportedAt: now}
+		} else {
+			// Unchanged: keep the first report time so status is not
+			// rewritten on every heartbeat.
+			h.enforcement[k] = prev
+		}
+	}
+	for _, e := range old {
+		changed = append(changed, qref{e.Namespace, e.Quarantine})
 	}
 	st.Enforcing = len(r.Enforcement)
 	h.mu.Unlock()
+	for _, q := range changed {
+		h.notify(q.ns, q.name)
+	}
 
 	heartbeatAge.WithLabelValues(r.Node).Set(float64(now.Unix()))
 	ready := 0.0
@@ -171,6 +225,11 @@ func (h *Hub) check(ctx context.Context, id Identity, r wire.Report) *Rejection 
 		}
 	}
 	return nil
+}
+
+func sameState(a, b wire.Enforcement) bool {
+	return a.Quarantine == b.Quarantine && a.Enforced == b.Enforced && a.ConnCut == b.ConnCut &&
+		a.SocketsDestroyed == b.SocketsDestroyed && a.Method == b.Method && a.Reason == b.Reason
 }
 
 // Audience is what a sensor's token must be issued for.

@@ -104,3 +104,50 @@ func TestHeartbeatsAndEnforcement(t *testing.T) {
 		t.Fatal("released pod still reported as enforced")
 	}
 }
+
+// The Quarantine is woken when its pod's kernel state changes, not on every
+// heartbeat, and only the Quarantine named in the report gets the state.
+func TestKernelEnforcementChanges(t *testing.T) {
+	p := pods{"web/a": "n1"}
+	h := NewHub(p.lookup)
+	ctx := context.Background()
+	rep := func(enf ...wire.Enforcement) wire.Report {
+		return wire.Report{Node: "n1", Time: time.Now(), Heartbeat: true, Coverage: wire.Coverage{Ready: true}, Enforcement: enf}
+	}
+	e := wire.Enforcement{Namespace: "web", Pod: "a", Quarantine: "qa", Enforced: true, ConnCut: true, SocketsDestroyed: 2, Method: "bpf_sock_destroy"}
+	drain := func() (names []string) {
+		for {
+			select {
+			case ev := <-h.Changes():
+				names = append(names, ev.Object.GetNamespace()+"/"+ev.Object.GetName())
+			default:
+				return names
+			}
+		}
+	}
+	if _, rej := h.Accept(ctx, Identity{Node: "n1"}, rep(e)); rej != nil {
+		t.Fatal(rej)
+	}
+	if got := drain(); len(got) != 1 || got[0] != "web/qa" {
+		t.Fatalf("first report woke %v", got)
+	}
+	k, ok := h.KernelEnforcement("web", "a", "qa")
+	if !ok || !k.Enforced || !k.ConnectionsCut || k.SocketsDestroyed != 2 || k.Node != "n1" {
+		t.Fatalf("kernel %+v %v", k, ok)
+	}
+	if _, ok := h.KernelEnforcement("web", "a", "other"); ok {
+		t.Fatal("state given to another Quarantine")
+	}
+	if _, rej := h.Accept(ctx, Identity{Node: "n1"}, rep(e)); rej != nil {
+		t.Fatal(rej)
+	}
+	if got := drain(); len(got) != 0 {
+		t.Fatalf("unchanged heartbeat woke %v", got)
+	}
+	if _, rej := h.Accept(ctx, Identity{Node: "n1"}, rep()); rej != nil {
+		t.Fatal(rej)
+	}
+	if got := drain(); len(got) != 1 || got[0] != "web/qa" {
+		t.Fatalf("release woke %v", got)
+	}
+}

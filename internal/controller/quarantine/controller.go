@@ -1,6 +1,9 @@
 // Package quarantine reconciles Quarantines: it applies containment actions
-// and undoes them on release. The decisions live in internal/containment;
-// this package is plumbing: fetch, finalizer, ordered steps, one status patch.
+// and undoes them on release. The actions live in internal/containment (one
+// file each, dispatched through its registry), the evidence in
+// internal/evidence, and the lifecycle rules (phase, earlier holder,
+// needs-revert) in lifecycle.go as pure functions; the rest of this package
+// is plumbing: fetch, finalizer, ordered steps, one status patch.
 package quarantine
 
 import (
@@ -22,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
@@ -52,12 +56,22 @@ type QuarantineReconciler struct {
 	OnPhaseChange func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase)
 	// Now is the clock; tests may pin it.
 	Now func() time.Time
+	// Kernel reports what node sensors enforce in their kernels; nil when
+	// no sensor runs. KernelChanges, when set, wakes the Quarantine whose
+	// kernel state a sensor just changed.
+	Kernel        KernelReports
+	KernelChanges <-chan event.GenericEvent
+}
+
+// KernelReports answers what the node sensor enforces for a pod held by a
+// Quarantine (internal/sensorhub implements it).
+type KernelReports interface {
+	KernelEnforcement(namespace, pod, quarantine string) (securityv1alpha1.KernelEnforcement, bool)
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines/finalizers,verbs=update
-// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;patch
@@ -181,13 +195,16 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 8
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Named("quarantine").
-		Complete(r)
+		Named("quarantine")
+	if r.KernelChanges != nil {
+		b = b.WatchesRawSource(source.Channel(r.KernelChanges, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
 }
 
 // quarantineChanged passes spec changes, deletion, finalizer changes and

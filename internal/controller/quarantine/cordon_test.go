@@ -113,34 +113,26 @@ func TestCordonNodeRefusals(t *testing.T) {
 	}
 }
 
-// A policy-made Quarantine takes its policy's minSchedulableNodes.
+// A policy-made Quarantine takes the minSchedulableNodes its policy stamped
+// into its spec; the controller reads no ThreatPolicy (none exists here).
 func TestCordonNodePolicyFloor(t *testing.T) {
 	f := newFixture(t, 1)
 	nodes := &corev1.NodeList{}
 	must(t, direct.List(ctx, nodes))
 	floor := int32(len(nodes.Items))
-	tp := &securityv1alpha1.ThreatPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "floor-" + f.ns},
-		Spec: securityv1alpha1.ThreatPolicySpec{
-			Mode:       securityv1alpha1.ModeEnforce,
-			Selector:   securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "none"}}},
-			Detectors:  []securityv1alpha1.DetectorWeight{{Name: "behavior", Weight: 100}},
-			Scoring:    securityv1alpha1.Scoring{Threshold: "0.8"},
-			Response:   []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{act(securityv1alpha1.ActionCordonNode)}}},
-			Safeguards: securityv1alpha1.Safeguards{MinSchedulableNodes: &floor},
-		},
-	}
-	must(t, direct.Create(ctx, tp))
 	r, _ := newReconciler(direct)
 	q := &securityv1alpha1.Quarantine{
-		ObjectMeta: metav1.ObjectMeta{Name: "qpol", Namespace: f.ns, Labels: map[string]string{securityv1alpha1.PolicyLabel: tp.Name}, Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: tp.Name}},
+		ObjectMeta: metav1.ObjectMeta{Name: "qpol", Namespace: f.ns, Labels: map[string]string{securityv1alpha1.PolicyLabel: "floor-" + f.ns}, Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "floor-" + f.ns}},
 		Spec: securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: f.pods[0].Name}, Actions: []securityv1alpha1.Action{
 			act(securityv1alpha1.ActionIsolate), act(securityv1alpha1.ActionCordonNode),
-		}},
+		}, Safeguards: &securityv1alpha1.QuarantineSafeguards{MinSchedulableNodes: &floor}},
 	}
 	must(t, direct.Create(ctx, q))
 	q = drive(t, r, client.ObjectKeyFromObject(q), phaseIs(securityv1alpha1.PhaseContained))
 	if st := actionState(q, securityv1alpha1.ActionCordonNode); st.State != securityv1alpha1.ActionRefused || !strings.Contains(st.Message, "minSchedulableNodes") {
 		t.Fatalf("policy floor ignored: %+v", st)
+	}
+	if node(t, f.node).Spec.Unschedulable {
+		t.Fatal("cordoned despite the stamped floor")
 	}
 }

@@ -61,7 +61,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, applyActions, summarize}
+	return []step{reportRecommendations, stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -182,39 +182,28 @@ func awaitApproval(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	return ctrl.Result{}, true, nil
 }
 
-// resolveSafeguards raises the CordonNode floor to the highest
-// minSchedulableNodes of the contributing policies; a hand-made Quarantine
-// keeps the flag's.
-func resolveSafeguards(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	if !slices.ContainsFunc(p.q.Spec.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode }) {
-		return ctrl.Result{}, false, nil
-	}
-	for _, name := range contributors(p.q) {
-		tp := &securityv1alpha1.ThreatPolicy{}
-		if err := p.r.APIReader.Get(ctx, client.ObjectKey{Name: name}, tp); err != nil {
-			if client.IgnoreNotFound(err) != nil {
-				return ctrl.Result{}, false, err
-			}
-			continue
-		}
-		if m := tp.Spec.Safeguards.MinSchedulableNodes; m != nil && int(*m) > p.e.MinSchedulableNodes {
-			p.e.MinSchedulableNodes = int(*m)
-		}
+// resolveSafeguards raises the CordonNode floor to the one the Quarantine
+// carries (stamped by its policies at creation, or set by hand); without
+// one the flag's applies. Policies themselves are never read here.
+func resolveSafeguards(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	if s := p.q.Spec.Safeguards; s != nil && s.MinSchedulableNodes != nil && int(*s.MinSchedulableNodes) > p.e.MinSchedulableNodes {
+		p.e.MinSchedulableNodes = int(*s.MinSchedulableNodes)
 	}
 	return ctrl.Result{}, false, nil
 }
 
-// contributors are the ThreatPolicies behind a Quarantine, by label and reason.
-func contributors(q *securityv1alpha1.Quarantine) []string {
-	var out []string
-	if l := q.Labels[securityv1alpha1.PolicyLabel]; l != "" {
-		out = append(out, l)
+// reportRecommendations shows the escalations the policies wrote into the
+// spec in status, whatever the phase: this controller is status's only writer.
+func reportRecommendations(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	if len(p.q.Spec.Recommendations) == 0 {
+		// Policies only ever add; one written here before keeps its own.
+		return ctrl.Result{}, false, nil
 	}
-	if q.Spec.Reason != nil {
-		out = append(out, q.Spec.Reason.Policies...)
+	p.q.Status.Recommendations = nil
+	for i := range p.q.Spec.Recommendations {
+		p.q.Status.Recommendations = append(p.q.Status.Recommendations, *p.q.Spec.Recommendations[i].DeepCopy())
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return ctrl.Result{}, false, nil
 }
 
 // planActions persists the intent (which resource each action will change)
@@ -266,11 +255,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			p.audit(containment.Actor, "Tampered", msg)
 		}
 		if st.State != was.State {
-			metrics.ActionsTotal.WithLabelValues(string(a.Type), string(st.State)).Inc()
-			msg := fmt.Sprintf("%s %s %s", a.Type, strings.ToLower(string(st.State)), st.Resource)
-			if st.Message != "" {
-				msg += ": " + st.Message
-			}
+			msg := p.recordTransition(st)
 			etype := corev1.EventTypeNormal
 			if st.State != securityv1alpha1.ActionApplied {
 				etype = corev1.EventTypeWarning
@@ -279,7 +264,6 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			// Failed), not one Event per action, which halves the Events a
 			// burst of containments writes.
 			p.quarantineEvent(etype, string(a.Type)+string(st.State), string(a.Type), msg)
-			p.audit(containment.Actor, string(st.State), msg)
 		}
 	}
 	return ctrl.Result{}, false, nil
@@ -324,16 +308,14 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c := metav1.Condition{Type: securityv1alpha1.ConditionIsolationEffective, Status: metav1.ConditionTrue, Reason: "Isolated", Message: "no other NetworkPolicy admits traffic to or from the pod", ObservedGeneration: p.q.Generation}
-	if len(gaps) > 0 {
-		c.Status, c.Reason = metav1.ConditionFalse, "OtherPoliciesAdmit"
-		c.Message = kubeutil.Truncate("NetworkPolicies still admitting traffic: "+strings.Join(gaps, ", "), kubeutil.MaxMessage)
-	}
-	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && len(gaps) > 0 {
+	kernel := p.kernelEnforcement(st)
+	c := isolationCondition(gaps, kernel, len(p.scope.Target.Pods))
+	c.ObservedGeneration = p.q.Generation
+	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && c.Status == metav1.ConditionFalse {
 		p.event(corev1.EventTypeWarning, "IsolationIneffective", "Isolate", c.Message)
 	}
 	v := 0.0
-	if len(gaps) > 0 {
+	if c.Status == metav1.ConditionFalse {
 		v = 1
 	}
 	metrics.IsolationIneffective.WithLabelValues(p.q.Namespace, p.q.Name).Set(v)
@@ -388,12 +370,7 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 		*st = *next
 		if st.State != was {
-			metrics.ActionsTotal.WithLabelValues(string(acts[i].Type), string(st.State)).Inc()
-			msg := fmt.Sprintf("%s %s %s", acts[i].Type, strings.ToLower(string(st.State)), st.Resource)
-			if st.Message != "" {
-				msg += ": " + st.Message
-			}
-			p.audit(containment.Actor, string(st.State), msg)
+			p.recordTransition(st)
 		}
 	}
 	return ctrl.Result{}, false, nil
@@ -411,6 +388,18 @@ func finishRelease(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 		return ctrl.Result{RequeueAfter: p.r.ReleasedRetention}, false, nil
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// recordTransition counts an action reaching a new state and audits it,
+// returning the audit message.
+func (p *pass) recordTransition(st *securityv1alpha1.ActionStatus) string {
+	metrics.ActionsTotal.WithLabelValues(string(st.Type), string(st.State)).Inc()
+	msg := fmt.Sprintf("%s %s %s", st.Type, strings.ToLower(string(st.State)), st.Resource)
+	if st.Message != "" {
+		msg += ": " + st.Message
+	}
+	p.audit(containment.Actor, string(st.State), msg)
+	return msg
 }
 
 // flush patches status now (the intent record) and rebases the pass.

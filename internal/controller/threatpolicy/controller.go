@@ -1,7 +1,8 @@
-// Package threatpolicy reconciles ThreatPolicies: the Engine evaluates every
-// accepted signal against them, the ContainmentReconciler turns held
-// thresholds into Quarantines, and the ThreatPolicyReconciler reports each
-// policy's status. None of them writes a ThreatPolicy's spec.
+// Package threatpolicy writes ThreatPolicy status, and nothing else: pods
+// covered, active Quarantines, and what the running manager saw (Activity:
+// signals evaluated by internal/detection, triggers and plans from the
+// per-pod decision in internal/controller/podresponse). Nothing here writes
+// a ThreatPolicy's spec or any other object.
 package threatpolicy
 
 import (
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -44,8 +46,13 @@ const resync = time.Minute
 // Ready condition that says BudgetExhausted when the budget is spent.
 type ThreatPolicyReconciler struct {
 	client.Client
-	Engine   *Engine
-	Recorder events.EventRecorder
+	// Activity holds what the status reports beyond the API's objects.
+	Activity *Activity
+	// Detectors knows the detector names that exist (detection.Registry).
+	Detectors interface{ Known(name string) bool }
+	// Evaluations drops a deleted policy's evaluations (detection.Evaluator).
+	Evaluations interface{ ForgetPolicy(name string) }
+	Recorder    events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
@@ -57,12 +64,13 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	p := &securityv1alpha1.ThreatPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.Engine.ForgetPolicy(req.Name)
+			r.Activity.Forget(req.Name)
+			r.Evaluations.ForgetPolicy(req.Name)
 			metrics.PolicyBudgetExhausted.DeleteLabelValues(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	snap := r.Engine.TakeSnapshot(p.Name)
+	snap := r.Activity.TakeSnapshot(p.Name)
 	st := p.Status.DeepCopy()
 	defer func() {
 		var s *stalled
@@ -82,7 +90,7 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			}
 		}
 		if retErr != nil {
-			r.Engine.Restore(p.Name, snap.Plans)
+			r.Activity.Restore(p.Name, snap.Plans)
 		}
 	}()
 	for _, step := range []func(context.Context, *securityv1alpha1.ThreatPolicy, *securityv1alpha1.ThreatPolicyStatus, Snapshot) error{
@@ -93,6 +101,11 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	return ctrl.Result{RequeueAfter: jitter(resync)}, nil
+}
+
+// jitter adds up to 10% so many timers do not fire together.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/10+1))
 }
 
 // stalled is a spec problem retrying cannot fix.
@@ -205,7 +218,7 @@ func (r *ThreatPolicyReconciler) reconcileReady(_ context.Context, p *securityv1
 	// A misspelt detector name would silently never score.
 	var unknown []string
 	for _, d := range p.Spec.Detectors {
-		if _, ok := r.Engine.Registry.Get(d.Name); !ok {
+		if !r.Detectors.Known(d.Name) {
 			unknown = append(unknown, d.Name)
 		}
 	}
@@ -242,7 +255,7 @@ func (r *ThreatPolicyReconciler) applyStatus(ctx context.Context, p *securityv1a
 }
 
 // SetupWithManager watches policies (spec changes or a reconcile-request
-// annotation), the engine's notifications, and Quarantines by contributor.
+// annotation), the Activity's requests, and Quarantines by contributor.
 func (r *ThreatPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toPolicies := func(_ context.Context, o client.Object) []reconcile.Request {
 		q, ok := o.(*securityv1alpha1.Quarantine)
@@ -260,7 +273,7 @@ func (r *ThreatPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.ThreatPolicy{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		WatchesRawSource(source.Channel(r.Engine.Policies, coalesced(statusCoalesce, self))).
+		WatchesRawSource(source.Channel(r.Activity.Policies, coalesced(statusCoalesce, self))).
 		Watches(&securityv1alpha1.Quarantine{}, coalesced(statusCoalesce, toPolicies)).
 		Named("threatpolicy").
 		Complete(r)

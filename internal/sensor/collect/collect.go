@@ -1,6 +1,16 @@
 // Package collect loads the sensor's eBPF programs and reads what they
 // collect for tracked cgroups (cgroup v2 ids): system-call trigrams counted in
 // the kernel, and exec and connection records from a ring buffer.
+//
+// What the kernel sees, precisely:
+//   - Trigrams are per thread: a thread's first two calls in a tracked
+//     cgroup only start its sequence. Numbers are the running kernel's
+//     (SyscallName knows x86_64's); 32-bit compat calls are not told apart.
+//   - Execs: Binary is the path given to execve; argv is read up to ArgsBytes.
+//   - TCP connect and listen come from sock:inet_sock_set_state; a socket
+//     that listens without bind gets its port afterwards and reports 0.
+//   - UDP destinations come from net:net_dev_queue in the sending task, at
+//     most once per destination and cgroup per Options.UDPInterval.
 package collect
 
 import (
@@ -114,6 +124,7 @@ type Collector struct {
 
 	mu      sync.Mutex // tracked set, drains, Close
 	tracked map[uint64]struct{}
+	gen     uint32 // tracked_gen
 	closed  bool
 
 	running                     atomic.Bool
@@ -248,6 +259,8 @@ const trackedBits = 4096
 
 func trackedBit(cgroupID uint64) uint32 { return uint32((cgroupID * 0x9E3779B97F4A7C15) >> (64 - 12)) }
 
+// writeTrackedBits publishes a change of c.tracked (already in the tracked
+// map) to the kernel's filter and generation.
 func (c *Collector) writeTrackedBits() error {
 	var bits [trackedBits / 64]uint64
 	for id := range c.tracked {
@@ -256,6 +269,12 @@ func (c *Collector) writeTrackedBits() error {
 	}
 	if err := c.objs.TrackedBits.Set(bits); err != nil {
 		return fmt.Errorf("write tracked filter: %w", err)
+	}
+	// Threads cache whether their cgroup is tracked; a new generation makes
+	// them look again.
+	c.gen++
+	if err := c.objs.TrackedGen.Set(c.gen); err != nil {
+		return fmt.Errorf("write tracked generation: %w", err)
 	}
 	return nil
 }

@@ -50,9 +50,14 @@ type collectExecEvent struct {
 }
 
 type collectHistory struct {
-	_    structs.HostLayout
-	Prev [2]uint16
-	N    uint32
+	_       structs.HostLayout
+	Cgroup  uint64
+	Gen     uint32
+	Prev    [2]uint16
+	N       uint8
+	Tracked uint8
+	Pad     [3]uint8
+	_       [3]byte
 }
 
 type collectTrigramKey struct {
@@ -85,6 +90,7 @@ const (
 	collectProgSchedProcessExec = "sched_process_exec"
 	collectProgSysEnter         = "sys_enter"
 	collectVarTrackedBits       = "tracked_bits"
+	collectVarTrackedGen        = "tracked_gen"
 	collectVarUdpDedupNs        = "udp_dedup_ns"
 	collectVarUnusedConn        = "unused_conn"
 	collectVarUnusedExec        = "unused_exec"
@@ -155,6 +161,7 @@ type collectMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectVariableSpecs struct {
 	TrackedBits *ebpf.VariableSpec `ebpf:"tracked_bits"`
+	TrackedGen  *ebpf.VariableSpec `ebpf:"tracked_gen"`
 	UdpDedupNs  *ebpf.VariableSpec `ebpf:"udp_dedup_ns"`
 	UnusedConn  *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.VariableSpec `ebpf:"unused_exec"`
@@ -204,6 +211,7 @@ func (m *collectMaps) Close() error {
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectVariables struct {
 	TrackedBits *ebpf.Variable `ebpf:"tracked_bits"`
+	TrackedGen  *ebpf.Variable `ebpf:"tracked_gen"`
 	UdpDedupNs  *ebpf.Variable `ebpf:"udp_dedup_ns"`
 	UnusedConn  *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.Variable `ebpf:"unused_exec"`

@@ -467,3 +467,31 @@ func testConnections(t *testing.T, s *sink, cg testCgroup, v string, family int,
 		t.Errorf("3 UDP sends to one destination gave %d events, want 1 (deduplicated)", n)
 	}
 }
+
+// TestTrackedFilterBothWordHalves tracks cgroups whose filter bits fall in
+// the low and the high 32 bits of their word (a truncation there once hid
+// half of all cgroups).
+func TestTrackedFilterBothWordHalves(t *testing.T) {
+	requireBPF(t)
+	c := newCollector(t, Options{})
+	var low, high *testCgroup
+	for i := 0; i < 64 && (low == nil || high == nil); i++ {
+		cg := newCgroup(t, "bits"+strconv.Itoa(i))
+		if trackedBit(cg.id)%64 < 32 && low == nil {
+			low = &cg
+		} else if trackedBit(cg.id)%64 >= 32 && high == nil {
+			high = &cg
+		}
+	}
+	if low == nil || high == nil {
+		t.Fatal("64 cgroups and no bit in both halves: the hash is broken")
+	}
+	s := runCollector(t, c)
+	for _, cg := range []*testCgroup{low, high} {
+		if err := c.Track(cg.id); err != nil {
+			t.Fatal(err)
+		}
+		cg.run(t, nil, "/bin/true")
+		s.waitFor(t, fmt.Sprintf("exec in cgroup %d (bit %d)", cg.id, trackedBit(cg.id)), isExecOf(cg.id, "/bin/true"))
+	}
+}

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Per-container behaviour for bulkhead sensor: system-call trigrams counted in
 // the kernel, process execs and socket connects/listens sent on a ring buffer.
-// Only tasks whose cgroup v2 id is in `tracked` cost more than one hash lookup.
+// Only tasks whose cgroup v2 id is in `tracked` cost more than a bit test.
+// Every program is a BTF tracepoint (tp_btf): fentry/fexit and kprobes are
+// not available on every kernel we run on (kprobes compiled out, fentry
+// refused with EPERM on the CI machines).
 // The record layouts below are decoded by DecodeRecord (decode.go); keep both
 // in step (decode_test.go checks them against the bpf2go-generated types).
 
@@ -71,8 +74,12 @@ struct udp_key {
 };
 
 struct history {
+	__u64 cgroup;   /* the cgroup `tracked` was last checked for */
+	__u32 gen;      /* tracked_gen then */
 	__u16 prev[2];
-	__u32 n;
+	__u8 n;         /* calls remembered in prev, up to 2 */
+	__u8 tracked;
+	__u8 pad[3];
 };
 
 struct {
@@ -126,18 +133,24 @@ const struct conn_event *unused_conn __attribute__((unused));
 // mitigations); a set bit is confirmed in the hash map. User space keeps it.
 #define TRACKED_BITS 4096
 volatile __u64 tracked_bits[TRACKED_BITS / 64];
+// Bumped by user space after every change of `tracked`: a thread's cached
+// answer (struct history) holds only for the generation it was taken in.
+volatile __u32 tracked_gen;
 
 static __always_inline __u32 tracked_bit(__u64 cg)
 {
 	return (cg * 0x9E3779B97F4A7C15ULL) >> (64 - 12);
 }
 
-static __always_inline int is_tracked(__u64 cg)
+static __always_inline int maybe_tracked(__u64 cg)
 {
 	__u32 bit = tracked_bit(cg);
-	if (!(tracked_bits[(bit / 64) & (TRACKED_BITS / 64 - 1)] & (1ULL << (bit % 64))))
-		return 0;
-	return bpf_map_lookup_elem(&tracked, &cg) != NULL;
+	return (tracked_bits[(bit / 64) & (TRACKED_BITS / 64 - 1)] & (1ULL << (bit % 64))) != 0;
+}
+
+static __always_inline int is_tracked(__u64 cg)
+{
+	return maybe_tracked(cg) && bpf_map_lookup_elem(&tracked, &cg) != NULL;
 }
 
 static __always_inline void count_lost(void)
@@ -162,7 +175,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	// What bpf_get_current_cgroup_id returns, read without its call.
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 cg = task->cgroups->dfl_cgrp->kn->id;
-	if (!is_tracked(cg))
+	if (!maybe_tracked(cg))
 		return 0;
 	if (id < 0 || id >= 0xffff)
 		return 0;
@@ -170,6 +183,17 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	struct history *h = bpf_task_storage_get(&histories, task, 0,
 						 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!h)
+		return 0;
+	// The thread's cached answer saves the hash lookup on every call.
+	__u32 gen = tracked_gen;
+	if (h->cgroup != cg || h->gen != gen) {
+		if (h->cgroup != cg)
+			h->n = 0; /* a sequence does not continue across cgroups */
+		h->cgroup = cg;
+		h->gen = gen;
+		h->tracked = bpf_map_lookup_elem(&tracked, &cg) != NULL;
+	}
+	if (!h->tracked)
 		return 0;
 	__u16 nr = id;
 	if (h->n >= 2) {

@@ -1,4 +1,4 @@
-package threatpolicy
+package podresponse
 
 import (
 	"testing"
@@ -101,7 +101,7 @@ func TestJoinsCountAgainstTheJoiningPolicyUntilShown(t *testing.T) {
 
 // reserve gives parallel decisions for the same pod distinct names.
 func TestReserveNamesAreDistinct(t *testing.T) {
-	r := &ContainmentReconciler{Now: func() time.Time { return ledgerNow }}
+	r := &Reconciler{Now: func() time.Time { return ledgerNow }}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1"}}
 	spec := &securityv1alpha1.QuarantineSpec{Reason: &securityv1alpha1.QuarantineReason{Policy: "web-tier", Policies: []string{"web-tier"}}}
 	first := r.reserve(&world{pod: pod, names: map[string]bool{}}, spec)

@@ -1,4 +1,4 @@
-package threatpolicy
+package podresponse
 
 import (
 	"bytes"
@@ -25,6 +25,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/controller/threatpolicy"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
@@ -42,7 +44,7 @@ var (
 	ingestURL string
 	httpc     = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the suite's server is self-signed
-	engine        *Engine
+	evaluator     *detection.Evaluator
 	ingestHandler *ingest.Handler
 	nsCount       atomic.Int32
 )
@@ -93,7 +95,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	engine, err = Setup(mgr, Options{ManagerNamespace: managerNS, ScoreTTL: 5 * time.Minute, MaxActiveQuarantines: 100})
+	pipeline, err := setup(mgr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -107,7 +109,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ingestHandler = ingest.NewHandler(ingest.Config{Auth: auth, Sink: engine, Behavior: syscallModel{}, Pods: mgr.GetClient(), Registry: engine.Registry, Rate: 1e6, Burst: 1e6})
+	ingestHandler = ingest.NewHandler(ingest.Config{Auth: auth, Detection: pipeline, Pods: mgr.GetClient(), Rate: 1e6, Burst: 1e6})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -129,6 +131,38 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// setup wires detection, the per-pod decision and the policy status as
+// cmd/bulkhead does, with a stand-in behavior model.
+func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
+	store := detection.NewStore(5*time.Minute, 0)
+	if err := mgr.Add(store); err != nil {
+		return nil, err
+	}
+	assessor, err := exposure.NewAssessor(&exposure.LazyReports{Mapper: mgr.GetRESTMapper(), Reader: mgr.GetClient()})
+	if err != nil {
+		return nil, err
+	}
+	activity := threatpolicy.NewActivity()
+	triggers := detection.NewTriggers()
+	evaluator = detection.NewEvaluator(store, mgr.GetClient(), assessor, triggers, activity)
+	if err := mgr.Add(&detection.PodDeletions{Cache: mgr.GetCache(), Evaluator: evaluator}); err != nil {
+		return nil, err
+	}
+	registry := detection.NewRegistry()
+	recorder := mgr.GetEventRecorder("bulkhead")
+	if err := (&Reconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: triggers, Evaluator: evaluator, Activity: activity,
+		Recorder: recorder, ManagerNamespace: managerNS, MaxActive: 100,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&threatpolicy.ThreatPolicyReconciler{Client: mgr.GetClient(), Activity: activity, Detectors: registry,
+		Evaluations: evaluator, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	return &detection.Pipeline{Registry: registry, Model: syscallModel{}, Recorder: evaluator}, nil
 }
 
 // newNamespace makes a namespace labelled for one test's policy.
@@ -155,7 +189,7 @@ func newPod(t testing.TB, ns, name string) *corev1.Pod {
 	}
 	// The ingestion server reads pods from the manager's cache.
 	eventually(t, func() error {
-		return engine.Reader.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+		return evaluator.Reader.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
 	})
 	return pod
 }
@@ -188,9 +222,9 @@ func newPolicy(t testing.TB, ns string, mode securityv1alpha1.PolicyMode, mut ..
 	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	// The engine reads policies from the cache.
+	// The evaluator reads policies from the cache.
 	eventually(t, func() error {
-		return engine.Reader.Get(context.Background(), client.ObjectKeyFromObject(p), &securityv1alpha1.ThreatPolicy{})
+		return evaluator.Reader.Get(context.Background(), client.ObjectKeyFromObject(p), &securityv1alpha1.ThreatPolicy{})
 	})
 	return p
 }

@@ -1,21 +1,18 @@
-package ingest
+package detection
 
 import (
-	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detection/detectiontest"
 )
 
-func sample(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "samples", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+var (
+	sample             = detectiontest.Sample
+	compact            = detectiontest.Compact
+	falcosidekickEvent = detectiontest.FalcosidekickEvent
+)
 
 type want struct {
 	signals, behavior, skipped int
@@ -115,15 +112,6 @@ func TestDecodeTetragonSamples(t *testing.T) {
 	}
 }
 
-func compact(t testing.TB, raw []byte) []byte {
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
-	out, _ := json.Marshal(v)
-	return out
-}
-
 func TestDecodeAlertmanagerSamples(t *testing.T) {
 	for _, tc := range []struct {
 		file string
@@ -143,34 +131,6 @@ func TestDecodeAlertmanagerSamples(t *testing.T) {
 	if b.Items[1].Signal.Score != 0.42 {
 		t.Errorf("bulkhead_score label: %v", b.Items[1].Signal.Score)
 	}
-}
-
-// falcosidekickEvent rebuilds the blog's CloudEvent in structured and binary mode.
-func falcosidekickEvent(t testing.TB) (structured []byte, binHeader http.Header, binBody []byte) {
-	var s struct {
-		Context    map[string]string `json:"context_attributes"`
-		Extensions map[string]string `json:"extensions"`
-		Data       json.RawMessage   `json:"data"`
-	}
-	if err := json.Unmarshal(sample(t, "falcosidekick-knative-blog-sdk-rendering.json"), &s); err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]any{"data": s.Data}
-	binHeader = http.Header{}
-	for k, v := range s.Context {
-		m[k] = v
-		if k == "datacontenttype" {
-			binHeader.Set("Content-Type", v)
-		} else {
-			binHeader.Set("Ce-"+k, v)
-		}
-	}
-	for k, v := range s.Extensions {
-		m[k] = v
-		binHeader.Set("Ce-"+k, v)
-	}
-	structured, _ = json.Marshal(m)
-	return structured, binHeader, s.Data
 }
 
 func TestDecodeCloudEvents(t *testing.T) {

@@ -1,4 +1,4 @@
-package threatpolicy
+package podresponse
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 // BenchmarkIngestAndScore measures one scored event through the ingestion
 // handler (auth, rate limit, decode, pod lookup in the manager's cache) and
-// the engine (store, selection, fusion with Pod Security exposure, streak),
+// the evaluator (store, selection, fusion with Pod Security exposure, streak),
 // without the network. Run with -cpu 1 for events per second on one core:
 // 1e9 / ns/op.
 func BenchmarkIngestAndScore(b *testing.B) {

@@ -1,22 +1,16 @@
-package detector
+package detection
 
 import (
 	"container/list"
 	"context"
 	"sync"
 	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
 )
 
 // PodKey names one pod.
 type PodKey struct{ Namespace, Pod string }
-
-// Entry is the latest score one detector gave one pod.
-type Entry struct {
-	Score    float64
-	Reason   string
-	Evidence []byte
-	Time     time.Time
-}
 
 // DefaultTTL is how long a score counts as fresh (--score-ttl).
 const DefaultTTL = 5 * time.Minute
@@ -36,7 +30,7 @@ type Store struct {
 
 type podScores struct {
 	key   PodKey
-	byDet map[string]Entry
+	byDet map[string]detector.Entry
 }
 
 // NewStore returns a store keeping at most maxPods pods for ttl.
@@ -53,18 +47,16 @@ func NewStore(ttl time.Duration, maxPods int) *Store {
 // TTL is how long a score stays fresh.
 func (s *Store) TTL() time.Duration { return s.ttl }
 
-// Record stores signals, keeping the newest per pod and detector; it
-// implements Sink.
-func (s *Store) Record(_ context.Context, signals []Signal) error {
+// Put stores signals, keeping the newest per pod and detector.
+func (s *Store) Put(signals []detector.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range signals {
 		s.put(&signals[i])
 	}
-	return nil
 }
 
-func (s *Store) put(sig *Signal) {
+func (s *Store) put(sig *detector.Signal) {
 	key := PodKey{sig.Namespace, sig.Pod}
 	// Freshness counts from receipt at the latest: a clock ahead of ours
 	// must not keep a score alive.
@@ -75,7 +67,7 @@ func (s *Store) put(sig *Signal) {
 	}
 	el, ok := s.pods[key]
 	if !ok {
-		el = s.lru.PushFront(&podScores{key: key, byDet: map[string]Entry{}})
+		el = s.lru.PushFront(&podScores{key: key, byDet: map[string]detector.Entry{}})
 		s.pods[key] = el
 		for s.lru.Len() > s.maxPods {
 			oldest := s.lru.Back()
@@ -93,7 +85,7 @@ func (s *Store) put(sig *Signal) {
 	if _, ok := ps.byDet[sig.Detector]; !ok && len(ps.byDet) >= MaxDetectorsPerPod {
 		ps.dropOldest()
 	}
-	ps.byDet[sig.Detector] = Entry{Score: sig.Score, Reason: sig.Reason, Evidence: sig.Evidence, Time: t}
+	ps.byDet[sig.Detector] = detector.Entry{Score: sig.Score, Reason: sig.Reason, Evidence: sig.Evidence, Time: t}
 }
 
 // MaxDetectorsPerPod bounds the detectors kept per pod: external names are
@@ -112,7 +104,7 @@ func (ps *podScores) dropOldest() {
 }
 
 // Fresh returns the pod's scores younger than the TTL, by detector.
-func (s *Store) Fresh(key PodKey) map[string]Entry {
+func (s *Store) Fresh(key PodKey) map[string]detector.Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	el, ok := s.pods[key]
@@ -120,7 +112,7 @@ func (s *Store) Fresh(key PodKey) map[string]Entry {
 		return nil
 	}
 	cutoff := s.now().Add(-s.ttl)
-	out := make(map[string]Entry, len(el.Value.(*podScores).byDet))
+	out := make(map[string]detector.Entry, len(el.Value.(*podScores).byDet))
 	for d, e := range el.Value.(*podScores).byDet {
 		if e.Time.After(cutoff) {
 			out[d] = e

@@ -1,4 +1,4 @@
-package threatpolicy
+package podresponse
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
-	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
@@ -49,6 +49,10 @@ func TestEnforceSustainAndEscalation(t *testing.T) {
 		q.Spec.Reason.Policy != p.Name || !slices.Equal(q.Spec.Reason.Policies, []string{p.Name}) ||
 		q.Spec.Reason.Detector != "my-model" || q.Spec.Reason.Score != "0.85" {
 		t.Errorf("quarantine %+v %+v", q.ObjectMeta, q.Spec)
+	}
+	// The policy's CordonNode floor (the API default, 1) is stamped in.
+	if s := q.Spec.Safeguards; s == nil || s.MinSchedulableNodes == nil || *s.MinSchedulableNodes != 1 {
+		t.Errorf("safeguards %+v, want minSchedulableNodes 1 from the policy", s)
 	}
 
 	// A higher step adds actions to the same Quarantine.
@@ -108,14 +112,19 @@ func TestRequireApprovalWithFalcoAndRecommendation(t *testing.T) {
 		}
 		return nil
 	})
-	// Escalation outside Enforce is a recommendation, not an action.
+	// Escalation outside Enforce is a recommendation, not an action. It is
+	// written to the spec: the Quarantine controller, status's only writer,
+	// reports it in status (internal/controller/quarantine).
 	postFalco(t, ns, "shop-1", "Critical")
-	onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
-		if actionTypes(q) != "Isolate" || len(q.Status.Recommendations) != 1 || len(q.Status.Recommendations[0].Actions) != 2 {
-			return fmt.Errorf("actions %s recommendations %+v", actionTypes(q), q.Status.Recommendations)
+	q := onlyQuarantine(t, ns, func(q *securityv1alpha1.Quarantine) error {
+		if actionTypes(q) != "Isolate" || len(q.Spec.Recommendations) != 1 || len(q.Spec.Recommendations[0].Actions) != 2 {
+			return fmt.Errorf("actions %s recommendations %+v", actionTypes(q), q.Spec.Recommendations)
 		}
 		return nil
 	})
+	if len(q.Status.Recommendations) != 0 || q.Status.Phase != "" {
+		t.Errorf("the policy path wrote Quarantine status: %+v", q.Status)
+	}
 }
 
 func TestDryRunWithAlertmanagerPlansOnly(t *testing.T) {
@@ -438,15 +447,15 @@ func TestScoresExpireWithThePod(t *testing.T) {
 	ns := newNamespace(t)
 	pod := newPod(t, ns, "short-lived")
 	postScore(t, ns, "short-lived", "my-model", 0.3)
-	key := detector.PodKey{Namespace: ns, Pod: "short-lived"}
-	if len(engine.Store.Fresh(key)) != 1 {
+	key := detection.PodKey{Namespace: ns, Pod: "short-lived"}
+	if len(evaluator.Store.Fresh(key)) != 1 {
 		t.Fatal("score not stored")
 	}
 	if err := k8s.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, func() error {
-		if n := len(engine.Store.Fresh(key)); n != 0 {
+		if n := len(evaluator.Store.Fresh(key)); n != 0 {
 			return fmt.Errorf("%d scores kept for a deleted pod", n)
 		}
 		return nil

@@ -1,4 +1,4 @@
-package threatpolicy
+package podresponse
 
 import (
 	"context"
@@ -27,7 +27,7 @@ func privilegedPod(t *testing.T, ns, name string) {
 		t.Fatal(err)
 	}
 	eventually(t, func() error {
-		return engine.Reader.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+		return evaluator.Reader.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
 	})
 }
 
@@ -46,7 +46,7 @@ func criticalReport(t *testing.T, ns, pod string) {
 	eventually(t, func() error {
 		var l unstructured.UnstructuredList
 		l.SetGroupVersionKind(exposure.VulnerabilityReportGVK.GroupVersion().WithKind("VulnerabilityReportList"))
-		if err := engine.Reader.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
+		if err := evaluator.Reader.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
 			return err
 		}
 		if len(l.Items) == 0 {
@@ -165,11 +165,11 @@ func TestExposureFromTrimmedCacheEqualsLive(t *testing.T) {
 		if err := k8s.Get(context.Background(), key, live); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, func() error { return engine.Reader.Get(context.Background(), key, cached) })
+		eventually(t, func() error { return evaluator.Reader.Get(context.Background(), key, cached) })
 		if len(cached.Spec.Containers[0].Env) != 0 {
 			t.Fatalf("%s: the cache does not trim pods", name)
 		}
-		want, got := engine.Exposure.Misconfiguration(live), engine.Exposure.Misconfiguration(cached)
+		want, got := evaluator.Exposure.Misconfiguration(live), evaluator.Exposure.Misconfiguration(cached)
 		if want != got {
 			t.Errorf("%s: exposure live %+v, from the cache %+v", name, want, got)
 		}

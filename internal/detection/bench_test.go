@@ -1,4 +1,4 @@
-package ingest
+package detection
 
 import (
 	"net/http"

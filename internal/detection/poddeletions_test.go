@@ -1,4 +1,4 @@
-package threatpolicy
+package detection
 
 import (
 	"context"
@@ -10,41 +10,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
+	"k8s.io/apimachinery/pkg/util/wait"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllertest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
-	"github.com/bulkhead-dev/bulkhead/internal/podcache"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
-
-// Setup must not need the API server: a manager started before the API is
-// reachable waits for it instead of exiting.
-func TestSetupWithoutAPIServer(t *testing.T) {
-	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second} // nothing listens on port 1
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: testenv.Scheme, Cache: podcache.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
-		// The suite's manager already registered these controller names.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Setup(mgr, Options{ManagerNamespace: managerNS, ScoreTTL: time.Minute}); err != nil {
-		t.Fatalf("Setup without an API server: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := mgr.Start(ctx); err != nil {
-		t.Fatalf("the manager gave up on the API server within %s: %v", 3*time.Second, err)
-	}
-}
 
 // failingInformers fails GetInformer until ok is set, like a cache whose API
 // server is not up yet.
@@ -92,18 +66,16 @@ func (f *failingInformers) FakeInformerFor(ctx context.Context, obj client.Objec
 
 func TestPodDeletionsSubscribeOnceTheAPIAnswers(t *testing.T) {
 	infs := &failingInformers{FakeInformers: &informertest.FakeInformers{}}
-	e := NewEngine(detector.NewStore(time.Minute, 100), nil, nil)
-	key := detector.PodKey{Namespace: "ns", Pod: "web"}
-	if err := e.Store.Record(context.Background(), []detector.Signal{{Namespace: key.Namespace, Pod: key.Pod, Detector: "falco", Score: 0.9}}); err != nil {
-		t.Fatal(err)
-	}
+	e := NewEvaluator(NewStore(time.Minute, 100), nil, nil, NewTriggers(), nil)
+	key := PodKey{Namespace: "ns", Pod: "web"}
+	e.Store.Put([]detector.Signal{{Namespace: key.Namespace, Pod: key.Pod, Detector: "falco", Score: 0.9}})
 	if len(e.Store.Fresh(key)) == 0 {
 		t.Fatal("no score recorded")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- (&podDeletions{cache: infs, engine: e, retry: 10 * time.Millisecond}).Start(ctx) }()
+	go func() { done <- (&PodDeletions{Cache: infs, Evaluator: e, Retry: 10 * time.Millisecond}).Start(ctx) }()
 
 	eventually(t, func() error {
 		if infs.attempts.Load() < 3 {
@@ -129,5 +101,17 @@ func TestPodDeletionsSubscribeOnceTheAPIAnswers(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// eventually polls f for up to 15s.
+func eventually(t testing.TB, f func() error) {
+	t.Helper()
+	var last error
+	if err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+		last = f()
+		return last == nil, nil
+	}); err != nil {
+		t.Fatalf("timed out: %v", last)
 	}
 }

@@ -1,4 +1,4 @@
-package threatpolicy
+package podresponse
 
 import (
 	"slices"

@@ -1,7 +1,9 @@
-package threatpolicy
+package detection
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,11 +17,29 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
-// TestEngineStreaks checks, without a cluster, that each signal is one
+// activity records which policy evaluated which detector.
+type activity struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (a *activity) Evaluated(_ context.Context, policy, det string, _ time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, policy+"/"+det)
+}
+
+func (a *activity) has(policy, det string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Contains(a.got, policy+"/"+det)
+}
+
+// TestEvaluatorStreaks checks, without a cluster, that each signal is one
 // evaluation, that a lower score resets the streak, that a trigger waits
 // for a decision even if a lower score follows, and that only policies
 // weighing the signal's detector and selecting the pod are evaluated.
-func TestEngineStreaks(t *testing.T) {
+func TestEvaluatorStreaks(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
 	sustain3 := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: securityv1alpha1.ThreatPolicySpec{
@@ -40,9 +60,10 @@ func TestEngineStreaks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEngine(detector.NewStore(time.Minute, 10), c, assessor)
+	seen := &activity{}
+	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), seen)
 	ctx := context.Background()
-	key := detector.PodKey{Namespace: "web", Pod: "shop-1"}
+	key := PodKey{Namespace: "web", Pod: "shop-1"}
 	record := func(score float64) {
 		t.Helper()
 		if err := e.Record(ctx, []detector.Signal{{Namespace: "web", Pod: "shop-1", Detector: "falco", Score: score}}); err != nil {
@@ -57,7 +78,7 @@ func TestEngineStreaks(t *testing.T) {
 
 	for i, s := range []float64{0.9, 0.9, 0.5, 0.9, 0.9} {
 		record(s)
-		if got := e.Take(key); len(got) != 0 {
+		if got := e.Triggers.Take(key); len(got) != 0 {
 			t.Fatalf("signal %d triggered %v before sustain 3", i, got)
 		}
 	}
@@ -66,11 +87,11 @@ func TestEngineStreaks(t *testing.T) {
 	}
 	record(0.95)
 	record(0.1) // falls before the decision: the trigger stays
-	got := e.Take(key)
+	got := e.Triggers.Take(key)
 	if len(got) != 1 || got["a"].Result.Score != 0.95 || got["a"].Streak != 3 {
 		t.Fatalf("triggered %+v, want policy a at 0.95 with streak 3", got)
 	}
-	if again := e.Take(key); len(again) != 0 {
+	if again := e.Triggers.Take(key); len(again) != 0 {
 		t.Errorf("a trigger was decided twice: %v", again)
 	}
 	e.mu.Lock()
@@ -80,9 +101,8 @@ func TestEngineStreaks(t *testing.T) {
 	if b || c2 {
 		t.Errorf("evaluated a policy that does not select the pod (%v) or weigh falco (%v)", b, c2)
 	}
-	snap := e.TakeSnapshot("a")
-	if _, ok := snap.LastSignal["falco"]; !ok {
-		t.Errorf("no last signal time: %+v", snap)
+	if !seen.has("a", "falco") {
+		t.Errorf("no last signal time: %+v", seen.got)
 	}
 	e.ForgetPolicy("a")
 	e.mu.Lock()
@@ -94,15 +114,5 @@ func TestEngineStreaks(t *testing.T) {
 	e.Forget(key, "u1")
 	if e.Store.Len() != 0 {
 		t.Error("Forget kept the pod's scores")
-	}
-}
-
-func TestAddPlanKeepsOnePlanPerPod(t *testing.T) {
-	var plans []securityv1alpha1.Plan
-	for _, pod := range []string{"a", "b", "a", "a"} {
-		plans = addPlan(plans, securityv1alpha1.Plan{Namespace: "n", Pod: pod, Score: securityv1alpha1.Score("0." + pod)})
-	}
-	if len(plans) != 2 || plans[0].Pod != "b" || plans[1].Pod != "a" {
-		t.Errorf("plans %+v, want b then a", plans)
 	}
 }

@@ -1,0 +1,126 @@
+// Package podresponse is the per-pod decision: when detection queues a
+// trigger for a pod, it gathers the cluster state under a lock, lets
+// policy.Decide (pure) say what the policies call for, reserves what that
+// takes, and then, unlocked, writes the pod's one Quarantine. The ledger of
+// writes the cache does not show yet and the auto-release of a policy's
+// Quarantine live here too.
+package podresponse
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
+)
+
+// Activity hears what a decision did, for the policies' status (the
+// ThreatPolicy controller's Activity).
+type Activity interface {
+	AddPlan(policy string, plan securityv1alpha1.Plan)
+	SetTrigger(policy string, t securityv1alpha1.Trigger)
+}
+
+// Reconciler decides, per pod, what the policies whose threshold held call
+// for, and writes the one Quarantine of that pod (its spec: the Quarantine
+// controller alone writes its status). It also releases a policy's
+// Quarantine when autoReleaseAfter is due and the score has fallen.
+type Reconciler struct {
+	client.Client
+	// APIReader reads the pause switch without caching every ConfigMap.
+	APIReader client.Reader
+	// Triggers queues the evaluations that reached a trigger.
+	Triggers *detection.Triggers
+	// Evaluator re-scores a pod for auto-release and forgets deleted pods.
+	Evaluator *detection.Evaluator
+	// Activity hears triggers and plans, for the policies' status.
+	Activity         Activity
+	Recorder         events.EventRecorder
+	ManagerNamespace string
+	// MaxActive caps unreleased policy Quarantines cluster-wide; 0: no cap.
+	MaxActive int
+	// Now is the clock (tests).
+	Now func() time.Time
+
+	// MaxConcurrentReconciles is how many pods are handled in parallel;
+	// decisions themselves are serialised by decideMu (budgets), the writes
+	// that carry them out are not.
+	MaxConcurrentReconciles int
+
+	// decideMu makes reading the budgets and reserving a slot one step, so
+	// two parallel decisions cannot both take the last slot.
+	decideMu sync.Mutex
+	// pending counts this controller's writes the cache does not show yet.
+	pending ledger
+}
+
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
+// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile handles one pod: a decision when a new signal asks for one, and
+// the auto-release of its Quarantine.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	key := detection.PodKey{Namespace: req.Namespace, Pod: req.Name}
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Evaluator.Forget(key, "")
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if evals := r.Triggers.Take(key); len(evals) > 0 {
+		again, err := r.decide(ctx, pod, evals)
+		if err != nil || again > 0 {
+			r.Triggers.Retry(key, evals)
+			return ctrl.Result{RequeueAfter: again}, err
+		}
+	}
+	w, err := r.observe(ctx, pod, false)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.autoRelease(ctx, w)
+}
+
+// SetupWithManager watches the triggers, and Quarantines (mapped
+// to their pod) so auto-release timers survive restarts.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 8
+	}
+	toPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		q, ok := o.(*securityv1alpha1.Quarantine)
+		if !ok || q.Annotations[securityv1alpha1.CreatedByPolicyAnnotation] == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: q.Namespace, Name: q.Spec.Target.Name}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("podresponse").
+		WatchesRawSource(source.Channel(r.Triggers.Pods, &handler.EnqueueRequestForObject{})).
+		// Auto-release depends on spec and annotations only, not on the
+		// status writes every containment makes several of.
+		Watches(&securityv1alpha1.Quarantine{}, toPod, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Complete(r)
+}
