@@ -71,7 +71,19 @@ func TestSensorEndToEnd(t *testing.T) {
 
 	// Real servers in the pods' cgroups, each with a netprobe making the
 	// pod's own connections.
-	www := k.site(t)
+	www := k.site(t, "www")
+	// The blog serves the same pages plus its CGI directory.
+	blogDir := k.site(t, "blog")
+	cgi, err := os.ReadFile(filepath.Join(repoRoot(), "test", "e2e", "testdata", "blog", "cgi-bin", "sh.cgi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(blogDir, "cgi-bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blogDir, "cgi-bin", "sh.cgi"), cgi, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	netprobe := filepath.Join(k.bin, "netprobe")
 	probeArgs := func(name, connect, connectFile string) []string {
 		a := []string{"-name=" + name, "-hold=" + hold.addr, "-connect=" + connect, "-udp=" + udp.addr}
@@ -103,7 +115,7 @@ func TestSensorEndToEnd(t *testing.T) {
 	}
 	blogC := k.containerFor(blog)
 	blogPort := freePort(t)
-	blogC.start("python3-http.server", "python3", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", "--directory", filepath.Join(repoRoot(), "test", "e2e", "testdata", "blog"), fmt.Sprint(blogPort))
+	blogC.start("python3-http.server", "python3", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", "--directory", blogDir, fmt.Sprint(blogPort))
 	wikiC := k.containerFor(wiki)
 	wikiPort := freePort(t)
 	wikiC.start("perl-wiki.pl", "perl", filepath.Join(repoRoot(), "test", "e2e", "testdata", "wiki", "wiki.pl"), fmt.Sprint(wikiPort), www)
@@ -572,8 +584,8 @@ func (s *scenario) requireEnforcementStatus(q *securityv1alpha1.Quarantine) {
 }
 
 // site is the static content every server serves.
-func (k *kernelKit) site(t *testing.T) string {
-	dir := filepath.Join(k.dir, "www")
+func (k *kernelKit) site(t *testing.T, name string) string {
+	dir := filepath.Join(k.dir, name)
 	for name, body := range map[string]string{
 		"index.html":   "<html><head><link rel=stylesheet href=style.css></head><body>shop</body></html>\n",
 		"style.css":    "body { font-family: sans-serif }\n",

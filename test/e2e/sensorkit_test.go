@@ -77,6 +77,12 @@ type kernelKit struct {
 func newKernelKit(t *testing.T) *kernelKit {
 	t.Helper()
 	k := &kernelKit{t: t, dir: t.TempDir()}
+	// python3's CGI handler runs scripts as nobody: let it reach them.
+	for _, d := range []string{filepath.Dir(k.dir), k.dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	k.root = filepath.Join(unifiedRoot(), "bulkhead-e2e-"+randHex(4))
 	if err := os.Mkdir(k.root, 0o755); err != nil {
 		t.Fatalf("creating the private cgroup root: %v", err)
@@ -352,7 +358,12 @@ func sensorIdentity(t *testing.T) string {
 	// config/default does not include config/sensor (yet): render it the
 	// same way, so the sensor runs under exactly config/sensor's RBAC.
 	dir := t.TempDir()
-	kust := fmt.Sprintf("namespace: %s\nnamePrefix: bulkhead-\nresources:\n- %s\n", ns, filepath.Join(repoRoot(), "config", "sensor"))
+	// kustomize takes bases by relative path only.
+	rel, err := filepath.Rel(dir, filepath.Join(repoRoot(), "config", "sensor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kust := fmt.Sprintf("namespace: %s\nnamePrefix: bulkhead-\nresources:\n- %s\n", ns, rel)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +404,12 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 			ServiceAccountName:           sa,
 			AutomountServiceAccountToken: ptr.To(false),
 			Tolerations:                  []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-			Containers:                   []corev1.Container{{Name: "sensor", Image: "bulkhead:e2e"}},
+			// Only an identity anchor for the bound token (nothing runs in
+			// it), so it passes the namespace's restricted Pod Security.
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "sensor", Image: "bulkhead:e2e", SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
 		},
 	}
 	created, err := kube.Pods(ns).Create(env.ctx, pod, metav1.CreateOptions{})
