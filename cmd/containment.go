@@ -9,6 +9,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
+	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
 // containmentFlags configure the Quarantine controller.
@@ -27,7 +28,8 @@ func (f *containmentFlags) bind(fs *flag.FlagSet) {
 // setupContainment adds the Quarantine controller, which applies and undoes
 // containment actions and alone writes Quarantine status, and its janitor.
 // onPhaseChange hears every phase change (notifications).
-func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags,
+// sensors, when set, reports the node kernels' enforcement of Isolate.
+func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, sensors *sensorhub.Hub,
 	onPhaseChange func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase)) error {
 	r := &quarantine.QuarantineReconciler{
 		Client:                  mgr.GetClient(),
@@ -36,6 +38,9 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags,
 		MinSchedulableNodes:     f.minNodes,
 		MaxConcurrentReconciles: f.concurrency,
 		OnPhaseChange:           onPhaseChange,
+	}
+	if sensors != nil {
+		r.Kernel, r.KernelChanges = sensors, sensors.Changes()
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bulkhead-dev/bulkhead/internal/behavior"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/podresponse"
@@ -14,6 +19,10 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
+	"github.com/bulkhead-dev/bulkhead/internal/ingestca"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
+	"github.com/bulkhead-dev/bulkhead/internal/sensordeploy"
+	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
 // detectionFlags configure signal ingestion and the detection pipeline.
@@ -48,12 +57,29 @@ type detectionParts struct {
 	Evaluator *detection.Evaluator
 	Triggers  *detection.Triggers
 	Pipeline  *detection.Pipeline
+	// Sensors holds what the node sensors report.
+	Sensors *sensorhub.Hub
+}
+
+// podNode answers which node a pod runs on, from the manager's cache.
+func podNode(c client.Reader) sensorhub.PodNode {
+	return func(ctx context.Context, namespace, name string) (string, bool, error) {
+		var pod corev1.Pod
+		err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &pod)
+		if apierrors.IsNotFound(err) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		return pod.Spec.NodeName, true, nil
+	}
 }
 
 // setupDetection builds the pipeline (score store, policy evaluation,
 // trigger queue) that obs, when set, and the ingestion server feed, and
 // the ingestion server itself. Evaluations are reported to activity.
-func setupDetection(mgr ctrl.Manager, f detectionFlags, obs *behavior.Observer, activity detection.Activity) (*detectionParts, error) {
+func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *behavior.Observer, activity detection.Activity) (*detectionParts, error) {
 	if f.certFile != "" && f.keyFile == "" || f.certFile == "" && f.keyFile != "" {
 		return nil, fmt.Errorf("--ingest-tls-cert-file and --ingest-tls-key-file go together")
 	}
@@ -85,12 +111,27 @@ func setupDetection(mgr ctrl.Manager, f detectionFlags, obs *behavior.Observer, 
 	if f.tokenFile == "" && f.clientCAFile == "" {
 		ctrl.Log.WithName("setup").Info("ingestion has no credentials: every request will be refused (set --ingest-token-file or --ingest-client-ca-file)")
 	}
+	// Node sensors authenticate with their projected ServiceAccount token
+	// and may speak only for their own node's pods.
+	d.Sensors = sensorhub.NewHub(podNode(mgr.GetClient()))
+	reviewer := &sensorhub.TokenReviewer{Client: mgr.GetClient(), Audience: wire.Audience,
+		Username: sensorhub.SensorUsername(namespace, sensordeploy.Name)}
 	handler := ingest.NewHandler(ingest.Config{
 		Auth: auth, Detection: d.Pipeline, Pods: mgr.GetClient(),
 		MaxBodyBytes: f.maxBody, Rate: rate.Limit(f.ratePerCredential), Burst: f.burst, ReplayWindow: f.replayWindow,
+		Sensors: &ingest.Sensors{Reviewer: reviewer, Hub: d.Sensors},
 	})
+	// Without a certificate file, serve one signed by the CA the manager
+	// keeps in its namespace and publishes for sensors to verify.
+	issue := func(ctx context.Context) (tls.Certificate, error) {
+		ca, err := ingestca.Ensure(ctx, mgr.GetClient(), namespace)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		return ca.Serving(ingestca.DNSNames(namespace))
+	}
 	return d, mgr.Add(&ingest.Server{Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
-		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile})
+		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile, Issue: issue})
 }
 
 // policyFlags configure what policies may do.

@@ -33,7 +33,8 @@ func newScheme() *runtime.Scheme {
 func main() {
 	// Subcommands other than the manager.
 	subcommands := map[string]func(args []string) error{
-		"eval": runEval,
+		"eval":   runEval,
+		"sensor": runSensor,
 	}
 	if len(os.Args) > 1 {
 		if run, ok := subcommands[os.Args[1]]; ok {
@@ -87,6 +88,7 @@ type flags struct {
 	policies    policyFlags
 	notify      notifyFlags
 	containment containmentFlags
+	sensor      sensorFlags
 }
 
 func (f *flags) bind(fs *flag.FlagSet) {
@@ -96,6 +98,7 @@ func (f *flags) bind(fs *flag.FlagSet) {
 	f.policies.bind(fs)
 	f.notify.bind(fs)
 	f.containment.bind(fs)
+	f.sensor.bind(fs)
 }
 
 // runManager parses the flags of every component, builds the manager and
@@ -122,7 +125,7 @@ func runManager(args []string) error {
 		return fmt.Errorf("setting up behavior: %w", err)
 	}
 	activity := threatpolicy.NewActivity()
-	det, err := setupDetection(mgr, f.detection, obs, activity)
+	det, err := setupDetection(mgr, ns, f.detection, obs, activity)
 	if err != nil {
 		return fmt.Errorf("setting up detection: %w", err)
 	}
@@ -133,8 +136,11 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("setting up notifications: %w", err)
 	}
-	if err := setupContainment(mgr, ns, f.containment, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, ns, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
 		return fmt.Errorf("setting up containment: %w", err)
+	}
+	if err := setupSensor(mgr, ns, f.sensor); err != nil {
+		return fmt.Errorf("setting up the sensor installer: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)

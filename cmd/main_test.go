@@ -34,7 +34,7 @@ func TestSetupWithoutAPIServer(t *testing.T) {
 		t.Fatalf("behavior: %v (model %v)", err, obs)
 	}
 	activity := threatpolicy.NewActivity()
-	det, err := setupDetection(mgr, f.detection, obs, activity)
+	det, err := setupDetection(mgr, f.manager.namespace, f.detection, obs, activity)
 	if err != nil {
 		t.Fatalf("detection without an API server: %v", err)
 	}
@@ -48,8 +48,11 @@ func TestSetupWithoutAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := setupContainment(mgr, f.manager.namespace, f.containment, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
 		t.Fatal(err)
+	}
+	if err := setupSensor(mgr, f.manager.namespace, f.sensor); err != nil {
+		t.Fatalf("sensor installer without an API server: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -69,7 +72,7 @@ func TestBehaviorDisabledFeedsNothing(t *testing.T) {
 	if err != nil || obs != nil {
 		t.Fatalf("disabled model: %v %v", obs, err)
 	}
-	det, err := setupDetection(mgr, detectionFlags{bindAddress: "127.0.0.1:0", insecure: true}, obs, threatpolicy.NewActivity())
+	det, err := setupDetection(mgr, "ns", detectionFlags{bindAddress: "127.0.0.1:0", insecure: true}, obs, threatpolicy.NewActivity())
 	if err != nil {
 		t.Fatal(err)
 	}

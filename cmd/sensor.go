@@ -16,9 +16,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
 )
 
-// `bulkhead sensor`: the node agent, run as a DaemonSet.
-func init() { subcommands["sensor"] = runSensor }
-
 // defaultTokenFile is where the sensor's DaemonSet projects its
 // ServiceAccount token with audience bulkhead-ingest.
 const defaultTokenFile = "/var/run/secrets/bulkhead/token"
@@ -64,7 +61,7 @@ func runSensor(args []string) error {
 	be, closeBackends := sensorBackends(cfg.CgroupRoot, pin)
 	defer closeBackends()
 	be.Merge = sensor.MergeBaselines
-	agent, err := sensor.New(cfg, be, send, restCfg, scheme, log.WithName("sensor"))
+	agent, err := sensor.New(cfg, be, send, restCfg, newScheme(), log.WithName("sensor"))
 	if err != nil {
 		return err
 	}

@@ -1,41 +1,160 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/collect"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/enforce"
 )
 
-// sensorBackends connects the sensor to the kernel: the eBPF collector
-// (internal/sensor/collect), the cgroup reader (internal/sensor/cgroups) and
-// the enforcer (internal/sensor/enforce), through adapters to the
-// interfaces of internal/sensor. Until those packages are merged into this
-// build, every backend reports itself missing, which the sensor shows as
-// not ready (/readyz, coverage.ready=false, bulkhead_sensor_bpf_available 0).
+// sensorBackends connects the node agent to the kernel: the eBPF collector,
+// the cgroup reader and the enforcer. The agent names cgroups relative to
+// the cgroup root; the enforcer attaches to absolute paths.
 func sensorBackends(cgroupRoot, pinDir string) (sensor.Backends, func()) {
-	_, _ = cgroupRoot, pinDir
-	missing := errors.New("not linked into this build")
-	return sensor.Backends{
+	be := sensor.Backends{
 		NewCollector: func() (sensor.Collector, error) {
-			return nil, &sensor.UnavailableError{Missing: "kernel collector (internal/sensor/collect)", Err: missing}
+			c, err := collect.New(collect.Options{})
+			if err != nil {
+				var ue *collect.UnavailableError
+				if errors.As(err, &ue) {
+					return nil, &sensor.UnavailableError{Missing: ue.Missing, Err: ue.Err}
+				}
+				return nil, err
+			}
+			return collector{c}, nil
 		},
-		Containers:  noContainers{},
-		EnforcerErr: errors.New("kernel enforcer (internal/sensor/enforce) not linked into this build"),
-	}, func() {}
+		SyscallName: collect.SyscallName,
+		MaxSyscall:  collect.MaxSyscall,
+		Containers:  containerSource{},
+	}
+	closeFn := func() {}
+	e, err := enforce.New(pinDir)
+	if err != nil {
+		be.EnforcerErr = err
+	} else {
+		be.Enforcer = enforcer{e: e, root: cgroupRoot}
+		// Close keeps the pins: isolated pods stay isolated across restarts.
+		closeFn = func() { _ = e.Close() }
+	}
+	return be, closeFn
 }
 
-// noContainers finds no containers: without the cgroup reader there is
-// nothing to map.
-type noContainers struct{}
+type collector struct{ c *collect.Collector }
 
-func (noContainers) Scan(string) ([]sensor.Container, error) { return nil, nil }
-func (noContainers) PodCgroup(string, string) (string, uint64, error) {
-	return "", 0, errors.New("cgroup reader (internal/sensor/cgroups) not linked into this build")
+func (c collector) Track(id uint64) error   { return c.c.Track(id) }
+func (c collector) Untrack(id uint64) error { return c.c.Untrack(id) }
+func (c collector) Close() error            { return c.c.Close() }
+
+// Run relays the collector's events in the agent's form.
+func (c collector) Run(ctx context.Context, out chan<- sensor.Event) error {
+	in := make(chan collect.Event, 256)
+	done := make(chan error, 1)
+	go func() { done <- c.c.Run(ctx, in); close(in) }()
+	for ev := range in {
+		se := sensor.Event{CgroupID: ev.CgroupID, Time: ev.Time}
+		if x := ev.Exec; x != nil {
+			parent := x.ParentExe
+			if parent == "" {
+				parent = x.Parent
+			}
+			se.Exec = &sensor.Exec{PID: x.PID, PPID: x.PPID, UID: x.UID, Binary: x.Binary, Parent: parent, Args: x.Args}
+		}
+		if x := ev.Conn; x != nil {
+			conn := sensor.Conn(*x)
+			se.Conn = &conn
+		}
+		select {
+		case out <- se:
+		case <-ctx.Done():
+		}
+	}
+	return <-done
 }
-func (noContainers) ReadUsage(string, string) (sensor.Usage, error) {
-	return nil, errors.New("cgroup reader not linked into this build")
+
+func (c collector) DrainSyscalls() (map[uint64]map[sensor.Trigram]uint64, error) {
+	in, err := c.c.DrainSyscalls()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]map[sensor.Trigram]uint64, len(in))
+	for id, grams := range in {
+		m := make(map[sensor.Trigram]uint64, len(grams))
+		for g, n := range grams {
+			m[sensor.Trigram(g)] = n
+		}
+		out[id] = m
+	}
+	return out, nil
 }
-func (noContainers) Rate(sensor.Usage, sensor.Usage) detector.ResourceSample {
-	return detector.ResourceSample{}
+
+type containerSource struct{}
+
+func (containerSource) Scan(root string) ([]sensor.Container, error) {
+	cs, err := cgroups.Scan(root)
+	out := make([]sensor.Container, len(cs))
+	for i, c := range cs {
+		out[i] = sensor.Container(c)
+	}
+	return out, err
 }
+
+func (containerSource) PodCgroup(root, podUID string) (string, uint64, error) {
+	return cgroups.PodCgroup(root, podUID)
+}
+
+func (containerSource) ReadUsage(root, rel string) (sensor.Usage, error) {
+	return cgroups.ReadUsage(root, rel)
+}
+
+func (containerSource) Rate(prev, cur sensor.Usage) detector.ResourceSample {
+	p, ok1 := prev.(cgroups.Usage)
+	c, ok2 := cur.(cgroups.Usage)
+	if !ok1 || !ok2 {
+		return detector.ResourceSample{}
+	}
+	return cgroups.Rate(p, c)
+}
+
+type enforcer struct {
+	e    *enforce.Enforcer
+	root string
+}
+
+func (f enforcer) abs(rel string) string { return filepath.Join(f.root, rel) }
+
+func (f enforcer) rel(abs string) string {
+	if r, err := filepath.Rel(f.root, abs); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return abs
+}
+
+func (f enforcer) Isolate(rel string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	r, err := f.e.Isolate(f.abs(rel), enforce.Options(o))
+	return sensor.IsolateResult(r), err
+}
+
+func (f enforcer) Release(rel string) error { return f.e.Release(f.abs(rel)) }
+
+func (f enforcer) Reconcile(want map[string]sensor.IsolateOptions) (applied, released []string, err error) {
+	abs := make(map[string]enforce.Options, len(want))
+	for rel, o := range want {
+		abs[f.abs(rel)] = enforce.Options(o)
+	}
+	a, r, err := f.e.Reconcile(abs)
+	for i := range a {
+		a[i] = f.rel(a[i])
+	}
+	for i := range r {
+		r[i] = f.rel(r[i])
+	}
+	return a, r, err
+}
+
+func (f enforcer) Close() error { return f.e.Close() }

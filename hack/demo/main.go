@@ -8,8 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,7 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 type config struct {
@@ -84,8 +83,6 @@ type demo struct {
 	cluster *localcluster.Cluster
 	install *localcluster.Install
 	manager *localcluster.Manager
-	ingest  string
-	token   string
 	steps   []stepTime
 }
 
@@ -98,8 +95,8 @@ func (d *demo) run() error {
 	if !d.cfg.clusterOnly {
 		d.banner()
 	}
-	if _, err := os.Stat(filepath.Join(repoRoot(), "config", "default")); err != nil {
-		return fmt.Errorf("run the demo from the repository root (make demo): %w", err)
+	if _, err := os.Stat(filepath.Join(framework.RepoRoot(), "config", "default")); err != nil {
+		return fmt.Errorf("run the demo from the repository (make demo): %w", err)
 	}
 	if d.cfg.clusterOnly {
 		if err := d.step("Start a local control plane", d.startCluster); err != nil {
@@ -201,7 +198,7 @@ func (d *demo) startCluster() error {
 }
 
 func (d *demo) installBulkhead() error {
-	inst, err := d.cluster.InstallBulkhead(d.ctx, repoRoot())
+	inst, err := d.cluster.InstallBulkhead(d.ctx, framework.RepoRoot())
 	if err != nil {
 		return err
 	}
@@ -212,39 +209,20 @@ func (d *demo) installBulkhead() error {
 }
 
 func (d *demo) startManager() error {
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	d.token = hex.EncodeToString(tok)
-	creds := filepath.Join(d.cluster.Dir, "ingest-tokens")
-	if err := os.WriteFile(creds, []byte(d.token+" name=demo-sensor detectors=behavior\n"), 0o600); err != nil {
-		return err
-	}
-	port, err := localcluster.FreePort()
+	creds, err := d.cluster.IngestCredentials("demo-sensor", "behavior")
 	if err != nil {
 		return err
 	}
-	d.ingest = fmt.Sprintf("http://127.0.0.1:%d", port)
-	m, err := d.cluster.StartManager(d.ctx, d.install, localcluster.ManagerOptions{Args: []string{
-		fmt.Sprintf("--ingest-bind-address=127.0.0.1:%d", port),
-		"--ingest-insecure",
-		"--ingest-token-file=" + creds,
-		"--behavior-learning-window=" + d.cfg.learningWindow.String(),
-	}})
+	m, err := d.cluster.StartManager(d.ctx, d.install, localcluster.ManagerOptions{
+		Ingest: creds,
+		Args:   []string{"--behavior-learning-window=" + d.cfg.learningWindow.String()},
+	})
 	if err != nil {
 		return err
 	}
 	d.manager = m
 	d.say("bulkhead %s", joinArgs(m.Args))
 	d.say("API identity: %s (token from the TokenRequest API; kubeconfig %s)", m.User, m.Kubeconfig)
-	d.say("signal ingestion: %s (plain HTTP on loopback for the demo; bearer token required)", d.ingest)
+	d.say("signal ingestion: %s (plain HTTP on loopback for the demo; bearer token required)", m.Ingest.URL)
 	return nil
-}
-
-// repoRoot is the working directory: make runs the demo from the repository.
-func repoRoot() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "."
-	}
-	return wd
 }

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +18,8 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/eval"
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 const (
@@ -44,7 +41,7 @@ var attacked struct {
 func loadDataset() (*eval.Split, error) {
 	shared := os.Getenv("BULKHEAD_SHARED")
 	if shared == "" {
-		shared = filepath.Join(repoRoot(), "..", "shared")
+		shared = filepath.Join(framework.RepoRoot(), "..", "shared")
 	}
 	dir := filepath.Join(shared, "datasets", "adfa-ld")
 	split, err := eval.LoadADFA(dir)
@@ -123,47 +120,29 @@ func (d *demo) shopPods(n int32) ([]corev1.Pod, error) {
 }
 
 func (d *demo) applyPolicies() error {
-	policies := fmt.Sprintf(`apiVersion: security.bulkhead.dev/v1alpha1
-kind: ThreatPolicy
-metadata: {name: %s}
-spec:
-  mode: Enforce
-  selector:
-    namespaceSelector: {matchLabels: {tier: web}}
-    podSelector: {matchLabels: {app: shop}}
-  detectors:
-  - {name: behavior, weight: 60}
-  - {name: falco, weight: 40}
-  scoring:
-    # 0.80 three evaluations in a row: the 2,186 normal ADFA-LD validation
-    # traces, replayed the same way, never reached it when this was written.
-    threshold: "%s"
-    sustain: 3
-  response:
-  - minScore: "%s"
-    actions: [{type: Isolate, isolate: {allowDNS: true}}]
-  - minScore: "%s"
-    actions: [{type: ScaleToZero}, {type: CordonNode}]
-  safeguards:
-    maxActiveQuarantines: 10
-    minSchedulableNodes: 1
----
-apiVersion: security.bulkhead.dev/v1alpha1
-kind: ThreatPolicy
-metadata: {name: %s}
-spec:
-  mode: DryRun
-  selector:
-    namespaceSelector: {matchLabels: {tier: web}}
-    podSelector: {matchLabels: {app: shop}}
-  detectors:
-  - {name: behavior, weight: 100}
-  scoring:
-    threshold: "0.01"
-  response:
-  - minScore: "0.01"
-    actions: [{type: Isolate}]
-`, enforcePolicy, d.cfg.threshold, d.cfg.threshold, d.cfg.escalate, watchPolicy)
+	shop := map[string]string{"app": "shop"}
+	web := map[string]string{"tier": "web"}
+	policies := framework.Policies(
+		framework.Policy{
+			Name: enforcePolicy, NamespaceLabels: web, PodLabels: shop,
+			Detectors: []framework.Detector{{Name: "behavior", Weight: 60}, {Name: "falco", Weight: 40}},
+			// 0.80 three evaluations in a row: the 2,186 normal ADFA-LD
+			// validation traces, replayed the same way, never reached it when
+			// this was written.
+			Threshold: d.cfg.threshold, Sustain: 3,
+			Response: []framework.Step{
+				{MinScore: d.cfg.threshold, Actions: "[{type: Isolate, isolate: {allowDNS: true}}]"},
+				{MinScore: d.cfg.escalate, Actions: "[{type: ScaleToZero}, {type: CordonNode}]"},
+			},
+			MaxActiveQuarantines: 10, MinSchedulableNodes: 1,
+		},
+		framework.Policy{
+			Name: watchPolicy, Mode: "DryRun", NamespaceLabels: web, PodLabels: shop,
+			Detectors: []framework.Detector{{Name: "behavior", Weight: 100}},
+			Threshold: "0.01",
+			Response:  []framework.Step{{MinScore: "0.01", Actions: "[{type: Isolate}]"}},
+		},
+	)
 	for _, l := range splitLines(policies) {
 		fmt.Printf("           %s\n", l)
 	}
@@ -314,7 +293,7 @@ func (d *demo) attack(split *eval.Split) error {
 			return err
 		}
 		if !escalated(q) {
-			return fmt.Errorf("actions %v", actionStates(q))
+			return fmt.Errorf("actions %v", framework.ActionStates(q))
 		}
 		return nil
 	})
@@ -345,24 +324,7 @@ func breakdown(b []securityv1alpha1.ScoreComponent) string {
 }
 
 func (d *demo) quarantineOf(pod string) (*securityv1alpha1.Quarantine, error) {
-	var list securityv1alpha1.QuarantineList
-	if err := d.cluster.Client.List(d.ctx, &list, client.InNamespace(shopNS)); err != nil {
-		return nil, err
-	}
-	for i := range list.Items {
-		if list.Items[i].Spec.Target.Name == pod {
-			return &list.Items[i], nil
-		}
-	}
-	return nil, fmt.Errorf("no Quarantine for %s", pod)
-}
-
-func actionStates(q *securityv1alpha1.Quarantine) []string {
-	s := make([]string, 0, len(q.Status.Actions))
-	for _, a := range q.Status.Actions {
-		s = append(s, string(a.Type)+"="+string(a.State))
-	}
-	return s
+	return framework.QuarantineFor(d.ctx, d.cluster.Client, shopNS, pod)
 }
 
 func (d *demo) checkContained() error {
@@ -408,7 +370,7 @@ func (d *demo) checkContained() error {
 	if err := c.Get(d.ctx, client.ObjectKey{Name: attacked.node}, &node); err != nil {
 		return err
 	}
-	if !node.Spec.Unschedulable || !hasQuarantineTaint(&node) {
+	if !node.Spec.Unschedulable || !framework.QuarantineTainted(&node) {
 		return fmt.Errorf("node %s not cordoned and tainted (unschedulable %v, taints %v)", node.Name, node.Spec.Unschedulable, node.Spec.Taints)
 	}
 	d.say("node %s cordoned with taint %s:NoSchedule", node.Name, securityv1alpha1.QuarantineTaintKey)
@@ -416,15 +378,6 @@ func (d *demo) checkContained() error {
 		return err
 	}
 	return d.showKubectl("get", "networkpolicies,deployments,pods", "-n", shopNS)
-}
-
-func hasQuarantineTaint(n *corev1.Node) bool {
-	for _, t := range n.Spec.Taints {
-		if t.Key == securityv1alpha1.QuarantineTaintKey && t.Effect == corev1.TaintEffectNoSchedule {
-			return true
-		}
-	}
-	return false
 }
 
 func (d *demo) release() error {
@@ -435,7 +388,7 @@ func (d *demo) release() error {
 	return d.poll(60*time.Second, "Quarantine "+attacked.quarantine+" Released", func(ctx context.Context) error {
 		q, err := d.quarantineOf(attacked.pod)
 		if err == nil && q.Status.Phase != securityv1alpha1.PhaseReleased {
-			err = fmt.Errorf("phase %s, actions %v", q.Status.Phase, actionStates(q))
+			err = fmt.Errorf("phase %s, actions %v", q.Status.Phase, framework.ActionStates(q))
 		}
 		return err
 	})
@@ -448,7 +401,7 @@ func (d *demo) checkRestored() error {
 		if err := c.Get(ctx, client.ObjectKey{Name: attacked.node}, &node); err != nil {
 			return err
 		}
-		if node.Spec.Unschedulable || hasQuarantineTaint(&node) {
+		if node.Spec.Unschedulable || framework.QuarantineTainted(&node) {
 			return fmt.Errorf("still cordoned")
 		}
 		return nil
@@ -503,52 +456,20 @@ func (d *demo) summary() {
 // poll checks every 250ms until check succeeds or timeout; what, when set,
 // is reported on success and every 10s while waiting.
 func (d *demo) poll(timeout time.Duration, what string, check func(context.Context) error) error {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(d.ctx, timeout)
-	defer cancel()
-	next := 10 * time.Second
-	for {
-		err := check(ctx)
-		if err == nil {
-			if what != "" {
-				d.say("✓ %s (%s)", what, time.Since(start).Round(10*time.Millisecond))
-			}
-			return nil
-		}
-		if what != "" && time.Since(start) > next {
-			d.say("… waiting for %s: %v", what, err)
-			next += 10 * time.Second
-		}
-		select {
-		case <-ctx.Done():
-			if d.ctx.Err() != nil {
-				return d.ctx.Err()
-			}
-			return fmt.Errorf("%s: not after %s: %v", what, timeout, err)
-		case <-time.After(250 * time.Millisecond):
-		}
+	err := framework.Wait{What: what, Timeout: timeout, Logf: d.say}.Until(d.ctx, check)
+	if err != nil && d.ctx.Err() != nil {
+		return d.ctx.Err()
 	}
+	return err
 }
 
 func (d *demo) postSyscalls(batch []syscallBatch) error {
-	body, err := json.Marshal(batch)
+	code, msg, err := d.manager.Ingest.PostJSON(d.ctx, "/v1/syscalls", batch)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(d.ctx, http.MethodPost, d.ingest+"/v1/syscalls", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+d.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("POST /v1/syscalls: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	if code/100 != 2 {
+		return fmt.Errorf("POST /v1/syscalls: %d: %s", code, msg)
 	}
 	return nil
 }

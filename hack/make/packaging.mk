@@ -1,11 +1,12 @@
 ##@ Packaging
 
 # The install artefacts are rendered from config/ by one generator
-# (test/packaging/cmd/bulkhead-package, its own Go module so Helm's and
-# operator-framework/api's k8s.io versions never touch the manager's). It
-# embeds the kustomize API, so no kustomize binary is needed. All three
+# (hack/packaging/cmd/bulkhead-package, its own Go module so Helm's and
+# operator-framework/api's k8s.io versions never touch the manager's), which
+# also holds the checks of what it renders (bundle validators, Helm lint).
+# It embeds the kustomize API, so no kustomize binary is needed. All three
 # targets write all artefacts: they must never disagree.
-PACKAGING_DIR := test/packaging
+PACKAGING_DIR := hack/packaging
 PACKAGE_GEN := cd $(PACKAGING_DIR) && go run ./cmd/bulkhead-package -root $(CURDIR)
 
 .PHONY: build-installer

@@ -14,7 +14,7 @@ import (
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 // activity records which policy evaluated which detector.

@@ -79,7 +79,8 @@ func (p *Pipeline) Accept(ctx context.Context, b Batch) (accepted, skipped int, 
 		signals = append(signals, produced...)
 	}
 	for i := range signals {
-		if name := signals[i].Detector; !BuiltIn(name) && !p.Registry.Known(name) {
+		// Built-in names are known from the start.
+		if name := signals[i].Detector; !p.Registry.Known(name) {
 			// A full registry only loses the "never heard from" hint.
 			_ = p.Registry.Learn(name)
 		}

@@ -64,17 +64,16 @@ func body(decode func([]byte) (Batch, *Error)) func(http.Header, []byte) (Batch,
 	return func(_ http.Header, b []byte) (Batch, *Error) { return decode(b) }
 }
 
-// BuiltIn reports whether name is one of Bulkhead's own detectors: one a
-// built-in source speaks for. External models may not post under it.
-func BuiltIn(name string) bool {
-	for _, s := range BuiltinSources() {
+// BuiltinDetectors are the detector names the sources speak for: Bulkhead's
+// own detectors, under which external models may not post.
+func BuiltinDetectors(sources []Source) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range sources {
 		for _, d := range s.Detectors() {
-			if d == name {
-				return true
-			}
+			out[d] = true
 		}
 	}
-	return false
+	return out
 }
 
 // nameRE is the DNS-label form ThreatPolicy uses for detector names.
@@ -96,13 +95,7 @@ type Registry struct {
 
 // NewRegistry returns a registry holding the built-in detectors' names.
 func NewRegistry() *Registry {
-	r := &Registry{names: map[string]bool{}}
-	for _, s := range BuiltinSources() {
-		for _, d := range s.Detectors() {
-			r.names[d] = true
-		}
-	}
-	return r
+	return &Registry{names: BuiltinDetectors(BuiltinSources())}
 }
 
 // Learn adds an external detector's name; it must be a DNS label.

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/bulkhead-dev/bulkhead/internal/detection"
 )
 
 // Credential is one token or client certificate and what it may speak for.
@@ -25,10 +23,11 @@ type Credential struct {
 	Namespaces []string
 }
 
-// Allows reports whether the credential may post for detector about namespace.
-func (c *Credential) Allows(det, namespace string) bool {
+// Allows reports whether the credential may post for detector about
+// namespace; builtIn says det is one of Bulkhead's own detectors.
+func (c *Credential) Allows(det, namespace string, builtIn bool) bool {
 	if len(c.Detectors) == 0 {
-		if detection.BuiltIn(det) {
+		if builtIn {
 			return false
 		}
 	} else if !contains(c.Detectors, det) {

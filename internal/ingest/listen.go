@@ -27,6 +27,10 @@ type Server struct {
 	ClientCAFile string
 	// Insecure serves plain HTTP (tests, or behind a TLS-terminating mesh).
 	Insecure bool
+	// Issue, when set and CertFile is not, makes the serving certificate
+	// (signed by the CA the manager keeps and publishes for sensors);
+	// otherwise a self-signed one is generated.
+	Issue func(ctx context.Context) (tls.Certificate, error)
 }
 
 // NeedLeaderElection: scores live in the leader's memory, where policies
@@ -88,6 +92,12 @@ func (s *Server) TLSConfig(ctx context.Context) (*tls.Config, error) {
 			}
 		}()
 		cfg.GetCertificate = cw.GetCertificate
+	} else if s.Issue != nil {
+		cert, err := s.Issue(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ingest certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
 	} else {
 		host, _ := os.Hostname()
 		certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey(host, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"})

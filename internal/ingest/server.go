@@ -32,6 +32,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 )
 
 // Defaults for Config's limits.
@@ -59,6 +60,9 @@ type Config struct {
 	Burst        int
 	ReplayWindow time.Duration
 	ReplayMax    int
+
+	// Sensors, when set, serves POST /v1/sensor for the node sensors.
+	Sensors *Sensors
 }
 
 // Detection is where accepted batches go.
@@ -71,6 +75,8 @@ type Handler struct {
 	cfg    Config
 	mux    *http.ServeMux
 	replay *replayGuard
+	// builtin are the detectors the sources speak for.
+	builtin map[string]bool
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -96,9 +102,13 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Sources == nil {
 		cfg.Sources = detection.BuiltinSources()
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux(), replay: newReplayGuard(cfg.ReplayWindow, cfg.ReplayMax), limiters: map[string]*rate.Limiter{}}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), replay: newReplayGuard(cfg.ReplayWindow, cfg.ReplayMax),
+		builtin: detection.BuiltinDetectors(cfg.Sources), limiters: map[string]*rate.Limiter{}}
 	for _, src := range cfg.Sources {
 		h.route(src)
+	}
+	if cfg.Sensors != nil {
+		h.mux.HandleFunc(wire.Path, h.serveSensor)
 	}
 	return h
 }
@@ -199,7 +209,7 @@ func (h *Handler) accept(ctx context.Context, b detection.Batch) (int, int, *Err
 func (h *Handler) check(ctx context.Context, cred *Credential, items []detection.Item) *Error {
 	for i := range items {
 		it := &items[i]
-		if !cred.Allows(it.Detector, it.Namespace()) {
+		if !cred.Allows(it.Detector, it.Namespace(), h.builtin[it.Detector]) {
 			return errorf(ReasonForbidden, "credential %s may not post for detector %q in namespace %q", cred.Name, it.Detector, it.Namespace()).at(i)
 		}
 	}

@@ -24,7 +24,7 @@ import (
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	qtcontroller "github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 var clientset kubernetes.Interface

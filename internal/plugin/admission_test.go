@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 // load reads the YAML documents of a shipped manifest.

@@ -299,7 +299,7 @@ func (a *Agent) loop(ctx context.Context) {
 			a.log.Error(err, "behaviour collection stopped; retrying", "in", a.cfg.CollectorRetry)
 			retry.Reset(a.cfg.CollectorRetry)
 		case ev := <-events:
-			a.take(ev)
+			a.take(ctx, ev)
 		case <-a.podEvents:
 			a.rescan(ctx)
 		case <-scan.C:
@@ -317,7 +317,7 @@ func (a *Agent) loop(ctx context.Context) {
 }
 
 // take converts one collector event of a tracked container.
-func (a *Agent) take(ev Event) {
+func (a *Agent) take(ctx context.Context, ev Event) {
 	t, ok := a.tracked[ev.CgroupID]
 	if !ok {
 		// Untracked meanwhile: the pod is gone or its cgroup was replaced.
@@ -330,7 +330,7 @@ func (a *Agent) take(ev Event) {
 		a.pending = append(a.pending, be)
 	}
 	if len(a.pending) >= 4096 {
-		a.observe(context.Background())
+		a.observe(ctx)
 	}
 }
 

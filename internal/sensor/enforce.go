@@ -326,11 +326,11 @@ func ClusterDNS(ctx context.Context, r client.Reader) ([]netip.AddrPort, error) 
 			set[netip.AddrPortFrom(a, DNSPort)] = true
 		}
 	}
-	var slices discoveryv1.EndpointSliceList
-	if err := r.List(ctx, &slices, client.InNamespace(DNSNamespace), client.MatchingLabels{discoveryv1.LabelServiceName: DNSService}); err != nil {
+	var list discoveryv1.EndpointSliceList
+	if err := r.List(ctx, &list, client.InNamespace(DNSNamespace), client.MatchingLabels{discoveryv1.LabelServiceName: DNSService}); err != nil {
 		return nil, err
 	}
-	for _, s := range slices.Items {
+	for _, s := range list.Items {
 		ports := []uint16{}
 		for _, p := range s.Ports {
 			if p.Port != nil && *p.Port > 0 && *p.Port < 1<<16 {

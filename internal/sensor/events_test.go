@@ -3,6 +3,7 @@ package sensor
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -232,5 +233,25 @@ func TestLearnThenScoreConvertedEvents(t *testing.T) {
 	s := sigs[0]
 	if s.Score < 0.8 || !strings.Contains(s.Reason, "/bin/sh") || !strings.Contains(string(s.Evidence), "203.0.113.9") || !strings.Contains(string(s.Evidence), "ptrace") {
 		t.Fatalf("attack scored %v %q %s", s.Score, s.Reason, s.Evidence)
+	}
+}
+
+// The seeded syscall vocabulary is what every shared baseline carries in
+// addition: keep it small next to the 20 KiB budget per workload.
+func TestSeededBaselineSize(t *testing.T) {
+	k := behavior.Key{Namespace: "web", Owner: "Deployment/shop", TemplateHash: "1"}
+	// x86-64 numbers run to ~460; names of ~8 bytes.
+	name := func(nr uint16) string { return fmt.Sprintf("sys_%04d", nr) }
+	plain, err := behavior.NewBaseline(k, behavior.Config{}, time.Unix(1e9, 0)).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeded, err := SeededBaseline(k, behavior.Config{}, SyscallVocabulary(name, 462), time.Unix(1e9, 0)).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("empty baseline %d bytes, with the 463-name vocabulary %d bytes (+%d)", len(plain), len(seeded), len(seeded)-len(plain))
+	if len(seeded)-len(plain) > 4<<10 {
+		t.Errorf("the seeded vocabulary costs %d bytes, over 4 KiB", len(seeded)-len(plain))
 	}
 }

@@ -81,8 +81,8 @@ func (f *scoreFilter) send(uid string, sig detector.Signal, now time.Time) wire.
 	}
 	return wire.Score{
 		Namespace: sig.Namespace, Pod: sig.Pod, Score: sig.Score,
-		Reason:   truncate(sig.Reason, wire.MaxReasonBytes),
-		Evidence: boundEvidence(sig.Evidence, wire.MaxEvidenceBytes),
+		Reason:   truncate(sig.Reason, wire.MaxReason),
+		Evidence: boundEvidence(sig.Evidence, wire.MaxEvidence),
 		ID:       f.node + "/" + uid + "/" + strconv.FormatUint(f.seq, 10),
 		Time:     at.UTC(),
 	}

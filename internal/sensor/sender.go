@@ -259,7 +259,7 @@ func (s *Sender) SendOnce(ctx context.Context) error {
 	if enf == nil {
 		enf = []wire.Enforcement{}
 	}
-	p := wire.Payload{
+	p := wire.Report{
 		Node: s.cfg.Node, Time: s.now().UTC(), Heartbeat: true, Coverage: cov,
 		Scores: scores, Enforcement: enf, Dropped: dropped,
 	}
@@ -309,7 +309,7 @@ func (s *Sender) remove(sent []wire.Score) {
 	s.buf = kept
 }
 
-func (s *Sender) post(ctx context.Context, p *wire.Payload) (int, error) {
+func (s *Sender) post(ctx context.Context, p *wire.Report) (int, error) {
 	body, err := json.Marshal(p)
 	if err != nil {
 		return 0, err

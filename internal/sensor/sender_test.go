@@ -22,11 +22,11 @@ type fakeManager struct {
 	*httptest.Server
 	mu       sync.Mutex
 	status   int
-	payloads []wire.Payload
+	payloads []wire.Report
 	tokens   []string
 }
 
-func newFakeManager(t *testing.T) *fakeManager {
+func newFakeManager(t testing.TB) *fakeManager {
 	t.Helper()
 	m := &fakeManager{status: http.StatusAccepted}
 	m.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +34,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 			http.Error(w, "bad request line", http.StatusNotFound)
 			return
 		}
-		var p wire.Payload
+		var p wire.Report
 		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -57,14 +57,14 @@ func (m *fakeManager) setStatus(code int) {
 	m.mu.Unlock()
 }
 
-func (m *fakeManager) received() ([]wire.Payload, []string) {
+func (m *fakeManager) received() ([]wire.Report, []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]wire.Payload{}, m.payloads...), append([]string{}, m.tokens...)
+	return append([]wire.Report{}, m.payloads...), append([]string{}, m.tokens...)
 }
 
 // caFile writes the test server's certificate as a CA bundle.
-func (m *fakeManager) caFile(t *testing.T) string {
+func (m *fakeManager) caFile(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "ca.pem")
 	data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.Certificate().Raw})
@@ -74,7 +74,7 @@ func (m *fakeManager) caFile(t *testing.T) string {
 	return p
 }
 
-func writeToken(t *testing.T, path, token string) {
+func writeToken(t testing.TB, path, token string) {
 	t.Helper()
 	// Rename over the old file, as the kubelet's atomic writer does.
 	tmp := path + ".tmp"
@@ -86,7 +86,7 @@ func writeToken(t *testing.T, path, token string) {
 	}
 }
 
-func testSender(t *testing.T, m *fakeManager, cfg SenderConfig, state State) (*Sender, string) {
+func testSender(t testing.TB, m *fakeManager, cfg SenderConfig, state State) (*Sender, string) {
 	t.Helper()
 	tok := filepath.Join(t.TempDir(), "token")
 	writeToken(t, tok, "token-1")

@@ -3,6 +3,8 @@ package sensordeploy
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +39,26 @@ type Installer struct {
 	Recorder events.EventRecorder
 	// Base carries the manager namespace, its image and defaults.
 	Base Config
+
+	mu    sync.Mutex
+	image string // resolved after start (SetImage) when Base has none
+}
+
+// SetImage sets the image found once the manager runs (its own pod's).
+func (r *Installer) SetImage(image string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.image = image
+}
+
+func (r *Installer) base() Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.Base
+	if b.Image == "" {
+		b.Image = r.image
+	}
+	return b
 }
 
 // Reconcile is plumbing: read the switch, render, apply or delete.
@@ -47,7 +69,7 @@ func (r *Installer) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Re
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
-	cfg, enabled, perr := ParseConfig(cm.Data, r.Base)
+	cfg, enabled, perr := ParseConfig(cm.Data, r.base())
 	if perr != nil {
 		// A bad switch changes nothing: the last good DaemonSet stays.
 		r.event(&cm, corev1.EventTypeWarning, "InvalidSensorConfig", perr.Error())
@@ -59,7 +81,9 @@ func (r *Installer) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Re
 	if cfg.Image == "" {
 		msg := "sensor enabled but no image: set the manager's --sensor-image flag or image in the " + ConfigName + " ConfigMap"
 		r.event(&cm, corev1.EventTypeWarning, "SensorImageUnknown", msg)
-		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", msg))
+		log.Info(msg)
+		// The manager's own image may still be being looked up.
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
 	}
 	ds := DaemonSet(cfg)
 	if err := r.Client.Apply(ctx, toApply(ds), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {

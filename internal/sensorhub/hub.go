@@ -233,7 +233,7 @@ func sameState(a, b wire.Enforcement) bool {
 }
 
 // Audience is what a sensor's token must be issued for.
-const Audience = "bulkhead-ingest"
+const Audience = wire.Audience
 
 // Enforcement returns the kernel state a node reported for the pod.
 func (h *Hub) Enforcement(namespace, pod string) (PodEnforcement, bool) {

@@ -40,22 +40,12 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
-	"github.com/bulkhead-dev/bulkhead/test/chaos/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
-var start = time.Now()
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
+var logf = framework.Logger("bench")
 
 const (
 	sustain = 3
@@ -73,15 +63,15 @@ func add(format string, args ...any) {
 
 func TestBench(t *testing.T) {
 	ctrllog.SetLogger(logr.Discard())
-	pods := envInt("BENCH_PODS", 2000)
-	threats := envInt("BENCH_THREATS", 200)
+	pods := framework.EnvInt("BENCH_PODS", 2000)
+	threats := framework.EnvInt("BENCH_THREATS", 200)
 	if threats > pods {
 		t.Fatalf("BENCH_THREATS %d > BENCH_PODS %d", threats, pods)
 	}
 	// The manager's defaults (cmd/main.go, cmd/containment.go).
-	qps := envInt("BENCH_QPS", 500)
-	burst := envInt("BENCH_BURST", 1000)
-	conc := envInt("BENCH_CONCURRENCY", 16)
+	qps := framework.EnvInt("BENCH_QPS", 500)
+	burst := framework.EnvInt("BENCH_BURST", 1000)
+	conc := framework.EnvInt("BENCH_CONCURRENCY", 16)
 	replicas := int32(pods / threats)
 	nodes := (pods*2)/100 + 2
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -102,8 +92,8 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mgr.Stop()
-	add("manager binary: %s", kit.Binary())
+	defer mgr.Stop(10 * time.Second)
+	add("manager binary: %s", mgr.Binary)
 	add("setup: local control plane (etcd, kube-apiserver %s, kube-controller-manager, kube-scheduler), %d kwok nodes; manager as a process under its ServiceAccount: --kube-api-qps=%d --kube-api-burst=%d --containment-concurrency=%d",
 		kubeVersion(env), nodes, qps, burst, conc)
 	add("load: %d pods in %d ReplicaSets of %d, %d simultaneous threats (one pod per ReplicaSet), policy sustain=%d, actions Isolate+ScaleToZero", int(replicas)*threats, threats, replicas, threats, sustain)
@@ -138,7 +128,7 @@ func TestBench(t *testing.T) {
 		fmt.Println("\n==== Bulkhead memory report (BENCH_MEMORY_ONLY) ====\n" + strings.Join(report, "\n"))
 		return
 	}
-	if err := env.Apply(kit.PolicyYAML("bench", "bench", "svc", sustain, 10000, actions)); err != nil {
+	if err := env.Apply(kit.Policy("bench", "bench", "svc", sustain, 10000, actions).YAML()); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)
@@ -147,7 +137,7 @@ func TestBench(t *testing.T) {
 	for _, w := range ws {
 		all = append(all, w.Pods...)
 	}
-	ingestion(t, env, mgr.IngestURL, ns, all)
+	ingestion(t, env, mgr.Ingest, ns, all)
 
 	// Sustain: sustain-1 high scores per threat pod, not timed.
 	threatPods := make([]string, len(ws))
@@ -159,7 +149,7 @@ func TestBench(t *testing.T) {
 	// The ingestion phase left every pod with a low score; wait for nothing.
 	parallel(64, len(threatPods), func(i int) {
 		for range sustain - 1 {
-			code, msg, err := env.Post(mgr.IngestURL, kit.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench"})
+			code, msg, err := mgr.Ingest.PostScores(env.Ctx, framework.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench"})
 			if err != nil || code != 202 {
 				t.Errorf("sustain post %s: %d %s %v", threatPods[i], code, msg, err)
 			}
@@ -187,7 +177,7 @@ func TestBench(t *testing.T) {
 			defer wg.Done()
 			<-gate
 			sent[i] = time.Now()
-			code, msg, err := env.Post(mgr.IngestURL, kit.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench: sustain reached"})
+			code, msg, err := mgr.Ingest.PostScores(env.Ctx, framework.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench: sustain reached"})
 			if err != nil || code != 202 {
 				t.Errorf("final post %s: %d %s %v", threatPods[i], code, msg, err)
 			}
@@ -211,7 +201,7 @@ func TestBench(t *testing.T) {
 	checkQuarantines(t, env, ns, threatPods)
 
 	// The floor: same writes, same concurrency and QPS, no manager.
-	mgr.Stop()
+	mgr.Stop(10 * time.Second)
 	const fns = "floor"
 	if err := env.Namespace(fns, map[string]string{"load": "floor"}); err != nil {
 		t.Fatal(err)
@@ -271,22 +261,7 @@ func kubeVersion(env *kit.Env) string {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func parallel(workers, n int, f func(i int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
+	_ = kit.Parallel(workers, n, func(i int) error { f(i); return nil })
 }
 
 // waitRunning waits (bounded) for kwok to report the pods Running.
@@ -322,7 +297,7 @@ func waitRunning(t *testing.T, env *kit.Env, ns string, n int) {
 
 // ingestion measures events/s through POST /v1/scores with low scores (no
 // containment), one object per request and in batches of 100.
-func ingestion(t *testing.T, env *kit.Env, url, ns string, pods []string) {
+func ingestion(t *testing.T, env *kit.Env, in framework.Ingest, ns string, pods []string) {
 	for _, mode := range []struct {
 		name          string
 		batch, events int
@@ -331,11 +306,11 @@ func ingestion(t *testing.T, env *kit.Env, url, ns string, pods []string) {
 		var failed atomic.Int64
 		t0 := time.Now()
 		parallel(32, reqs, func(i int) {
-			scores := make([]kit.Score, mode.batch)
+			scores := make([]framework.Score, mode.batch)
 			for j := range scores {
-				scores[j] = kit.Score{Namespace: ns, Pod: pods[(i*mode.batch+j)%len(pods)], Detector: kit.Detector, Score: 0.1}
+				scores[j] = framework.Score{Namespace: ns, Pod: pods[(i*mode.batch+j)%len(pods)], Detector: kit.Detector, Score: 0.1}
 			}
-			code, msg, err := env.Post(url, scores...)
+			code, msg, err := in.PostScores(env.Ctx, scores...)
 			if err != nil || code != 202 {
 				if failed.Add(1) <= 3 {
 					logf("ingestion %s: %d %s %v", mode.name, code, msg, err)

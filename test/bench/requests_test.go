@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bulkhead-dev/bulkhead/test/chaos/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
 )
 
 // apiRequests reads the API server's apiserver_request_total, summed by verb

@@ -33,21 +33,12 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
-	"github.com/bulkhead-dev/bulkhead/test/chaos/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
-var start = time.Now()
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "chaos [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
+var logf = framework.Logger("chaos")
 
 const (
 	ns        = "chaos"
@@ -94,15 +85,8 @@ func actionsFor(i int) []securityv1alpha1.Action {
 
 // retry runs f until it succeeds or the timeout passes (the API server may
 // be restarting).
-func retry(ctx context.Context, timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+func retry(ctx context.Context, timeout time.Duration, what string, f func() error) error {
+	return framework.Wait{What: what, Timeout: timeout}.Until(ctx, func(context.Context) error { return f() })
 }
 
 // leaderActionsFor never combines ScaleToZero with CordonNode: that pair
@@ -121,15 +105,9 @@ func createQuarantine(env *kit.Env, i int, w *kit.Workload) error {
 }
 
 func createWith(env *kit.Env, i int, w *kit.Workload, actions []securityv1alpha1.Action) error {
-	q := &securityv1alpha1.Quarantine{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("q-%d", i), Namespace: ns},
-		Spec: securityv1alpha1.QuarantineSpec{
-			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: w.Pods[0]},
-			Actions: actions,
-			Reason:  &securityv1alpha1.QuarantineReason{Summary: "chaos"},
-		},
-	}
-	return retry(env.Ctx, 2*time.Minute, func() error {
+	q := framework.Quarantine(ns, fmt.Sprintf("q-%d", i), w.Pods[0], actions...)
+	q.Spec.Reason = &securityv1alpha1.QuarantineReason{Summary: "chaos"}
+	return retry(env.Ctx, 2*time.Minute, "creating Quarantine "+q.Name, func() error {
 		err := env.Cluster.Client.Create(env.Ctx, q.DeepCopy())
 		if apierrors.IsAlreadyExists(err) {
 			return nil
@@ -139,26 +117,28 @@ func createWith(env *kit.Env, i int, w *kit.Workload, actions []securityv1alpha1
 }
 
 func waitPhase(env *kit.Env, name string, timeout time.Duration, phases ...securityv1alpha1.QuarantinePhase) (*securityv1alpha1.Quarantine, error) {
-	deadline := time.Now().Add(timeout)
-	var last securityv1alpha1.QuarantinePhase
-	for time.Now().Before(deadline) && env.Ctx.Err() == nil {
-		q := &securityv1alpha1.Quarantine{}
-		if err := env.Cluster.Client.Get(env.Ctx, client.ObjectKey{Namespace: ns, Name: name}, q); err == nil {
-			last = q.Status.Phase
-			for _, p := range phases {
-				if q.Status.Phase == p {
-					return q, nil
-				}
+	var q *securityv1alpha1.Quarantine
+	err := framework.Wait{What: fmt.Sprintf("Quarantine %s in %v", name, phases), Timeout: timeout, Every: 200 * time.Millisecond}.Until(env.Ctx, func(ctx context.Context) error {
+		q = &securityv1alpha1.Quarantine{}
+		if err := env.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, q); err != nil {
+			return err
+		}
+		for _, p := range phases {
+			if q.Status.Phase == p {
+				return nil
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		return fmt.Errorf("phase %q", q.Status.Phase)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("Quarantine %s: phase %q after %s, want %v", name, last, timeout, phases)
+	return q, nil
 }
 
 func release(env *kit.Env, name string) error {
 	patch := []byte(`{"spec":{"released":true}}`)
-	return retry(env.Ctx, 2*time.Minute, func() error {
+	return retry(env.Ctx, 2*time.Minute, "releasing "+name, func() error {
 		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
 		return env.Cluster.Client.Patch(env.Ctx, q, client.RawPatch(types.MergePatchType, patch))
 	})
@@ -198,16 +178,16 @@ func lease(env *kit.Env) *coordinationv1.Lease {
 }
 
 func TestChaos(t *testing.T) {
-	n := envInt("CHAOS_CONTAINMENTS", 100)
-	workers := envInt("CHAOS_WORKERS", 10)
+	n := framework.EnvInt("CHAOS_CONTAINMENTS", 100)
+	workers := framework.EnvInt("CHAOS_WORKERS", 10)
 	nodes := 4
-	cycleTimeout := time.Duration(envInt("CHAOS_CYCLE_TIMEOUT_SECONDS", 150)) * time.Second
+	cycleTimeout := time.Duration(framework.EnvInt("CHAOS_CYCLE_TIMEOUT_SECONDS", 150)) * time.Second
 	env, ws := setup(t, nodes, n)
 	mgr, err := env.StartManager("manager", shortLease...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(mgr.Stop)
+	t.Cleanup(func() { mgr.Stop(10 * time.Second) })
 	logf("%d containments and releases, %d at a time, manager SIGKILLed at random instants; kube-apiserver restarted once at the half", n, workers)
 
 	// The killer: once the (re)started manager holds the lease, kill it at
@@ -246,43 +226,35 @@ func TestChaos(t *testing.T) {
 		}
 	}()
 
-	var next, done atomic.Int64
+	var done atomic.Int64
 	var apiOnce sync.Once
-	var wg sync.WaitGroup
 	var failures atomic.Int64
 	t0 := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || env.Ctx.Err() != nil {
+	_ = kit.Parallel(workers, n, func(i int) error {
+		if env.Ctx.Err() != nil {
+			return env.Ctx.Err()
+		}
+		if i == n/2 {
+			apiOnce.Do(func() {
+				d, err := env.RestartAPIServer(true)
+				if err != nil {
+					t.Errorf("restarting kube-apiserver: %v", err)
 					return
 				}
-				if i == n/2 {
-					apiOnce.Do(func() {
-						d, err := env.RestartAPIServer(true)
-						if err != nil {
-							t.Errorf("restarting kube-apiserver: %v", err)
-							return
-						}
-						logf("kube-apiserver SIGKILLed and restarted: back in %s", d.Round(10*time.Millisecond))
-					})
-				}
-				if err := cycle(env, i, ws[i], cycleTimeout); err != nil {
-					if failures.Add(1) <= 5 {
-						t.Errorf("cycle %d: %v", i, err)
-					}
-					continue
-				}
-				if d := done.Add(1); d%10 == 0 {
-					logf("  %d/%d contained and released (%d manager kills so far)", d, n, kills.Load())
-				}
+				logf("kube-apiserver SIGKILLed and restarted: back in %s", d.Round(10*time.Millisecond))
+			})
+		}
+		if err := cycle(env, i, ws[i], cycleTimeout); err != nil {
+			if failures.Add(1) <= 5 {
+				t.Errorf("cycle %d: %v", i, err)
 			}
-		}()
-	}
-	wg.Wait()
+			return nil
+		}
+		if d := done.Add(1); d%10 == 0 {
+			logf("  %d/%d contained and released (%d manager kills so far)", d, n, kills.Load())
+		}
+		return nil
+	})
 	close(stop)
 	killerWG.Wait()
 	if !mgr.Alive() {
@@ -414,7 +386,7 @@ func checkClean(t *testing.T, env *kit.Env, ws []*kit.Workload, n int) {
 }
 
 // acquired reports whether the manager's log says it took the lease.
-func acquired(m *kit.Manager) bool {
+func acquired(m *localcluster.Manager) bool {
 	return strings.Contains(strings.ToLower(m.Logs(1<<22)), "successfully acquired lease")
 }
 
@@ -431,14 +403,14 @@ func TestLeaderElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.Stop)
+	t.Cleanup(func() { a.Stop(10 * time.Second) })
 	b, err := env.StartManager("manager-b", args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Stop)
+	t.Cleanup(func() { b.Stop(10 * time.Second) })
 	var holder string
-	if err := retry(env.Ctx, time.Minute, func() error {
+	if err := retry(env.Ctx, time.Minute, "a leader", func() error {
 		if holder = leaseHolder(env); holder == "" {
 			return fmt.Errorf("no leader yet")
 		}

@@ -3,14 +3,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,7 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 // externalDetector is the external model the scenarios post scores for.
@@ -85,27 +83,10 @@ func (s *scenario) eventually(timeout time.Duration, what string, check func(ctx
 }
 
 func poll(ctx context.Context, timeout time.Duration, what string, check func(ctx context.Context) error) error {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	next := 10 * time.Second
-	for {
-		err := check(ctx)
-		if err == nil {
-			logf("  ✓ %s (%s)", what, time.Since(start).Round(10*time.Millisecond))
-			return nil
-		}
-		if time.Since(start) > next {
-			logf("  … still waiting for %s: %v", what, err)
-			next += 10 * time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: not after %s: %v", what, timeout, err)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	return framework.Wait{What: what, Timeout: timeout, Logf: indented}.Until(ctx, check)
 }
+
+func indented(format string, args ...any) { logf("  "+format, args...) }
 
 // consistently checks that check keeps returning nil for d.
 func (s *scenario) consistently(d time.Duration, what string, check func(ctx context.Context) error) {
@@ -150,26 +131,16 @@ func (s *scenario) deletePolicyAtEnd(name string) {
 // policyYAML is a ThreatPolicy for this scenario: the external detector
 // alone, threshold 0.80, sustained over two signals, isolating on a hit.
 func (s *scenario) policyYAML(name string, mode securityv1alpha1.PolicyMode) string {
-	return fmt.Sprintf(`apiVersion: security.bulkhead.dev/v1alpha1
-kind: ThreatPolicy
-metadata:
-  name: %s
-spec:
-  mode: %s
-  selector:
-    namespaceSelector: {matchLabels: {%s: %s}}
-    podSelector: {matchLabels: {app: shop}}
-  detectors:
-  - {name: %s, weight: 100}
-  scoring:
-    threshold: "0.80"
-    sustain: 2
-  response:
-  - minScore: "0.80"
-    actions: [{type: Isolate, isolate: {allowDNS: true}}]
-  safeguards:
-    maxActiveQuarantines: 5
-`, name, mode, scenarioLabel, s.ns, externalDetector)
+	return framework.Policy{
+		Name:                 name,
+		Mode:                 string(mode),
+		NamespaceLabels:      map[string]string{scenarioLabel: s.ns},
+		PodLabels:            map[string]string{"app": "shop"},
+		Detectors:            []framework.Detector{{Name: externalDetector, Weight: 100}},
+		Sustain:              2,
+		Response:             []framework.Step{{MinScore: "0.80", Actions: "[{type: Isolate, isolate: {allowDNS: true}}]"}},
+		MaxActiveQuarantines: 5,
+	}.YAML()
 }
 
 // deployShop creates a Deployment "shop" with replicas pods (optionally
@@ -222,47 +193,19 @@ func (s *scenario) postScore(pod string, score float64) {
 	s.t.Helper()
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
-	body, _ := json.Marshal(map[string]any{
-		"namespace": s.ns, "pod": pod, "detector": externalDetector, "score": score,
-		"reason": "e2e: anomalous behaviour", "id": hex.EncodeToString(id), "time": time.Now().UTC().Format(time.RFC3339Nano),
+	code, resp, err := env.manager.Ingest.PostScores(env.ctx, framework.Score{
+		Namespace: s.ns, Pod: pod, Detector: externalDetector, Score: score,
+		Reason: "e2e: anomalous behaviour", ID: hex.EncodeToString(id), Time: time.Now().UTC(),
 	})
-	code, resp := postIngest("/v1/scores", env.token, body)
-	if code/100 != 2 {
-		s.t.Fatalf("POST /v1/scores for %s/%s: %d %s", s.ns, pod, code, resp)
+	if err != nil || code/100 != 2 {
+		s.t.Fatalf("POST /v1/scores for %s/%s: %d %s %v", s.ns, pod, code, resp, err)
 	}
 	logf("  → POST /v1/scores %s score=%.2f: %d", pod, score, code)
 }
 
-func postIngest(path, token string, body []byte) (int, string) {
-	req, err := http.NewRequestWithContext(env.ctx, http.MethodPost, env.ingestURL+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, err.Error()
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode, strings.TrimSpace(string(b))
-}
-
 // quarantineFor returns the Quarantine whose target is pod, or an error.
 func (s *scenario) quarantineFor(ctx context.Context, pod string) (*securityv1alpha1.Quarantine, error) {
-	var list securityv1alpha1.QuarantineList
-	if err := s.c.List(ctx, &list, client.InNamespace(s.ns)); err != nil {
-		return nil, err
-	}
-	for i := range list.Items {
-		if list.Items[i].Spec.Target.Name == pod {
-			return &list.Items[i], nil
-		}
-	}
-	return nil, fmt.Errorf("no Quarantine for pod %s (%d in namespace)", pod, len(list.Items))
+	return framework.QuarantineFor(ctx, s.c, s.ns, pod)
 }
 
 func (s *scenario) quarantine(ctx context.Context, name string) (*securityv1alpha1.Quarantine, error) {
@@ -287,17 +230,7 @@ func (s *scenario) waitPhase(name string, phase securityv1alpha1.QuarantinePhase
 	return q
 }
 
-func actionStates(q *securityv1alpha1.Quarantine) string {
-	parts := make([]string, 0, len(q.Status.Actions))
-	for _, a := range q.Status.Actions {
-		p := string(a.Type) + "=" + string(a.State)
-		if a.Message != "" {
-			p += "(" + a.Message + ")"
-		}
-		parts = append(parts, p)
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
+func actionStates(q *securityv1alpha1.Quarantine) string { return framework.ActionStates(q) }
 
 // requireActionApplied checks one action's status entry.
 func requireActionApplied(t *testing.T, q *securityv1alpha1.Quarantine, typ securityv1alpha1.ActionType) securityv1alpha1.ActionStatus {
@@ -380,12 +313,7 @@ func nodeCordoned(ctx context.Context, name string) (bool, error) {
 	if err := env.cluster.Client.Get(ctx, client.ObjectKey{Name: name}, &n); err != nil {
 		return false, err
 	}
-	tainted := false
-	for _, t := range n.Spec.Taints {
-		if t.Key == securityv1alpha1.QuarantineTaintKey && t.Effect == corev1.TaintEffectNoSchedule {
-			tainted = true
-		}
-	}
+	tainted := framework.QuarantineTainted(&n)
 	if tainted != n.Spec.Unschedulable {
 		return false, fmt.Errorf("node %s: unschedulable=%v but quarantine taint=%v", name, n.Spec.Unschedulable, tainted)
 	}

@@ -10,36 +10,30 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 // env is the cluster and manager every scenario shares.
 var env struct {
 	// ctx is cancelled on Ctrl-C, so every wait ends and cleanups run.
-	ctx       context.Context
-	cluster   *localcluster.Cluster
-	install   *localcluster.Install
-	manager   *localcluster.Manager
-	ingestURL string
-	token     string
-	start     time.Time
+	ctx     context.Context
+	cluster *localcluster.Cluster
+	install *localcluster.Install
+	manager *localcluster.Manager
 }
+
+var logf = framework.Logger("e2e")
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	env.start = time.Now()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	env.ctx = ctx
@@ -63,43 +57,21 @@ func run(m *testing.M) int {
 // startBulkhead installs config/default (CRDs, RBAC, namespace) and starts
 // the manager with signal ingestion on a free loopback port.
 func startBulkhead(ctx context.Context) error {
-	inst, err := env.cluster.InstallBulkhead(ctx, repoRoot())
+	inst, err := env.cluster.InstallBulkhead(ctx, framework.RepoRoot())
 	if err != nil {
 		return fmt.Errorf("installing Bulkhead from config/default: %w", err)
 	}
 	env.install = inst
 	logf("installed %d objects from config/default (skipped %s: the manager runs as a local process)", len(inst.Applied), inst.Skipped)
 
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	env.token = hex.EncodeToString(tok)
-	creds := filepath.Join(env.cluster.Dir, "ingest-tokens")
-	line := env.token + " name=e2e detectors=" + externalDetector + ",behavior,falco\n"
-	if err := os.WriteFile(creds, []byte(line), 0o600); err != nil {
-		return err
-	}
-	port, err := localcluster.FreePort()
+	creds, err := env.cluster.IngestCredentials("e2e", externalDetector, "behavior", "falco")
 	if err != nil {
 		return err
 	}
-	env.ingestURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	mgr, err := env.cluster.StartManager(ctx, inst, localcluster.ManagerOptions{Args: []string{
-		fmt.Sprintf("--ingest-bind-address=127.0.0.1:%d", port),
-		"--ingest-insecure",
-		"--ingest-token-file=" + creds,
-	}})
+	mgr, err := env.cluster.StartManager(ctx, inst, localcluster.ManagerOptions{Ingest: creds})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
 	env.manager = mgr
 	return nil
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "e2e [%6.1fs] %s\n", time.Since(env.start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
 }

@@ -29,8 +29,8 @@ func TestEnforceContainsFromHTTPSignal(t *testing.T) {
 	s.waitPolicyReady(policy)
 
 	body := fmt.Sprintf(`{"namespace":%q,"pod":%q,"detector":%q,"score":0.99,"id":"forged"}`, s.ns, target, externalDetector)
-	if code, resp := postIngest("/v1/scores", "not-the-token", []byte(body)); code != http.StatusUnauthorized {
-		t.Fatalf("POST /v1/scores with a wrong token: %d %s, want 401", code, resp)
+	if code, resp, err := env.manager.Ingest.WithToken("not-the-token").Post(env.ctx, "/v1/scores", []byte(body)); code != http.StatusUnauthorized {
+		t.Fatalf("POST /v1/scores with a wrong token: %d %s %v, want 401", code, resp, err)
 	}
 	s.postScore(target, 0.95)
 	s.consistently(2*time.Second, "one signal is not sustained (and the forged one was dropped): no Quarantine yet", func(ctx context.Context) error {

@@ -28,14 +28,11 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
-	"github.com/bulkhead-dev/bulkhead/test/chaos/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
 )
 
-var start = time.Now()
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "flood [%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
-}
+var logf = framework.Logger("flood")
 
 const (
 	clusterCap = 40
@@ -59,14 +56,14 @@ func TestFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mgr.Stop()
+	defer mgr.Stop(10 * time.Second)
 	mgrNS := env.Install.Namespace
 
 	// 1,000 pods: 400 in flood-a, 400 in flood-b (ReplicaSets of 10), 100
 	// in payments (protected by the policy), 50 in kube-system (always
 	// protected) and 50 looking like Bulkhead's own pods in its namespace.
 	// Every namespace carries load=flood, so the broad policy selects all.
-	var pods []kit.Score
+	var pods []framework.Score
 	for _, n := range []string{"flood-a", "flood-b"} {
 		if err := env.Namespace(n, map[string]string{"load": "flood", "tier": n}); err != nil {
 			t.Fatal(err)
@@ -77,7 +74,7 @@ func TestFlood(t *testing.T) {
 		}
 		for _, w := range ws {
 			for _, p := range w.Pods {
-				pods = append(pods, kit.Score{Namespace: n, Pod: p})
+				pods = append(pods, framework.Score{Namespace: n, Pod: p})
 			}
 		}
 	}
@@ -104,12 +101,12 @@ func TestFlood(t *testing.T) {
 			if err := env.Pod(x.ns, name, x.labels, env.Cluster.Nodes[i%len(env.Cluster.Nodes)]); err != nil {
 				t.Fatal(err)
 			}
-			pods = append(pods, kit.Score{Namespace: x.ns, Pod: name})
+			pods = append(pods, framework.Score{Namespace: x.ns, Pod: name})
 		}
 	}
 	logf("%d pods created", len(pods))
 
-	if err := env.Apply(policy("flood-a", "tier: flood-a", budgetA) + "---\n" + policy("flood-all", "load: flood", budgetAll)); err != nil {
+	if err := env.Apply(framework.Policies(policy("flood-a", map[string]string{"tier": "flood-a"}, budgetA), policy("flood-all", map[string]string{"load": "flood"}, budgetAll))); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
@@ -135,12 +132,12 @@ func TestFlood(t *testing.T) {
 	}()
 
 	// 10,000 scores: ten rounds over every pod, batches of 100, 16 at once.
-	var batches [][]kit.Score
+	var batches [][]framework.Score
 	for round := range perPod {
 		for i := 0; i < len(pods); i += 100 {
-			b := make([]kit.Score, 0, 100)
+			b := make([]framework.Score, 0, 100)
 			for _, p := range pods[i:min(i+100, len(pods))] {
-				b = append(b, kit.Score{Namespace: p.Namespace, Pod: p.Pod, Detector: kit.Detector, Score: 0.99, Reason: fmt.Sprintf("decoy %d", round)})
+				b = append(b, framework.Score{Namespace: p.Namespace, Pod: p.Pod, Detector: kit.Detector, Score: 0.99, Reason: fmt.Sprintf("decoy %d", round)})
 			}
 			batches = append(batches, b)
 		}
@@ -159,7 +156,7 @@ func TestFlood(t *testing.T) {
 				if i >= len(batches) {
 					return
 				}
-				code, msg, err := env.Post(mgr.IngestURL, batches[i]...)
+				code, msg, err := mgr.Ingest.PostScores(ctx, batches[i]...)
 				if err != nil {
 					t.Errorf("post: %v", err)
 				}
@@ -239,27 +236,17 @@ func TestFlood(t *testing.T) {
 	}
 }
 
-func policy(name, nsLabel string, budget int) string {
-	return fmt.Sprintf(`apiVersion: security.bulkhead.dev/v1alpha1
-kind: ThreatPolicy
-metadata: {name: %s}
-spec:
-  mode: Enforce
-  selector:
-    namespaceSelector: {matchLabels: {%s}}
-    podSelector: {matchLabels: {app: svc}}
-  detectors:
-  - {name: %s, weight: 100}
-  scoring:
-    threshold: "0.80"
-    sustain: 3
-  response:
-  - minScore: "0.80"
-    actions: %s
-  safeguards:
-    protectedNamespaces: [payments]
-    maxActiveQuarantines: %d
-`, name, nsLabel, kit.Detector, isolate, budget)
+func policy(name string, namespaces map[string]string, budget int) framework.Policy {
+	return framework.Policy{
+		Name:                 name,
+		NamespaceLabels:      namespaces,
+		PodLabels:            map[string]string{"app": "svc"},
+		Detectors:            []framework.Detector{{Name: kit.Detector, Weight: 100}},
+		Sustain:              3,
+		Response:             []framework.Step{{MinScore: "0.80", Actions: isolate}},
+		ProtectedNamespaces:  []string{"payments"},
+		MaxActiveQuarantines: budget,
+	}
 }
 
 // seen keeps each violation reported once over the repeated checks.

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
 )
 
 const (
@@ -90,10 +91,7 @@ var editQuarantines = rbacv1.PolicyRule{
 }
 
 func quarantine(name string, actions ...securityv1alpha1.ActionType) *securityv1alpha1.Quarantine {
-	q := &securityv1alpha1.Quarantine{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNS},
-		Spec:       securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: "shop-1"}},
-	}
+	q := framework.Quarantine(testNS, name, "shop-1")
 	for _, a := range actions {
 		q.Spec.Actions = append(q.Spec.Actions, securityv1alpha1.Action{Type: a})
 	}

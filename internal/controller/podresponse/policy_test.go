@@ -21,7 +21,7 @@ import (
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 func TestEnforceSustainAndEscalation(t *testing.T) {

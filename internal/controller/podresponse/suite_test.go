@@ -31,7 +31,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 	"github.com/bulkhead-dev/bulkhead/internal/podcache"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 const (

@@ -7,6 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -28,7 +31,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 var env *testenv.Env
@@ -50,9 +53,34 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	if err := clusterDNS(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		_ = env.Stop()
+		os.Exit(1)
+	}
 	code := m.Run()
 	_ = env.Stop()
 	os.Exit(code)
+}
+
+// clusterDNS creates kube-system/kube-dns: a Service and an EndpointSlice
+// with a ready and a not-ready address.
+func clusterDNS(ctx context.Context) error {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns", Labels: map[string]string{"k8s-app": "kube-dns"}},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.0.0.10", Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}}
+	if err := env.Client.Create(ctx, svc); err != nil {
+		return err
+	}
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-x", Labels: map[string]string{discoveryv1.LabelServiceName: "kube-dns", "k8s-app": "kube-dns"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
+			{Addresses: []string{"10.244.0.6"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
+		},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)}},
+	}
+	return env.Client.Create(ctx, es)
 }
 
 type rig struct {
@@ -108,11 +136,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func namespace(t *testing.T, name string) {
+// namespace creates a namespace named from prefix, unique per run (so the
+// suite can run with -count); node names derive from it too.
+func namespace(t *testing.T, prefix string) string {
 	t.Helper()
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
+	return ns.Name
 }
 
 // runningPod creates a pod bound to node with one running container whose
@@ -142,34 +174,14 @@ func runningPod(t *testing.T, ns, name, node, containerID, owner string, labels 
 
 func TestEnforcementFollowsQuarantines(t *testing.T) {
 	ctx := context.Background()
-	ns := "sensor-enforce"
-	namespace(t, ns)
-	// The cluster DNS: a Service and an EndpointSlice with a ready and a not-ready address.
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns", Labels: map[string]string{"k8s-app": "kube-dns"}},
-		Spec: corev1.ServiceSpec{ClusterIP: "10.0.0.10", Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}}
-	if err := env.Client.Create(ctx, svc); err != nil {
-		t.Fatal(err)
-	}
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns-x", Labels: map[string]string{discoveryv1.LabelServiceName: "kube-dns", "k8s-app": "kube-dns"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{
-			{Addresses: []string{"10.244.0.5"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
-			{Addresses: []string{"10.244.0.6"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
-		},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)}},
-	}
-	if err := env.Client.Create(ctx, es); err != nil {
-		t.Fatal(err)
-	}
-
+	ns := namespace(t, "sensor-enforce")
 	conts := &fakeContainers{}
 	mgr := newFakeManager(t)
-	here := runningPod(t, ns, "shop-1", "node-enf-a", "c-shop-1", "", nil)
-	there := runningPod(t, ns, "shop-2", "node-enf-b", "c-shop-2", "", nil)
+	here := runningPod(t, ns, "shop-1", ns+"-enf-a", "c-shop-1", "", nil)
+	there := runningPod(t, ns, "shop-2", ns+"-enf-b", "c-shop-2", "", nil)
 	conts.add(string(here.UID), "c-shop-1", 0)
 	conts.add(string(there.UID), "c-shop-2", 0) // visible on this host but not this node's pod
-	r := startAgent(t, "node-enf-a", mgr, conts, nil)
+	r := startAgent(t, ns+"-enf-a", mgr, conts, nil)
 	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
 
 	quarantine := func(name, target string, allowDNS bool, approved bool) *securityv1alpha1.Quarantine {
@@ -277,17 +289,16 @@ func TestEnforcementFollowsQuarantines(t *testing.T) {
 // attack scores high with the behaviour named.
 func TestSharedBaselineAcrossNodesThenAttack(t *testing.T) {
 	ctx := context.Background()
-	ns := "sensor-shared"
-	namespace(t, ns)
+	ns := namespace(t, "sensor-shared")
 	mgr := newFakeManager(t)
 	contsA, contsB := &fakeContainers{}, &fakeContainers{}
 	labels := map[string]string{"app": "web", "pod-template-hash": "7d9f"}
-	pa := runningPod(t, ns, "web-7d9f-a", "node-shared-a", "c-web-a", "web-7d9f", labels)
-	pb := runningPod(t, ns, "web-7d9f-b", "node-shared-b", "c-web-b", "web-7d9f", labels)
+	pa := runningPod(t, ns, "web-7d9f-a", ns+"-shared-a", "c-web-a", "web-7d9f", labels)
+	pb := runningPod(t, ns, "web-7d9f-b", ns+"-shared-b", "c-web-b", "web-7d9f", labels)
 	ca := contsA.add(string(pa.UID), "c-web-a", 0)
 	cb := contsB.add(string(pb.UID), "c-web-b", 0)
-	ra := startAgent(t, "node-shared-a", mgr, contsA, nil)
-	rb := startAgent(t, "node-shared-b", mgr, contsB, nil)
+	ra := startAgent(t, ns+"-shared-a", mgr, contsA, nil)
+	rb := startAgent(t, ns+"-shared-b", mgr, contsB, nil)
 	waitFor(t, "both containers tracked", func() bool { return ra.coll.isTracked(ca.ID) && rb.coll.isTracked(cb.ID) })
 
 	normal := map[sensor.Trigram]uint64{{0, 1, 3}: 500, {2, 0, 3}: 30}
@@ -369,8 +380,8 @@ func TestSharedBaselineAcrossNodesThenAttack(t *testing.T) {
 		return hit != nil
 	})
 	if !strings.Contains(hit.Reason, "/bin/sh") || !strings.Contains(hit.Reason, "nginx") ||
-		!strings.Contains(string(hit.Evidence), "203.0.113.9") || len(hit.Evidence) > wire.MaxEvidenceBytes ||
-		!strings.HasPrefix(hit.ID, "node-shared-b/"+string(pb.UID)+"/") {
+		!strings.Contains(string(hit.Evidence), "203.0.113.9") || len(hit.Evidence) > wire.MaxEvidence ||
+		!strings.HasPrefix(hit.ID, ns+"-shared-b/"+string(pb.UID)+"/") {
 		t.Fatalf("attack score %+v evidence %s", hit, hit.Evidence)
 	}
 	t.Logf("attack: score %.2f, reason %q", hit.Score, hit.Reason)
@@ -382,8 +393,23 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 	mgr := newFakeManager(t)
 	var fail atomic.Bool
 	fail.Store(true)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeAddr := l.Addr().String()
+	_ = l.Close()
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
 	r := startAgent(t, "node-nobpf", mgr, &fakeContainers{}, func(c *sensor.Config, be *sensor.Backends) {
-		c.HealthAddr, c.MetricsAddr = "127.0.0.1:0", ""
+		c.HealthAddr, c.MetricsAddr = probeAddr, ""
 		c.CollectorRetry = 300 * time.Millisecond
 		coll := newFakeCollector()
 		be.NewCollector = func() (sensor.Collector, error) {
@@ -413,14 +439,14 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 		}
 		return false
 	})
-	if err := r.agent.Ready(); err == nil || !strings.Contains(err.Error(), "BTF") {
-		t.Fatalf("ready: %v, want not ready naming BTF", err)
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "BTF") {
+		t.Fatalf("/readyz: %d %q, want 503 naming BTF", code, body)
 	}
 	if g := gauge(); g != 0 {
 		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 0", g)
 	}
 	fail.Store(false)
-	waitFor(t, "ready after the collector starts", func() bool { return r.agent.Ready() == nil })
+	waitFor(t, "ready after the collector starts", func() bool { code, _ := readyz(); return code == http.StatusOK })
 	if g := gauge(); g != 1 {
 		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 1", g)
 	}
@@ -434,13 +460,12 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 // their late events dropped.
 func TestVanishedPodsAndReusedCgroups(t *testing.T) {
 	ctx := context.Background()
-	ns := "sensor-churn"
-	namespace(t, ns)
+	ns := namespace(t, "sensor-churn")
 	mgr := newFakeManager(t)
 	conts := &fakeContainers{}
-	p := runningPod(t, ns, "churn-1", "node-churn", "c-churn", "", nil)
+	p := runningPod(t, ns, "churn-1", ns+"-churn", "c-churn", "", nil)
 	c0 := conts.add(string(p.UID), "c-churn", 0)
-	r := startAgent(t, "node-churn", mgr, conts, nil)
+	r := startAgent(t, ns+"-churn", mgr, conts, nil)
 	waitFor(t, "tracked", func() bool { return r.coll.isTracked(c0.ID) })
 	c1 := conts.add(string(p.UID), "c-churn", 1) // restarted container: same path, new cgroup
 	waitFor(t, "the new cgroup tracked, the old one not", func() bool { return r.coll.isTracked(c1.ID) && !r.coll.isTracked(c0.ID) })

@@ -206,13 +206,13 @@ func (f *fakeEnforcer) state() (map[string]sensor.IsolateOptions, []string, int)
 type fakeManager struct {
 	*httptest.Server
 	mu       sync.Mutex
-	payloads []wire.Payload
+	payloads []wire.Report
 }
 
 func newFakeManager(t *testing.T) *fakeManager {
 	m := &fakeManager{}
 	m.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var p wire.Payload
+		var p wire.Report
 		if r.URL.Path != wire.Path || !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
 			http.Error(w, "no", http.StatusUnauthorized)
 			return
@@ -230,7 +230,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 	return m
 }
 
-func (m *fakeManager) received() []wire.Payload {
+func (m *fakeManager) received() []wire.Report {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.payloads)

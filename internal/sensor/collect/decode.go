@@ -22,6 +22,9 @@ func (t Trigram) String() string {
 	return SyscallName(t[0]) + " " + SyscallName(t[1]) + " " + SyscallName(t[2])
 }
 
+// MaxSyscall is the highest system call number SyscallName knows.
+const MaxSyscall = uint16(len(syscallNamesX86_64) - 1)
+
 // SyscallName names an x86_64 system-call number; unknown numbers are "sys_<nr>".
 func SyscallName(nr uint16) string {
 	if int(nr) < len(syscallNamesX86_64) && syscallNamesX86_64[nr] != "" {

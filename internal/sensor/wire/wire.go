@@ -157,10 +157,12 @@ func (r *Report) Validate() error {
 	return nil
 }
 
+// Audience is what a sensor's projected ServiceAccount token is issued for;
+// the manager's TokenReview requires it.
+const Audience = "bulkhead-ingest"
+
 // Names the sensor agent (branch sensor-agent) was written against.
 const (
-	// Audience of the projected ServiceAccount token the sensor presents.
-	Audience         = "bulkhead-ingest"
 	MaxEvidenceBytes = MaxEvidence
 	MaxReasonBytes   = MaxReason
 )

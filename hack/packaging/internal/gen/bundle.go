@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/blang/semver/v4"
@@ -17,6 +19,10 @@ import (
 )
 
 const serviceAccount = "bulkhead-controller-manager"
+
+// csvAccounts are the ServiceAccounts whose rights the CSV carries: the
+// manager's and the node sensor's (whose DaemonSet the manager installs).
+var csvAccounts = map[string]bool{serviceAccount: true, "bulkhead-sensor": true}
 
 // bundleAnnotations are both bundle/metadata/annotations.yaml and the
 // bundle image's labels.
@@ -65,7 +71,7 @@ func scorecardTests(names ...string) string {
 // (not supported by OLM) stay out; docs/install.md says how to add the policy.
 var bundleKinds = map[string]bool{
 	"CustomResourceDefinition": true, "Service": true, "ClusterRole": true, "Role": true,
-	"NetworkPolicy": true,
+	"NetworkPolicy": true, "ConfigMap": true,
 }
 
 func bundle(root string, objs, samples []Object, files Files) error {
@@ -91,7 +97,10 @@ func bundle(root string, objs, samples []Object, files Files) error {
 	csv.Annotations["alm-examples"] = string(examples)
 
 	roles := map[string][]rbacv1.PolicyRule{} // kind/name → rules
-	var clusterRoles, nsRoles []string        // bound to the manager's ServiceAccount
+	// Roles bound to each ServiceAccount (the manager's and the node
+	// sensor's); OLM creates the accounts and their bindings from the CSV.
+	clusterRoles, nsRoles := map[string][]string{}, map[string][]string{}
+	var bound []string
 	strategy := operatorsv1alpha1.StrategyDetailsDeployment{}
 	crdVersions := map[string]string{}
 	for _, o := range objs {
@@ -107,14 +116,16 @@ func bundle(root string, objs, samples []Object, files Files) error {
 			if err := convert(o, &b); err != nil {
 				return err
 			}
-			if len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != serviceAccount {
-				return fmt.Errorf("%s %s: only bindings to the manager's ServiceAccount can go into a CSV", o.Kind(), o.Name())
+			if len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || !csvAccounts[b.Subjects[0].Name] {
+				return fmt.Errorf("%s %s: only bindings to the manager's or the sensor's ServiceAccount can go into a CSV", o.Kind(), o.Name())
 			}
+			sa, ref := b.Subjects[0].Name, b.RoleRef.Kind+"/"+b.RoleRef.Name
 			if o.Kind() == "ClusterRoleBinding" {
-				clusterRoles = append(clusterRoles, b.RoleRef.Kind+"/"+b.RoleRef.Name)
+				clusterRoles[sa] = append(clusterRoles[sa], ref)
 			} else {
-				nsRoles = append(nsRoles, b.RoleRef.Kind+"/"+b.RoleRef.Name)
+				nsRoles[sa] = append(nsRoles[sa], ref)
 			}
+			bound = append(bound, ref)
 		case "Deployment":
 			var d appsv1.Deployment
 			if err := convert(o, &d); err != nil {
@@ -138,19 +149,20 @@ func bundle(root string, objs, samples []Object, files Files) error {
 			}
 		}
 	}
-	permissions := func(refs []string) ([]operatorsv1alpha1.StrategyDeploymentPermissions, error) {
-		if len(refs) == 0 {
-			return nil, nil
-		}
-		p := operatorsv1alpha1.StrategyDeploymentPermissions{ServiceAccountName: serviceAccount}
-		for _, ref := range refs {
-			rules, ok := roles[ref]
-			if !ok {
-				return nil, fmt.Errorf("binding to %s, which config/default does not define", ref)
+	permissions := func(bySA map[string][]string) ([]operatorsv1alpha1.StrategyDeploymentPermissions, error) {
+		var out []operatorsv1alpha1.StrategyDeploymentPermissions
+		for _, sa := range slices.Sorted(maps.Keys(bySA)) {
+			p := operatorsv1alpha1.StrategyDeploymentPermissions{ServiceAccountName: sa}
+			for _, ref := range bySA[sa] {
+				rules, ok := roles[ref]
+				if !ok {
+					return nil, fmt.Errorf("binding to %s, which config/default does not define", ref)
+				}
+				p.Rules = append(p.Rules, rules...)
 			}
-			p.Rules = append(p.Rules, rules...)
+			out = append(out, p)
 		}
-		return []operatorsv1alpha1.StrategyDeploymentPermissions{p}, nil
+		return out, nil
 	}
 	if strategy.ClusterPermissions, err = permissions(clusterRoles); err != nil {
 		return err
@@ -158,8 +170,9 @@ func bundle(root string, objs, samples []Object, files Files) error {
 	if strategy.Permissions, err = permissions(nsRoles); err != nil {
 		return err
 	}
-	// Roles bound to the manager live in the CSV, not as separate manifests.
-	for _, ref := range append(clusterRoles, nsRoles...) {
+	// Roles bound to the manager and the sensor live in the CSV, not as
+	// separate manifests.
+	for _, ref := range bound {
 		kind, name, _ := strings.Cut(ref, "/")
 		delete(files, manifestPath(name, "rbac.authorization.k8s.io/v1", kind))
 	}

@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
+	"github.com/bulkhead-dev/bulkhead/hack/packaging/internal/gen"
 )
 
 func main() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -17,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
 )
 
 // Scheme knows the built-in kinds and Bulkhead's.
@@ -27,11 +27,8 @@ func init() {
 	utilruntime.Must(securityv1alpha1.AddToScheme(Scheme))
 }
 
-// RepoRoot is the repository root, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
+// RepoRoot is the repository root.
+func RepoRoot() string { return framework.RepoRoot() }
 
 // Env is a running control plane.
 type Env struct {

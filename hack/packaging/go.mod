@@ -1,4 +1,4 @@
-module github.com/bulkhead-dev/bulkhead/test/packaging
+module github.com/bulkhead-dev/bulkhead/hack/packaging
 
 go 1.26.7
 

@@ -4,7 +4,8 @@
 // binaries built from the Go module proxy into bin/. It installs Bulkhead from
 // config/ and runs the manager binary as a local process authenticated as its
 // ServiceAccount, so config/rbac is what is enforced. The demo and the e2e
-// tests use it.
+// tests, and the chaos, flood and bench suites through test/framework/kit,
+// use it.
 package localcluster
 
 import (
@@ -33,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
 )
 
 // KwokNodeAnnotation marks the nodes kwok manages.
@@ -78,6 +80,7 @@ type Cluster struct {
 	opts      Options
 	pki       *pki
 	server    string
+	apiPort   int
 	mu        sync.Mutex
 	procs     []*Process
 	stopped   bool
@@ -147,7 +150,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return c, err
 	}
 	etcdPort, peerPort, apiPort, kwokPort := ports[0], ports[1], ports[2], ports[3]
-	c.server = "https://" + hostPort(apiPort)
+	c.server, c.apiPort = "https://"+hostPort(apiPort), apiPort
 
 	if err := c.startEtcd(ctx, etcdPort, peerPort); err != nil {
 		return c, err
@@ -400,22 +403,16 @@ func (c *Cluster) waitForDefaultServiceAccount(ctx context.Context) error {
 
 // waitComponents polls check while watching that no component has exited.
 func (c *Cluster) waitComponents(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
+	err := framework.Wait{What: what, Timeout: timeout, Every: 200 * time.Millisecond}.Until(ctx, func(ctx context.Context) error {
 		if err := c.Healthy(); err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
+			return framework.Permanent(fmt.Errorf("waiting for %s: %w", what, err))
 		}
-		if last = check(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %s waiting for %s: %v (logs in %s)", timeout, what, last, c.Dir)
-		case <-time.After(200 * time.Millisecond):
-		}
+		return check(ctx)
+	})
+	if err != nil && c.Healthy() == nil {
+		return fmt.Errorf("%w (logs in %s)", err, c.Dir)
 	}
+	return err
 }
 
 // Healthy returns an error naming the first component that has exited.
@@ -428,6 +425,53 @@ func (c *Cluster) Healthy() error {
 		}
 	}
 	return nil
+}
+
+// RestartAPIServer stops kube-apiserver (SIGKILL when kill, else SIGTERM)
+// and starts it again with the same arguments, appending to its log, then
+// waits for /readyz; it returns how long the API was down. The old process
+// may hold its port for a moment: a start that loses that race exits at once
+// and is tried again.
+func (c *Cluster) RestartAPIServer(ctx context.Context, kill bool) (time.Duration, error) {
+	var p *Process
+	c.mu.Lock()
+	for _, q := range c.procs {
+		if q.Name == "kube-apiserver" {
+			p = q
+		}
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return 0, fmt.Errorf("no kube-apiserver in this cluster")
+	}
+	t := time.Now()
+	if kill {
+		p.Kill()
+	} else {
+		p.Stop(30 * time.Second)
+	}
+	hc, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		return 0, err
+	}
+	for attempt := 1; attempt <= 20; attempt++ {
+		waitPortFree(c.apiPort, 30*time.Second)
+		if err := p.start(); err != nil {
+			return time.Since(t), err
+		}
+		err := p.waitFor(ctx, 180*time.Second-time.Since(t), "kube-apiserver /readyz", func(ctx context.Context) error {
+			return httpOK(ctx, hc, c.server+"/readyz")
+		})
+		if err == nil {
+			return time.Since(t), nil
+		}
+		if p.Alive() || ctx.Err() != nil {
+			return time.Since(t), err
+		}
+		c.opts.Logf("restarted kube-apiserver exited at once (attempt %d); trying again", attempt)
+		time.Sleep(500 * time.Millisecond)
+	}
+	return time.Since(t), fmt.Errorf("kube-apiserver did not restart; see kube-apiserver.log in %s", c.Dir)
 }
 
 // NodeReady reports whether the node's Ready condition is True.

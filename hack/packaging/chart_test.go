@@ -16,7 +16,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
+	"github.com/bulkhead-dev/bulkhead/hack/packaging/internal/gen"
 )
 
 func chartDir(t *testing.T) string { return filepath.Join(repoRoot(t), "dist", "chart") }
@@ -101,9 +101,10 @@ func render(t *testing.T, values map[string]any, ns string) map[string][]map[str
 func TestChartRendersDefaults(t *testing.T) {
 	objs := render(t, nil, "security")
 	for kind, n := range map[string]int{
-		"Deployment": 1, "ServiceAccount": 1, "Service": 2, "NetworkPolicy": 1,
+		// The manager's and the node sensor's accounts; the sensor's switch.
+		"Deployment": 1, "ServiceAccount": 2, "Service": 2, "NetworkPolicy": 1,
 		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
-		"ServiceMonitor": 0, "PrometheusRule": 0, "ConfigMap": 0, "Namespace": 0,
+		"ServiceMonitor": 0, "PrometheusRule": 0, "ConfigMap": 1, "Namespace": 0,
 	} {
 		if got := len(objs[kind]); got != n {
 			t.Errorf("%d %s rendered, want %d", got, kind, n)
@@ -151,16 +152,23 @@ func TestChartRendersDefaults(t *testing.T) {
 // template syntax in alert annotations and the dashboard survives Helm.
 func TestChartRendersEverythingOn(t *testing.T) {
 	objs := render(t, allOn(), "bulkhead-system")
-	for _, kind := range []string{"ServiceMonitor", "PrometheusRule", "ConfigMap"} {
-		if len(objs[kind]) != 1 {
-			t.Fatalf("%d %s rendered, want 1", len(objs[kind]), kind)
+	// ConfigMaps: the Grafana dashboard and the sensor switch.
+	for kind, n := range map[string]int{"ServiceMonitor": 1, "PrometheusRule": 1, "ConfigMap": 2} {
+		if len(objs[kind]) != n {
+			t.Fatalf("%d %s rendered, want %d", len(objs[kind]), kind, n)
 		}
 	}
 	rule := objs["PrometheusRule"][0]
 	if s := stringOf(rule); !strings.Contains(s, "{{ $labels.policy }}") {
 		t.Error("PrometheusRule annotations lost their {{ $labels }} templates")
 	}
-	if s := stringOf(objs["ConfigMap"][0]); !strings.Contains(s, "{{phase}}") {
+	var dashboard map[string]any
+	for _, cm := range objs["ConfigMap"] {
+		if strings.Contains(stringOf(dig(cm, "metadata", "name")), "dashboard") || strings.Contains(stringOf(cm), "panels") {
+			dashboard = cm
+		}
+	}
+	if s := stringOf(dashboard); !strings.Contains(s, "{{phase}}") {
 		t.Error("the dashboard lost its {{phase}} legends")
 	}
 	c := dig(objs["Deployment"][0], "spec", "template", "spec", "containers").([]any)[0].(map[string]any)

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
+	"github.com/bulkhead-dev/bulkhead/hack/packaging/internal/gen"
 )
 
 func repoRoot(t *testing.T) string {

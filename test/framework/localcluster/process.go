@@ -13,13 +13,19 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bulkhead-dev/bulkhead/test/framework"
 )
 
 // Process is one component of the cluster (or the manager) running as a
-// child process, its output in LogPath.
+// child process, its output in LogPath. A process can be started again
+// (the manager, after a kill), appending to the same log.
 type Process struct {
 	Name    string
 	LogPath string
+	bin     string
+	args    []string
+	env     []string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	err     error
@@ -29,26 +35,34 @@ type Process struct {
 // its own process group, so a Ctrl-C reaches only the launcher, which then
 // stops everything in order; and it is killed if the launcher dies.
 func startProcess(dir, name, bin string, args []string, env []string) (*Process, error) {
-	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
+	p := &Process{Name: name, LogPath: filepath.Join(dir, name+".log"), bin: bin, args: args, env: env}
+	return p, p.start()
+}
+
+// start (re)starts the process, appending to its log.
+func (p *Process) start() error {
+	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cmd := exec.Command(bin, args...)
+	fmt.Fprintf(logFile, "==== localcluster: start %s ====\n", time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(os.Environ(), p.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+		return fmt.Errorf("starting %s: %w", p.Name, err)
 	}
-	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	done := make(chan struct{})
+	p.cmd, p.done, p.err = cmd, done, nil
 	go func() {
-		p.err = cmd.Wait()
+		err := cmd.Wait()
 		_ = logFile.Close()
-		close(p.done)
+		p.err = err
+		close(done)
 	}()
-	return p, nil
+	return nil
 }
 
 // Exited reports whether the process has ended, and how.
@@ -63,6 +77,9 @@ func (p *Process) Exited() (bool, error) {
 
 // Stop sends SIGTERM, waits up to grace, then kills the process group.
 func (p *Process) Stop(grace time.Duration) {
+	if p.cmd == nil {
+		return
+	}
 	if exited, _ := p.Exited(); exited {
 		return
 	}
@@ -70,9 +87,64 @@ func (p *Process) Stop(grace time.Duration) {
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+		p.Kill()
 	}
+}
+
+// Kill sends SIGKILL to the process group and waits for the exit.
+func (p *Process) Kill() {
+	if exited, _ := p.Exited(); exited {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Alive reports whether the process runs.
+func (p *Process) Alive() bool {
+	exited, _ := p.Exited()
+	return !exited
+}
+
+// Pid of the running process.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// RSS returns the current and peak resident set size in bytes (VmRSS,
+// VmHWM); zero when the process is gone.
+func (p *Process) RSS() (cur, peak int64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			cur = v * 1024
+		case "VmHWM:":
+			peak = v * 1024
+		}
+	}
+	return cur, peak
+}
+
+var gcLine = regexp.MustCompile(`gc \d+ @[0-9.]+s [0-9]+%: .* (\d+)->(\d+)->(\d+) MB`)
+
+// LiveHeap is the heap marked live by the process's last garbage
+// collection, in bytes (1 MB resolution), from GODEBUG=gctrace=1 output;
+// -1 when no collection was logged.
+func (p *Process) LiveHeap() int64 {
+	data, _ := os.ReadFile(p.LogPath)
+	all := gcLine.FindAllSubmatch(data, -1)
+	if len(all) == 0 {
+		return -1
+	}
+	v, _ := strconv.ParseInt(string(all[len(all)-1][3]), 10, 64)
+	return v << 20
 }
 
 // Logs returns the last max bytes of the process's output.
@@ -122,22 +194,16 @@ var forbiddenRE = regexp.MustCompile(`cannot [a-z]+ resource \\?"[^"\\]*\\?" in 
 // waitFor polls check every 100ms until it returns nil, the process exits,
 // or the timeout passes.
 func (p *Process) waitFor(ctx context.Context, timeout time.Duration, what string, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
+	err := framework.Wait{What: what, Timeout: timeout, Every: 100 * time.Millisecond}.Until(ctx, func(ctx context.Context) error {
 		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("%s exited (%v) before %s; last output:\n%s", p.Name, err, what, p.Logs(4000))
+			return framework.Permanent(fmt.Errorf("%s exited (%v) before %s; last output:\n%s", p.Name, err, what, p.Logs(4000)))
 		}
-		if last = check(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: timed out after %s waiting for %s: %w; last output:\n%s", p.Name, timeout, what, last, p.Logs(4000))
-		case <-time.After(100 * time.Millisecond):
-		}
+		return check(ctx)
+	})
+	if err != nil && p.Alive() {
+		return fmt.Errorf("%s: %w; last output:\n%s", p.Name, err, p.Logs(4000))
 	}
+	return err
 }
 
 // FreePort asks the kernel for a free TCP port on the loopback address.
@@ -169,6 +235,19 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// waitPortFree waits until the loopback port can be bound again.
+func waitPortFree(port int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		l, err := net.Listen("tcp", hostPort(port))
+		if err == nil {
+			_ = l.Close()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

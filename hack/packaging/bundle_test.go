@@ -9,7 +9,7 @@ import (
 	"github.com/operator-framework/api/pkg/validation"
 	validator "github.com/operator-framework/api/pkg/validation/interfaces"
 
-	"github.com/bulkhead-dev/bulkhead/test/packaging/internal/gen"
+	"github.com/bulkhead-dev/bulkhead/hack/packaging/internal/gen"
 )
 
 // The suites `operator-sdk bundle validate --select-optional suite=operatorframework`
