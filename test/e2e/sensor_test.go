@@ -25,7 +25,8 @@ import (
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/behavior"
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 // sensorLearning is the sensors' --learning-window.
@@ -74,7 +75,7 @@ func TestSensorEndToEnd(t *testing.T) {
 	www := k.site(t, "www")
 	// The blog serves the same pages plus its CGI directory.
 	blogDir := k.site(t, "blog")
-	cgi, err := os.ReadFile(filepath.Join(repoRoot(), "test", "e2e", "testdata", "blog", "cgi-bin", "sh.cgi"))
+	cgi, err := os.ReadFile(filepath.Join(framework.RepoRoot(), "test", "e2e", "testdata", "blog", "cgi-bin", "sh.cgi"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestSensorEndToEnd(t *testing.T) {
 	blogC.start("python3-http.server", "python3", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", "--directory", blogDir, fmt.Sprint(blogPort))
 	wikiC := k.containerFor(wiki)
 	wikiPort := freePort(t)
-	wikiC.start("perl-wiki.pl", "perl", filepath.Join(repoRoot(), "test", "e2e", "testdata", "wiki", "wiki.pl"), fmt.Sprint(wikiPort), www)
+	wikiC.start("perl-wiki.pl", "perl", filepath.Join(framework.RepoRoot(), "test", "e2e", "testdata", "wiki", "wiki.pl"), fmt.Sprint(wikiPort), www)
 	wikiC.start("netprobe", netprobe, probeArgs(wiki.Name, connWiki.addr, "")...)
 	blogBase, wikiBase := fmt.Sprintf("http://127.0.0.1:%d", blogPort), fmt.Sprintf("http://127.0.0.1:%d", wikiPort)
 	for _, b := range []string{servers[0].base, servers[1].base, blogBase, wikiBase} {

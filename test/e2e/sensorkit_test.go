@@ -32,8 +32,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
-	"github.com/bulkhead-dev/bulkhead/internal/localcluster"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
 // unifiedRoot is the cgroup v2 hierarchy; on these hybrid hosts it is
@@ -359,7 +360,7 @@ func sensorIdentity(t *testing.T) string {
 	// same way, so the sensor runs under exactly config/sensor's RBAC.
 	dir := t.TempDir()
 	// kustomize takes bases by relative path only.
-	rel, err := filepath.Rel(dir, filepath.Join(repoRoot(), "config", "sensor"))
+	rel, err := filepath.Rel(dir, filepath.Join(framework.RepoRoot(), "config", "sensor"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +462,7 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 	args := []string{"sensor",
 		"--node-name=" + node,
 		"--cgroup-root=" + k.root,
-		"--ingest-url=" + env.ingestURL,
+		"--ingest-url=" + env.manager.Ingest.URL,
 		"--token-file=" + tokenFile,
 		"--learning-window=" + learning,
 		"--manager-namespace=" + ns,
@@ -470,7 +471,7 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 		"--health-probe-bind-address=" + p.health,
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", ports[1]),
 	}
-	if strings.HasPrefix(env.ingestURL, "https://") {
+	if strings.HasPrefix(env.manager.Ingest.URL, "https://") {
 		args = append(args, "--ca-file="+ingestCA(t, dir))
 	}
 	out, err := os.Create(p.logPath)
