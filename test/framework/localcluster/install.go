@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -41,7 +42,7 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 	}
 	inst := &Install{}
 	var keep bytes.Buffer
-	var crds []string
+	var crds, sas []string
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(rendered), 4096)
 	for {
 		var obj unstructured.Unstructured
@@ -61,7 +62,9 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 			}
 			continue
 		case "ServiceAccount":
-			inst.Namespace, inst.ServiceAccount = obj.GetNamespace(), obj.GetName()
+			// config/default holds the sensor's account too: the manager's
+			// is the one its Deployment names (fromDeployment).
+			sas = append(sas, obj.GetNamespace()+"/"+obj.GetName())
 		case "CustomResourceDefinition":
 			crds = append(crds, "crd/"+obj.GetName())
 		}
@@ -73,8 +76,8 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 		keep.WriteString("---\n")
 		keep.Write(doc)
 	}
-	if inst.ServiceAccount == "" || inst.Skipped == "" {
-		return nil, fmt.Errorf("config/default has no manager ServiceAccount or Deployment")
+	if inst.ServiceAccount == "" || inst.Skipped == "" || !slices.Contains(sas, inst.Namespace+"/"+inst.ServiceAccount) {
+		return nil, fmt.Errorf("config/default has no manager Deployment or not the ServiceAccount it runs as (%s/%s; accounts %v)", inst.Namespace, inst.ServiceAccount, sas)
 	}
 	if _, err := c.Kubectl(ctx, &keep, "apply", "--server-side", "--field-manager=bulkhead-install", "-f", "-"); err != nil {
 		return nil, err
@@ -94,6 +97,7 @@ func (inst *Install) fromDeployment(obj *unstructured.Unstructured) error {
 		return fmt.Errorf("config/default: expected one manager Deployment, got %s/%s too", inst.Skipped, d.Name)
 	}
 	inst.Skipped = "Deployment/" + d.Name
+	inst.Namespace, inst.ServiceAccount = d.Namespace, d.Spec.Template.Spec.ServiceAccountName
 	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
 		inst.ManagerArgs = append(inst.ManagerArgs, strings.ReplaceAll(a, "$(POD_NAMESPACE)", d.Namespace))
 	}
