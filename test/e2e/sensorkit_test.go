@@ -386,6 +386,26 @@ type sensorProc struct {
 	logPath string
 	health  string
 	done    chan struct{}
+
+	metricsAddr string
+}
+
+// metrics is the sensor's own bulkhead_sensor_* metrics, for a failure's dump.
+func (p *sensorProc) metrics() string {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + p.metricsAddr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "bulkhead_sensor_") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // startSensor runs `bulkhead sensor` for node as a process: its API
@@ -458,7 +478,8 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 			t.Fatal(err)
 		}
 	}
-	p := &sensorProc{node: node, logPath: filepath.Join(dir, "sensor.log"), health: fmt.Sprintf("127.0.0.1:%d", ports[0]), done: make(chan struct{})}
+	p := &sensorProc{node: node, logPath: filepath.Join(dir, "sensor.log"), health: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), done: make(chan struct{})}
 	args := []string{"sensor",
 		"--node-name=" + node,
 		"--cgroup-root=" + k.root,
@@ -469,7 +490,7 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 		"--bpf-pin-dir=" + filepath.Join(k.pinDir, node),
 		"--heartbeat-interval=5s",
 		"--health-probe-bind-address=" + p.health,
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", ports[1]),
+		"--metrics-bind-address=" + p.metricsAddr,
 	}
 	if strings.HasPrefix(env.manager.Ingest.URL, "https://") {
 		args = append(args, "--ca-file="+ingestCA(t, dir))
@@ -487,6 +508,10 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
+		var metrics string
+		if t.Failed() {
+			metrics = p.metrics()
+		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -497,6 +522,7 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 		_ = out.Close()
 		if t.Failed() {
 			t.Logf("===== sensor on %s (last 12 KiB of %s)\n%s", node, p.logPath, tail(p.logPath, 12<<10))
+			t.Logf("===== sensor on %s: metrics\n%s", node, metrics)
 		}
 	})
 	logf("  bulkhead sensor for %s started (pid %d): %s", node, p.cmd.Process.Pid, strings.Join(args[1:], " "))
