@@ -5,7 +5,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -548,7 +547,7 @@ wait:
 		}
 	}
 	logf("  ✓ sibling pod %s's held connection, new connections and UDP flow", sibling.Name)
-	s.requireEnforcementStatus(q)
+	s.requireEnforcementStatus(q, pod)
 
 	// After release: traffic flows again and nothing of Bulkhead's stays pinned.
 	s.release(q)
@@ -576,10 +575,11 @@ wait:
 }
 
 // requireEnforcementStatus checks that the Isolate action's status reports
-// the node's kernel enforcement (issue 17 item 3), as reported by the sensor.
-func (s *scenario) requireEnforcementStatus(q *securityv1alpha1.Quarantine) {
+// what the node's sensor enforces in the kernel (issue 17 item 3): the pod
+// dropped on its node and its established connections destroyed.
+func (s *scenario) requireEnforcementStatus(q *securityv1alpha1.Quarantine, pod corev1.Pod) {
 	s.t.Helper()
-	s.eventually(30*time.Second, "Quarantine "+q.Name+" reports the kernel enforcement", func(ctx context.Context) error {
+	s.eventually(30*time.Second, "Quarantine "+q.Name+" reports the kernel enforcement on "+pod.Spec.NodeName, func(ctx context.Context) error {
 		cur, err := s.quarantine(ctx, q.Name)
 		if err != nil {
 			return err
@@ -588,11 +588,17 @@ func (s *scenario) requireEnforcementStatus(q *securityv1alpha1.Quarantine) {
 			if a.Type != securityv1alpha1.ActionIsolate {
 				continue
 			}
-			b, _ := json.Marshal(a)
-			if !strings.Contains(strings.ToLower(string(b)), "kernel") && !strings.Contains(string(b), "connCut") {
-				return fmt.Errorf("Isolate status does not mention the node's kernel enforcement: %s", b)
+			for _, k := range a.Kernel {
+				if k.Pod != pod.Name {
+					continue
+				}
+				if k.Node != pod.Spec.NodeName || !k.Enforced || !k.ConnectionsCut || k.SocketsDestroyed < 1 || k.Method == "" {
+					return fmt.Errorf("Isolate kernel status %+v: want enforced on %s with connections cut", k, pod.Spec.NodeName)
+				}
+				logf("  Isolate status: enforced in the kernel on %s, %d sockets destroyed (%s)", k.Node, k.SocketsDestroyed, k.Method)
+				return nil
 			}
-			return nil
+			return fmt.Errorf("Isolate status has no kernel entry for %s: %+v", pod.Name, a.Kernel)
 		}
 		return fmt.Errorf("no Isolate action in status: %s", actionStates(cur))
 	})
