@@ -561,7 +561,7 @@ wait:
 	s.eventually(15*time.Second, "no BPF pins left under "+k.pinDir, func(ctx context.Context) error {
 		var left []string
 		_ = filepath.WalkDir(k.pinDir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
+			if err == nil && !d.IsDir() && !k.kernelPins[p] {
 				left = append(left, p)
 			}
 			return nil

@@ -79,6 +79,8 @@ type kernelKit struct {
 	bin string
 	dir string
 	rec *ingestRecorder
+	// kernelPins are what bpffs held when mounted.
+	kernelPins map[string]bool
 }
 
 func newKernelKit(t *testing.T) *kernelKit {
@@ -101,6 +103,14 @@ func newKernelKit(t *testing.T) *kernelKit {
 	}
 	if err := syscall.Mount("bpf", k.pinDir, "bpf", 0, "mode=0700"); err != nil {
 		t.Skipf("cannot mount bpffs (%v): BPF unavailable", err)
+	}
+	// The kernel's own preloaded iterators (maps.debug, progs.debug) come
+	// with every bpffs mount: not Bulkhead's.
+	k.kernelPins = map[string]bool{}
+	if entries, err := os.ReadDir(k.pinDir); err == nil {
+		for _, e := range entries {
+			k.kernelPins[filepath.Join(k.pinDir, e.Name())] = true
+		}
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(k.pinDir, syscall.MNT_DETACH); err != nil {
