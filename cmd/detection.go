@@ -156,6 +156,7 @@ func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detecti
 	}
 	return (&threatpolicy.ThreatPolicyReconciler{
 		Client: mgr.GetClient(), Activity: activity, Detectors: d.Registry, Evaluations: d.Evaluator, Recorder: recorder,
+		Coverage: d.Sensors,
 	}).SetupWithManager(mgr)
 }
 

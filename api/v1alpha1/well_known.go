@@ -59,6 +59,10 @@ const (
 	ConditionStalled            = "Stalled"
 	ConditionContained          = "Contained"
 	ConditionIsolationEffective = "IsolationEffective"
+	// ConditionBehaviorCovered on a policy that weighs the behavior detector
+	// says whether every node's sensor observes its pods (False names the
+	// nodes without coverage: no sensor, silent, or no BPF).
+	ConditionBehaviorCovered = "BehaviorCovered"
 
 	ReasonBudgetExhausted          = "BudgetExhausted"
 	ReasonProtectedNamespace       = "ProtectedNamespace"

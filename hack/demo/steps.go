@@ -36,12 +36,12 @@ var attacked struct {
 	pod, node, quarantine string
 }
 
-// loadDataset reads ADFA-LD from $BULKHEAD_SHARED/datasets/adfa-ld (default
-// ../shared beside the repository) and names each i386 system call.
+// loadDataset reads ADFA-LD from $BULKHEAD_SHARED/datasets/adfa-ld and
+// names each i386 system call.
 func loadDataset() (*eval.Split, error) {
 	shared := os.Getenv("BULKHEAD_SHARED")
 	if shared == "" {
-		shared = filepath.Join(framework.RepoRoot(), "..", "shared")
+		return nil, fmt.Errorf("--mode=adfa replays the public ADFA-LD data set: set BULKHEAD_SHARED to the folder holding datasets/")
 	}
 	dir := filepath.Join(shared, "datasets", "adfa-ld")
 	split, err := eval.LoadADFA(dir)
@@ -143,13 +143,19 @@ func (d *demo) applyPolicies() error {
 			Response:  []framework.Step{{MinScore: "0.01", Actions: "[{type: Isolate}]"}},
 		},
 	)
+	return d.applyPolicyList([]string{enforcePolicy, watchPolicy}, policies)
+}
+
+// applyPolicyList applies policies (YAML) as a GitOps tool would and waits
+// until each named one is Ready.
+func (d *demo) applyPolicyList(names []string, policies string) error {
 	for _, l := range splitLines(policies) {
 		fmt.Printf("           %s\n", l)
 	}
 	if _, err := d.cluster.Kubectl(d.ctx, strings.NewReader(policies), "apply", "--server-side", "--field-manager=demo-gitops", "-f", "-"); err != nil {
 		return err
 	}
-	for _, name := range []string{enforcePolicy, watchPolicy} {
+	for _, name := range names {
 		err := d.poll(30*time.Second, "ThreatPolicy "+name+" Ready", func(ctx context.Context) error {
 			var tp securityv1alpha1.ThreatPolicy
 			if err := d.cluster.Client.Get(ctx, client.ObjectKey{Name: name}, &tp); err != nil {
@@ -412,16 +418,7 @@ func (d *demo) checkRestored() error {
 	if _, err := d.shopPods(d.cfg.replicas); err != nil {
 		return err
 	}
-	err = d.poll(15*time.Second, "NetworkPolicy removed", func(ctx context.Context) error {
-		err := c.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "bulkhead-" + attacked.quarantine}, &networkingv1.NetworkPolicy{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("still there")
-		}
-		return err
-	})
+	err = d.networkPolicyGone(15 * time.Second)
 	if err != nil {
 		return err
 	}
@@ -477,3 +474,17 @@ func (d *demo) postSyscalls(batch []syscallBatch) error {
 func splitLines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
 
 func joinArgs(args []string) string { return strings.Join(args, " ") }
+
+// networkPolicyGone waits until the Quarantine's NetworkPolicy is deleted.
+func (d *demo) networkPolicyGone(timeout time.Duration) error {
+	return d.poll(timeout, "NetworkPolicy removed", func(ctx context.Context) error {
+		err := d.cluster.Client.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "bulkhead-" + attacked.quarantine}, &networkingv1.NetworkPolicy{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("still there")
+		}
+		return err
+	})
+}

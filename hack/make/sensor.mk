@@ -7,6 +7,11 @@ BPF_CLANG ?= clang-14
 BPF_GENERATED = ':(glob)internal/sensor/**/*_bpfe[bl].o' ':(glob)internal/sensor/**/*_bpfe[bl].go'
 SENSOR_BENCH_COUNT ?= 5
 SENSOR_BENCH_CALLS ?= 2000000x
+# Rounds (alternating with/without) and requests per round of the server
+# and sibling benchmarks; seconds of load the baseline benchmark learns.
+SENSOR_BENCH_ROUNDS ?= 6
+SENSOR_BENCH_REQUESTS ?= 20000
+SENSOR_BENCH_LEARN ?= 10s
 
 ##@ Sensor
 
@@ -26,8 +31,14 @@ verify-bpf: ## Fail when the committed BPF objects or bindings differ from a fre
 	echo "BPF objects and bindings are up to date"
 
 .PHONY: bench-sensor
-bench-sensor: ## ns (wall and thread CPU) per getppid: no collector, empty sys_enter hook, collector with the cgroup untracked and tracked (root).
+bench-sensor: ## Sensor overhead (root): ns per getppid, a real server's throughput and CPU with the collector, sensor CPU and memory, baseline bytes per workload, enforcement cost on sibling pods.
+	@echo "bench-sensor: $$(date -u +%FT%TZ), load average $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) CPUs"
 	go test -run '^$$' -bench SyscallOverhead -benchtime $(SENSOR_BENCH_CALLS) -count $(SENSOR_BENCH_COUNT) -timeout 10m ./internal/sensor/collect/
+	BULKHEAD_BENCH_ROUNDS=$(SENSOR_BENCH_ROUNDS) BULKHEAD_BENCH_REQUESTS=$(SENSOR_BENCH_REQUESTS) \
+	  go test -run '^$$' -bench ServerThroughput -benchtime 1x -timeout 15m ./internal/sensor/collect/
+	BULKHEAD_BENCH_ROUNDS=$(SENSOR_BENCH_ROUNDS) go test -run '^$$' -bench SiblingOverhead -benchtime 1x -timeout 10m ./internal/sensor/enforce/
+	BULKHEAD_BENCH_LEARN=$(SENSOR_BENCH_LEARN) go test -run '^$$' -bench BaselineBytes -benchtime 1x -timeout 5m ./internal/sensor/
+	@echo "bench-sensor: done $$(date -u +%FT%TZ), load average $$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # make verify also checks the BPF objects where clang-14 is installed.
 verify: verify-bpf

@@ -30,6 +30,15 @@ type Action interface {
 	Leftovers(ctx context.Context, e *Engine, live Live) (int, error)
 }
 
+// Isolator is an Isolating action whose isolating writes a pass makes
+// before anything else (evidence persistence, Events, other actions). Apply
+// later in the same pass does the rest and skips what Isolate wrote.
+type Isolator interface {
+	// Isolate makes only the writes that cut the target's traffic. It
+	// records nothing in st: Apply in the same pass does.
+	Isolate(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error)
+}
+
 // Traits describe an action for ordering a containment pass.
 type Traits struct {
 	// Isolating actions cut the target's traffic; they are the ones worth

@@ -83,6 +83,9 @@ type Scope struct {
 	// Target is nil when the target is gone (after ScaleToZero or Evict, or
 	// deleted by someone); reverts then work from the status alone.
 	Target *Target
+	// isolated: Isolate made the isolating writes in this pass, so Apply
+	// need not repeat or re-read them.
+	isolated bool
 }
 
 // Holder is how this Quarantine is named in holders lists.
@@ -151,6 +154,17 @@ func (e *Engine) Apply(ctx context.Context, s *Scope, a securityv1alpha1.Action,
 		o.Repaired = o.Changed && was == securityv1alpha1.ActionApplied
 	}
 	return o, nil
+}
+
+// Isolate makes an action's isolating writes ahead of the rest of the pass
+// when it has any (see Isolator); otherwise it does nothing. Apply must
+// still follow in the same pass: it records the state.
+func (e *Engine) Isolate(ctx context.Context, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	act, ok := e.actions()[a.Type].(Isolator)
+	if !ok {
+		return Outcome{}, nil
+	}
+	return act.Isolate(ctx, e, s, a, st)
 }
 
 // Revert undoes one action. Reverts are driven by the markers in the

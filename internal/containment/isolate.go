@@ -84,6 +84,37 @@ func (isolate) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha
 		}
 		return o, nil
 	}
+	if !s.isolated {
+		var err error
+		if o, err = isolateWrites(ctx, e, s, a, st); err != nil {
+			return o, err
+		}
+	}
+	wrote, err := e.ensureThirdPartyDeny(ctx, s, a)
+	if err != nil {
+		return o, err
+	}
+	o.Changed = o.Changed || wrote
+	st.AddedLabels = []string{securityv1alpha1.QuarantineLabel}
+	st.State, st.Message = securityv1alpha1.ActionApplied, ""
+	return o, nil
+}
+
+// Isolate writes the NetworkPolicy and the pod labels, nothing else; the
+// third-party denies follow in Apply.
+func (isolate) Isolate(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	if s.Target == nil {
+		return Outcome{}, nil
+	}
+	o, err := isolateWrites(ctx, e, s, a, st)
+	if err == nil {
+		s.isolated = true
+	}
+	return o, err
+}
+
+func isolateWrites(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
+	var o Outcome
 	// The policy first: a labelled pod without it would be unprotected only
 	// if the label came first and the manager died.
 	wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending)
@@ -98,25 +129,21 @@ func (isolate) Apply(ctx context.Context, e *Engine, s *Scope, a securityv1alpha
 		}
 		o.Changed = o.Changed || wrote
 	}
-	wrote, err = e.ensureThirdPartyDeny(ctx, s, a)
-	if err != nil {
-		return o, err
-	}
-	o.Changed = o.Changed || wrote
-	st.AddedLabels = []string{securityv1alpha1.QuarantineLabel}
-	st.State, st.Message = securityv1alpha1.ActionApplied, ""
 	return o, nil
 }
 
 // ensureNetworkPolicy applies the policy. The first time (pending) it
 // applies without reading: apply is idempotent, and the read cost a request
-// per containment; later passes read first so an intact policy costs no write.
+// per containment; later passes read first so an intact policy costs no
+// write. That read is from the cache: a stale miss costs one idempotent
+// apply, and a change the cache has not seen yet comes with its own watch
+// event (the controller owns the policy), which brings another pass.
 func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1alpha1.Action, pending bool) (bool, error) {
 	name := NetworkPolicyName(s.Q.Name)
 	want := DesiredNetworkPolicySpec(podSelectorFor(s), allowDNS(a))
 	if !pending {
 		have := &networkingv1.NetworkPolicy{}
-		err := e.Reader.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, have)
+		err := e.Client.Get(ctx, client.ObjectKey{Namespace: s.Q.Namespace, Name: name}, have)
 		switch {
 		case err == nil:
 			if equality.Semantic.DeepEqual(have.Spec, want) && hasLabels(have.Labels, ManagedLabels(s.Q.Name)) {

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"regexp"
 	"strings"
 
@@ -47,7 +48,7 @@ type Document struct {
 // Capture builds the redacted evidence document of a pod; ownerChain is the
 // controller owner chain from the pod up, as Kind/name.
 func Capture(now metav1.Time, pod *corev1.Pod, ownerChain []string, reason *securityv1alpha1.QuarantineReason) Document {
-	d := Document{CapturedAt: now, Pod: pod.Name, PodSpec: RedactPodSpec(&pod.Spec), Node: pod.Spec.NodeName, Labels: pod.Labels, Reason: reason}
+	d := Document{CapturedAt: now, Pod: pod.Name, PodSpec: RedactPodSpec(&pod.Spec), Node: pod.Spec.NodeName, Labels: maps.Clone(pod.Labels), Reason: reason}
 	ids := map[string]string{}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		ids[cs.Name] = cs.ImageID

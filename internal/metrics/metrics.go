@@ -73,6 +73,31 @@ var (
 		Help: "1 while other NetworkPolicies still admit a contained pod, else 0.",
 	}, []string{"namespace", "quarantine"})
 
+	// NodesWithoutBehaviorCoverage counts nodes whose sensor never reported,
+	// went silent or cannot use BPF (policies weighing behavior are blind there).
+	NodesWithoutBehaviorCoverage = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "bulkhead_nodes_without_behavior_coverage",
+		Help: "Nodes whose sensor never reported, is silent or has no BPF: the behavior detector sees nothing there.",
+	})
+
+	// Node sensors, per node, as their heartbeats report (internal/sensorhub).
+	SensorLastHeartbeat = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_sensor_last_heartbeat_timestamp_seconds",
+		Help: "When each node's sensor last reported (DetectorSilent alerts on its age).",
+	}, []string{"node"})
+	SensorBPFReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_sensor_bpf_ready",
+		Help: "1 when the node's sensor observes its pods through BPF, 0 when the node has no behaviour coverage.",
+	}, []string{"node"})
+	SensorReportsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_sensor_reports_rejected_total",
+		Help: "Sensor reports refused, by reason.",
+	}, []string{"reason"})
+	SensorDroppedScores = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_sensor_dropped_scores",
+		Help: "Scores a node's sensor dropped while the manager was unreachable (as last reported).",
+	}, []string{"node"})
+
 	// NotificationsTotal counts notification deliveries by sink and outcome.
 	NotificationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bulkhead_notifications_total",
@@ -84,6 +109,7 @@ func init() {
 	ctrlmetrics.Registry.MustRegister(
 		ActiveQuarantines, QuarantinesTotal, ActionsTotal, TimeToContain, Scores,
 		IngestedEvents, DetectorLatency, DetectorLastSignal, PolicyBudgetExhausted,
-		IsolationIneffective, NotificationsTotal,
+		IsolationIneffective, NotificationsTotal, NodesWithoutBehaviorCoverage,
+		SensorLastHeartbeat, SensorBPFReady, SensorReportsRejected, SensorDroppedScores,
 	)
 }

@@ -118,6 +118,7 @@ func describe(out io.Writer, q *securityv1alpha1.Quarantine, now time.Time) erro
 		}
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", a.Type, state, orDash(s.Resource), timeOrDash(s.AppliedAt), timeOrDash(s.RevertedAt), orDash(msg))
 	}
+	kernelEnforcement(w, q.Status.Actions)
 
 	if e := q.Status.Evidence; e != nil {
 		fmt.Fprintln(w, "\nEvidence:")
@@ -216,4 +217,27 @@ func timeOrDash(t *metav1.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// kernelEnforcement shows what the node sensors enforce for Isolate: the
+// kernel drop and whether live connections were cut, per pod and node.
+func kernelEnforcement(w io.Writer, actions []securityv1alpha1.ActionStatus) {
+	for _, s := range actions {
+		if len(s.Kernel) == 0 {
+			continue
+		}
+		fmt.Fprintln(w, "\nKernel enforcement (node sensor):")
+		fmt.Fprintln(w, "  POD\tNODE\tDROPPING\tCONNECTIONS CUT\tREPORTED\tMESSAGE")
+		for _, k := range s.Kernel {
+			cut := "no"
+			if k.ConnectionsCut {
+				cut = fmt.Sprintf("yes (%d, %s)", k.SocketsDestroyed, orDash(k.Method))
+			}
+			dropping := "no"
+			if k.Enforced {
+				dropping = "yes"
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.Pod, k.Node, dropping, cut, k.ReportedAt.UTC().Format(time.RFC3339), orDash(k.Message))
+		}
+	}
 }

@@ -194,7 +194,9 @@ func TestDescribe(t *testing.T) {
 		q.Status.Phase = securityv1alpha1.PhaseContained
 		q.Status.Target = &securityv1alpha1.ResolvedTarget{UID: "u-1", Node: "node-a", Owner: "Deployment/shop"}
 		q.Status.Actions = []securityv1alpha1.ActionStatus{
-			{Type: securityv1alpha1.ActionIsolate, State: securityv1alpha1.ActionApplied, Resource: "NetworkPolicy/bulkhead-shop-1", AppliedAt: &metav1.Time{Time: base}},
+			{Type: securityv1alpha1.ActionIsolate, State: securityv1alpha1.ActionApplied, Resource: "NetworkPolicy/bulkhead-shop-1", AppliedAt: &metav1.Time{Time: base},
+				Kernel: []securityv1alpha1.KernelEnforcement{{Pod: "shop-1", Node: "node-a", Enforced: true, ConnectionsCut: true, SocketsDestroyed: 2,
+					Method: "bpf_sock_destroy", ReportedAt: metav1.Time{Time: base}}}},
 			{Type: securityv1alpha1.ActionScaleToZero, State: securityv1alpha1.ActionRefused, Message: "DaemonSet cannot be scaled"},
 		}
 		q.Status.Evidence = &securityv1alpha1.Evidence{
@@ -237,6 +239,7 @@ func TestDescribe(t *testing.T) {
 	}
 	row(t, out, "Isolate", "Applied", "NetworkPolicy/bulkhead-shop-1", "2026-11-24T12:00:00Z")
 	row(t, out, "ScaleToZero", "Refused", "-")
+	row(t, out, "shop-1", "node-a", "yes", "yes", "(2,", "bpf_sock_destroy)")
 	row(t, out, "IsolationEffective", "False", "OtherPoliciesAdmit")
 	// The gap marker sits between the first 10 entries and the rest.
 	if !regexp.MustCompile(`(?s)Step09.*entries dropped.*Step10.*Step11`).MatchString(out) {

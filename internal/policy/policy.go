@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
 )
 
@@ -205,7 +206,7 @@ func Decide(evals []Evaluation, env Env) Outcome {
 		if e.Result.Score > scoreOf(spec) {
 			spec.Reason.Score = scoring.FormatScore(e.Result.Score)
 			spec.Reason.Detector = e.Result.Top
-			spec.Reason.Summary = truncate(e.Reason, 1024)
+			spec.Reason.Summary = kubeutil.Truncate(e.Reason, 1024)
 			changed = true
 		}
 	}
@@ -258,7 +259,7 @@ func newSpec(p *securityv1alpha1.ThreatPolicy, e *Evaluation, actions []security
 		Actions:  actions,
 		Approved: &approved, Released: &released,
 		Reason: &securityv1alpha1.QuarantineReason{Policy: p.Name, Detector: e.Result.Top,
-			Score: scoring.FormatScore(e.Result.Score), Summary: truncate(e.Reason, 1024)},
+			Score: scoring.FormatScore(e.Result.Score), Summary: kubeutil.Truncate(e.Reason, 1024)},
 	}
 	join(spec, p, true)
 	return spec
@@ -343,16 +344,6 @@ func trimName(s string, n int) string {
 		s = s[:len(s)-1]
 	}
 	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && (s[n]&0xC0) == 0x80 {
-		n--
-	}
-	return s[:n]
 }
 
 // SortedPolicies orders policies by name, so decisions are deterministic.

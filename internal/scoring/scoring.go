@@ -11,6 +11,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // MaxExposure is the most exposure may move a score, either way.
@@ -61,7 +62,7 @@ func Fuse(weights []securityv1alpha1.DetectorWeight, fresh map[string]detector.E
 			top, r.Top = c, w.Name
 		}
 		r.Breakdown = append(r.Breakdown, securityv1alpha1.ScoreComponent{
-			Source: w.Name, Score: FormatScore(e.Score), Weight: w.Weight, Reason: truncate(e.Reason, 1024),
+			Source: w.Name, Score: FormatScore(e.Score), Weight: w.Weight, Reason: kubeutil.Truncate(e.Reason, 1024),
 		})
 	}
 	if wsum > 0 {
@@ -85,7 +86,7 @@ func Fuse(weights []securityv1alpha1.DetectorWeight, fresh map[string]detector.E
 			d = a.Delta * applied / raw
 		}
 		r.Breakdown = append(r.Breakdown, securityv1alpha1.ScoreComponent{
-			Source: a.Source, Delta: FormatDelta(d), Reason: truncate(a.Reason, 1024),
+			Source: a.Source, Delta: FormatDelta(d), Reason: kubeutil.Truncate(a.Reason, 1024),
 		})
 	}
 	sort.SliceStable(r.Breakdown, func(i, j int) bool {
@@ -135,14 +136,3 @@ func FormatDelta(d float64) string {
 }
 
 func clamp(f, lo, hi float64) float64 { return math.Max(lo, math.Min(hi, f)) }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	// Cut on a rune boundary.
-	for n > 0 && (s[n]&0xC0) == 0x80 {
-		n--
-	}
-	return s[:n]
-}

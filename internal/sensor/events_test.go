@@ -155,7 +155,10 @@ func TestMergeBaselines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := MergeBaselines(m, b)
+	again, err := MergeBaselines(m, b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, bl := range map[string]*behavior.Baseline{"merged": m, "merged twice": again} {
 		if !bl.Exec.Binaries.Has("/a") || !bl.Exec.Binaries.Has("/b") || !bl.Net.Dests.Has("10.0.0.1:TCP/5432") || !bl.Started.Equal(t0) {
 			t.Errorf("%s: binaries %v dests %v started %v", name, bl.Exec.Binaries.Items, bl.Net.Dests.Items, bl.Started)

@@ -9,13 +9,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 )
 
@@ -98,29 +97,6 @@ func NewHub(pods PodNode) *Hub {
 		changes: make(chan event.GenericEvent, 1024)}
 }
 
-var (
-	heartbeatAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "bulkhead_sensor_last_heartbeat_timestamp_seconds",
-		Help: "When each node's sensor last reported (DetectorSilent alerts on its age).",
-	}, []string{"node"})
-	bpfReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "bulkhead_sensor_bpf_ready",
-		Help: "1 when the node's sensor observes its pods through BPF, 0 when the node has no behaviour coverage.",
-	}, []string{"node"})
-	sensorRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "bulkhead_sensor_reports_rejected_total",
-		Help: "Sensor reports refused, by reason.",
-	}, []string{"reason"})
-	sensorDropped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "bulkhead_sensor_dropped_scores",
-		Help: "Scores a node's sensor dropped while the manager was unreachable (as last reported).",
-	}, []string{"node"})
-)
-
-func init() {
-	ctrlmetrics.Registry.MustRegister(heartbeatAge, bpfReady, sensorRejected, sensorDropped)
-}
-
 // Accept checks a validated report against the sensor's identity and the
 // pods' placement, records its heartbeat and enforcement state, and returns
 // the behavior signals to record. A sensor speaks only for its own node and
@@ -128,7 +104,7 @@ func init() {
 func (h *Hub) Accept(ctx context.Context, id Identity, r wire.Report) ([]detector.Signal, *Rejection) {
 	rej := h.check(ctx, id, r)
 	if rej != nil {
-		sensorRejected.WithLabelValues(rej.Reason).Inc()
+		metrics.SensorReportsRejected.WithLabelValues(rej.Reason).Inc()
 		return nil, rej
 	}
 	now := h.now()
@@ -172,13 +148,13 @@ func (h *Hub) Accept(ctx context.Context, id Identity, r wire.Report) ([]detecto
 		h.notify(q.ns, q.name)
 	}
 
-	heartbeatAge.WithLabelValues(r.Node).Set(float64(now.Unix()))
+	metrics.SensorLastHeartbeat.WithLabelValues(r.Node).Set(float64(now.Unix()))
 	ready := 0.0
 	if r.Coverage.Ready {
 		ready = 1
 	}
-	bpfReady.WithLabelValues(r.Node).Set(ready)
-	sensorDropped.WithLabelValues(r.Node).Set(float64(r.Dropped))
+	metrics.SensorBPFReady.WithLabelValues(r.Node).Set(ready)
+	metrics.SensorDroppedScores.WithLabelValues(r.Node).Set(float64(r.Dropped))
 
 	sigs := make([]detector.Signal, 0, len(r.Scores))
 	for _, s := range r.Scores {

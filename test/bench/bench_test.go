@@ -1,11 +1,15 @@
 //go:build bench
 
-// Package bench measures Bulkhead's time to contain on a local control plane
-// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
-// nodes) with the manager running as a process under its ServiceAccount,
-// against the floor: Bulkhead's own write sequence per containment replayed
-// directly with client-go at the same concurrency and client QPS, in the
-// same run. Run with `make bench` (BENCH_PODS, BENCH_THREATS scale it).
+// Package bench measures Bulkhead's time to isolate (the final score to the
+// NetworkPolicy and the pod label both persisted) and time to contain (every
+// action applied) on a local control plane (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, kwok nodes) with the manager
+// running as a process under its ServiceAccount, each against its floor
+// measured in the same run: the least writes replayed directly with
+// client-go at the same concurrency and client QPS (isolate: NetworkPolicy
+// and label; contain: Bulkhead's whole write sequence). Single threats on
+// the idle cluster are timed too. Run with `make bench` (BENCH_PODS,
+// BENCH_THREATS scale it).
 package bench
 
 import (
@@ -30,8 +34,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -49,6 +55,8 @@ var logf = framework.Logger("bench")
 
 const (
 	sustain = 3
+	// singles is how many single threats are timed one at a time.
+	singles = 10
 	actions = `[{type: Isolate, isolate: {allowDNS: true}}, {type: ScaleToZero}]`
 )
 
@@ -128,6 +136,17 @@ func TestBench(t *testing.T) {
 		fmt.Println("\n==== Bulkhead memory report (BENCH_MEMORY_ONLY) ====\n" + strings.Join(report, "\n"))
 		return
 	}
+	// Single threats on an otherwise idle cluster, in their own namespace
+	// the same policy covers.
+	const sns = "single"
+	if err := env.Namespace(sns, map[string]string{"load": "bench"}); err != nil {
+		t.Fatal(err)
+	}
+	sws, err := env.CreateWorkloads(sns, "s", "svc", singles, 1, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, env, sns, singles)
 	if err := env.Apply(kit.Policy("bench", "bench", "svc", sustain, 10000, actions).YAML()); err != nil {
 		t.Fatal(err)
 	}
@@ -146,22 +165,58 @@ func TestBench(t *testing.T) {
 		threatPods[i] = w.Pods[0]
 		owner[w.Name] = w.Pods[0]
 	}
+	singlePods := make([]string, len(sws))
+	sowner := map[string]string{}
+	for i, w := range sws {
+		singlePods[i] = w.Pods[0]
+		sowner[w.Name] = w.Pods[0]
+	}
 	// The ingestion phase left every pod with a low score; wait for nothing.
-	parallel(64, len(threatPods), func(i int) {
-		for range sustain - 1 {
-			code, msg, err := mgr.Ingest.PostScores(env.Ctx, framework.Score{Namespace: ns, Pod: threatPods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench"})
-			if err != nil || code != 202 {
-				t.Errorf("sustain post %s: %d %s %v", threatPods[i], code, msg, err)
+	sustainPods := func(ns string, pods []string) {
+		parallel(64, len(pods), func(i int) {
+			for range sustain - 1 {
+				code, msg, err := mgr.Ingest.PostScores(env.Ctx, framework.Score{Namespace: ns, Pod: pods[i], Detector: kit.Detector, Score: 0.95, Reason: "bench"})
+				if err != nil || code != 202 {
+					t.Errorf("sustain post %s: %d %s %v", pods[i], code, msg, err)
+				}
 			}
-		}
-	})
+		})
+	}
+	sustainPods(ns, threatPods)
+	sustainPods(sns, singlePods)
 	if t.Failed() {
 		return
 	}
 	time.Sleep(2 * time.Second)
-	if n := countQuarantines(t, env, ns); n != 0 {
+	if n := countQuarantines(t, env, ns) + countQuarantines(t, env, sns); n != 0 {
 		t.Fatalf("%d Quarantines before sustain completed", n)
 	}
+
+	// One threat at a time on the idle cluster.
+	sw := startWatch(t, env, sns, sowner, time.Duration(60+singles*5)*time.Second)
+	sreq0, err := apiRequests(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var siso, scon, screated timings
+	for _, p := range singlePods {
+		time.Sleep(time.Second)
+		start := time.Now()
+		code, msg, err := mgr.Ingest.PostScores(env.Ctx, framework.Score{Namespace: sns, Pod: p, Detector: kit.Detector, Score: 0.95, Reason: "bench: sustain reached"})
+		if err != nil || code != 202 {
+			t.Fatalf("single post %s: %d %s %v", p, code, msg, err)
+		}
+		iso, con, qc := sw.waitAll(t, map[string]time.Time{p: start}, true)
+		siso.lat, scon.lat, screated.lat = append(siso.lat, iso.lat...), append(scon.lat, con.lat...), append(screated.lat, qc.lat...)
+	}
+	slices.Sort(siso.lat)
+	slices.Sort(scon.lat)
+	slices.Sort(screated.lat)
+	summarize("score to Quarantine created (part of the below)", "Bulkhead, single threat on an idle cluster", screated)
+	summarize("time to isolate", "Bulkhead, single threat on an idle cluster", siso)
+	summarize("time to contain", "Bulkhead, single threat on an idle cluster", scon)
+	requestReport(t, env, "Bulkhead single threats", sreq0, len(singlePods))
+	time.Sleep(2 * time.Second)
 
 	w := startWatch(t, env, ns, owner, time.Duration(120+threats/5)*time.Second)
 	req0, err := apiRequests(env)
@@ -189,13 +244,14 @@ func TestBench(t *testing.T) {
 	for i, p := range threatPods {
 		starts[p] = sent[i]
 	}
-	lat, span := w.wait(t, starts)
-	summarize("Bulkhead", lat, span)
+	iso, con, qc := w.waitAll(t, starts, true)
+	summarize("score to Quarantine created (part of the above)", "Bulkhead", qc)
+	summarize("time to isolate", "Bulkhead", iso)
+	summarize("time to contain", "Bulkhead", con)
 	requestReport(t, env, "Bulkhead", req0, len(threatPods))
-	if len(lat) != len(threatPods) {
-		t.Errorf("Bulkhead contained %d of %d threats within the time limit", len(lat), len(threatPods))
+	if len(con.lat) != len(threatPods) {
+		t.Errorf("Bulkhead contained %d of %d threats within the time limit", len(con.lat), len(threatPods))
 	}
-	bulkheadP99 := percentile(lat, 99)
 	_, peak := mgr.RSS()
 	add("manager peak RSS during the run: %.1f MiB", mib(peak))
 	checkQuarantines(t, env, ns, threatPods)
@@ -222,16 +278,56 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flat, fspan := floor(t, env, fns, fws, qps, burst, conc, fw)
-	summarize("floor (client-go replay)", flat, fspan)
-	requestReport(t, env, "floor", freq0, len(fws))
-	floorP99 := percentile(flat, 99)
-	if floorP99 > 0 {
-		add("ratio: Bulkhead p99 / floor p99 = %.2f (target <= 2)", float64(bulkheadP99)/float64(floorP99))
+	_, fcon := floor(t, env, fns, fws, qps, burst, conc, fw, replay, true)
+	summarize("time to contain", "floor (client-go replay of the contain writes)", fcon)
+	requestReport(t, env, "floor-contain", freq0, len(fws))
+
+	// The isolate floor: NetworkPolicy and label only, one pod per
+	// ReplicaSet; first one at a time, then all at once.
+	const ins = "floor-isolate"
+	if err := env.Namespace(ins, map[string]string{"load": "floor"}); err != nil {
+		t.Fatal(err)
 	}
+	iws, err := env.CreateWorkloads(ins, "i", "svc", singles+threats, 1, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, env, ins, singles+threats)
+	iowner := map[string]string{}
+	for _, w := range iws {
+		iowner[w.Name] = w.Pods[0]
+	}
+	iw := startWatch(t, env, ins, iowner, time.Duration(120+threats/5)*time.Second)
+	var fsiso timings
+	for _, wl := range iws[:singles] {
+		time.Sleep(time.Second)
+		r, _ := floor(t, env, ins, []*kit.Workload{wl}, qps, burst, 1, iw, replayIsolate, false)
+		fsiso.lat = append(fsiso.lat, r.lat...)
+	}
+	slices.Sort(fsiso.lat)
+	summarize("time to isolate", "floor, single (client-go NetworkPolicy apply + label patch)", fsiso)
+	time.Sleep(2 * time.Second)
+	ireq0, err := apiRequests(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fiso, _ := floor(t, env, ins, iws[singles:], qps, burst, conc, iw, replayIsolate, false)
+	summarize("time to isolate", "floor (client-go NetworkPolicy apply + label patch)", fiso)
+	requestReport(t, env, "floor-isolate", ireq0, threats)
+
+	ratio := func(what string, a, b timings, goal string) {
+		for _, pc := range []float64{50, 99} {
+			if f := percentile(b.lat, pc); f > 0 {
+				add("ratio: %s p%.0f Bulkhead / floor = %s / %s = %.2f%s", what, pc, percentile(a.lat, pc).Round(time.Millisecond), f.Round(time.Millisecond), float64(percentile(a.lat, pc))/float64(f), goal)
+			}
+		}
+	}
+	ratio("time to isolate", iso, fiso, " (goal at p99: <= 1.5, and p99 <= 1s)")
+	ratio("time to contain", con, fcon, " (target at p99: <= 2)")
+	ratio("time to isolate, single threat", siso, fsiso, " (goal: Bulkhead p50 <= 20ms)")
 
 	fmt.Println()
-	fmt.Println("==== Bulkhead time-to-contain report ====")
+	fmt.Println("==== Bulkhead time-to-isolate / time-to-contain report ====")
 	for _, l := range report {
 		fmt.Println(l)
 	}
@@ -366,17 +462,28 @@ func checkQuarantines(t *testing.T, env *kit.Env, ns string, threatPods []string
 	}
 }
 
-// watcher records, per threat pod, when its NetworkPolicy was seen created
-// and its owner seen at zero replicas.
+// watcher records, per threat pod, when its NetworkPolicy was seen created,
+// the pod seen with the quarantine label, and its owner seen at zero
+// replicas.
 type watcher struct {
-	mu       sync.Mutex
-	np, rs   map[string]time.Time
+	mu          sync.Mutex
+	np, lbl, rs map[string]time.Time
+	// created: the pod's Quarantine seen created (by target name).
+	created  map[string]time.Time
 	owner    map[string]string // ReplicaSet -> threat pod
 	deadline time.Time
 }
 
 func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, limit time.Duration) *watcher {
-	w := &watcher{np: map[string]time.Time{}, rs: map[string]time.Time{}, owner: owner, deadline: time.Now().Add(limit)}
+	w := &watcher{np: map[string]time.Time{}, lbl: map[string]time.Time{}, rs: map[string]time.Time{}, created: map[string]time.Time{}, owner: owner, deadline: time.Now().Add(limit)}
+	dc, err := dynamic.NewForConfig(env.Cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := dc.Resource(securityv1alpha1.GroupVersion.WithResource("quarantines")).Namespace(ns).Watch(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	nps, err := env.Fast.NetworkingV1().NetworkPolicies(ns).Watch(env.Ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -385,19 +492,46 @@ func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only labelled pods: a pod gaining the label arrives as ADDED.
+	pods, err := env.Fast.CoreV1().Pods(ns).Watch(env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.QuarantineLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := func(m map[string]time.Time, key string) {
+		now := time.Now()
+		w.mu.Lock()
+		if _, ok := m[key]; !ok {
+			m[key] = now
+		}
+		w.mu.Unlock()
+	}
 	go func() {
 		for ev := range nps.ResultChan() {
 			np, ok := ev.Object.(*networkingv1.NetworkPolicy)
 			if !ok || ev.Type == watch.Deleted {
 				continue
 			}
-			pod := strings.TrimPrefix(np.Name, "bulkhead-")
-			now := time.Now()
-			w.mu.Lock()
-			if _, seen := w.np[pod]; !seen {
-				w.np[pod] = now
+			seen(w.np, strings.TrimPrefix(np.Name, "bulkhead-"))
+		}
+	}()
+	go func() {
+		for ev := range qs.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || ev.Type != watch.Added {
+				continue
 			}
-			w.mu.Unlock()
+			if name, _, _ := unstructured.NestedString(u.Object, "spec", "target", "name"); name != "" {
+				seen(w.created, name)
+			}
+		}
+	}()
+	go func() {
+		for ev := range pods.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok || ev.Type == watch.Deleted || p.Labels[securityv1alpha1.QuarantineLabel] == "" {
+				continue
+			}
+			seen(w.lbl, p.Name)
 		}
 	}()
 	go func() {
@@ -406,74 +540,98 @@ func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, 
 			if !ok || rs.Spec.Replicas == nil || *rs.Spec.Replicas != 0 {
 				continue
 			}
-			now := time.Now()
-			w.mu.Lock()
 			if pod, ok := w.owner[rs.Name]; ok {
-				if _, seen := w.rs[pod]; !seen {
-					w.rs[pod] = now
-				}
+				seen(w.rs, pod)
 			}
-			w.mu.Unlock()
 		}
 	}()
 	go func() {
 		<-time.After(limit + 10*time.Second)
 		nps.Stop()
 		rss.Stop()
+		pods.Stop()
+		qs.Stop()
 	}()
 	return w
 }
 
-// wait returns each contained pod's time to contain (both the policy
-// persisted and the owner at zero) and the span from the first start to
-// the last containment.
-func (w *watcher) wait(t *testing.T, starts map[string]time.Time) ([]time.Duration, time.Duration) {
+// timings are one phase's latencies, sorted, and the span from the first
+// start to the last completion.
+type timings struct {
+	lat  []time.Duration
+	span time.Duration
+}
+
+// wait returns each pod's time to isolate (its NetworkPolicy and its label
+// both persisted) and, when contain, its time to contain (isolated and the
+// owner at zero); it waits for the contain times only when contain is set.
+func (w *watcher) wait(t *testing.T, starts map[string]time.Time, contain bool) (isolate, contained timings) {
+	isolate, contained, _ = w.waitAll(t, starts, contain)
+	return isolate, contained
+}
+
+// waitAll is wait that also returns each start's time to its Quarantine
+// being created (none for the replays that create none).
+func (w *watcher) waitAll(t *testing.T, starts map[string]time.Time, contain bool) (isolate, contained, created timings) {
 	next := time.Now().Add(5 * time.Second)
 	for {
 		w.mu.Lock()
 		done := 0
 		for p := range starts {
-			if _, a := w.np[p]; a {
-				if _, b := w.rs[p]; b {
-					done++
-				}
+			_, a := w.np[p]
+			_, b := w.lbl[p]
+			_, c := w.rs[p]
+			if a && b && (c || !contain) {
+				done++
 			}
 		}
-		np, rs := len(w.np), len(w.rs)
+		np, lbl, rs := len(w.np), len(w.lbl), len(w.rs)
 		w.mu.Unlock()
 		if done == len(starts) || time.Now().After(w.deadline) {
 			break
 		}
 		if time.Now().After(next) {
-			logf("  contained %d/%d (NetworkPolicies %d, owners at zero %d)", done, len(starts), np, rs)
+			logf("  done %d/%d (NetworkPolicies %d, pods labelled %d, owners at zero %d)", done, len(starts), np, lbl, rs)
 			next = next.Add(5 * time.Second)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var lat []time.Duration
-	var first, last time.Time
+	var first, lastIso, lastContain time.Time
 	for p, s := range starts {
-		a, ok1 := w.np[p]
-		b, ok2 := w.rs[p]
 		if first.IsZero() || s.Before(first) {
 			first = s
 		}
+		if c, ok := w.created[p]; ok {
+			created.lat = append(created.lat, c.Sub(s))
+		}
+		a, ok1 := w.np[p]
+		b, ok2 := w.lbl[p]
 		if !ok1 || !ok2 {
 			continue
 		}
-		end := a
-		if b.After(end) {
-			end = b
+		iso := later(a, b)
+		lastIso = later(lastIso, iso)
+		isolate.lat = append(isolate.lat, iso.Sub(s))
+		if c, ok := w.rs[p]; ok && contain {
+			end := later(iso, c)
+			lastContain = later(lastContain, end)
+			contained.lat = append(contained.lat, end.Sub(s))
 		}
-		if end.After(last) {
-			last = end
-		}
-		lat = append(lat, end.Sub(s))
 	}
-	slices.Sort(lat)
-	return lat, last.Sub(first)
+	slices.Sort(isolate.lat)
+	slices.Sort(contained.lat)
+	slices.Sort(created.lat)
+	isolate.span, contained.span = lastIso.Sub(first), lastContain.Sub(first)
+	return isolate, contained, created
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func percentile(lat []time.Duration, p float64) time.Duration {
@@ -484,15 +642,19 @@ func percentile(lat []time.Duration, p float64) time.Duration {
 	return lat[max(0, min(i, len(lat)-1))]
 }
 
-func summarize(what string, lat []time.Duration, span time.Duration) {
+func summarize(phase, what string, r timings) {
+	lat := r.lat
 	if len(lat) == 0 {
-		add("%s: nothing contained", what)
+		add("%s, %s: none completed", phase, what)
 		return
 	}
-	add("time to contain, %s: n=%d p50 %s p90 %s p99 %s max %s; %.0f containments/s (%d in %s)", what, len(lat),
-		percentile(lat, 50).Round(time.Millisecond), percentile(lat, 90).Round(time.Millisecond),
-		percentile(lat, 99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond),
-		float64(len(lat))/span.Seconds(), len(lat), span.Round(time.Millisecond))
+	rate := ""
+	if r.span > 0 {
+		rate = fmt.Sprintf("; %.0f/s (%d in %s)", float64(len(lat))/r.span.Seconds(), len(lat), r.span.Round(time.Millisecond))
+	}
+	add("%s, %s: n=%d p50 %s p90 %s p99 %s max %s%s", phase, what, len(lat),
+		percentile(lat, 50).Round(100*time.Microsecond), percentile(lat, 90).Round(100*time.Microsecond),
+		percentile(lat, 99).Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond), rate)
 }
 
 // floor replays, per threat, the writes the manager makes for a policy
@@ -504,7 +666,8 @@ func summarize(what string, lat []time.Duration, span time.Duration) {
 // (merge patch); read and update /scale to zero; final status. Reads the
 // manager makes from the API server to decide (holders, target, owners)
 // are left out: this is the least any controller must write.
-func floor(t *testing.T, env *kit.Env, ns string, ws []*kit.Workload, qps, burst, conc int, w *watcher) ([]time.Duration, time.Duration) {
+func floor(t *testing.T, env *kit.Env, ns string, ws []*kit.Workload, qps, burst, conc int, w *watcher,
+	replay func(context.Context, kubernetes.Interface, client.Client, string, *kit.Workload) error, contain bool) (isolate, contained timings) {
 	cfg := rest.CopyConfig(env.Cluster.Config)
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	kc, err := kubernetes.NewForConfig(cfg)
@@ -529,16 +692,45 @@ func floor(t *testing.T, env *kit.Env, ns string, ws []*kit.Workload, qps, burst
 			}
 		}
 	})
-	return w.wait(t, starts)
+	return w.wait(t, starts, contain)
+}
+
+// replayIsolate is the least isolation takes: the NetworkPolicy,
+// server-side applied as Bulkhead does, then the pod label.
+func replayIsolate(ctx context.Context, kc kubernetes.Interface, _ client.Client, ns string, wl *kit.Workload) error {
+	return isolateWrites(ctx, kc, ns, wl.Pods[0], nil)
+}
+
+// isolateWrites server-side applies the NetworkPolicy as Bulkhead does
+// (owned by the Quarantine when owner is set), then labels the pod.
+func isolateWrites(ctx context.Context, kc kubernetes.Interface, ns, pod string, owner *metav1.OwnerReference) error {
+	np := &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-" + pod, Namespace: ns, Labels: containment.ManagedLabels(pod)},
+		Spec:       containment.DesiredNetworkPolicySpec(metav1.LabelSelector{MatchLabels: map[string]string{securityv1alpha1.QuarantineLabel: pod}}, true),
+	}
+	if owner != nil {
+		np.OwnerReferences = []metav1.OwnerReference{*owner}
+	}
+	data, _ := json.Marshal(np)
+	if _, err := kc.NetworkingV1().NetworkPolicies(ns).Patch(ctx, np.Name, types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager, Force: ptr.To(true)}); err != nil {
+		return fmt.Errorf("NetworkPolicy: %w", err)
+	}
+	lbl, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{securityv1alpha1.QuarantineLabel: pod}}})
+	if _, err := kc.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, lbl, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager}); err != nil {
+		return fmt.Errorf("pod label: %w", err)
+	}
+	return nil
 }
 
 func replay(ctx context.Context, kc kubernetes.Interface, cl client.Client, ns string, wl *kit.Workload) error {
 	pod := wl.Pods[0]
 	fo := client.FieldOwner(securityv1alpha1.FieldManager)
 	q := &securityv1alpha1.Quarantine{
+		// Without the policy label and annotation: admission lets only the
+		// manager set them, and they do not change what the writes cost.
 		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns,
-			Labels:      map[string]string{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue, securityv1alpha1.PolicyLabel: "floor"},
-			Annotations: map[string]string{securityv1alpha1.CreatedByPolicyAnnotation: "floor"}},
+			Labels: map[string]string{securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue}},
 		Spec: securityv1alpha1.QuarantineSpec{
 			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: pod},
 			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate, Isolate: &securityv1alpha1.IsolateParams{AllowDNS: true}}, {Type: securityv1alpha1.ActionScaleToZero}},
@@ -567,21 +759,9 @@ func replay(ctx context.Context, kc kubernetes.Interface, cl client.Client, ns s
 	if err := cl.Status().Patch(ctx, q, client.MergeFrom(base), fo); err != nil {
 		return fmt.Errorf("status (intent): %w", err)
 	}
-	// NetworkPolicy, server-side applied as Bulkhead does.
-	spec := containment.DesiredNetworkPolicySpec(metav1.LabelSelector{MatchLabels: map[string]string{securityv1alpha1.QuarantineLabel: pod}}, true)
-	np := &networkingv1.NetworkPolicy{
-		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-" + pod, Namespace: ns, Labels: containment.ManagedLabels(pod),
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine", Name: pod, UID: q.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
-		Spec: spec,
-	}
-	data, _ := json.Marshal(np)
-	if _, err := kc.NetworkingV1().NetworkPolicies(ns).Patch(ctx, np.Name, types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager, Force: ptr.To(true)}); err != nil {
-		return fmt.Errorf("NetworkPolicy: %w", err)
-	}
-	lbl, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{securityv1alpha1.QuarantineLabel: pod}}})
-	if _, err := kc.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, lbl, metav1.PatchOptions{FieldManager: securityv1alpha1.FieldManager}); err != nil {
-		return fmt.Errorf("pod label: %w", err)
+	// NetworkPolicy, server-side applied as Bulkhead does, then the label.
+	if err := isolateWrites(ctx, kc, ns, pod, &metav1.OwnerReference{APIVersion: securityv1alpha1.GroupVersion.String(), Kind: "Quarantine", Name: pod, UID: q.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}); err != nil {
+		return err
 	}
 	ann, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		containment.HoldersAnnotation: ns + "/" + pod, containment.OriginalReplicasAnnotation: strconv.Itoa(int(wl.Replicas))}}})

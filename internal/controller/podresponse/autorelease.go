@@ -2,13 +2,13 @@ package podresponse
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
@@ -25,7 +25,7 @@ func (r *Reconciler) autoRelease(ctx context.Context, w *world) (ctrl.Result, er
 		return ctrl.Result{}, nil
 	}
 	if wait := due.Sub(w.env.Now); wait > 0 {
-		return ctrl.Result{RequeueAfter: jitter(wait)}, nil
+		return ctrl.Result{RequeueAfter: kubeutil.Jitter(wait)}, nil
 	}
 	var evals []policy.Evaluation
 	for _, name := range q.Spec.Reason.Policies {
@@ -48,10 +48,5 @@ func (r *Reconciler) autoRelease(ctx context.Context, w *world) (ctrl.Result, er
 	}
 	r.Recorder.Eventf(q, w.pod, corev1.EventTypeWarning, "AutoReleaseExtended", "Extend",
 		"the score is still at or above the threshold: auto-release extended to %s", next.UTC().Format(time.RFC3339))
-	return ctrl.Result{RequeueAfter: jitter(q.Spec.AutoReleaseAfter.Duration)}, nil
-}
-
-// jitter adds up to 10% so many timers do not fire together.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration(rand.Int64N(int64(d)/10+1))
+	return ctrl.Result{RequeueAfter: kubeutil.Jitter(q.Spec.AutoReleaseAfter.Duration)}, nil
 }

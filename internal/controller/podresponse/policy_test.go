@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,8 +18,8 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
+	"github.com/bulkhead-dev/bulkhead/internal/detection/detectiontest"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
-	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 func TestEnforceSustainAndEscalation(t *testing.T) {
@@ -293,14 +291,8 @@ func TestTwoPoliciesOneQuarantine(t *testing.T) {
 }
 
 func TestTetragonCloudEventsAndSyscallsContain(t *testing.T) {
-	shared := os.Getenv("BULKHEAD_SHARED")
-	if shared == "" {
-		shared = filepath.Join(testenv.RepoRoot(), "..", "shared")
-	}
-	kprobe, err := os.ReadFile(filepath.Join(shared, "samples", "tetragon", "process_kprobe-1-file-access.json"))
-	if err != nil {
-		t.Fatalf("samples (set BULKHEAD_SHARED): %v", err)
-	}
+	// The repository's copy of the public Tetragon sample: no ../shared needed.
+	kprobe := detectiontest.Sample(t, "process_kprobe-1-file-access.json")
 	t.Run("tetragon kprobe", func(t *testing.T) {
 		ns := newNamespace(t, "file-access")
 		newPolicy(t, ns, securityv1alpha1.ModeEnforce, func(s *securityv1alpha1.ThreatPolicySpec) {

@@ -9,12 +9,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 // create writes the new Quarantine under its reserved name. Create, not
@@ -101,28 +101,14 @@ func (r *Reconciler) apply(ctx context.Context, q *securityv1alpha1.Quarantine, 
 	if len(spec) > 0 {
 		obj["spec"] = spec
 	}
-	u, err := toUnstructured(obj)
+	u, err := kubeutil.FromMap(obj)
 	if err != nil {
 		return err
 	}
-	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-		client.FieldOwner(securityv1alpha1.FieldManager), client.ForceOwnership); err != nil {
+	if err := kubeutil.Apply(ctx, r.Client, u); err != nil {
 		return fmt.Errorf("applying Quarantine %s/%s: %w", q.Namespace, q.Name, err)
 	}
 	return nil
-}
-
-// toUnstructured round-trips typed values (actions, durations) to JSON maps.
-func toUnstructured(obj map[string]any) (*unstructured.Unstructured, error) {
-	data, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(data); err != nil {
-		return nil, err
-	}
-	return u, nil
 }
 
 // recommend appends escalations not already recommended to the

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -30,7 +33,22 @@ type pass struct {
 	now   metav1.Time
 	// dropFinalizer is set once everything is undone.
 	dropFinalizer bool
+	// evidence is the pod as it was, snapshotted before any write and not
+	// yet in status.
+	evidence *snapshot
 }
+
+// snapshot is captured evidence waiting to be persisted.
+type snapshot struct {
+	raw []byte
+	sum string
+	ev  *securityv1alpha1.Evidence
+}
+
+// afterIsolation is the queue priority of the rest of a containment whose
+// target is isolated: below new Quarantines (0), above the initial list's
+// (-100).
+const afterIsolation = -1
 
 // maxRecordedPods is the API's bound on status.target.pods.
 const maxRecordedPods = 1000
@@ -61,7 +79,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{reportRecommendations, stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, applyActions, summarize}
+	return []step{reportRecommendations, stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, persistEvidence, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -132,13 +150,19 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	return ctrl.Result{}, false, nil
 }
 
-// captureEvidence records the pod as it was, before any action and even
-// while unapproved.
-func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+// captureEvidence snapshots the pod as it was, in memory, before any write
+// and even while unapproved; persistEvidence writes it once the target is
+// isolated.
+func captureEvidence(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
 		return ctrl.Result{}, false, nil
 	}
 	doc := evidence.Capture(p.now, &p.scope.Target.Pods[0], p.scope.Target.OwnerChain(), p.q.Spec.Reason)
+	// Only a pass of this Quarantine that died between the label and the
+	// evidence puts this label here: the pod as it was did not carry it.
+	if doc.Labels[securityv1alpha1.QuarantineLabel] == p.q.Name {
+		delete(doc.Labels, securityv1alpha1.QuarantineLabel)
+	}
 	raw, sum, err := doc.Encode()
 	if err != nil {
 		return ctrl.Result{}, false, err
@@ -147,22 +171,43 @@ func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	if ev.SecretRef != "" {
-		if err := evidence.Spill(ctx, p.r.Client, p.q, raw, sum); err != nil {
+	p.evidence = &snapshot{raw: raw, sum: sum, ev: ev}
+	return ctrl.Result{}, false, nil
+}
+
+// persistEvidence puts the snapshot into status (spilling it into its
+// Secret when large); the status patch that follows persists it.
+func persistEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	s := p.evidence
+	if s == nil {
+		return ctrl.Result{}, false, nil
+	}
+	if s.ev.SecretRef != "" {
+		if err := evidence.Spill(ctx, p.r.Client, p.q, s.raw, s.sum); err != nil {
 			return ctrl.Result{}, false, err
 		}
 	}
-	p.q.Status.Evidence = ev
-	p.audit(containment.Actor, "EvidenceCaptured", fmt.Sprintf("%d bytes, sha256 %s", len(raw), sum))
+	p.q.Status.Evidence = s.ev
+	p.evidence = nil
+	p.audit(containment.Actor, "EvidenceCaptured", fmt.Sprintf("%d bytes, sha256 %s", len(s.raw), s.sum))
 	return ctrl.Result{}, false, nil
+}
+
+// evidencePersisted reports whether no evidence waits to reach the API.
+func (p *pass) evidencePersisted() bool {
+	return p.evidence == nil && equality.Semantic.DeepEqual(p.base.Status.Evidence, p.q.Status.Evidence)
 }
 
 // awaitApproval keeps an unapproved Quarantine Pending with nothing applied;
 // past its approvalTimeout it expires.
-func awaitApproval(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+func awaitApproval(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
 	if q.IsApproved() {
 		return ctrl.Result{}, false, nil
+	}
+	// Nothing will be written but status: the evidence goes in now.
+	if _, _, err := persistEvidence(ctx, p); err != nil {
+		return ctrl.Result{}, false, err
 	}
 	if q.Spec.ApprovalTimeout != nil {
 		left := q.CreationTimestamp.Add(q.Spec.ApprovalTimeout.Duration).Sub(p.now.Time)
@@ -208,6 +253,8 @@ func reportRecommendations(_ context.Context, p *pass) (ctrl.Result, bool, error
 
 // planActions persists the intent (which resource each action will change)
 // before any action writes, so a crash right after a change is undone.
+// When something will isolate first, the evidence waits: the intent is the
+// only write ahead of the isolating ones. Otherwise it rides along.
 func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	planned := false
 	for _, a := range p.q.Spec.Actions {
@@ -227,7 +274,42 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.audit(containment.Actor, "Containing", "actions planned: "+actionList(p.q.Spec.Actions))
 	}
 	p.setNotReady(securityv1alpha1.ReasonProgressing, "applying actions")
+	if len(p.isolating()) == 0 {
+		if _, _, err := persistEvidence(ctx, p); err != nil {
+			return ctrl.Result{}, false, err
+		}
+	}
 	return ctrl.Result{}, false, p.flush(ctx)
+}
+
+// isolating returns the actions whose isolating writes are still to be
+// made: Isolating, with a target, and Pending (a first pass, or one after
+// a crash). Applied ones are refreshed by applyActions.
+func (p *pass) isolating() []securityv1alpha1.Action {
+	if p.scope.Target == nil {
+		return nil
+	}
+	var out []securityv1alpha1.Action
+	for _, a := range p.q.Spec.Actions {
+		tr, _ := p.e.Traits(a.Type)
+		if st := p.actionStatus(a.Type); tr.Isolating && (st == nil || st.State == securityv1alpha1.ActionPending) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// isolateFirst makes the isolating writes (the NetworkPolicy, then the pod
+// label) right after the intent, ahead of evidence, Events, audit detail,
+// third-party denies and the other actions. An error that retrying cannot
+// fix is left to applyActions, which records the action Failed.
+func isolateFirst(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	for _, a := range p.isolating() {
+		if _, err := p.e.Isolate(ctx, p.scope, a, p.actionStatus(a.Type)); err != nil && !containment.Permanent(err) {
+			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
+		}
+	}
+	return ctrl.Result{}, false, nil
 }
 
 // applyActions applies each action in order. Refused and Failed actions are
@@ -237,6 +319,14 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		st := p.actionStatus(a.Type)
 		if st.State == securityv1alpha1.ActionRefused || st.State == securityv1alpha1.ActionFailed {
 			continue
+		}
+		if tr, _ := p.e.Traits(a.Type); tr.NeedsPersistedEvidence && !p.evidencePersisted() {
+			// What the action changes or removes is what the evidence
+			// shows: this pass's status patch persists it, and the rest
+			// comes back behind the Quarantines still waiting to be
+			// isolated, so a burst isolates every target before it scales
+			// or evicts any.
+			return ctrl.Result{RequeueAfter: time.Millisecond, Priority: ptr.To(afterIsolation)}, true, nil
 		}
 		was := *st.DeepCopy()
 		o, err := p.e.Apply(ctx, p.scope, a, st)

@@ -7,10 +7,8 @@ package threatpolicy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -19,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -34,8 +31,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
 // resync refreshes podsCovered even when nothing else changes.
@@ -53,6 +52,12 @@ type ThreatPolicyReconciler struct {
 	// Evaluations drops a deleted policy's evaluations (detection.Evaluator).
 	Evaluations interface{ ForgetPolicy(name string) }
 	Recorder    events.EventRecorder
+	// Coverage reports the node sensors' heartbeats (sensorhub.Hub); nil
+	// when the manager runs without them.
+	Coverage interface {
+		Uncovered(silence time.Duration) []sensorhub.NodeState
+		Nodes() []sensorhub.NodeState
+	}
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=threatpolicies,verbs=get;list;watch
@@ -94,18 +99,13 @@ func (r *ThreatPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}()
 	for _, step := range []func(context.Context, *securityv1alpha1.ThreatPolicy, *securityv1alpha1.ThreatPolicyStatus, Snapshot) error{
-		r.reconcileCoverage, r.reconcileActive, r.reconcileSignals, r.reconcileReady,
+		r.reconcileCoverage, r.reconcileActive, r.reconcileSignals, r.reconcileBehaviorCoverage, r.reconcileReady,
 	} {
 		if err := step(ctx, p, st, snap); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{RequeueAfter: jitter(resync)}, nil
-}
-
-// jitter adds up to 10% so many timers do not fire together.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration(rand.Int64N(int64(d)/10+1))
+	return ctrl.Result{RequeueAfter: kubeutil.Jitter(resync)}, nil
 }
 
 // stalled is a spec problem retrying cannot fix.
@@ -235,7 +235,7 @@ func setCondition(st *securityv1alpha1.ThreatPolicyStatus, p *securityv1alpha1.T
 
 // applyStatus server-side applies the status subresource.
 func (r *ThreatPolicyReconciler) applyStatus(ctx context.Context, p *securityv1alpha1.ThreatPolicy, st *securityv1alpha1.ThreatPolicyStatus) error {
-	data, err := json.Marshal(map[string]any{
+	u, err := kubeutil.FromMap(map[string]any{
 		"apiVersion": securityv1alpha1.GroupVersion.String(), "kind": "ThreatPolicy",
 		"metadata": map[string]any{"name": p.Name, "uid": string(p.UID)},
 		"status":   st,
@@ -243,12 +243,7 @@ func (r *ThreatPolicyReconciler) applyStatus(ctx context.Context, p *securityv1a
 	if err != nil {
 		return err
 	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(data); err != nil {
-		return err
-	}
-	if err := r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-		client.FieldOwner(securityv1alpha1.FieldManager), client.ForceOwnership); err != nil {
+	if err := kubeutil.ApplyStatus(ctx, r.Client, u); err != nil {
 		return fmt.Errorf("applying ThreatPolicy %s status: %w", p.Name, err)
 	}
 	return nil

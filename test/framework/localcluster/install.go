@@ -41,8 +41,11 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 		return nil, err
 	}
 	inst := &Install{}
+	// The manager runs as the ServiceAccount its Deployment names; other
+	// ServiceAccounts (the sensor's) are applied like everything else.
+	var accounts []string
 	var keep bytes.Buffer
-	var crds, sas []string
+	var crds []string
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(rendered), 4096)
 	for {
 		var obj unstructured.Unstructured
@@ -62,9 +65,7 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 			}
 			continue
 		case "ServiceAccount":
-			// config/default holds the sensor's account too: the manager's
-			// is the one its Deployment names (fromDeployment).
-			sas = append(sas, obj.GetNamespace()+"/"+obj.GetName())
+			accounts = append(accounts, obj.GetNamespace()+"/"+obj.GetName())
 		case "CustomResourceDefinition":
 			crds = append(crds, "crd/"+obj.GetName())
 		}
@@ -76,8 +77,14 @@ func (c *Cluster) InstallBulkhead(ctx context.Context, repoRoot string) (*Instal
 		keep.WriteString("---\n")
 		keep.Write(doc)
 	}
-	if inst.ServiceAccount == "" || inst.Skipped == "" || !slices.Contains(sas, inst.Namespace+"/"+inst.ServiceAccount) {
-		return nil, fmt.Errorf("config/default has no manager Deployment or not the ServiceAccount it runs as (%s/%s; accounts %v)", inst.Namespace, inst.ServiceAccount, sas)
+	switch {
+	case inst.ServiceAccount != "" && !slices.Contains(accounts, inst.Namespace+"/"+inst.ServiceAccount):
+		return nil, fmt.Errorf("config/default: the manager Deployment's ServiceAccount %s/%s is not in it", inst.Namespace, inst.ServiceAccount)
+	case inst.ServiceAccount == "" && len(accounts) == 1:
+		inst.Namespace, inst.ServiceAccount, _ = strings.Cut(accounts[0], "/")
+	}
+	if inst.ServiceAccount == "" || inst.Skipped == "" {
+		return nil, fmt.Errorf("config/default has no manager ServiceAccount or Deployment")
 	}
 	if _, err := c.Kubectl(ctx, &keep, "apply", "--server-side", "--field-manager=bulkhead-install", "-f", "-"); err != nil {
 		return nil, err
@@ -97,7 +104,9 @@ func (inst *Install) fromDeployment(obj *unstructured.Unstructured) error {
 		return fmt.Errorf("config/default: expected one manager Deployment, got %s/%s too", inst.Skipped, d.Name)
 	}
 	inst.Skipped = "Deployment/" + d.Name
-	inst.Namespace, inst.ServiceAccount = d.Namespace, d.Spec.Template.Spec.ServiceAccountName
+	if sa := d.Spec.Template.Spec.ServiceAccountName; sa != "" {
+		inst.Namespace, inst.ServiceAccount = d.Namespace, sa
+	}
 	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
 		inst.ManagerArgs = append(inst.ManagerArgs, strings.ReplaceAll(a, "$(POD_NAMESPACE)", d.Namespace))
 	}

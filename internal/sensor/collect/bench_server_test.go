@@ -1,0 +1,432 @@
+package collect
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// benchRoleEnv makes the test binary a benchmark process: "serve" (the file
+// server in the tracked cgroup) or "load" (the client, outside it, so the
+// test process's own CPU is the sensor's alone). It is read in init, before
+// TestMain, because TestMain's helper switch belongs to the kernel tests.
+const benchRoleEnv = "BULKHEAD_BENCH_ROLE"
+
+func init() {
+	switch os.Getenv(benchRoleEnv) {
+	case "serve":
+		os.Exit(benchServe())
+	case "load":
+		os.Exit(benchLoad())
+	}
+}
+
+// benchServe serves BENCH_DIR over HTTP/1.1 on a loopback port it prints.
+func benchServe() int {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 1
+	}
+	fmt.Println("listen", ln.Addr().(*net.TCPAddr).Port)
+	err = http.Serve(ln, http.FileServer(http.Dir(os.Getenv("BENCH_DIR"))))
+	fmt.Fprintln(os.Stderr, "serve:", err)
+	return 1
+}
+
+// benchLoad sends BENCH_REQUESTS GETs of BENCH_URL over BENCH_CONNS
+// keep-alive connections and prints "done <requests> <elapsed ns>".
+func benchLoad() int {
+	url := os.Getenv("BENCH_URL")
+	total, _ := strconv.Atoi(os.Getenv("BENCH_REQUESTS"))
+	conns, _ := strconv.Atoi(os.Getenv("BENCH_CONNS"))
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, DisableCompression: true}
+	client := &http.Client{Transport: tr}
+	var next atomic.Int64
+	var failed atomic.Value
+	get := func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		return err
+	}
+	// One request per connection first, off the clock: dials are not the
+	// steady state being measured.
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			if err := get(); err != nil {
+				failed.Store(err)
+			}
+		})
+	}
+	wg.Wait()
+	start := time.Now()
+	for range conns {
+		wg.Go(func() {
+			for next.Add(1) <= int64(total) {
+				if err := get(); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err, _ := failed.Load().(error); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		return 1
+	}
+	fmt.Println("done", total, elapsed.Nanoseconds())
+	return 0
+}
+
+func benchEnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkServerThroughput measures a real HTTP server (Go net/http serving
+// a 4 KiB file, in its own cgroup) under keep-alive load from a client
+// process outside that cgroup, in four conditions: no collector ("off"); the
+// collector loaded with the server's cgroup tracked and a consumer running
+// as the agent does, Run and DrainSyscalls every second ("tracked", the
+// product); loaded but the cgroup not tracked ("untracked", what every other
+// task on the node pays); and only the sys_enter program attached, tracked
+// ("sys_enter-only", to attribute the cost). The order rotates over
+// BULKHEAD_BENCH_ROUNDS rounds (default 5) of BULKHEAD_BENCH_REQUESTS
+// requests (default 20000) on BULKHEAD_BENCH_CONNS connections (default 8).
+// Reported per condition: requests/s and the server's CPU per request (its
+// cgroup's usage_usec; on a shared machine wall time mostly measures the
+// wait for a CPU, CPU per request what the server pays), each with the loss
+// against "off" in the same round, as median [min..max]. With "tracked" it
+// reports the sensor process's own CPU (getrusage of this process: the load
+// generator and the server are children) per 100k tracked system calls/s,
+// and its memory: the maps' declared and kernel-accounted sizes and the Go
+// heap it holds. Run with -benchtime 1x (`make bench-sensor`).
+func BenchmarkServerThroughput(b *testing.B) {
+	requireBPF(b)
+	rounds := benchEnvInt("BULKHEAD_BENCH_ROUNDS", 5)
+	requests := benchEnvInt("BULKHEAD_BENCH_REQUESTS", 20000)
+	conns := benchEnvInt("BULKHEAD_BENCH_CONNS", 8)
+
+	cg := newCgroup(b, "server")
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(strings.Repeat("bulkhead\n", 455)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", startBenchServer(b, cg, dir))
+	// load returns the requests/s and the server's CPU time per request (its
+	// cgroup's usage_usec, which includes the BPF programs run in its
+	// system calls): on a shared machine the first mostly measures waiting
+	// for a CPU, the second what the server pays.
+	load := func() (rps, cpuPerReq float64) {
+		cpu0 := cgroupCPU(b, cg)
+		cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+		cmd.Env = append(os.Environ(), benchRoleEnv+"=load", "BENCH_URL="+url,
+			"BENCH_REQUESTS="+strconv.Itoa(requests), "BENCH_CONNS="+strconv.Itoa(conns))
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("load: %v: %s", err, stderrOf(err))
+		}
+		var n, ns int64
+		if _, err := fmt.Sscanf(string(out), "done %d %d", &n, &ns); err != nil {
+			b.Fatalf("load printed %q: %v", out, err)
+		}
+		return float64(n) / (float64(ns) / 1e9), float64(cgroupCPU(b, cg)-cpu0) / float64(n)
+	}
+
+	// A condition is what is loaded while the load runs.
+	type condition struct {
+		name     string
+		collect  bool // collector loaded, consumer running
+		track    bool // the server's cgroup tracked
+		sysEnter bool // only the sys_enter program attached (attribution)
+	}
+	conds := []condition{
+		{name: "off"},
+		{name: "tracked", collect: true, track: true},
+		{name: "untracked", collect: true},
+		{name: "sys_enter-only", collect: true, track: true, sysEnter: true},
+	}
+	type sensorRun struct {
+		cpu, wall     time.Duration
+		calls, events uint64
+	}
+	var (
+		heapDelta         int64
+		declared, memlock uint64
+	)
+	// with runs the load with the collector loaded as cond says.
+	with := func(cond condition) (float64, float64, sensorRun) {
+		runtime.GC()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		c := newCollector(b, Options{})
+		if cond.sysEnter {
+			// Detach all but sys_enter (attached first) to see what the
+			// system-call hook alone costs.
+			for _, l := range c.links[1:] {
+				if err := l.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.links = c.links[:1]
+		}
+		if cond.track {
+			if err := c.Track(cg.id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		declared, memlock = mapSizes(b, c)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		var run sensorRun
+		var wg sync.WaitGroup
+		events := make(chan Event, 256)
+		wg.Go(func() { _ = c.Run(ctx, events) })
+		wg.Go(func() {
+			for {
+				select {
+				case <-events:
+					run.events++
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+		var drainMu sync.Mutex
+		drain := func() {
+			drainMu.Lock()
+			defer drainMu.Unlock()
+			got, err := c.DrainSyscalls()
+			if err != nil {
+				b.Errorf("drain: %v", err)
+				return
+			}
+			for _, n := range got[cg.id] {
+				run.calls += n
+			}
+		}
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					drain()
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+
+		cpu0, start := rusageCPU(b), time.Now()
+		rps, cpuPerReq := load()
+		drain() // what the last second counted
+		run.cpu, run.wall = rusageCPU(b)-cpu0, time.Since(start)
+		cancel()
+		wg.Wait()
+
+		runtime.GC()
+		var m1 runtime.MemStats
+		runtime.ReadMemStats(&m1)
+		heapDelta = int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+		if err := c.Close(); err != nil {
+			b.Fatal(err)
+		}
+		// Every request is several system calls of the server: a count
+		// below the requests means the collector was not tracking it.
+		if cond.track && run.calls < uint64(requests) {
+			b.Fatalf("%s: counted %d system calls of the server for %d requests", cond.name, run.calls, requests)
+		}
+		return rps, cpuPerReq, run
+	}
+
+	load() // warm-up: page cache, connection setup, CPU frequency
+	rps, cpuReq := map[string][]float64{}, map[string][]float64{}
+	wallLoss, cpuLoss := map[string][]float64{}, map[string][]float64{}
+	var cpuPer100k, callsPerSec []float64
+	for b.Loop() {
+		for i := range rounds {
+			r, c := map[string]float64{}, map[string]float64{}
+			// Rotate the order: each condition runs first, second, ... in turn.
+			for j := range conds {
+				cond := conds[(i+j)%len(conds)]
+				if !cond.collect {
+					r[cond.name], c[cond.name] = load()
+					continue
+				}
+				var run sensorRun
+				r[cond.name], c[cond.name], run = with(cond)
+				if cond.name == "tracked" {
+					cps := float64(run.calls) / run.wall.Seconds()
+					callsPerSec = append(callsPerSec, cps)
+					// Millicores of the sensor per 100k tracked calls/s.
+					cpuPer100k = append(cpuPer100k, 1000*run.cpu.Seconds()/run.wall.Seconds()*1e5/cps)
+				}
+			}
+			for _, cond := range conds {
+				rps[cond.name] = append(rps[cond.name], r[cond.name])
+				cpuReq[cond.name] = append(cpuReq[cond.name], c[cond.name])
+				wallLoss[cond.name] = append(wallLoss[cond.name], 100*(r["off"]-r[cond.name])/r["off"])
+				// A CPU-bound server's capacity is 1 / CPU per request.
+				cpuLoss[cond.name] = append(cpuLoss[cond.name], 100*(1-c["off"]/c[cond.name]))
+			}
+		}
+	}
+	spread := func(xs []float64) string {
+		return fmt.Sprintf("%.1f [%.1f..%.1f]", median(xs), slices.Min(xs), slices.Max(xs))
+	}
+	b.Logf("%d rounds of %d requests on %d keep-alive connections, order rotating; median [min..max]; loss vs off in the same round:", rounds, requests, conns)
+	for _, cond := range conds {
+		n := cond.name
+		b.ReportMetric(median(rps[n]), n+"-req/s")
+		b.ReportMetric(median(cpuReq[n]), n+"-server-µs/req")
+		if n != "off" {
+			b.ReportMetric(median(cpuLoss[n]), n+"-cpu-loss-%")
+			b.ReportMetric(median(wallLoss[n]), n+"-wall-loss-%")
+		}
+		b.Logf("  %-15s req/s %s, loss %% %s; server CPU µs/req %s, capacity loss %% %s",
+			n, spread(rps[n]), spread(wallLoss[n]), spread(cpuReq[n]), spread(cpuLoss[n]))
+	}
+	b.ReportMetric(median(cpuPer100k), "sensor-millicores/100k-calls/s")
+	b.ReportMetric(float64(declared), "maps-declared-B")
+	b.ReportMetric(float64(memlock), "maps-memlock-B")
+	b.ReportMetric(float64(heapDelta), "go-heap-delta-B")
+	b.Logf("  goal: tracked capacity loss <= 3%%; sensor CPU (collector + consumer: Run, DrainSyscalls every 1s) %s millicores per 100k tracked calls/s at %s calls/s",
+		spread(cpuPer100k), spread(callsPerSec))
+	b.Logf("  sensor memory: maps %d B declared (max_entries x (key+value); ring buffer bytes; per-CPU values x %d CPUs), %d B kernel memlock; Go heap held %+d B",
+		declared, runtime.NumCPU(), memlock, heapDelta)
+}
+
+// cgroupCPU is the cgroup's CPU time (cpu.stat usage_usec, present in every
+// cgroup v2 directory without the cpu controller) in µs.
+func cgroupCPU(b *testing.B, cg testCgroup) uint64 {
+	data, err := os.ReadFile(filepath.Join(cg.path, "cpu.stat"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				b.Fatalf("cpu.stat %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("no usage_usec in %s/cpu.stat", cg.path)
+	return 0
+}
+
+// startBenchServer starts the file server inside cg and returns its port.
+func startBenchServer(b *testing.B, cg testCgroup, dir string) int {
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), benchRoleEnv+"=serve", "BENCH_DIR="+dir)
+	cmd.SysProcAttr = &unix.SysProcAttr{UseCgroupFD: true, CgroupFD: cg.fd}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		b.Fatalf("server printed nothing: %v", sc.Err())
+	}
+	var port int
+	if _, err := fmt.Sscanf(sc.Text(), "listen %d", &port); err != nil {
+		b.Fatalf("server printed %q: %v", sc.Text(), err)
+	}
+	return port
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+func rusageCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// mapSizes returns the collector's maps' declared size (max_entries times
+// key and value size; a ring buffer's max_entries is its size in bytes;
+// per-CPU values once per possible CPU) and what the kernel charges for them
+// (memlock in the map's fdinfo).
+func mapSizes(b *testing.B, c *Collector) (declared, memlock uint64) {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := c.objs.collectMaps
+	for _, mp := range []*ebpf.Map{m.Events, m.Histories, m.Lost, m.Tracked, m.Trigrams, m.UdpSeen} {
+		switch {
+		case mp.Type() == ebpf.RingBuf:
+			declared += uint64(mp.MaxEntries())
+		case mp.Type() == ebpf.PerCPUArray || mp.Type() == ebpf.PerCPUHash || mp.Type() == ebpf.LRUCPUHash:
+			declared += uint64(mp.MaxEntries()) * uint64(mp.KeySize()+mp.ValueSize()*uint32(cpus))
+		default:
+			declared += uint64(mp.MaxEntries()) * uint64(mp.KeySize()+mp.ValueSize())
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", mp.FD()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "memlock:"); ok {
+				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					b.Fatalf("fdinfo memlock %q: %v", v, err)
+				}
+				memlock += n
+			}
+		}
+	}
+	return declared, memlock
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
