@@ -160,12 +160,3 @@ func (r *Report) Validate() error {
 // Audience is what a sensor's projected ServiceAccount token is issued for;
 // the manager's TokenReview requires it.
 const Audience = "bulkhead-ingest"
-
-// Names the sensor agent (branch sensor-agent) was written against.
-const (
-	MaxEvidenceBytes = MaxEvidence
-	MaxReasonBytes   = MaxReason
-)
-
-// Payload is the agent's name for Report.
-type Payload = Report
