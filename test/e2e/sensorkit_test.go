@@ -362,36 +362,14 @@ func (ld *load) stats() (ok, fail int, last error) {
 	return ld.ok, ld.fail, ld.lastErr
 }
 
-// sensorIdentity makes sure the sensor's ServiceAccount and RBAC from
-// config/sensor are installed (with config/default's namespace and name
-// prefix) and returns the ServiceAccount's name.
+// sensorIdentity is the sensor's ServiceAccount, installed from
+// config/sensor with config/default: the sensors run under its RBAC.
 func sensorIdentity(t *testing.T) string {
 	t.Helper()
 	const sa = "bulkhead-sensor"
-	ns := env.install.Namespace
-	if _, err := env.cluster.Kube.CoreV1().ServiceAccounts(ns).Get(env.ctx, sa, metav1.GetOptions{}); err == nil {
-		return sa
+	if _, err := env.cluster.Kube.CoreV1().ServiceAccounts(env.install.Namespace).Get(env.ctx, sa, metav1.GetOptions{}); err != nil {
+		t.Fatalf("the sensor's ServiceAccount from config/sensor: %v", err)
 	}
-	// config/default does not include config/sensor (yet): render it the
-	// same way, so the sensor runs under exactly config/sensor's RBAC.
-	dir := t.TempDir()
-	// kustomize takes bases by relative path only.
-	rel, err := filepath.Rel(dir, filepath.Join(framework.RepoRoot(), "config", "sensor"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kust := fmt.Sprintf("namespace: %s\nnamePrefix: bulkhead-\nresources:\n- %s\n", ns, rel)
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := env.cluster.Kubectl(env.ctx, nil, "kustomize", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.cluster.Kubectl(env.ctx, strings.NewReader(out), "apply", "--server-side", "--field-manager=bulkhead-install", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
-	logf("installed config/sensor (not part of config/default): ServiceAccount %s/%s and its RBAC", ns, sa)
 	return sa
 }
 
