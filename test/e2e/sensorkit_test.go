@@ -38,7 +38,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
-	"github.com/bulkhead-dev/bulkhead/test/framework"
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
 )
 
