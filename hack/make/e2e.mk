@@ -35,3 +35,7 @@ test-e2e: kube-binaries kwok build ## End-to-end scenarios against a local contr
 # .ci/run runs every ci-* target.
 .PHONY: ci-e2e
 ci-e2e: test-e2e
+
+.PHONY: test-e2e-sensor
+test-e2e-sensor: kube-binaries kwok build ## The real-kernel sensor scenario (root, BPF): servers in kubelet-style cgroups, attacks, kernel isolation, shared baselines (about 5 minutes).
+	BULKHEAD_E2E_SENSOR=1 go test -tags e2e ./test/e2e/ -run TestSensorEndToEnd -count=1 -v -timeout 15m

@@ -145,8 +145,15 @@ func (b *Baseline) Score(evs []detector.BehaviorEvent, streams func(container st
 		novel      = map[string]float64{}
 		exec, netw = Finding{Component: CompExec}, Finding{Component: CompNetwork}
 		res        = Finding{Component: CompResource}
-		worst      = func(f *Finding, s float64, why string) {
+		// notable keeps the other novel events of a finding, so a reason
+		// names every new binary or destination of the batch, not only
+		// the worst (a download and exec: sh, curl and the payload).
+		notable = map[*Finding][]string{}
+		worst   = func(f *Finding, s float64, why string) {
 			f.Events++
+			if s >= 0.5 && why != "" && len(notable[f]) < 4 && !slices.Contains(notable[f], why) {
+				notable[f] = append(notable[f], why)
+			}
 			if s > f.Score {
 				f.Score, f.Reason = s, why
 			}
@@ -189,10 +196,16 @@ func (b *Baseline) Score(evs []detector.BehaviorEvent, streams func(container st
 		sys.Reason = fmt.Sprintf("%.0f%% of %d system calls outside learned sequences", 100*sys.Raw, sys.Events)
 		out = append(out, sys)
 	}
-	for _, f := range []Finding{exec, netw, res} {
-		if f.Events > 0 {
-			out = append(out, f)
+	for _, f := range []*Finding{&exec, &netw, &res} {
+		if f.Events == 0 {
+			continue
 		}
+		for _, why := range notable[f] {
+			if why != f.Reason {
+				f.Reason += "; " + why
+			}
+		}
+		out = append(out, *f)
 	}
 	return out
 }
