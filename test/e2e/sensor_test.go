@@ -112,7 +112,7 @@ func TestSensorEndToEnd(t *testing.T) {
 		c    *container
 		base string
 	}
-	var servers []served
+	servers := make([]served, 0, len(shop))
 	crossFile := filepath.Join(k.dir, "shop-b-connect")
 	for i, p := range shop {
 		c := k.containerFor(p)
