@@ -41,7 +41,7 @@ FUZZ_LIST = grep -rl --include='*_test.go' '^func Fuzz' internal cmd api 2>/dev/
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZTIME each, from its seeds and checked-in corpus.
 	@set -e; $(FUZZ_LIST) | while read -r dir t; do \
-	  n=$$(ls $$dir/testdata/fuzz/$$t 2>/dev/null | wc -l); \
+	  n=$$( (ls $$dir/testdata/fuzz/$$t 2>/dev/null || true) | wc -l); \
 	  echo ">> ./$$dir $$t ($(FUZZTIME), corpus: $$n files in $$dir/testdata/fuzz/$$t)"; \
 	  go test ./$$dir -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) -parallel $(FUZZ_PARALLEL) </dev/null || exit 1; \
 	done
