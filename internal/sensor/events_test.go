@@ -109,6 +109,26 @@ func TestScoreFilter(t *testing.T) {
 	if s, ok := f.offer("uid-1", sig(0.6), now.Add(8*time.Minute)); !ok || s.Score != 0.6 {
 		t.Error("crossing 0.5 not sent")
 	}
+	// A second attack at the same high score but for another reason is news.
+	if _, ok := f.offer("uid-2", detector.Signal{Score: 1, Reason: "new binary /bin/sh"}, now); !ok {
+		t.Fatal("first high score not sent")
+	}
+	if _, ok := f.offer("uid-2", detector.Signal{Score: 1, Reason: "new binary /bin/sh"}, now.Add(time.Second)); ok {
+		t.Error("the same finding again was sent")
+	}
+	if s, ok := f.offer("uid-2", detector.Signal{Score: 1, Reason: "new binary /usr/bin/curl"}, now.Add(2*time.Second)); !ok || s.Reason != "new binary /usr/bin/curl" {
+		t.Error("a new finding at the same high score was held back")
+	}
+	if _, ok := f.offer("uid-2", detector.Signal{Score: 0.2, Reason: "a"}, now.Add(3*time.Second)); !ok {
+		t.Error("falling below 0.5 not sent")
+	}
+	if _, ok := f.offer("uid-2", detector.Signal{Score: 0.21, Reason: "b"}, now.Add(4*time.Second)); ok {
+		t.Error("a low score's new reason was sent")
+	}
+	f.offer("uid-3", detector.Signal{Score: 0.9, Reason: "70% of 100 system calls outside learned sequences"}, now)
+	if _, ok := f.offer("uid-3", detector.Signal{Score: 0.9, Reason: "71% of 120 system calls outside learned sequences"}, now.Add(time.Second)); ok {
+		t.Error("a statistic's new wording was sent as news")
+	}
 }
 
 func TestBoundEvidence(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -28,8 +29,9 @@ type scoreFilter struct {
 }
 
 type sentScore struct {
-	score float64
-	at    time.Time
+	score  float64
+	reason string
+	at     time.Time
 	// pending is the latest score not sent because it changed too little.
 	pending *detector.Signal
 }
@@ -51,12 +53,30 @@ func meaningful(prev, cur float64) bool {
 // offer takes a new signal of the pod with uid; it returns the score to send, if any.
 func (f *scoreFilter) offer(uid string, sig detector.Signal, now time.Time) (wire.Score, bool) {
 	prev, ok := f.last[uid]
-	if ok && !meaningful(prev.score, sig.Score) && now.Sub(prev.at) < f.refresh {
+	// A high score for another reason is news even at the same value: a
+	// second attack on a pod whose last score was already 1.0 (say right
+	// after its Quarantine was released) must reach the manager now.
+	key := discreteFindings(sig.Reason)
+	newFinding := sig.Score >= ScoreCrossing && key != "" && key != discreteFindings(prev.reason)
+	if ok && !newFinding && !meaningful(prev.score, sig.Score) && now.Sub(prev.at) < f.refresh {
 		prev.pending = &sig
 		f.last[uid] = prev
 		return wire.Score{}, false
 	}
 	return f.send(uid, sig, now), true
+}
+
+// discreteFindings keeps the parts of a reason that name one new thing (a
+// new binary, a new destination): the system-call share and resource
+// outliers are statistics whose wording changes every batch, not news.
+func discreteFindings(reason string) string {
+	var keep []string
+	for _, part := range strings.Split(reason, "; ") {
+		if strings.HasPrefix(part, "new binary ") || strings.HasPrefix(part, "connection to new ") || strings.Contains(part, " spawned by new parent ") {
+			keep = append(keep, part)
+		}
+	}
+	return strings.Join(keep, "; ")
 }
 
 // stale returns the pending scores whose last send is older than refresh.
@@ -74,7 +94,7 @@ func (f *scoreFilter) forget(uid string) { delete(f.last, uid) }
 
 func (f *scoreFilter) send(uid string, sig detector.Signal, now time.Time) wire.Score {
 	f.seq++
-	f.last[uid] = sentScore{score: sig.Score, at: now}
+	f.last[uid] = sentScore{score: sig.Score, reason: sig.Reason, at: now}
 	at := sig.Time
 	if at.IsZero() {
 		at = now
