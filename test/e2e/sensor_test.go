@@ -418,6 +418,9 @@ func (s *scenario) release(q *securityv1alpha1.Quarantine) {
 	s.eventually(30*time.Second, "pod "+q.Spec.Target.Name+" free", func(ctx context.Context) error {
 		return s.checkPodFree(ctx, q.Spec.Target.Name)
 	})
+	// The policy's cooldown (1s) refuses a new Quarantine of a pod just
+	// released, by design: the next attack comes after it.
+	time.Sleep(2 * time.Second)
 }
 
 // sharedBaseline requires one baseline ConfigMap for the shop workload,
