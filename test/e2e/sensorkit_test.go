@@ -118,13 +118,14 @@ func newKernelKit(t *testing.T) *kernelKit {
 	})
 	k.bin = filepath.Join(k.dir, "bin")
 	start := time.Now()
-	for _, prog := range []string{"shopserver", "netprobe"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(k.bin, prog), "./testdata/"+prog)
+	// The shop server is the demo's (one vulnerable server for both).
+	for prog, pkg := range map[string]string{"shopserver": "../../hack/demo/shopserver", "netprobe": "./testdata/netprobe"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(k.bin, prog), pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build testdata/%s: %v\n%s", prog, err, out)
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
-	logf("built testdata/shopserver and testdata/netprobe in %s; cgroup root %s, bpffs %s", time.Since(start).Round(100*time.Millisecond), k.root, k.pinDir)
+	logf("built the shop server and testdata/netprobe in %s; cgroup root %s, bpffs %s", time.Since(start).Round(100*time.Millisecond), k.root, k.pinDir)
 	return k
 }
 
