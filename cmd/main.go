@@ -113,6 +113,11 @@ func runManager(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// The manager takes no positional arguments: "bulkhead frobnicate --help"
+	// is a mistyped subcommand, not a request to start a manager.
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown subcommand or argument %q (subcommands: eval, sensor; the manager takes flags only, see --help)", fs.Arg(0))
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	mgr, err := newManager(f.manager)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +79,16 @@ func TestBehaviorDisabledFeedsNothing(t *testing.T) {
 	}
 	if det.Pipeline.Model != nil {
 		t.Errorf("disabled model wired as %#v", det.Pipeline.Model)
+	}
+}
+
+// A mistyped subcommand must fail before anything starts; it used to start
+// the manager with the argument ignored.
+func TestUnknownSubcommandFails(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate", "--help"}, {"frobnicate"}, {"--leader-elect=false", "extra"}} {
+		err := runManager(args)
+		if err == nil || !strings.Contains(err.Error(), "unknown subcommand") {
+			t.Errorf("runManager(%q) = %v, want an unknown-subcommand error", args, err)
+		}
 	}
 }

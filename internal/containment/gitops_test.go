@@ -17,6 +17,7 @@ func TestGitOpsWarningNamesTheTool(t *testing.T) {
 		{"argo instance label", map[string]string{"argocd.argoproj.io/instance": "shop"}, nil, "Argo CD"},
 		{"flux kustomization", map[string]string{"kustomize.toolkit.fluxcd.io/name": "apps"}, nil, "Flux manages Deployment/shop"},
 		{"flux helm release", map[string]string{"helm.toolkit.fluxcd.io/name": "shop"}, nil, "Flux"},
+		{"argo default label tracking", map[string]string{"app.kubernetes.io/instance": "shop"}, nil, "Argo CD (label tracking: app.kubernetes.io/instance=shop) manages Deployment/shop"},
 		{"not managed", map[string]string{"app": "shop"}, nil, ""},
 	}
 	for _, tc := range cases {

@@ -111,6 +111,10 @@ func gitOpsWarning(w *unstructured.Unstructured) string {
 		tool = "Argo CD"
 	case labels["kustomize.toolkit.fluxcd.io/name"] != "" || labels["helm.toolkit.fluxcd.io/name"] != "":
 		tool = "Flux"
+	case labels["app.kubernetes.io/instance"] != "":
+		// Argo CD's default (label) tracking; Helm sets the same label, so
+		// the warning says which label it saw rather than guessing.
+		tool = fmt.Sprintf("Argo CD (label tracking: app.kubernetes.io/instance=%s)", labels["app.kubernetes.io/instance"])
 	default:
 		return ""
 	}
