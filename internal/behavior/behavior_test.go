@@ -316,3 +316,44 @@ func TestCalibration(t *testing.T) {
 		t.Errorf("calibrate(0.1) = %v on a perfectly regular workload, want >= 0.5", c)
 	}
 }
+
+// Baselines of workloads that went quiet (deleted, scaled away) leave memory
+// once they are stored; the next event loads them again, unchanged.
+func TestObserverEvictsIdle(t *testing.T) {
+	ctx := context.Background()
+	v1 := Key{Namespace: "shop", Owner: "Deployment/web", TemplateHash: "aaa"}
+	store := memStore{}
+	clk := &clock{t: time.Unix(1e9, 0)}
+	o := NewObserver(Config{LearningWindow: time.Hour}, fakeResolver{"shop/web-1": v1}, store)
+	o.now = clk.now
+	if _, err := o.ObserveBehavior(ctx, normalEvents("web-1")); err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(2 * time.Hour)
+	// Idle but not yet saved: kept, then saved.
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.workloads) != 1 || len(store) != 1 {
+		t.Fatalf("after the first flush: %d workloads in memory, %d stored; want 1 and 1", len(o.workloads), len(store))
+	}
+	// Idle and saved: dropped, with its streams.
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.workloads) != 0 || len(o.streams) != 0 {
+		t.Fatalf("idle workload kept: %d workloads, %d streams in memory", len(o.workloads), len(o.streams))
+	}
+	// Its next event scores against the stored baseline.
+	sigs, err := o.ObserveBehavior(ctx, attackEvents("web-1"))
+	if err != nil || len(sigs) != 1 || sigs[0].Score != 1 {
+		t.Fatalf("after eviction: %+v, err %v; want the attack scored 1 against the reloaded baseline", sigs, err)
+	}
+	// A workload with recent events stays.
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.workloads) != 1 {
+		t.Fatalf("active workload evicted")
+	}
+}

@@ -42,13 +42,18 @@ type Observer struct {
 	rng       *rand.Rand
 	workloads map[string]*workload // namespace/owner
 	streams   map[string]*podStreams
+	// idle is how long a workload or stream may go without events before a
+	// flush drops it from memory (its baselines stay in the store and are
+	// loaded again on its next event); only with a store.
+	idle time.Duration
 }
 
 type workload struct {
 	cur, prev *Baseline
 	// dirty baselines changed since the last flush (cur, or a cur that a
 	// rollout just made prev).
-	dirty map[*Baseline]bool
+	dirty    map[*Baseline]bool
+	lastSeen time.Time
 }
 
 // podStreams is the sequence state of one container against the learning and
@@ -56,11 +61,17 @@ type workload struct {
 type podStreams struct {
 	learn, score Stream
 	baseline     *Baseline // the scoring baseline the state belongs to
+	lastSeen     time.Time
 }
 
 // maxStreams bounds per-container state; beyond it the map is reset, which
 // only costs the n-gram context of live streams.
 const maxStreams = 1 << 16
+
+// defaultIdle is how long an idle workload stays in memory: long enough that
+// a quiet workload is not reloaded on every event, short enough that deleted
+// workloads do not accumulate.
+const defaultIdle = time.Hour
 
 // NewObserver returns a behavior detector. store may be nil.
 func NewObserver(cfg Config, r Resolver, store Store) *Observer {
@@ -68,6 +79,7 @@ func NewObserver(cfg Config, r Resolver, store Store) *Observer {
 		cfg: cfg.withDefaults(), resolver: r, store: store, now: time.Now,
 		rng:       rand.New(rand.NewPCG(1, 2)),
 		workloads: map[string]*workload{}, streams: map[string]*podStreams{},
+		idle: defaultIdle,
 	}
 }
 
@@ -156,6 +168,7 @@ func (o *Observer) observePod(ctx context.Context, key Key, pod string, evs []de
 		return nil, err
 	}
 	now := o.now()
+	w.lastSeen = now
 	learning := w.cur.Learning(now)
 	scoring := w.cur
 	if learning {
@@ -174,6 +187,7 @@ func (o *Observer) observePod(ctx context.Context, key Key, pod string, evs []de
 		if s.baseline != scoring {
 			s.score, s.baseline = Stream{}, scoring
 		}
+		s.lastSeen = now
 		return s
 	}
 	if learning {
@@ -219,6 +233,28 @@ func (o *Observer) observePod(ctx context.Context, key Key, pod string, evs []de
 	}, nil
 }
 
+// evictIdle drops idle workloads that have nothing left to save, and idle
+// streams. Called with o.mu held.
+func (o *Observer) evictIdle() {
+	cutoff := o.now().Add(-o.idle)
+	for id, w := range o.workloads {
+		clean := true
+		for b, dirty := range w.dirty {
+			if dirty && b != nil {
+				clean = false
+			}
+		}
+		if clean && w.lastSeen.Before(cutoff) {
+			delete(o.workloads, id)
+		}
+	}
+	for id, s := range o.streams {
+		if s.lastSeen.Before(cutoff) {
+			delete(o.streams, id)
+		}
+	}
+}
+
 // notable is the finding score named in a signal's reason beside the worst
 // one; maxAlso bounds how many.
 const (
@@ -226,12 +262,15 @@ const (
 	maxAlso = 3
 )
 
-// Flush saves every baseline changed since the last flush.
+// Flush saves every baseline changed since the last flush and drops from
+// memory the workloads and streams idle for longer than o.idle whose
+// baselines are already stored.
 func (o *Observer) Flush(ctx context.Context) error {
 	if o.store == nil {
 		return nil
 	}
 	o.mu.Lock()
+	o.evictIdle()
 	var todo []*Baseline
 	for _, w := range o.workloads {
 		for b, dirty := range w.dirty {
