@@ -165,14 +165,17 @@ func (cordon) Revert(ctx context.Context, e *Engine, s *Scope, _ securityv1alpha
 	} else {
 		uncordonNode(node)
 		st.State, st.Message = securityv1alpha1.ActionReverted, ""
+		if node.Spec.Unschedulable && node.Annotations[KeepCordonedAnnotation] == "true" {
+			st.Message = "left cordoned: an administrator set " + KeepCordonedAnnotation
+		}
 	}
 	return Outcome{Changed: true}, e.Client.Patch(ctx, node, lockedPatch(base), kubeutil.FieldOwner)
 }
 
 // uncordonNode removes the taint and the undo record, and uncordons only a
-// node Bulkhead cordoned.
+// node Bulkhead cordoned and no administrator asked to keep cordoned.
 func uncordonNode(node *corev1.Node) {
-	if was := wasCordoned(node); was == nil || !*was {
+	if was := wasCordoned(node); (was == nil || !*was) && node.Annotations[KeepCordonedAnnotation] != "true" {
 		node.Spec.Unschedulable = false
 	}
 	node.Spec.Taints = slices.DeleteFunc(node.Spec.Taints, func(t corev1.Taint) bool { return t.Key == securityv1alpha1.QuarantineTaintKey })

@@ -30,6 +30,24 @@ func TestCordonOnFakeClient(t *testing.T) {
 		}
 	})
 
+	t.Run("an administrator's cordon added meanwhile survives release", func(t *testing.T) {
+		f := newFakeCluster(t, shop()...)
+		st := f.applyTwice(q, a)
+		n := &corev1.Node{}
+		f.get(n, "n1", "")
+		n.Annotations[KeepCordonedAnnotation] = "true"
+		if err := f.c.Update(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+		if f.revert(q, a, st); st.State != securityv1alpha1.ActionReverted {
+			t.Fatalf("state %s (%s)", st.State, st.Message)
+		}
+		f.get(n, "n1", "")
+		if !n.Spec.Unschedulable || hasQuarantineTaint(n) || n.Annotations[HoldersAnnotation] != "" || n.Annotations[WasCordonedAnnotation] != "" {
+			t.Fatalf("want the node still cordoned, without Bulkhead's taint and record: %+v", n)
+		}
+	})
+
 	t.Run("revert of a node deleted meanwhile", func(t *testing.T) {
 		f := newFakeCluster(t, shop()...)
 		st := f.applyTwice(q, a)

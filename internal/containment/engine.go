@@ -43,6 +43,10 @@ const (
 	// WasCordonedAnnotation records whether a node was unschedulable before
 	// Bulkhead cordoned it.
 	WasCordonedAnnotation = "security.bulkhead.dev/was-cordoned"
+	// KeepCordonedAnnotation is set by an administrator who cordons a node
+	// Bulkhead already holds (kubectl cordon is then a no-op, so the intent
+	// is otherwise invisible): release leaves the node unschedulable.
+	KeepCordonedAnnotation = "security.bulkhead.dev/keep-cordoned"
 	// AddedLabelsAnnotation / AddedAnnotationsAnnotation list the keys the
 	// Label action added to a pod.
 	AddedLabelsAnnotation      = "security.bulkhead.dev/added-labels"
