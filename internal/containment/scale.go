@@ -27,6 +27,11 @@ func scaleTarget(s *Scope, st *securityv1alpha1.ActionStatus) (ObjectRef, string
 		case s.Target.BrokenChain != "":
 			return ObjectRef{}, s.Target.BrokenChain
 		default:
+			// A pod Bulkhead detached has lost its owner since; the owner
+			// recorded at creation is still the workload to scale.
+			if ref, ok := detachedOwner(s); ok {
+				return ref, ""
+			}
 			return ObjectRef{}, "the pod has no controller to scale; use Evict or Isolate"
 		}
 	}
@@ -34,6 +39,21 @@ func scaleTarget(s *Scope, st *securityv1alpha1.ActionStatus) (ObjectRef, string
 		return ref, ""
 	}
 	return ObjectRef{}, "the target is gone"
+}
+
+// detachedOwner is the owner recorded when the Quarantine resolved its
+// target, for a pod this Quarantine's Detach has taken out of it. Only
+// built-in kinds: the record is Kind/name, without the API group.
+func detachedOwner(s *Scope) (ObjectRef, bool) {
+	st := s.Q.Status
+	if st.Target == nil || st.Target.Owner == "" || !slices.ContainsFunc(st.Actions, func(a securityv1alpha1.ActionStatus) bool {
+		return a.Type == securityv1alpha1.ActionDetach && (a.State == securityv1alpha1.ActionApplied || len(a.RemovedLabels) > 0)
+	}) {
+		return ObjectRef{}, false
+	}
+	kind, _, _ := strings.Cut(st.Target.Owner, "/")
+	apiVersion := map[string]string{"Deployment": "apps/v1", "StatefulSet": "apps/v1", "ReplicaSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1"}[kind]
+	return parseResource(st.Target.Owner, apiVersion)
 }
 
 func isSuspendable(ref ObjectRef) bool {

@@ -90,3 +90,35 @@ func TestSuspendJobOnFakeClient(t *testing.T) {
 		}
 	})
 }
+
+// ScaleToZero added after Detach: the ReplicaSet has let the pod go (no owner
+// reference left), so the owner recorded at creation is the one to scale.
+func TestScaleToZeroAfterDetach(t *testing.T) {
+	a := securityv1alpha1.Action{Type: securityv1alpha1.ActionScaleToZero}
+	orphan := func() []client.Object {
+		objs := shop()
+		objs[2].SetOwnerReferences(nil) // what the ReplicaSet controller does to a detached pod
+		return objs
+	}
+	t.Run("detached by this Quarantine", func(t *testing.T) {
+		f := newFakeCluster(t, orphan()...)
+		q := quarantineOf(podTarget, a)
+		q.Status.Target = &securityv1alpha1.ResolvedTarget{UID: "uid-pod", Node: "n1", Owner: "Deployment/shop"}
+		q.Status.Actions = []securityv1alpha1.ActionStatus{{Type: securityv1alpha1.ActionDetach, State: securityv1alpha1.ActionApplied}}
+		st := f.applyTwice(q, a)
+		d := &appsv1.Deployment{}
+		f.get(d, "shop", ns)
+		if *d.Spec.Replicas != 0 || st.Resource != "Deployment/shop" {
+			t.Fatalf("replicas %d, status %+v", *d.Spec.Replicas, st)
+		}
+	})
+	t.Run("a pod that never had an owner is still refused", func(t *testing.T) {
+		f := newFakeCluster(t, orphan()...)
+		q := quarantineOf(podTarget, a)
+		q.Status.Target = &securityv1alpha1.ResolvedTarget{UID: "uid-pod", Node: "n1"}
+		st := &securityv1alpha1.ActionStatus{}
+		if _, n := f.apply(q, a, st); st.State != securityv1alpha1.ActionRefused || n != 0 {
+			t.Fatalf("state %s (%s), %d writes", st.State, st.Message, n)
+		}
+	})
+}
