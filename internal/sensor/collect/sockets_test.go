@@ -32,15 +32,7 @@ func podHelper(hold string) error {
 		return err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
-		}
-	}()
+	go drain(ln)
 	held, err := net.Dial("tcp4", hold)
 	if err != nil {
 		return err
@@ -60,24 +52,15 @@ func podHelper(hold string) error {
 	return held.Close()
 }
 
-// tcpListener accepts and drains connections until the test ends.
-func tcpListener(t *testing.T) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+// drain accepts connections and reads them to the end until ln is closed.
+func drain(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
 		}
-	}()
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+		go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+	}
 }
 
 // TestPodConnections is a pod's TCP life on the real kernel, as in the e2e's
@@ -92,7 +75,9 @@ func tcpListener(t *testing.T) (net.Listener, uint16) {
 func TestPodConnections(t *testing.T) {
 	requireBPF(t)
 	cg := newCgroup(t, "pod")
-	_, holdPort := tcpListener(t)
+	hold, holdPort := tcpListener(t)
+	t.Cleanup(func() { _ = hold.Close() })
+	go drain(hold)
 	payload := newPayloadServer(t)
 
 	// The pod starts before the collector: its held connection exists before Track.
@@ -208,7 +193,7 @@ type payloadServer struct {
 // newPayloadServer serves the "malware" an attacker downloads.
 func newPayloadServer(t *testing.T) payloadServer {
 	t.Helper()
-	ln, port := tcpListenerRaw(t)
+	ln, port := tcpListener(t)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprint(w, "#!/bin/sh\necho pwned\n")
 	}), ReadHeaderTimeout: 5 * time.Second}
@@ -217,7 +202,7 @@ func newPayloadServer(t *testing.T) payloadServer {
 	return payloadServer{url: "http://" + ln.Addr().String(), port: port}
 }
 
-func tcpListenerRaw(t *testing.T) (net.Listener, uint16) {
+func tcpListener(t *testing.T) (net.Listener, uint16) {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
