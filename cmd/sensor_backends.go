@@ -51,6 +51,18 @@ func (c collector) Track(id uint64) error   { return c.c.Track(id) }
 func (c collector) Untrack(id uint64) error { return c.c.Untrack(id) }
 func (c collector) Close() error            { return c.c.Close() }
 
+func (c collector) Sockets(id uint64, path string) ([]sensor.Event, error) {
+	evs, err := c.c.Sockets(id, path)
+	out := make([]sensor.Event, 0, len(evs))
+	for _, ev := range evs {
+		if ev.Conn != nil {
+			conn := sensor.Conn(*ev.Conn)
+			out = append(out, sensor.Event{CgroupID: ev.CgroupID, Time: ev.Time, Conn: &conn})
+		}
+	}
+	return out, err
+}
+
 // Run relays the collector's events in the agent's form.
 func (c collector) Run(ctx context.Context, out chan<- sensor.Event) error {
 	in := make(chan collect.Event, 256)

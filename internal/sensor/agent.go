@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -244,10 +245,12 @@ func (a *Agent) loop(ctx context.Context) {
 		}
 		a.coll = c
 		a.health.setCollector(nil)
-		for id := range a.tracked {
+		for id, t := range a.tracked {
 			if err := c.Track(id); err != nil {
 				a.log.Error(err, "tracking cgroup", "id", id)
+				continue
 			}
+			a.existingSockets(id, t)
 		}
 		var runCtx context.Context
 		runCtx, stopColl = context.WithCancel(ctx)
@@ -390,12 +393,30 @@ func (a *Agent) rescan(ctx context.Context) {
 		if a.coll != nil {
 			if err := a.coll.Track(id); err != nil {
 				a.log.Error(err, "tracking cgroup", "id", id, "pod", t.Namespace+"/"+t.Pod)
+				continue
 			}
+			a.existingSockets(id, t)
 		}
 	}
 	a.stats.mu.Lock()
 	a.stats.trackedContainers = len(a.tracked)
 	a.stats.mu.Unlock()
+}
+
+// existingSockets queues the connections and listeners a newly tracked
+// container already had: made before the sensor started (or while its
+// collector was down), they would otherwise never be learned, and a
+// reconnect (after a restart, or after isolation cut it) would look new.
+func (a *Agent) existingSockets(id uint64, t *tracked) {
+	evs, err := a.coll.Sockets(id, filepath.Join(a.cfg.CgroupRoot, t.path))
+	if err != nil {
+		a.log.V(1).Info("listing a container's open sockets", "pod", t.Namespace+"/"+t.Pod, "error", err.Error())
+	}
+	for _, ev := range evs {
+		if be, ok := behaviorEvent(t.target, ev); ok {
+			a.pending = append(a.pending, be)
+		}
+	}
 }
 
 // containerName finds the container of a pod by runtime id.

@@ -68,6 +68,9 @@ type Collector interface {
 	// Track and Untrack start and stop observing a cgroup (by its id).
 	Track(cgroupID uint64) error
 	Untrack(cgroupID uint64) error
+	// Sockets are the TCP connections and listeners a tracked cgroup (at
+	// cgroupPath) already has open: Run reports only later ones.
+	Sockets(cgroupID uint64, cgroupPath string) ([]Event, error)
 	// Run sends execs and connections to out until ctx ends or it fails.
 	Run(ctx context.Context, out chan<- Event) error
 	// DrainSyscalls returns and resets the system-call trigram counts per cgroup.

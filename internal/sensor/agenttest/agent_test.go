@@ -485,3 +485,57 @@ func TestVanishedPodsAndReusedCgroups(t *testing.T) {
 		return false
 	})
 }
+
+// A connection a container opened before the sensor tracked it (a pool
+// connection, or one made before the sensor started) is learned from the
+// collector's Sockets: its reconnect after the learning window (after a
+// restart, or after isolation cut it) is normal, not a new port. The e2e's
+// "phantom" containment after a release was exactly this (issue 16).
+func TestConnectionsOpenBeforeTrackingAreLearned(t *testing.T) {
+	ns := namespace(t, "sensor-existing")
+	mgr := newFakeManager(t)
+	conts := &fakeContainers{}
+	p := runningPod(t, ns, "api", ns+"-node", "c-api", "", map[string]string{"app": "api"})
+	c := conts.add(string(p.UID), "c-api", 0)
+	held := &sensor.Conn{Family: 2, Addr: netip.MustParseAddr("10.96.5.5"), Port: 5432, Protocol: "TCP"}
+	fc := newFakeCollector()
+	fc.existing = map[uint64][]sensor.Event{c.ID: {{CgroupID: c.ID, Time: time.Now(), Conn: held}}}
+	r := startAgent(t, ns+"-node", mgr, conts, func(_ *sensor.Config, be *sensor.Backends) {
+		be.NewCollector = func() (sensor.Collector, error) { return fc, nil }
+	})
+	waitFor(t, "the container tracked", func() bool { return fc.isTracked(c.ID) })
+	fc.setSyscalls(c.ID, map[sensor.Trigram]uint64{{0, 1, 3}: 500, {2, 0, 3}: 30})
+	send := func(evs ...sensor.Event) {
+		for _, ev := range evs {
+			ev.CgroupID, ev.Time = c.ID, time.Now()
+			fc.in <- ev
+		}
+	}
+	// Learning sees only the server's exec: the held connection stays open.
+	for range 3 {
+		send(sensor.Event{Exec: &sensor.Exec{Binary: "/app/api", Parent: "containerd-shim", Args: []string{"api"}}})
+		time.Sleep(200 * time.Millisecond)
+	}
+	scores := func(min float64) []wire.Score {
+		var out []wire.Score
+		for _, pl := range mgr.received() {
+			for _, s := range pl.Scores {
+				if s.Pod == p.Name && s.Score >= min {
+					out = append(out, s)
+				}
+			}
+		}
+		return out
+	}
+	waitFor(t, "scoring after the learning window", func() bool { return len(scores(0)) > 0 })
+	// The reconnect, as a tracepoint reports it.
+	send(sensor.Event{Conn: held})
+	time.Sleep(time.Second) // many batches
+	if hi := scores(0.5); len(hi) > 0 {
+		t.Fatalf("the reconnect of a connection held since before tracking scored %v: %s", hi[0].Score, hi[0].Reason)
+	}
+	// A new destination still scores: the check above can fail.
+	send(sensor.Event{Conn: &sensor.Conn{Family: 2, Addr: netip.MustParseAddr("203.0.113.9"), Port: 4444, Protocol: "TCP"}})
+	waitFor(t, "a new destination scored", func() bool { return len(scores(0.8)) > 0 })
+	_ = r
+}

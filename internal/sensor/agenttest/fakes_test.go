@@ -28,7 +28,9 @@ type fakeCollector struct {
 	mu      sync.Mutex
 	tracked map[uint64]bool
 	steady  map[uint64]map[sensor.Trigram]uint64
-	closed  bool
+	// existing: what Sockets returns per cgroup.
+	existing map[uint64][]sensor.Event
+	closed   bool
 }
 
 func newFakeCollector() *fakeCollector {
@@ -40,6 +42,12 @@ func (f *fakeCollector) Track(id uint64) error {
 	defer f.mu.Unlock()
 	f.tracked[id] = true
 	return nil
+}
+
+func (f *fakeCollector) Sockets(id uint64, _ string) ([]sensor.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.existing[id], nil
 }
 
 func (f *fakeCollector) Untrack(id uint64) error {

@@ -9,6 +9,8 @@
 //   - Execs: Binary is the path given to execve; argv is read up to ArgsBytes.
 //   - TCP connect and listen come from sock:inet_sock_set_state; a socket
 //     that listens without bind gets its port afterwards and reports 0.
+//   - Sockets lists the TCP connections and listeners a cgroup had before
+//     it was tracked (a bpf iterator over the socket tables).
 //   - UDP destinations come from net:net_dev_queue in the sending task, at
 //     most once per destination and cgroup per Options.UDPInterval.
 package collect
@@ -121,6 +123,8 @@ type Collector struct {
 	objs  collectObjects
 	links []link.Link
 	rd    *ringbuf.Reader
+	// sockIter lists existing sockets (Sockets); it is in links too.
+	sockIter *link.Iter
 
 	mu      sync.Mutex // tracked set, drains, Close
 	tracked map[uint64]struct{}
@@ -180,6 +184,11 @@ func New(opts Options) (*Collector, error) {
 		}
 		c.links = append(c.links, l)
 	}
+	if c.sockIter, err = link.AttachIter(link.IterOptions{Program: c.objs.ExistingTcp}); err != nil {
+		_ = c.Close()
+		return nil, &UnavailableError{Missing: "attach point iter/tcp", Err: err}
+	}
+	c.links = append(c.links, c.sockIter)
 	if c.rd, err = ringbuf.NewReader(c.objs.Events); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("collect: open ring buffer: %w", err)
@@ -456,7 +465,7 @@ func (c *Collector) Close() error {
 // leaves no link to them).
 func (c *Collector) programIDs() ([]ebpf.ProgramID, error) {
 	var ids []ebpf.ProgramID
-	for _, p := range []*ebpf.Program{c.objs.SysEnter, c.objs.SchedProcessExec, c.objs.InetSockSetState, c.objs.NetDevQueue} {
+	for _, p := range []*ebpf.Program{c.objs.SysEnter, c.objs.SchedProcessExec, c.objs.InetSockSetState, c.objs.NetDevQueue, c.objs.ExistingTcp} {
 		info, err := p.Info()
 		if err != nil {
 			return nil, err

@@ -60,6 +60,18 @@ type collectHistory struct {
 	_       [3]byte
 }
 
+type collectSockRecord struct {
+	_      structs.HostLayout
+	Cgroup uint64
+	Family uint16
+	Lport  uint16
+	Rport  uint16
+	State  uint8
+	Pad    uint8
+	Laddr  [16]uint8
+	Raddr  [16]uint8
+}
+
 type collectTrigramKey struct {
 	_       structs.HostLayout
 	Cgroup  uint64
@@ -85,6 +97,7 @@ const (
 	collectMapTracked           = "tracked"
 	collectMapTrigrams          = "trigrams"
 	collectMapUdpSeen           = "udp_seen"
+	collectProgExistingTcp      = "existing_tcp"
 	collectProgInetSockSetState = "inet_sock_set_state"
 	collectProgNetDevQueue      = "net_dev_queue"
 	collectProgSchedProcessExec = "sched_process_exec"
@@ -94,6 +107,7 @@ const (
 	collectVarUdpDedupNs        = "udp_dedup_ns"
 	collectVarUnusedConn        = "unused_conn"
 	collectVarUnusedExec        = "unused_exec"
+	collectVarUnusedSock        = "unused_sock"
 )
 
 // loadCollect returns the embedded CollectionSpec for collect.
@@ -138,6 +152,7 @@ type collectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectProgramSpecs struct {
+	ExistingTcp      *ebpf.ProgramSpec `ebpf:"existing_tcp"`
 	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
 	NetDevQueue      *ebpf.ProgramSpec `ebpf:"net_dev_queue"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
@@ -165,6 +180,7 @@ type collectVariableSpecs struct {
 	UdpDedupNs  *ebpf.VariableSpec `ebpf:"udp_dedup_ns"`
 	UnusedConn  *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.VariableSpec `ebpf:"unused_exec"`
+	UnusedSock  *ebpf.VariableSpec `ebpf:"unused_sock"`
 }
 
 // collectObjects contains all objects after they have been loaded into the kernel.
@@ -215,12 +231,14 @@ type collectVariables struct {
 	UdpDedupNs  *ebpf.Variable `ebpf:"udp_dedup_ns"`
 	UnusedConn  *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.Variable `ebpf:"unused_exec"`
+	UnusedSock  *ebpf.Variable `ebpf:"unused_sock"`
 }
 
 // collectPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectPrograms struct {
+	ExistingTcp      *ebpf.Program `ebpf:"existing_tcp"`
 	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
 	NetDevQueue      *ebpf.Program `ebpf:"net_dev_queue"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
@@ -229,6 +247,7 @@ type collectPrograms struct {
 
 func (p *collectPrograms) Close() error {
 	return _CollectClose(
+		p.ExistingTcp,
 		p.InetSockSetState,
 		p.NetDevQueue,
 		p.SchedProcessExec,

@@ -68,6 +68,8 @@ func runHelper(mode, arg string) error {
 			}
 		}
 		return nil
+	case "pod":
+		return podHelper(arg)
 	case "load":
 		// Unprivileged: New must say what is missing.
 		c, err := New(Options{})

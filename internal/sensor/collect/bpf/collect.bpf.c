@@ -373,3 +373,66 @@ int BPF_PROG(net_dev_queue, struct sk_buff *skb)
 	emit_conn(cg, k.family, k.port, IPPROTO_UDP, 0, k.addr, addr4);
 	return 0;
 }
+
+// A socket open in some cgroup, as the iterator below writes it (decoded by
+// decodeSockRecord in sockets.go).
+struct sock_record {
+	__u64 cgroup; /* cgroup v2 id of the task that created the socket */
+	__u16 family;
+	__u16 lport;  /* host byte order */
+	__u16 rport;  /* host byte order */
+	__u8 state;
+	__u8 pad;
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+const struct sock_record *unused_sock __attribute__((unused));
+
+#define TCP_ESTABLISHED 1
+
+// The TCP sockets that existed before a cgroup was tracked: connections and
+// listeners made earlier were never seen by inet_sock_set_state, so a
+// learning window would miss them and a later reconnect would look new.
+// Every listener of the namespace is written (user space tells accepted
+// connections from outbound ones by their local port), and the connected
+// and connecting sockets of tracked cgroups.
+SEC("iter/tcp")
+int existing_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	// Full sockets only: request and time-wait sockets have no cgroup.
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	struct sock *sk = (struct sock *)tp;
+	__u8 state = skc->skc_state;
+	if (state != TCP_LISTEN && state != TCP_ESTABLISHED && state != TCP_SYN_SENT)
+		return 0;
+	__u64 cg = 0;
+	struct cgroup *cgrp = sk->sk_cgrp_data.cgroup;
+	if (cgrp)
+		cg = cgrp->kn->id;
+	if (state != TCP_LISTEN && !is_tracked(cg))
+		return 0;
+	struct sock_record r = {
+		.cgroup = cg,
+		.family = skc->skc_family,
+		.lport = skc->skc_num,
+		.rport = __builtin_bswap16(skc->skc_dport),
+		.state = state,
+	};
+	if (r.family == AF_INET6) {
+		bpf_probe_read_kernel(r.laddr, 16, &skc->skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(r.raddr, 16, &skc->skc_v6_daddr);
+	} else if (r.family == AF_INET) {
+		__builtin_memcpy(r.laddr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(r.raddr, &skc->skc_daddr, 4);
+	} else {
+		return 0;
+	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
