@@ -457,3 +457,40 @@ func TestIsolateSockDiagFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The namespace of a pod's process is held open once found: the process
+// can exit before its namespace is entered (the race made Isolate report
+// "not cut" when it was looked up again by /proc/<pid>/ns/net).
+func TestNetnsOutlivesItsProcess(t *testing.T) {
+	requireKernel(t)
+	pod := newCgroup(t, "netns-exit")
+	h := startHelperFlags(t, pod, unix.CLONE_NEWNET, "netns-pod")
+	waitFor(t, "the pod's connection", func() bool { _, ok := h.has("held-ok"); return ok })
+	nss, err := cgroupNetns(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeNetns(nss)
+	if len(nss) != 1 {
+		t.Fatalf("found %d namespaces, want the pod's one", len(nss))
+	}
+	_ = h.cmd.Process.Kill()
+	<-h.done
+	var inode uint64
+	err = inNetns(nss[0], func() error {
+		var st unix.Stat_t
+		err := unix.Stat("/proc/thread-self/ns/net", &st)
+		inode = st.Ino
+		return err
+	})
+	if err != nil {
+		t.Fatalf("entering the namespace after its process exited: %v", err)
+	}
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		t.Fatal(err)
+	}
+	if inode == self.Ino {
+		t.Error("ran in the test's own namespace, not the pod's")
+	}
+}
