@@ -8,6 +8,11 @@
 BENCH_PODS ?= 2000
 BENCH_THREATS ?= 200
 BENCH_TIMEOUT ?= 30m
+# Score → packets dropped: pods isolated at once, kwok nodes (one sensor
+# process each), ms between each pod's probe datagrams.
+BENCH_DROP_PODS ?= 200
+BENCH_DROP_NODES ?= 4
+BENCH_DROP_INTERVAL_MS ?= 5
 
 ##@ Load
 
@@ -19,3 +24,8 @@ bench: kube-binaries kwok build ## Time to isolate and to contain p50/p99 vs the
 	go test -run '^$$' -bench CachedPodBytes -benchtime 3x ./internal/podcache/
 	@echo ">> detector: ns per event on one core (internal/behavior benchmarks)"
 	GOMAXPROCS=1 go test -run '^$$' -bench . -benchmem -benchtime 1s ./internal/behavior/
+
+.PHONY: bench-drop
+bench-drop: kube-binaries kwok build ## (root, BPF) Score → packets dropped p50/p99, 1 pod and BENCH_DROP_PODS at once: real processes in kwok pods' cgroups, one `bulkhead sensor` per kwok node, and where the time goes.
+	BENCH_DROP_PODS=$(BENCH_DROP_PODS) BENCH_DROP_NODES=$(BENCH_DROP_NODES) BENCH_DROP_INTERVAL_MS=$(BENCH_DROP_INTERVAL_MS) \
+	  go test -tags bench ./test/bench/ -run '^TestBenchDrop$$' -count=1 -v -timeout $(BENCH_TIMEOUT)

@@ -110,6 +110,7 @@ type desired struct {
 // sync applies the difference between the API state and what is enforced.
 func (e *enforcement) sync(ctx context.Context) {
 	a := e.a
+	start := a.now()
 	var list corev1.PodList
 	if err := a.cache.List(ctx, &list, client.HasLabels{securityv1alpha1.QuarantineLabel}); err != nil {
 		a.log.Error(err, "listing quarantined pods")
@@ -145,7 +146,7 @@ func (e *enforcement) sync(ctx context.Context) {
 		}
 		want[string(p.UID)] = d
 	}
-	changed := e.apply(ctx, want)
+	changed := e.apply(ctx, want, start)
 	if changed {
 		a.sender.Kick()
 	}
@@ -173,8 +174,9 @@ func (e *enforcement) drop(uid string) {
 }
 
 // apply isolates wanted pods and releases the others; it reports whether
-// the enforcement state changed.
-func (e *enforcement) apply(ctx context.Context, want map[string]desired) bool {
+// the enforcement state changed. syncStart is when the sync that computed
+// want began (logged, to tell the API reads from Isolate itself).
+func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncStart time.Time) bool {
 	a := e.a
 	now := a.now()
 	changed := false
@@ -232,6 +234,7 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired) bool {
 		if old != nil && old.enforced && old.path == path && sameOptions(old.opts, d.opts) && old.quarantine == d.quarantine {
 			continue
 		}
+		began := a.now()
 		res, err := enf.Isolate(path, d.opts)
 		rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
 			path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
@@ -239,8 +242,11 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired) bool {
 			rec.reason = err.Error()
 			a.log.Error(err, "isolating pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
 		} else {
+			// The two durations tell where the time between the pod event
+			// and the drop went (make bench-drop reads them).
 			a.log.Info("isolated pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name, "quarantine", d.quarantine,
-				"allowDNS", d.opts.AllowDNS, "programs", res.Programs, "socketsDestroyed", res.SocketsDestroyed, "method", res.Method)
+				"allowDNS", d.opts.AllowDNS, "programs", res.Programs, "socketsDestroyed", res.SocketsDestroyed, "method", res.Method,
+				"sinceSyncStartSeconds", began.Sub(syncStart).Seconds(), "isolateSeconds", rec.at.Sub(began).Seconds())
 		}
 		e.put(rec)
 		changed = true

@@ -20,11 +20,13 @@ import (
 
 // BenchmarkSiblingOverhead shows what an isolation costs the pods that are
 // not isolated: this process, in a sibling cgroup B, runs a getppid loop,
-// a TCP connect+send+close loop and a UDP sendto loop on loopback while
-// cgroup A has nothing attached, is isolated (Isolate), or has an empty
-// program on each of Isolate's attach types (which tells the kernel's own
-// hook cost, paid host-wide once any cgroup has such a program, from the
-// enforcer's programs). The states rotate in order over
+// a TCP connect+send+close loop, a UDP sendto loop and a UDP connect loop
+// on loopback while cgroup A has nothing attached, is isolated (Isolate),
+// has an empty program on each of Isolate's attach types (the kernel's own
+// hook cost, paid host-wide once any cgroup has such a program, apart from
+// the enforcer's programs), or has an empty program on each sock_addr
+// attach type earlier versions used (cgroup/connect4/6, sendmsg4/6: what
+// they cost every pod). The states rotate in order over
 // BULKHEAD_BENCH_ROUNDS rounds (default 6). Each state checks that no
 // program is attached to B or effective on it (BPF_F_QUERY_EFFECTIVE, which
 // includes what ancestors pass down). Costs are the loop thread's CPU time
@@ -100,6 +102,7 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 			return err
 		}},
 		{"udp-sendto", 50_000, nil},
+		{"udp-connect", 50_000, nil},
 	}
 	ufd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -107,6 +110,14 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 	}
 	b.Cleanup(func() { unix.Close(ufd) })
 	ops[2].do = func() error { return unix.Sendto(ufd, payload, 0, udpAddr) }
+	// connect(2) on a UDP socket sends nothing; connecting again to the
+	// same address is allowed, so one socket serves every iteration.
+	cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Close(cfd) })
+	ops[3].do = func() error { return unix.Connect(cfd, udpAddr) }
 
 	// measure runs op n times on one OS thread and returns its CPU ns per op.
 	measure := func(name string, n int, do func() error) float64 {
@@ -125,10 +136,11 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 	}
 
 	// States of cgroup A while B's loops run: nothing attached; isolated
-	// by Isolate; and, to tell the kernel's hook from the enforcer's
-	// programs, an empty program (returns "allow") on each of Isolate's
-	// attach types.
-	states := []string{"none", "A-isolated", "A-empty-programs"}
+	// by Isolate; to tell the kernel's hook from the enforcer's programs,
+	// an empty program (returns "allow") on each of Isolate's attach types;
+	// and, for what earlier versions cost, an empty program on each
+	// sock_addr attach type they used (cgroup/connect4/6, sendmsg4/6).
+	states := []string{"none", "A-isolated", "A-empty-skb", "A-empty-sockaddr"}
 	enter := func(state string) (leave func()) {
 		switch state {
 		case "A-isolated":
@@ -144,8 +156,10 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-		case "A-empty-programs":
-			return attachEmpty(b, isolated)
+		case "A-empty-skb":
+			return attachEmpty(b, isolated, programs)
+		case "A-empty-sockaddr":
+			return attachEmpty(b, isolated, legacyPrograms)
 		}
 		if ids := attached(b, isolated); len(ids) != 0 {
 			b.Fatalf("no isolation, yet cgroup A has programs %v", ids)
@@ -205,10 +219,10 @@ func BenchmarkSiblingOverhead(b *testing.B) {
 }
 
 // attachEmpty attaches a program that allows everything to the cgroup at
-// path on each of Isolate's attach types and returns what detaches them.
-func attachEmpty(b *testing.B, path string) (detach func()) {
+// path on the attach type of each of progs and returns what detaches them.
+func attachEmpty(b *testing.B, path string, progs []program) (detach func()) {
 	b.Helper()
-	links := make([]link.Link, 0, len(programs))
+	links := make([]link.Link, 0, len(progs))
 	detach = func() {
 		for _, l := range links {
 			if err := l.Close(); err != nil {
@@ -216,7 +230,7 @@ func attachEmpty(b *testing.B, path string) (detach func()) {
 			}
 		}
 	}
-	for _, p := range programs {
+	for _, p := range progs {
 		typ := ebpf.CGroupSockAddr
 		if strings.HasPrefix(p.section, "cgroup_skb/") {
 			typ = ebpf.CGroupSKB
@@ -254,7 +268,7 @@ func effective(b *testing.B, path string) []ebpf.ProgramID {
 	}
 	defer f.Close()
 	var ids []ebpf.ProgramID
-	for _, p := range programs {
+	for _, p := range append(slices.Clone(programs), legacyPrograms...) {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach, QueryFlags: unix.BPF_F_QUERY_EFFECTIVE})
 		if err != nil {
 			b.Fatalf("query effective programs of %s: %v", path, err)

@@ -31,6 +31,7 @@ func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, o Options, res *Re
 		res.Reason = fmt.Sprintf("find the cgroup's network namespaces: %v", err)
 		return
 	}
+	defer closeNetns(nss)
 	var reasons []string
 	if e.iterErr == nil {
 		n, err := e.destroyByIterator(cgid, o, nss)
@@ -55,7 +56,7 @@ func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, o Options, res *Re
 
 // destroyByIterator points the iterators at the cgroup and runs them in
 // every namespace. The caller holds e.mu, so runs do not interleave.
-func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []string) (int, error) {
+func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []netns) (int, error) {
 	its := e.iters
 	if err := its.Target.Put(uint32(0), cgid); err != nil {
 		return 0, fmt.Errorf("set iterator target: %w", err)
@@ -74,7 +75,7 @@ func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []string) (int,
 			err := inNetns(ns, func() (err error) { r, err = it.Open(); return err })
 			if err != nil {
 				it.Close()
-				return total, fmt.Errorf("open iterator in %s: %w", ns, err)
+				return total, fmt.Errorf("open iterator in %s: %w", ns.name, err)
 			}
 			n, err := readDestroyed(r)
 			r.Close()
@@ -111,12 +112,27 @@ func readDestroyed(r io.Reader) (int, error) {
 	return destroyed, failed
 }
 
-// cgroupNetns returns /proc/<pid>/ns/net of one process per distinct network
-// namespace among the processes of the cgroup and its descendants; the
-// calling process's own namespace when the cgroup has none.
-func cgroupNetns(cgroupPath string) ([]string, error) {
+// netns is a network namespace held open, so it can be entered even after
+// the process it was found through has exited.
+type netns struct {
+	name string // /proc/<pid>/ns/net at the time it was opened
+	f    *os.File
+}
+
+func closeNetns(nss []netns) {
+	for _, ns := range nss {
+		ns.f.Close()
+	}
+}
+
+// cgroupNetns opens the network namespace of one process per distinct
+// namespace among the processes of the cgroup and its descendants (the
+// calling process's own when the cgroup has none). A process that exits
+// meanwhile is skipped; a namespace already open stays enterable. The
+// caller closes them (closeNetns).
+func cgroupNetns(cgroupPath string) ([]netns, error) {
 	seen := map[uint64]bool{}
-	var out []string
+	var out []netns
 	err := filepath.WalkDir(cgroupPath, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -138,34 +154,42 @@ func cgroupNetns(cgroupPath string) ([]string, error) {
 			if err != nil {
 				continue
 			}
-			ns := fmt.Sprintf("/proc/%d/ns/net", pid)
-			var st unix.Stat_t
-			if err := unix.Stat(ns, &st); err != nil {
+			name := fmt.Sprintf("/proc/%d/ns/net", pid)
+			nsf, err := os.Open(name)
+			if err != nil {
 				continue // exited, or a kernel thread
 			}
-			if !seen[st.Ino] {
-				seen[st.Ino] = true
-				out = append(out, ns)
+			var st unix.Stat_t
+			if err := unix.Fstat(int(nsf.Fd()), &st); err != nil || seen[st.Ino] {
+				nsf.Close()
+				continue
 			}
+			seen[st.Ino] = true
+			out = append(out, netns{name: name, f: nsf})
 		}
 		return nil
 	})
 	if err != nil {
+		closeNetns(out)
 		return nil, err
 	}
 	if len(out) == 0 {
-		out = append(out, "/proc/self/ns/net")
+		nsf, err := os.Open("/proc/self/ns/net")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, netns{name: "/proc/self/ns/net", f: nsf})
 	}
 	return out, nil
 }
 
 // inNetns runs fn on a thread switched into the network namespace ns.
-func inNetns(ns string, fn func() error) error {
+func inNetns(ns netns, fn func() error) error {
 	var cur, target unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &cur); err != nil {
 		return err
 	}
-	if err := unix.Stat(ns, &target); err != nil {
+	if err := unix.Fstat(int(ns.f.Fd()), &target); err != nil {
 		return err
 	}
 	if cur.Ino == target.Ino && cur.Dev == target.Dev {
@@ -178,15 +202,9 @@ func inNetns(ns string, fn func() error) error {
 		return err
 	}
 	defer orig.Close()
-	nsf, err := os.Open(ns)
-	if err != nil {
+	if err := unix.Setns(int(ns.f.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return err
-	}
-	defer nsf.Close()
-	if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %s (needs CAP_SYS_ADMIN): %w", ns, err)
+		return fmt.Errorf("enter network namespace %s (needs CAP_SYS_ADMIN): %w", ns.name, err)
 	}
 	ferr := fn()
 	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {

@@ -1,8 +1,10 @@
 // Package enforce isolates one pod's cgroup in the kernel, independently of
-// the CNI: cgroup BPF programs drop the cgroup's packets both ways and refuse
-// its new connections and datagrams (except DNS to allowed endpoints), and a
-// socket iterator destroys its established sockets so a live connection is
-// cut at once. Every attachment is a bpf_link pinned under a bpffs directory,
+// the CNI: cgroup_skb programs drop the cgroup's packets both ways (except
+// DNS to allowed endpoints), so its datagrams are refused with EPERM and its
+// new connections never complete, and a socket iterator destroys its
+// established sockets so a live connection is cut at once. No sock_addr
+// program (cgroup/connect*, cgroup/sendmsg*) is used: once one is attached
+// anywhere, every UDP send and connect on the host pays for it. Every attachment is a bpf_link pinned under a bpffs directory,
 // so a sensor restart or crash keeps the pod isolated, and a restarted sensor
 // rebuilds its view from the pins alone.
 //
@@ -26,6 +28,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -102,6 +105,12 @@ func (p program) pinName() string { return pinName(p.section) }
 var programs = []program{
 	{"egress", "cgroup_skb/egress", ebpf.AttachCGroupInetEgress},
 	{"ingress", "cgroup_skb/ingress", ebpf.AttachCGroupInetIngress},
+}
+
+// legacyPrograms are the sock_addr programs earlier versions attached and
+// pinned. Their links are detached wherever they are found (Isolate,
+// Release, Reconcile), so an upgraded sensor stops costing the whole host.
+var legacyPrograms = []program{
 	{"connect4", "cgroup/connect4", ebpf.AttachCGroupInet4Connect},
 	{"connect6", "cgroup/connect6", ebpf.AttachCGroupInet6Connect},
 	{"sendmsg4", "cgroup/sendmsg4", ebpf.AttachCGroupUDP4Sendmsg},
@@ -270,7 +279,7 @@ func (e *Enforcer) loadIterators() (*iterators, error) {
 }
 
 // queryAttached returns the IDs of the programs attached to the cgroup at
-// path for Isolate's attach types (for tests and diagnostics; the kernel
+// path for Isolate's attach types and the legacy ones (for tests and diagnostics; the kernel
 // reports no link IDs for cgroup attachments).
 func queryAttached(path string) ([]ebpf.ProgramID, error) {
 	f, err := os.Open(path)
@@ -279,7 +288,7 @@ func queryAttached(path string) ([]ebpf.ProgramID, error) {
 	}
 	defer f.Close()
 	var ids []ebpf.ProgramID
-	for _, p := range programs {
+	for _, p := range append(slices.Clone(programs), legacyPrograms...) {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: p.attach})
 		if err != nil {
 			return nil, err

@@ -28,14 +28,10 @@ const (
 	enforceMapCounters    = "counters"
 	enforceMapIterAllow   = "iter_allow"
 	enforceMapIterTarget  = "iter_target"
-	enforceProgConnect4   = "connect4"
-	enforceProgConnect6   = "connect6"
 	enforceProgDestroyTcp = "destroy_tcp"
 	enforceProgDestroyUdp = "destroy_udp"
 	enforceProgEgress     = "egress"
 	enforceProgIngress    = "ingress"
-	enforceProgSendmsg4   = "sendmsg4"
-	enforceProgSendmsg6   = "sendmsg6"
 )
 
 // loadEnforce returns the embedded CollectionSpec for enforce.
@@ -80,14 +76,10 @@ type enforceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforceProgramSpecs struct {
-	Connect4   *ebpf.ProgramSpec `ebpf:"connect4"`
-	Connect6   *ebpf.ProgramSpec `ebpf:"connect6"`
 	DestroyTcp *ebpf.ProgramSpec `ebpf:"destroy_tcp"`
 	DestroyUdp *ebpf.ProgramSpec `ebpf:"destroy_udp"`
 	Egress     *ebpf.ProgramSpec `ebpf:"egress"`
 	Ingress    *ebpf.ProgramSpec `ebpf:"ingress"`
-	Sendmsg4   *ebpf.ProgramSpec `ebpf:"sendmsg4"`
-	Sendmsg6   *ebpf.ProgramSpec `ebpf:"sendmsg6"`
 }
 
 // enforceMapSpecs contains maps before they are loaded into the kernel.
@@ -151,26 +143,18 @@ type enforceVariables struct {
 //
 // It can be passed to loadEnforceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcePrograms struct {
-	Connect4   *ebpf.Program `ebpf:"connect4"`
-	Connect6   *ebpf.Program `ebpf:"connect6"`
 	DestroyTcp *ebpf.Program `ebpf:"destroy_tcp"`
 	DestroyUdp *ebpf.Program `ebpf:"destroy_udp"`
 	Egress     *ebpf.Program `ebpf:"egress"`
 	Ingress    *ebpf.Program `ebpf:"ingress"`
-	Sendmsg4   *ebpf.Program `ebpf:"sendmsg4"`
-	Sendmsg6   *ebpf.Program `ebpf:"sendmsg6"`
 }
 
 func (p *enforcePrograms) Close() error {
 	return _EnforceClose(
-		p.Connect4,
-		p.Connect6,
 		p.DestroyTcp,
 		p.DestroyUdp,
 		p.Egress,
 		p.Ingress,
-		p.Sendmsg4,
-		p.Sendmsg6,
 	)
 }
 

@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -115,8 +116,10 @@ func (env *isolatedEnv) blocked(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	before := env.srv.get("pod")
 	errsBefore := env.podC.count("connect-error")
-	waitFor(t, "DNS datagrams to keep passing and connects to keep failing", func() bool {
-		return env.srv.get("pod").dns >= before.dns+10 && env.podC.count("connect-error") >= errsBefore+5
+	udpErrsBefore := env.podC.count("udp-error")
+	waitFor(t, "DNS datagrams to keep passing, connects and datagrams to keep failing", func() bool {
+		return env.srv.get("pod").dns >= before.dns+10 && env.podC.count("connect-error") >= errsBefore+5 &&
+			env.podC.count("udp-error") >= udpErrsBefore+5
 	})
 	after := env.srv.get("pod")
 	if after.conns != before.conns {
@@ -128,8 +131,14 @@ func (env *isolatedEnv) blocked(t *testing.T) {
 	if after.held != before.held {
 		t.Errorf("isolated pod's held connection carried %d bytes", after.held-before.held)
 	}
-	if l := env.podC.last("connect-error"); !strings.Contains(l, "operation not permitted") {
-		t.Errorf("connect failed with %q, want EPERM from cgroup/connect4", l)
+	// The egress drop refuses a datagram in sendto(2) itself.
+	if l := env.podC.last("udp-error"); !strings.Contains(l, "operation not permitted") {
+		t.Errorf("sendto failed with %q, want EPERM from the cgroup_skb egress drop", l)
+	}
+	// A connect's SYNs are dropped: it never completes, and the client's
+	// 200ms dial timeout ends it.
+	if l := env.podC.last("connect-error"); !strings.Contains(l, "timeout") {
+		t.Errorf("connect failed with %q, want the dial to time out", l)
 	}
 }
 
@@ -223,6 +232,75 @@ func testIsolateRealPackets(t *testing.T, family string) {
 	}
 	if err := e.Release(env.pod); err != nil {
 		t.Errorf("second Release: %v", err)
+	}
+}
+
+// Isolate attaches no sock_addr program (cgroup/connect4/6,
+// cgroup/sendmsg4/6): once one is attached to any cgroup, every UDP
+// sendto(2) and connect(2) on the host takes the socket lock to run the
+// sender's (empty) program list (BenchmarkSiblingOverhead measured UDP
+// connect +24%), so only cgroup_skb programs, which the kernel skips for
+// sockets of cgroups without one, may be used.
+func TestIsolateAttachesNoSockAddrHook(t *testing.T) {
+	pinDir := requireKernel(t)
+	e := newEnforcer(t, pinDir)
+	pod := newCgroup(t, "nosockaddr")
+	if _, err := e.Isolate(pod, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Release(pod) })
+	for _, p := range legacyPrograms {
+		if ids := attachedFor(t, pod, p.attach); len(ids) != 0 {
+			t.Errorf("%s programs %v attached to the isolated pod", p.section, ids)
+		}
+	}
+	for _, p := range programs {
+		if !strings.HasPrefix(p.section, "cgroup_skb/") {
+			t.Errorf("Isolate attaches %s, not a cgroup_skb program", p.section)
+		}
+		if ids := attachedFor(t, pod, p.attach); len(ids) != 1 {
+			t.Errorf("%s: %d programs attached, want 1", p.section, len(ids))
+		}
+	}
+}
+
+// An isolation pinned by an earlier version carries sock_addr links: an
+// upgraded sensor's Reconcile re-applies it without them, keeping the pod
+// isolated, and Release removes everything.
+func TestReconcileDropsLegacySockAddrLinks(t *testing.T) {
+	env := setup(t)
+	if _, err := env.e.Isolate(env.pod, env.opts); err != nil {
+		t.Fatal(err)
+	}
+	cgid := env.cgid(t, env.pod)
+	pinLegacyLinks(t, env.pod, filepath.Join(env.pinDir, fmt.Sprint(cgid)))
+	if n := len(attached(t, env.pod)); n != len(programs)+len(legacyPrograms) {
+		t.Fatalf("%d programs attached after pinning the legacy links, want %d", n, len(programs)+len(legacyPrograms))
+	}
+	isos, err := env.e.List()
+	if err != nil || len(isos) != 1 || isos[0].Complete {
+		t.Fatalf("List = %+v, %v; want one incomplete isolation", isos, err)
+	}
+	applied, released, err := env.e.Reconcile(map[string]Options{env.pod: env.opts})
+	if err != nil || !slices.Equal(applied, []string{env.pod}) || len(released) != 0 {
+		t.Fatalf("Reconcile = %v, %v, %v; want the pod re-applied", applied, released, err)
+	}
+	for _, p := range legacyPrograms {
+		if ids := attachedFor(t, env.pod, p.attach); len(ids) != 0 {
+			t.Errorf("%s still attached after Reconcile: %v", p.section, ids)
+		}
+	}
+	env.blocked(t)
+	// Pinned again, Release detaches them with the rest.
+	pinLegacyLinks(t, env.pod, filepath.Join(env.pinDir, fmt.Sprint(cgid)))
+	if err := env.e.Release(env.pod); err != nil {
+		t.Fatal(err)
+	}
+	if ids := attached(t, env.pod); len(ids) != 0 {
+		t.Errorf("programs left after Release: %v", ids)
+	}
+	if p := pins(t, env.pinDir); len(p) != 0 {
+		t.Errorf("pins left after Release: %v", p)
 	}
 }
 
@@ -377,5 +455,42 @@ func TestIsolateSockDiagFallback(t *testing.T) {
 	}
 	if err := env.e.Release(env.pod); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The namespace of a pod's process is held open once found: the process
+// can exit before its namespace is entered (the race made Isolate report
+// "not cut" when it was looked up again by /proc/<pid>/ns/net).
+func TestNetnsOutlivesItsProcess(t *testing.T) {
+	requireKernel(t)
+	pod := newCgroup(t, "netns-exit")
+	h := startHelperFlags(t, pod, unix.CLONE_NEWNET, "netns-pod")
+	waitFor(t, "the pod's connection", func() bool { _, ok := h.has("held-ok"); return ok })
+	nss, err := cgroupNetns(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeNetns(nss)
+	if len(nss) != 1 {
+		t.Fatalf("found %d namespaces, want the pod's one", len(nss))
+	}
+	_ = h.cmd.Process.Kill()
+	<-h.done
+	var inode uint64
+	err = inNetns(nss[0], func() error {
+		var st unix.Stat_t
+		err := unix.Stat("/proc/thread-self/ns/net", &st)
+		inode = st.Ino
+		return err
+	})
+	if err != nil {
+		t.Fatalf("entering the namespace after its process exited: %v", err)
+	}
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		t.Fatal(err)
+	}
+	if inode == self.Ino {
+		t.Error("ran in the test's own namespace, not the pod's")
 	}
 }

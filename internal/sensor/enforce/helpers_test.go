@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -218,6 +219,52 @@ func attached(tb testing.TB, path string) []ebpf.ProgramID {
 		tb.Fatalf("query programs of %s: %v", path, err)
 	}
 	return ids
+}
+
+// attachedFor returns the IDs of the programs attached to cgroup path for
+// one attach type.
+func attachedFor(tb testing.TB, path string, typ ebpf.AttachType) []ebpf.ProgramID {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: typ})
+	if err != nil {
+		tb.Fatalf("query %v programs of %s: %v", typ, path, err)
+	}
+	var ids []ebpf.ProgramID
+	for _, p := range res.Programs {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// pinLegacyLinks attaches a program that allows everything to cgroup path
+// on each legacy sock_addr attach type and pins its link in dir, as an
+// earlier version's isolation left them.
+func pinLegacyLinks(tb testing.TB, path, dir string) {
+	tb.Helper()
+	for _, p := range legacyPrograms {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.CGroupSockAddr, AttachType: p.attach, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+		})
+		if err != nil {
+			tb.Fatalf("load %s: %v", p.section, err)
+		}
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: path, Attach: p.attach, Program: prog})
+		prog.Close()
+		if err != nil {
+			tb.Fatalf("attach %s: %v", p.section, err)
+		}
+		err = l.Pin(filepath.Join(dir, p.pinName()))
+		l.Close()
+		if err != nil {
+			tb.Fatalf("pin %s: %v", p.section, err)
+		}
+	}
 }
 
 // pinnedLinks returns the IDs of the programs of the links pinned for

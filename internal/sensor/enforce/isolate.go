@@ -110,6 +110,11 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 		res.Programs = append(res.Programs, p.section)
 	}
 	e.step("attached")
+	// An isolation made by an earlier version: its sock_addr links go
+	// once the cgroup_skb ones are in place.
+	if err := e.unpinLinks(dir, legacyPrograms); err != nil {
+		return res, err
+	}
 
 	e.cutSockets(cgroupPath, cgid, o, &res)
 	e.step("cut")
@@ -247,17 +252,11 @@ func (e *Enforcer) Release(cgroupPath string) error {
 	return nil
 }
 
-// release removes one isolation: links first (each unpinned link is
-// detached), then maps, then the intent, then the directory. A crash in
-// between leaves a directory that List shows and Reconcile finishes.
-func (e *Enforcer) release(cgid uint64) error {
-	dir := e.dir(cgid)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	removeTemps(dir)
+// unpinLinks detaches and unpins the links of progs pinned in dir; a
+// program without a pin is skipped.
+func (e *Enforcer) unpinLinks(dir string, progs []program) error {
 	var errs []error
-	for _, p := range programs {
+	for _, p := range progs {
 		path := filepath.Join(dir, p.pinName())
 		l, err := link.LoadPinnedLink(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
@@ -275,8 +274,20 @@ func (e *Enforcer) release(cgid uint64) error {
 		}
 		e.step("unpin " + p.section)
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// release removes one isolation: links first (each unpinned link is
+// detached), then maps, then the intent, then the directory. A crash in
+// between leaves a directory that List shows and Reconcile finishes.
+func (e *Enforcer) release(cgid uint64) error {
+	dir := e.dir(cgid)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	removeTemps(dir)
+	if err := e.unpinLinks(dir, append(slices.Clone(programs), legacyPrograms...)); err != nil {
+		return err
 	}
 	for _, name := range []string{allowPin, countersPin, metaPin} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -315,12 +326,18 @@ func (e *Enforcer) list() ([]Isolation, error) {
 		if err == nil {
 			iso.Path, iso.Options = in.Path, in.Options
 		}
-		for _, p := range programs {
+		legacy := 0
+		for i, p := range append(slices.Clone(programs), legacyPrograms...) {
 			if _, err := os.Stat(filepath.Join(dir, p.pinName())); err == nil {
 				iso.Programs = append(iso.Programs, p.section)
+				if i >= len(programs) {
+					legacy++
+				}
 			}
 		}
-		iso.Complete = err == nil && in.Done && len(iso.Programs) == len(programs)
+		// Legacy links make it incomplete, so Reconcile re-applies it
+		// without them.
+		iso.Complete = err == nil && in.Done && legacy == 0 && len(iso.Programs) == len(programs)
 		out = append(out, iso)
 	}
 	return out, nil
@@ -383,7 +400,8 @@ func (e *Enforcer) Reconcile(want map[string]Options) (applied, released []strin
 }
 
 // Drops returns how many packets the isolation of cgroup cgid dropped
-// (both directions) and how many connects and datagrams it refused.
+// (both directions; slots 2 and 3 hold what earlier versions' sock_addr
+// programs refused).
 func (e *Enforcer) Drops(cgroupID uint64) (uint64, error) {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(e.dir(cgroupID), countersPin), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {

@@ -60,7 +60,7 @@ const (
 )
 
 // destroyBySockDiag destroys the cgroup's sockets in every namespace.
-func destroyBySockDiag(cgroupPath string, o Options, nss []string) (int, error) {
+func destroyBySockDiag(cgroupPath string, o Options, nss []netns) (int, error) {
 	ids := map[uint64]bool{}
 	err := filepath.WalkDir(cgroupPath, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {

@@ -1,0 +1,380 @@
+//go:build bench
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/bulkhead-dev/bulkhead/test/framework"
+	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
+	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework/nodekit"
+)
+
+// TestBenchDrop measures score → packets dropped: from the POST of the
+// score that completes a policy's condition (sustain 1, action Isolate) to
+// the first datagram of the pod's own process that the kernel refuses. The
+// pods are kwok pods on the local control plane; each has a kubelet-style
+// cgroup on this host with a real process in it (dropprobe) sending a UDP
+// datagram every BENCH_DROP_INTERVAL_MS; one real `bulkhead sensor` process
+// per kwok node watches its node's pods and Quarantines and enforces with
+// cgroup BPF programs, and the manager runs as a process under its
+// ServiceAccount. Single pods first, one at a time on the idle cluster,
+// then BENCH_DROP_PODS at once across the nodes. Where the time goes comes
+// from the bench's watches (Quarantine created, pod label persisted) and
+// the sensors' logs (sync start, Isolate start and duration). Run with
+// `make bench-drop` (root, BPF).
+func TestBenchDrop(t *testing.T) {
+	if err := nodekit.Available(); err != nil {
+		t.Skipf("score → packets dropped needs real cgroups and BPF: %v", err)
+	}
+	ctrllog.SetLogger(logr.Discard())
+	nodes := framework.EnvInt("BENCH_DROP_NODES", 4)
+	many := framework.EnvInt("BENCH_DROP_PODS", 200)
+	interval := time.Duration(framework.EnvInt("BENCH_DROP_INTERVAL_MS", 5)) * time.Millisecond
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	first := len(report)
+
+	logf("starting a local cluster with %d kwok nodes", nodes)
+	env, err := kit.Start(ctx, nodes, logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	mgr, err := env.StartManager("manager", "--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Stop(10 * time.Second)
+
+	dir, err := os.MkdirTemp("", "bulkhead-bench-drop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if !t.Failed() {
+			_ = os.RemoveAll(dir)
+		} else {
+			logf("kept logs in %s", dir)
+		}
+	}()
+	nk, err := nodekit.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := nk.Close(); err != nil {
+			t.Errorf("cleaning up the host: %v", err)
+		}
+		if p := nk.Pins(); len(p) != 0 {
+			t.Errorf("pins left: %v", p)
+		}
+	}()
+	probe := filepath.Join(dir, "bin", "dropprobe")
+	build := exec.CommandContext(ctx, "go", "build", "-o", probe, "./test/bench/testdata/dropprobe")
+	build.Dir = framework.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build dropprobe: %v\n%s", err, out)
+	}
+
+	sensors := map[string]*nodekit.Sensor{}
+	for _, node := range env.Cluster.Nodes {
+		id, err := nk.MintSensorIdentity(ctx, env.Cluster.Config, env.Install.Namespace, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ports [2]int
+		for i := range ports {
+			if ports[i], err = localcluster.FreePort(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := nk.StartSensor(nodekit.SensorOptions{
+			Binary: mgr.Binary, Node: node, IngestURL: mgr.Ingest.URL, ManagerNamespace: env.Install.Namespace,
+			LearningWindow: time.Hour, Identity: id, Heartbeat: 30 * time.Second,
+			Health: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+			// Log times to the nanosecond: the report reads them.
+			Args: []string{"--zap-time-encoding=rfc3339nano"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sensors[node] = s
+	}
+	for node, s := range sensors {
+		deadline := time.Now().Add(90 * time.Second)
+		for err := s.Ready(ctx); err != nil; err = s.Ready(ctx) {
+			if time.Now().After(deadline) {
+				t.Fatalf("sensor on %s not ready: %v\n%s", node, err, s.Log(4096))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, _, err := sink.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	const ns = "drop"
+	if err := env.Namespace(ns, map[string]string{"load": "drop"}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := env.CreateWorkloads(ns, "d", "svc", singles+many, 1, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, env, ns, singles+many)
+	list, err := env.Fast.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]corev1.Pod{}
+	for _, p := range list.Items {
+		byName[p.Name] = p
+	}
+	owner := map[string]string{}
+	logs := map[string]string{} // pod -> its probe's log
+	for _, w := range ws {
+		pod := w.Pods[0]
+		owner[w.Name] = pod
+		c, err := nk.Container(byName[pod])
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := c.Start("probe", probe, "-udp", sink.LocalAddr().String(), "-interval", interval.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[pod] = p.LogPath
+	}
+	probeTimes := func(pod string) (ok, dropped time.Time) {
+		b, _ := os.ReadFile(logs[pod])
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				continue
+			}
+			ns, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				continue
+			}
+			switch f[0] {
+			case "ok":
+				ok = time.Unix(0, ns)
+			case "dropped":
+				dropped = time.Unix(0, ns)
+			}
+		}
+		return ok, dropped
+	}
+	pods := make([]string, len(ws))
+	for i, w := range ws {
+		pods[i] = w.Pods[0]
+	}
+	waitProbes := func(what string, ps []string, limit time.Duration, done func(ok, dropped time.Time) bool) {
+		deadline := time.Now().Add(limit)
+		for {
+			n := 0
+			for _, p := range ps {
+				if done(probeTimes(p)) {
+					n++
+				}
+			}
+			if n == len(ps) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of %d probes after %s", what, n, len(ps), limit)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitProbes("probes sending", pods, time.Minute, func(ok, _ time.Time) bool { return !ok.IsZero() })
+	if err := env.Apply(kit.Policy("drop", "drop", "svc", 1, 10000, `[{type: Isolate}]`).YAML()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	for _, p := range pods {
+		if _, d := probeTimes(p); !d.IsZero() {
+			t.Fatalf("pod %s dropped before any score", p)
+		}
+	}
+	add("score → packets dropped: local control plane (kube-apiserver %s), %d kwok nodes, one `bulkhead sensor` process per node (%s), the manager as a process; %d+%d pods each with a real process in its kubelet-style cgroup sending a UDP datagram every %s; policy sustain=1, action Isolate; load average %s",
+		kubeVersion(env), nodes, mgr.Binary, singles, many, interval, loadavg())
+
+	w := startWatch(t, env, ns, owner, time.Duration(120+many)*time.Second)
+	post := func(pod string) {
+		code, msg, err := mgr.Ingest.PostScores(ctx, framework.Score{Namespace: ns, Pod: pod, Detector: kit.Detector, Score: 0.95, Reason: "bench: condition complete"})
+		if err != nil || code != 202 {
+			t.Errorf("post %s: %d %s %v", pod, code, msg, err)
+		}
+	}
+	starts := map[string]time.Time{}
+	for _, p := range pods[:singles] {
+		time.Sleep(time.Second)
+		starts[p] = time.Now()
+		post(p)
+		waitProbes("single pod "+p+" dropped", []string{p}, 30*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
+	}
+	dropReport(t, w, "1 pod at a time (idle cluster)", pods[:singles], starts, probeTimes, sensors, "p99 <= 250ms")
+
+	time.Sleep(2 * time.Second)
+	starts = map[string]time.Time{}
+	var mu sync.Mutex
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range pods[singles:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			now := time.Now()
+			mu.Lock()
+			starts[p] = now
+			mu.Unlock()
+			post(p)
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	waitProbes(fmt.Sprintf("%d pods dropped", many), pods[singles:], time.Duration(60+many/2)*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
+	dropReport(t, w, fmt.Sprintf("%d pods at once across %d nodes", many, nodes), pods[singles:], starts, probeTimes, sensors, "p99 <= 1s")
+	add("load average at the end: %s", loadavg())
+
+	fmt.Println()
+	fmt.Println("==== Bulkhead score → packets dropped report ====")
+	for _, l := range report[first:] {
+		fmt.Println(l)
+	}
+}
+
+// sensorIsolation is one "isolated pod in the kernel" log line: when the
+// sync that saw the pod began, when Isolate began and how long it took.
+type sensorIsolation struct {
+	syncStart, isolateStart, isolateEnd time.Time
+}
+
+// sensorLogs reads the isolations from the sensors' JSON logs, by pod name
+// (the first isolation of each).
+func sensorLogs(t *testing.T, sensors map[string]*nodekit.Sensor) map[string]sensorIsolation {
+	out := map[string]sensorIsolation{}
+	for _, s := range sensors {
+		f, err := os.Open(s.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var l struct {
+				Msg      string  `json:"msg"`
+				TS       time.Time `json:"ts"`
+				Pod      string  `json:"pod"`
+				SinceS   float64 `json:"sinceSyncStartSeconds"`
+				IsolateS float64 `json:"isolateSeconds"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "isolated pod in the kernel" {
+				continue
+			}
+			_, pod, _ := strings.Cut(l.Pod, "/")
+			if _, ok := out[pod]; ok {
+				continue
+			}
+			end := l.TS
+			start := end.Add(-seconds(l.IsolateS))
+			out[pod] = sensorIsolation{syncStart: start.Add(-seconds(l.SinceS)), isolateStart: start, isolateEnd: end}
+		}
+		_ = f.Close()
+	}
+	return out
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// dropReport adds score → dropped p50/p99 and its parts for pods.
+func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map[string]time.Time,
+	probeTimes func(string) (time.Time, time.Time), sensors map[string]*nodekit.Sensor, goal string) {
+	iso := sensorLogs(t, sensors)
+	var total, created, label, toSync, syncToIsolate, isolate, toDrop timings
+	var first, last time.Time
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range pods {
+		s := starts[p]
+		_, d := probeTimes(p)
+		if d.IsZero() {
+			continue
+		}
+		total.lat = append(total.lat, d.Sub(s))
+		if first.IsZero() || s.Before(first) {
+			first = s
+		}
+		last = later(last, d)
+		if c, ok := w.created[p]; ok {
+			created.lat = append(created.lat, c.Sub(s))
+		}
+		l, ok := w.lbl[p]
+		if ok {
+			label.lat = append(label.lat, l.Sub(s))
+		}
+		if si, ok2 := iso[p]; ok2 {
+			if ok {
+				toSync.lat = append(toSync.lat, si.syncStart.Sub(l))
+			}
+			syncToIsolate.lat = append(syncToIsolate.lat, si.isolateStart.Sub(si.syncStart))
+			isolate.lat = append(isolate.lat, si.isolateEnd.Sub(si.isolateStart))
+			toDrop.lat = append(toDrop.lat, d.Sub(si.isolateEnd))
+		}
+	}
+	for _, tm := range []*timings{&total, &created, &label, &toSync, &syncToIsolate, &isolate, &toDrop} {
+		slices.Sort(tm.lat)
+	}
+	total.span = last.Sub(first)
+	summarize("score → packets dropped", what+" (goal "+goal+")", total)
+	summarize("  score → Quarantine created (manager)", what, created)
+	summarize("  score → pod label persisted (manager: Quarantine, NetworkPolicy, label)", what, label)
+	summarize("  label persisted → sensor sync start (watch, queued syncs)", what, toSync)
+	summarize("  sensor sync start → Isolate start (API reads of the sync)", what, syncToIsolate)
+	summarize("  Isolate() (attach, pin, cut sockets)", what, isolate)
+	summarize("  Isolate done → first refused datagram (≤ probe interval + scheduling)", what, toDrop)
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
