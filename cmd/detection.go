@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -28,17 +29,18 @@ import (
 
 // detectionFlags configure signal ingestion and the detection pipeline.
 type detectionFlags struct {
-	bindAddress, tokenFile, certFile, keyFile, clientCAFile string
-	insecure                                                bool
-	maxBody                                                 int64
-	ratePerCredential                                       float64
-	burst, maxPods                                          int
-	scoreTTL, replayWindow                                  time.Duration
+	bindAddress, tokenFile, credentialsSecret, certFile, keyFile, clientCAFile string
+	insecure                                                                   bool
+	maxBody                                                                    int64
+	ratePerCredential, ratePerAddress                                          float64
+	burst, maxPods, maxConns, maxConnsPerAddress                               int
+	scoreTTL, replayWindow                                                     time.Duration
 }
 
 func (f *detectionFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.bindAddress, "ingest-bind-address", ":8444", "Address signal ingestion listens on (HTTPS unless --ingest-insecure).")
-	fs.StringVar(&f.tokenFile, "ingest-token-file", "", "Credentials file: one bearer token (or cert:<common name>) a line, with optional name=, detectors= and namespaces= bindings; re-read when it changes.")
+	fs.StringVar(&f.tokenFile, "ingest-token-file", "", "Credentials file: one bearer token (or cert:<common name>) a line with detectors=a,b and optional name=, namespaces= and train=true; re-read when it changes. Adds to --ingest-credentials-secret.")
+	fs.StringVar(&f.credentialsSecret, "ingest-credentials-secret", ingest.DefaultCredentialsSecret, "Secret in the manager namespace whose key \""+ingest.CredentialsSecretKey+"\" holds ingest credentials (the file's format); watched, so changes apply without restart. Empty: none.")
 	fs.StringVar(&f.certFile, "ingest-tls-cert-file", "", "Serving certificate for ingestion (reloaded on change); absent: a self-signed one is generated at start.")
 	fs.StringVar(&f.keyFile, "ingest-tls-key-file", "", "Private key of --ingest-tls-cert-file.")
 	fs.StringVar(&f.clientCAFile, "ingest-client-ca-file", "", "CA bundle that enables client-certificate authentication for ingestion.")
@@ -46,6 +48,9 @@ func (f *detectionFlags) bind(fs *flag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "ingest-max-body-bytes", ingest.DefaultMaxBodyBytes, "Largest request body ingestion accepts (413 beyond).")
 	fs.Float64Var(&f.ratePerCredential, "ingest-rate", ingest.DefaultRate, "Requests per second each ingestion credential may make (429 beyond).")
 	fs.IntVar(&f.burst, "ingest-burst", ingest.DefaultBurst, "Burst of requests each ingestion credential may make.")
+	fs.Float64Var(&f.ratePerAddress, "ingest-rate-per-address", ingest.DefaultAddressRate, "Requests per second each client address (IPv6: /64) may make, checked before authentication (429 beyond, burst twice that); negative disables.")
+	fs.IntVar(&f.maxConns, "ingest-max-connections", ingest.DefaultMaxConns, "Open ingestion connections at most; more are closed at once. Negative: no cap.")
+	fs.IntVar(&f.maxConnsPerAddress, "ingest-max-connections-per-address", ingest.DefaultMaxConnsPerAddress, "Open ingestion connections per client address at most. Negative: no cap.")
 	fs.DurationVar(&f.replayWindow, "ingest-replay-window", ingest.DefaultReplayWindow, "How long an accepted id is remembered so a replay is refused (409); at most 100000 ids are kept.")
 	fs.DurationVar(&f.scoreTTL, "score-ttl", detection.DefaultTTL, "How long a detector's score for a pod stays fresh.")
 	fs.IntVar(&f.maxPods, "score-max-pods", 100_000, "Pods the score store holds at most (least recently scored dropped first).")
@@ -96,6 +101,7 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 	}
 	d := &detectionParts{Registry: detection.NewRegistry(), Triggers: detection.NewTriggers()}
 	d.Evaluator = detection.NewEvaluator(store, mgr.GetClient(), assessor, d.Triggers, activity)
+	d.Evaluator.Registry = d.Registry
 	// Scores expire with their pod.
 	if err := mgr.Add(&detection.PodDeletions{Cache: mgr.GetCache(), Evaluator: d.Evaluator}); err != nil {
 		return nil, err
@@ -105,12 +111,18 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 		d.Pipeline.Model = obs
 	}
 
-	auth, err := ingest.NewAuthenticator(f.tokenFile)
+	auth, err := ingest.NewAuthenticator(f.tokenFile, ctrl.Log.WithName("ingest"))
 	if err != nil {
 		return nil, err
 	}
-	if f.tokenFile == "" && f.clientCAFile == "" {
-		ctrl.Log.WithName("setup").Info("ingestion has no credentials: every request will be refused (set --ingest-token-file or --ingest-client-ca-file)")
+	if f.credentialsSecret != "" {
+		cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+		if err != nil {
+			return nil, fmt.Errorf("ingest credentials client: %w", err)
+		}
+		if err := mgr.Add(&ingest.SecretCredentials{Client: cs, Namespace: namespace, Name: f.credentialsSecret, Auth: auth}); err != nil {
+			return nil, err
+		}
 	}
 	// Node sensors authenticate with their projected ServiceAccount token
 	// and may speak only for their own node's pods.
@@ -120,6 +132,7 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 	handler := ingest.NewHandler(ingest.Config{
 		Auth: auth, Detection: d.Pipeline, Pods: mgr.GetClient(),
 		MaxBodyBytes: f.maxBody, Rate: rate.Limit(f.ratePerCredential), Burst: f.burst, ReplayWindow: f.replayWindow,
+		AddressRate: rate.Limit(f.ratePerAddress), AddressBurst: int(2 * max(f.ratePerAddress, 1)),
 		Sensors: &ingest.Sensors{Reviewer: reviewer, Hub: d.Sensors},
 	})
 	// Without a certificate file, serve one signed by the CA the manager
@@ -132,7 +145,8 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 		return ca.Serving(ingestca.DNSNames(namespace))
 	}
 	return d, mgr.Add(&ingest.Server{Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
-		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile, Issue: issue})
+		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile, Issue: issue,
+		MaxConns: f.maxConns, MaxConnsPerAddress: f.maxConnsPerAddress})
 }
 
 // policyFlags configure what policies may do.

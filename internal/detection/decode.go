@@ -27,6 +27,8 @@ const (
 	ReasonMalformed        = "Malformed"
 	ReasonUnsupportedMedia = "UnsupportedMediaType"
 	ReasonOutOfRange       = "OutOfRange"
+	// ReasonForbidden: the input names a detector it may not speak for.
+	ReasonForbidden = "Forbidden"
 )
 
 func errorf(reason string, format string, args ...any) *Error {

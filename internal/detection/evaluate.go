@@ -39,6 +39,8 @@ type Evaluator struct {
 	Exposure *exposure.Assessor
 	Triggers *Triggers
 	Activity Activity
+	// Registry, when set, names the detectors metrics are labelled with.
+	Registry *Registry
 
 	mu sync.Mutex
 	// evals holds each pod's latest evaluation per policy.
@@ -67,13 +69,27 @@ func (e *Evaluator) Record(ctx context.Context, signals []detector.Signal) error
 	for i := range signals {
 		s := &signals[i]
 		e.Store.Put(signals[i : i+1])
-		metrics.Scores.WithLabelValues(s.Detector).Observe(s.Score)
-		metrics.DetectorLastSignal.WithLabelValues(s.Detector).Set(float64(now.Unix()))
+		label := e.metricLabel(s.Detector)
+		metrics.Scores.WithLabelValues(label).Observe(s.Score)
+		metrics.DetectorLastSignal.WithLabelValues(label).Set(float64(now.Unix()))
 		if err := e.evaluate(ctx, s, list.Items, now); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// OtherDetectors labels the metrics of detectors the registry does not
+// hold; not a DNS label, so no detector can be named so.
+const OtherDetectors = "_other"
+
+// metricLabel is the detector's name when it is registered, else
+// OtherDetectors: metric labels stay as few as the registry's names.
+func (e *Evaluator) metricLabel(name string) string {
+	if e.Registry == nil || e.Registry.Known(name) {
+		return name
+	}
+	return OtherDetectors
 }
 
 func (e *Evaluator) evaluate(ctx context.Context, s *detector.Signal, policies []securityv1alpha1.ThreatPolicy, now time.Time) error {

@@ -48,6 +48,9 @@ func validateScore(s *scoreIn) *Error {
 		return errorf(ReasonMalformed, "namespace and pod are required")
 	case !ValidName(s.Detector):
 		return errorf(ReasonMalformed, "detector %q is not a DNS label", s.Detector)
+	case BuiltinDetectors(BuiltinSources())[s.Detector]:
+		// Built-in detectors speak only through their own formats.
+		return errorf(ReasonForbidden, "detector %q is built in: post its own format (its /v1/<source>), not a score", s.Detector)
 	case s.Score == nil:
 		return errorf(ReasonMalformed, "score is required")
 	case math.IsNaN(*s.Score):

@@ -3,6 +3,9 @@ package detection
 import (
 	"container/list"
 	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,7 +88,30 @@ func (s *Store) put(sig *detector.Signal) {
 	if _, ok := ps.byDet[sig.Detector]; !ok && len(ps.byDet) >= MaxDetectorsPerPod {
 		ps.dropOldest()
 	}
-	ps.byDet[sig.Detector] = detector.Entry{Score: sig.Score, Reason: sig.Reason, Evidence: sig.Evidence, Time: t}
+	ps.byDet[sig.Detector] = detector.Entry{Score: sig.Score, Reason: boundReason(sig.Reason), Evidence: boundEvidence(sig.Evidence), Time: t}
+}
+
+// What one stored score keeps at most: the store holds up to maxPods ×
+// MaxDetectorsPerPod entries, so each must be small.
+const (
+	MaxEvidenceBytes = 8 << 10
+	MaxReasonBytes   = 1 << 10
+)
+
+// boundEvidence keeps evidence up to MaxEvidenceBytes; larger evidence is
+// replaced by a note of its size (a cut JSON document would not parse).
+func boundEvidence(ev json.RawMessage) json.RawMessage {
+	if len(ev) <= MaxEvidenceBytes {
+		return ev
+	}
+	return json.RawMessage(fmt.Sprintf(`{"truncated":true,"bytes":%d}`, len(ev)))
+}
+
+func boundReason(r string) string {
+	if len(r) <= MaxReasonBytes {
+		return r
+	}
+	return strings.ToValidUTF8(r[:MaxReasonBytes], "")
 }
 
 // MaxDetectorsPerPod bounds the detectors kept per pod: external names are

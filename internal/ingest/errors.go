@@ -23,7 +23,7 @@ func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Rea
 const (
 	ReasonMalformed        = detection.ReasonMalformed
 	ReasonUnauthorized     = "Unauthorized"
-	ReasonForbidden        = "Forbidden"
+	ReasonForbidden        = detection.ReasonForbidden
 	ReasonReplayed         = "Replayed"
 	ReasonTooLarge         = "TooLarge"
 	ReasonUnsupportedMedia = detection.ReasonUnsupportedMedia
@@ -33,21 +33,27 @@ const (
 	ReasonMethod           = "MethodNotAllowed"
 	ReasonUnavailable      = "Unavailable"
 	ReasonInternal         = "Internal"
+	// Refused before a route reads the request.
+	ReasonRateLimitedAddress = "RateLimitedAddress"
+	ReasonNotFound           = "NotFound"
+	ReasonTooManyConnections = "TooManyConnections"
 )
 
 var reasonStatus = map[string]int{
-	ReasonMalformed:        http.StatusBadRequest,
-	ReasonUnauthorized:     http.StatusUnauthorized,
-	ReasonForbidden:        http.StatusForbidden,
-	ReasonReplayed:         http.StatusConflict,
-	ReasonTooLarge:         http.StatusRequestEntityTooLarge,
-	ReasonUnsupportedMedia: http.StatusUnsupportedMediaType,
-	ReasonOutOfRange:       http.StatusUnprocessableEntity,
-	ReasonUnknownPod:       http.StatusUnprocessableEntity,
-	ReasonRateLimited:      http.StatusTooManyRequests,
-	ReasonMethod:           http.StatusMethodNotAllowed,
-	ReasonUnavailable:      http.StatusServiceUnavailable,
-	ReasonInternal:         http.StatusInternalServerError,
+	ReasonMalformed:          http.StatusBadRequest,
+	ReasonUnauthorized:       http.StatusUnauthorized,
+	ReasonForbidden:          http.StatusForbidden,
+	ReasonReplayed:           http.StatusConflict,
+	ReasonTooLarge:           http.StatusRequestEntityTooLarge,
+	ReasonUnsupportedMedia:   http.StatusUnsupportedMediaType,
+	ReasonOutOfRange:         http.StatusUnprocessableEntity,
+	ReasonUnknownPod:         http.StatusUnprocessableEntity,
+	ReasonRateLimited:        http.StatusTooManyRequests,
+	ReasonMethod:             http.StatusMethodNotAllowed,
+	ReasonUnavailable:        http.StatusServiceUnavailable,
+	ReasonInternal:           http.StatusInternalServerError,
+	ReasonRateLimitedAddress: http.StatusTooManyRequests,
+	ReasonNotFound:           http.StatusNotFound,
 }
 
 func errorf(reason string, format string, args ...any) *Error {

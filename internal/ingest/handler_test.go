@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,11 +31,11 @@ var (
 )
 
 const testCredentials = `
-# unbound: any non-built-in detector, any namespace
-ext-token name=ext
+# any namespace
+ext-token name=ext detectors=my-model,falco # may name a built-in detector, yet not post it as a score
 falco-token name=falco detectors=falco
 web-token name=web detectors=my-model namespaces=web
-sensor-token name=sensor detectors=behavior,tetragon,alertmanager
+sensor-token name=sensor detectors=behavior,tetragon,alertmanager train=true
 cert:falco-client name=falco-cert detectors=falco
 `
 
@@ -78,6 +79,8 @@ func (o *observer) ObserveBehavior(_ context.Context, evs []detector.BehaviorEve
 }
 
 type fixture struct {
+	// remote is the client address of the requests (httptest's default when empty).
+	remote   string
 	h        *Handler
 	sink     *recordingSink
 	obs      *observer
@@ -90,7 +93,7 @@ func newFixture(t testing.TB, cfg Config, withBehavior bool) *fixture {
 	if err := os.WriteFile(path, []byte(testCredentials), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	auth, err := NewAuthenticator(path)
+	auth, err := NewAuthenticator(path, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +145,9 @@ func (f *fixture) post(t testing.TB, r req) (int, Error, int) {
 		r.contentType = "application/json"
 	}
 	hr.Header.Set("Content-Type", r.contentType)
+	if f.remote != "" {
+		hr.RemoteAddr = f.remote
+	}
 	if r.token != "" {
 		hr.Header.Set("Authorization", "Bearer "+r.token)
 	}
@@ -221,7 +227,7 @@ func TestBadInputsAreRefusedAndChangeNothing(t *testing.T) {
 		{"falco without priority", req{path: "/v1/falco", token: "falco-token", body: `{"rule":"r","output_fields":{"k8s.ns.name":"web","k8s.pod.name":"shop-1"}}`}, 400, ptr(0)},
 		{"falco bad time", req{path: "/v1/falco", token: "falco-token", body: `{"rule":"r","priority":"Critical","time":"yesterday","output_fields":{"k8s.ns.name":"web","k8s.pod.name":"shop-1"}}`}, 400, ptr(0)},
 		{"falco unknown pod", req{path: "/v1/falco", token: "falco-token", body: `{"rule":"r","priority":"Critical","output_fields":{"k8s.ns.name":"web","k8s.pod.name":"ghost"}}`}, 422, ptr(0)},
-		{"falco with an external token", req{path: "/v1/falco", token: "ext-token", body: string(sample(t, "docs-channels-critical-terminal-shell.json"))}, 403, ptr(0)},
+		{"falco with an external token", req{path: "/v1/falco", token: "web-token", body: string(sample(t, "docs-channels-critical-terminal-shell.json"))}, 403, ptr(0)},
 		{"alertmanager version 3", req{path: "/v1/alertmanager", token: "sensor-token", body: `{"version":"3","alerts":[]}`}, 400, nil},
 		{"alertmanager score label not a number", req{path: "/v1/alertmanager", token: "sensor-token", body: `{"version":"4","alerts":[{"status":"firing","labels":{"namespace":"web","pod":"shop-1","bulkhead_score":"high"}}]}`}, 400, ptr(0)},
 		{"alertmanager score label NaN", req{path: "/v1/alertmanager", token: "sensor-token", body: `{"version":"4","alerts":[{"status":"firing","labels":{"namespace":"web","pod":"shop-1","bulkhead_score":"NaN"}}]}`}, 400, ptr(0)},
@@ -334,7 +340,7 @@ func TestTokenRotationWithoutRestart(t *testing.T) {
 	if code, _ := f.do(t, req{path: "/v1/scores", token: "ext-token", body: body}); code != 202 {
 		t.Fatalf("before rotation: %d", code)
 	}
-	if err := os.WriteFile(f.credPath, []byte("rotated-token name=ext\n"), 0o600); err != nil {
+	if err := os.WriteFile(f.credPath, []byte("rotated-token name=ext detectors=my-model\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f.h.cfg.Auth.mu.Lock()
@@ -346,20 +352,23 @@ func TestTokenRotationWithoutRestart(t *testing.T) {
 	if code, _ := f.do(t, req{path: "/v1/scores", token: "rotated-token", body: body}); code != 202 {
 		t.Errorf("new token: %d", code)
 	}
-	// A broken file keeps the last good credentials.
+	// A broken file no longer keeps the removed token (it asserted the
+	// opposite before issue 14): its good lines are in force, the rest is
+	// reported (TestFailedReloadRevokesRemovedTokens).
 	if err := os.WriteFile(f.credPath, []byte("tok bad-field\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f.h.cfg.Auth.mu.Lock()
 	f.h.cfg.Auth.checked = f.h.cfg.Auth.checked.Add(-2e9)
 	f.h.cfg.Auth.mu.Unlock()
-	if code, _ := f.do(t, req{path: "/v1/scores", token: "rotated-token", body: body}); code != 202 || f.h.cfg.Auth.LoadError() == nil {
+	if code, _ := f.do(t, req{path: "/v1/scores", token: "rotated-token", body: body}); code != 401 || f.h.cfg.Auth.LoadError() == nil {
 		t.Errorf("broken file: %d, load error %v", code, f.h.cfg.Auth.LoadError())
 	}
 }
 
 func TestParseCredentials(t *testing.T) {
-	for _, bad := range []string{"tok detectors", "tok colour=red", "tok detectors="} {
+	for _, bad := range []string{"tok detectors", "tok colour=red", "tok detectors=", "tok name=a", "tok detectors=Bad_Name", "tok detectors=a train=maybe",
+		"a detectors=x name=same\nb detectors=y name=same"} {
 		if _, err := ParseCredentials([]byte(bad)); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

@@ -31,6 +31,27 @@ type Server struct {
 	// (signed by the CA the manager keeps and publishes for sensors);
 	// otherwise a self-signed one is generated.
 	Issue func(ctx context.Context) (tls.Certificate, error)
+	// MaxConns and MaxConnsPerAddress cap open connections (0: defaults;
+	// negative: no cap). MaxHeaderBytes caps request headers (431 beyond).
+	MaxConns, MaxConnsPerAddress, MaxHeaderBytes int
+}
+
+// Defaults of Server's caps: ingestion sees few clients (detectors and one
+// sensor per node), each with a few connections and small headers.
+const (
+	DefaultMaxConns           = 1024
+	DefaultMaxConnsPerAddress = 64
+	DefaultMaxHeaderBytes     = 16 << 10
+)
+
+func orDefault(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // NeedLeaderElection: scores live in the leader's memory, where policies
@@ -48,8 +69,12 @@ func (s *Server) Start(ctx context.Context) error {
 
 // Serve serves on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+	// Unauthenticated clients can open connections and send headers: both
+	// are capped and timed, so they cannot hold the manager's memory.
+	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
+	ln = LimitConnections(ln, orDefault(s.MaxConns, DefaultMaxConns), orDefault(s.MaxConnsPerAddress, DefaultMaxConnsPerAddress))
 	if !s.Insecure {
 		cfg, err := s.TLSConfig(ctx)
 		if err != nil {

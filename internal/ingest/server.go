@@ -42,6 +42,10 @@ const (
 	DefaultBurst        = 100
 	DefaultReplayWindow = time.Hour
 	DefaultReplayMax    = 100_000
+	// Per client address, before authentication: a generous multiple of
+	// one credential's rate, so only floods are refused.
+	DefaultAddressRate  = 200
+	DefaultAddressBurst = 400
 )
 
 // Config wires the handler to the rest of the manager.
@@ -56,8 +60,12 @@ type Config struct {
 
 	MaxBodyBytes int64
 	// Rate and Burst limit requests per credential.
-	Rate         rate.Limit
-	Burst        int
+	Rate  rate.Limit
+	Burst int
+	// AddressRate and AddressBurst limit requests per client address (an
+	// IPv6 /64), checked before authentication; a negative rate disables.
+	AddressRate  rate.Limit
+	AddressBurst int
 	ReplayWindow time.Duration
 	ReplayMax    int
 
@@ -77,6 +85,8 @@ type Handler struct {
 	replay *replayGuard
 	// builtin are the detectors the sources speak for.
 	builtin map[string]bool
+
+	addresses *addressLimiter
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -99,11 +109,20 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.ReplayMax <= 0 {
 		cfg.ReplayMax = DefaultReplayMax
 	}
+	if cfg.AddressRate == 0 {
+		cfg.AddressRate = DefaultAddressRate
+	}
+	if cfg.AddressBurst <= 0 {
+		cfg.AddressBurst = DefaultAddressBurst
+	}
 	if cfg.Sources == nil {
 		cfg.Sources = detection.BuiltinSources()
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), replay: newReplayGuard(cfg.ReplayWindow, cfg.ReplayMax),
 		builtin: detection.BuiltinDetectors(cfg.Sources), limiters: map[string]*rate.Limiter{}}
+	if cfg.AddressRate > 0 {
+		h.addresses = newAddressLimiter(cfg.AddressRate, cfg.AddressBurst, maxAddresses)
+	}
 	for _, src := range cfg.Sources {
 		h.route(src)
 	}
@@ -113,7 +132,21 @@ func NewHandler(cfg Config) *Handler {
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP limits each client address before anything else is read, then
+// routes; unknown paths are counted too.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.addresses != nil && !h.addresses.allow(r.RemoteAddr) {
+		metrics.IngestRefused.WithLabelValues(ReasonRateLimitedAddress).Inc()
+		writeJSON(w, http.StatusTooManyRequests, errorf(ReasonRateLimitedAddress, "too many requests from this address"))
+		return
+	}
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		metrics.IngestRefused.WithLabelValues(ReasonNotFound).Inc()
+		writeJSON(w, http.StatusNotFound, errorf(ReasonNotFound, "no such path; POST /v1/<source>"))
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
 
 // route registers POST /v1/<source>.
 func (h *Handler) route(src detection.Source) {
@@ -147,7 +180,7 @@ func (h *Handler) serve(r *http.Request, src detection.Source) (int, int, *Error
 	if cred == nil {
 		return 0, 0, errorf(ReasonUnauthorized, "no or bad credential")
 	}
-	if !h.limiter(cred.Name).Allow() {
+	if !h.limiter(cred.ID()).Allow() {
 		return 0, 0, errorf(ReasonRateLimited, "credential %s is over %v requests/s", cred.Name, h.cfg.Rate)
 	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
@@ -178,7 +211,8 @@ func (h *Handler) serve(r *http.Request, src detection.Source) (int, int, *Error
 	keys := make([]string, n)
 	for i := range b.Items {
 		if b.Items[i].ID != "" {
-			keys[i] = b.Items[i].Detector + "\x00" + b.Items[i].ID
+			// Bound to the credential: one cannot spend another's ids.
+			keys[i] = cred.ID() + "\x00" + b.Items[i].Detector + "\x00" + b.Items[i].ID
 		}
 	}
 	if i, ok := h.replay.reserve(keys); !ok {
@@ -209,8 +243,11 @@ func (h *Handler) accept(ctx context.Context, b detection.Batch) (int, int, *Err
 func (h *Handler) check(ctx context.Context, cred *Credential, items []detection.Item) *Error {
 	for i := range items {
 		it := &items[i]
-		if !cred.Allows(it.Detector, it.Namespace(), h.builtin[it.Detector]) {
+		if !cred.Allows(it.Detector, it.Namespace()) {
 			return errorf(ReasonForbidden, "credential %s may not post for detector %q in namespace %q", cred.Name, it.Detector, it.Namespace()).at(i)
+		}
+		if it.Behavior != nil && !cred.Train {
+			return errorf(ReasonForbidden, "credential %s may not send training input for the behaviour baselines (needs train=true)", cred.Name).at(i)
 		}
 	}
 	// Pods repeat within a batch; look each up once.

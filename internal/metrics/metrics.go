@@ -63,6 +63,20 @@ var (
 		Help: "Ingested signals by source (scores, falco, cloudevents, tetragon, alertmanager, syscalls) and outcome (accepted, or the reason for rejection).",
 	}, []string{"source", "outcome"})
 
+	// IngestCredentialErrors is the number of bad entries (or 1 for an
+	// unreadable source) in the last load of each credentials origin.
+	IngestCredentialErrors = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "bulkhead_ingest_credential_errors",
+		Help: "Problems in the last load of the ingest credentials, by origin (file, secret); their entries are refused, the rest are in force.",
+	}, []string{"origin"})
+
+	// IngestRefused counts what ingestion refused before a route read it:
+	// per-address rate limit, connection caps, unknown paths.
+	IngestRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_ingest_refused_total",
+		Help: "Ingestion requests or connections refused before authentication, by reason (RateLimitedAddress, TooManyConnections, NotFound).",
+	}, []string{"reason"})
+
 	// DetectorLatency measures time spent scoring one event in a detector.
 	DetectorLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "bulkhead_detector_latency_seconds",
@@ -126,6 +140,6 @@ func init() {
 		IngestedEvents, DetectorLatency, DetectorLastSignal, PolicyBudgetExhausted,
 		IsolationIneffective, NotificationsTotal, NodesWithoutBehaviorCoverage,
 		SensorLastHeartbeat, SensorBPFReady, SensorReportsRejected, SensorDroppedScores,
-		ActionForbidden, AdmissionGuardMissing,
+		ActionForbidden, AdmissionGuardMissing, IngestCredentialErrors, IngestRefused,
 	)
 }

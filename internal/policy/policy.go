@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
 )
@@ -89,9 +90,34 @@ func MinFreshWeight(p *securityv1alpha1.ThreatPolicy) int64 {
 
 // Corroborated reports whether r may reach destructive actions: two
 // detectors are fresh, or the fresh ones carry minFreshWeight percent of
-// the policy's weight.
+// the policy's weight; and a detector whose input a tenant can forge is
+// not the only fresh one, whatever its weight.
 func Corroborated(p *securityv1alpha1.ThreatPolicy, r scoring.Result) bool {
+	if onlyForgeable(r) {
+		return false
+	}
 	return r.Detectors >= 2 || (r.TotalWeight > 0 && r.FreshWeight*100 >= MinFreshWeight(p)*r.TotalWeight)
+}
+
+// Forgeable says whether a tenant can forge a detector's input about its own
+// pods: Alertmanager's alerts carry the namespace and pod labels of the
+// metrics they fired on, and a tenant's ServiceMonitor with honorLabels
+// (or a pushed metric) chooses those labels.
+func Forgeable(det string) bool { return det == detector.Alertmanager }
+
+// onlyForgeable reports whether every fresh detector in r is Forgeable.
+func onlyForgeable(r scoring.Result) bool {
+	n := 0
+	for _, c := range r.Breakdown {
+		if c.Weight <= 0 { // exposure, not a detector
+			continue
+		}
+		if !Forgeable(c.Source) {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // Allowed drops destructive actions from a ladder's actions unless the

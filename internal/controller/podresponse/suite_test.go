@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -106,8 +107,8 @@ func run(m *testing.M) int {
 	dir, _ := os.MkdirTemp("", "bulkhead-ingest")
 	defer func() { _ = os.RemoveAll(dir) }()
 	tokens := filepath.Join(dir, "tokens")
-	_ = os.WriteFile(tokens, []byte(token+" name=suite detectors=falco,tetragon,alertmanager,behavior,my-model,other-model\n"), 0o600)
-	auth, err := ingest.NewAuthenticator(tokens)
+	_ = os.WriteFile(tokens, []byte(token+" name=suite detectors=falco,tetragon,alertmanager,behavior,my-model,other-model train=true\n"), 0o600)
+	auth, err := ingest.NewAuthenticator(tokens, logr.Discard())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
