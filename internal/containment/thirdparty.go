@@ -2,7 +2,10 @@ package containment
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,7 +49,30 @@ func (f denyFlavor) name(q *securityv1alpha1.Quarantine) string {
 	if f.namespaced {
 		return NetworkPolicyName(q.Name)
 	}
-	return "bulkhead-" + q.Namespace + "-" + q.Name
+	return ClusterDenyName(q.Namespace, q.Name)
+}
+
+// ClusterDenyName names a Quarantine's cluster-scoped deny: a readable
+// prefix and a hash of namespace/name, so team/a-x and team-a/x (the same
+// "bulkhead-team-a-x" under the old naming) get different names. At most
+// 58 characters, lowercase alphanumerics and '-'.
+func ClusterDenyName(namespace, quarantine string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + quarantine))
+	prefix := strings.ReplaceAll(namespace+"-"+quarantine, ".", "-")
+	if len(prefix) > 32 {
+		prefix = prefix[:32]
+	}
+	return "bulkhead-" + strings.TrimRight(prefix, "-") + "-" + hex.EncodeToString(sum[:8])
+}
+
+// ownedBy reports whether an object carries Bulkhead's labels for q: only
+// then may it be overwritten or deleted for q.
+func ownedBy(u *unstructured.Unstructured, q *securityv1alpha1.Quarantine, namespaced bool) bool {
+	want := ManagedLabels(q.Name)
+	if !namespaced {
+		want[QuarantineNamespaceLabel] = q.Namespace
+	}
+	return hasLabels(u.GetLabels(), want)
 }
 
 func (e *Engine) served(gvk schema.GroupVersionKind) (bool, error) {
@@ -83,6 +109,14 @@ func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv
 		have := &unstructured.Unstructured{}
 		have.SetGroupVersionKind(f.gvk)
 		err = e.Reader.Get(ctx, client.ObjectKeyFromObject(want), have)
+		if err == nil && !f.namespaced && !ownedBy(have, s.Q, false) {
+			// Never force over a cluster-wide object that is not ours for
+			// this Quarantine. (A namespaced one named bulkhead-<name> in the
+			// contained namespace is overwritten: squatting it must not let
+			// a tenant keep its pod's traffic flowing.)
+			return changed, fmt.Errorf("%s %s exists and is not Bulkhead's for Quarantine %s/%s: not overwriting it",
+				f.gvk.Kind, have.GetName(), s.Q.Namespace, s.Q.Name)
+		}
 		if err == nil && equality.Semantic.DeepEqual(have.Object["spec"], want.Object["spec"]) && hasLabels(have.GetLabels(), want.GetLabels()) {
 			continue
 		}
@@ -119,27 +153,48 @@ func (e *Engine) deleteThirdPartyDeny(ctx context.Context, s *Scope) (bool, erro
 	}
 	changed := false
 	for _, f := range flavors {
-		have := &unstructured.Unstructured{}
-		have.SetGroupVersionKind(f.gvk)
-		key := client.ObjectKey{Name: f.name(s.Q)}
-		if f.namespaced {
-			key.Namespace = s.Q.Namespace
+		objs, err := e.denyObjects(ctx, f, s.Q)
+		if err != nil {
+			return changed, err
 		}
-		if err := e.Reader.Get(ctx, key, have); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
+		for _, have := range objs {
+			if err := ignoreNotFound(e.Client.Delete(ctx, have)); err != nil {
+				return changed, err
 			}
-			return changed, err
+			changed = true
 		}
-		if have.GetLabels()[securityv1alpha1.ManagedByLabel] != securityv1alpha1.ManagedByValue {
-			continue
-		}
-		if err := ignoreNotFound(e.Client.Delete(ctx, have)); err != nil {
-			return changed, err
-		}
-		changed = true
 	}
 	return changed, nil
+}
+
+// denyObjects are q's deny objects of one flavor, only those carrying
+// Bulkhead's labels for q. Cluster-scoped ones are found by label, which
+// also finds those created under the old names (bulkhead-<ns>-<name>).
+func (e *Engine) denyObjects(ctx context.Context, f denyFlavor, q *securityv1alpha1.Quarantine) ([]*unstructured.Unstructured, error) {
+	if f.namespaced {
+		have := &unstructured.Unstructured{}
+		have.SetGroupVersionKind(f.gvk)
+		err := e.Reader.Get(ctx, client.ObjectKey{Namespace: q.Namespace, Name: f.name(q)}, have)
+		if apierrors.IsNotFound(err) || (err == nil && !ownedBy(have, q, true)) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []*unstructured.Unstructured{have}, nil
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(f.gvk.GroupVersion().WithKind(f.gvk.Kind + "List"))
+	want := ManagedLabels(q.Name)
+	want[QuarantineNamespaceLabel] = q.Namespace
+	if err := e.Reader.List(ctx, list, client.MatchingLabels(want)); err != nil {
+		return nil, err
+	}
+	out := make([]*unstructured.Unstructured, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, &list.Items[i])
+	}
+	return out, nil
 }
 
 func quarantineMatch(s *Scope) map[string]any {

@@ -67,7 +67,7 @@ func TestIsolateApplyTwiceAndRelease(t *testing.T) {
 	for _, fl := range containment.DenyFlavors {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(fl.GVK())
-		key := client.ObjectKey{Name: "bulkhead-" + f.ns + "-shop-a"}
+		key := client.ObjectKey{Name: containment.ClusterDenyName(f.ns, "shop-a")}
 		if fl.Namespaced() {
 			key = client.ObjectKey{Namespace: f.ns, Name: "bulkhead-shop-a"}
 		}

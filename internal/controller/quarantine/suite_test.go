@@ -263,8 +263,13 @@ func must(t *testing.T, err error) {
 
 func newFixture(t *testing.T, replicas int32) *fixture {
 	t.Helper()
-	n := nsCounter.Add(1)
-	f := &fixture{ns: fmt.Sprintf("shop-%d", n), node: fmt.Sprintf("node-%d", n)}
+	return newFixtureIn(t, fmt.Sprintf("shop-%d", nsCounter.Add(1)), replicas)
+}
+
+// newFixtureIn is newFixture in a namespace of the caller's choosing.
+func newFixtureIn(t *testing.T, namespace string, replicas int32) *fixture {
+	t.Helper()
+	f := &fixture{ns: namespace, node: "node-" + namespace}
 	must(t, direct.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}))
 	must(t, direct.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: f.node}}))
 	labels := map[string]string{"app": "shop"}
