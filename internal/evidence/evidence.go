@@ -10,9 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,10 +28,6 @@ const MaxInStatus = 16 << 10
 
 // Redacted replaces every secret value in evidence.
 const Redacted = "REDACTED"
-
-// secretArg matches arguments that carry a secret: --password=x, --token x,
-// api_key=x and the like.
-var secretArg = regexp.MustCompile(`(?i)(pass(word|wd)?|secret|token|api[-_]?key|credential|auth)`)
 
 // Document is the full evidence; status holds it or its digest.
 type Document struct {
@@ -158,64 +152,6 @@ func cutArgs(spec *corev1.PodSpec) {
 		c := &spec.EphemeralContainers[i].EphemeralContainerCommon
 		c.Args, c.Command = cut(c.Args), cut(c.Command)
 	}
-}
-
-// RedactPodSpec returns a copy with env values and secret-like arguments
-// replaced. References (secretKeyRef, configMapKeyRef) are kept: they name a
-// source, not the secret itself.
-func RedactPodSpec(in *corev1.PodSpec) *corev1.PodSpec {
-	spec := in.DeepCopy()
-	redact := func(cs []corev1.Container) {
-		for i := range cs {
-			for j := range cs[i].Env {
-				if cs[i].Env[j].Value != "" {
-					cs[i].Env[j].Value = Redacted
-				}
-			}
-			cs[i].Args = RedactArgs(cs[i].Args)
-			cs[i].Command = RedactArgs(cs[i].Command)
-		}
-	}
-	redact(spec.InitContainers)
-	redact(spec.Containers)
-	for i := range spec.EphemeralContainers {
-		c := &spec.EphemeralContainers[i].EphemeralContainerCommon
-		for j := range c.Env {
-			if c.Env[j].Value != "" {
-				c.Env[j].Value = Redacted
-			}
-		}
-		c.Args, c.Command = RedactArgs(c.Args), RedactArgs(c.Command)
-	}
-	return spec
-}
-
-// RedactArgs hides the value of secret-like flags, both --flag=value and
-// "--flag value".
-func RedactArgs(args []string) []string {
-	if args == nil {
-		return nil
-	}
-	out := make([]string, len(args))
-	next := false
-	for i, a := range args {
-		switch {
-		case next:
-			out[i], next = Redacted, false
-		case strings.Contains(a, "="):
-			k, _, _ := strings.Cut(a, "=")
-			if secretArg.MatchString(k) {
-				out[i] = k + "=" + Redacted
-			} else {
-				out[i] = a
-			}
-		case strings.HasPrefix(a, "-") && secretArg.MatchString(a):
-			out[i], next = a, true
-		default:
-			out[i] = a
-		}
-	}
-	return out
 }
 
 func (d *Document) encode() ([]byte, string, error) {
