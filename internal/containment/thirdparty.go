@@ -131,6 +131,11 @@ func (e *Engine) ensureThirdPartyDeny(ctx context.Context, s *Scope, a securityv
 	return changed, nil
 }
 
+// Object is the flavor's deny object for a Quarantine, as Isolate applies it.
+func (f denyFlavor) Object(q *securityv1alpha1.Quarantine, allowDNS bool) *unstructured.Unstructured {
+	return f.object(&Scope{Q: q}, allowDNS)
+}
+
 func (f denyFlavor) object(s *Scope, allowDNS bool) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{Object: map[string]any{"spec": f.spec(s, allowDNS)}}
 	u.SetGroupVersionKind(f.gvk)
@@ -208,53 +213,96 @@ func anpSubject(s *Scope) map[string]any {
 	}}
 }
 
-func anpDNS() map[string]any {
-	return map[string]any{
-		"name": "bulkhead-allow-dns", "action": "Allow",
-		"to": []any{map[string]any{"pods": map[string]any{
-			"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "kube-system"}},
-			"podSelector":       map[string]any{"matchLabels": map[string]any{"k8s-app": "kube-dns"}},
-		}}},
-		"ports": []any{map[string]any{"portNumber": map[string]any{"protocol": "UDP", "port": int64(53)}}, map[string]any{"portNumber": map[string]any{"protocol": "TCP", "port": int64(53)}}},
-	}
+// dnsPods are the cluster DNS pods, as a network-policy-api pod peer.
+func dnsPods() map[string]any {
+	return map[string]any{"pods": map[string]any{
+		"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "kube-system"}},
+		"podSelector":       map[string]any{"matchLabels": map[string]any{"k8s-app": "kube-dns"}},
+	}}
 }
 
-// anpSpec: priority 0 is evaluated first of all AdminNetworkPolicies.
+// denyAll: ingress from every namespace, egress to every address (networks
+// covers pods too); a DNS exception, when allowed, is listed before it.
+func denyAll(dns map[string]any) (ingress, egress []any) {
+	ingress = []any{map[string]any{"name": "bulkhead-deny", "action": "Deny", "from": []any{map[string]any{"namespaces": map[string]any{}}}}}
+	egress = []any{map[string]any{"name": "bulkhead-deny", "action": "Deny", "to": []any{map[string]any{"networks": []any{"0.0.0.0/0", "::/0"}}}}}
+	if dns != nil {
+		egress = append([]any{dns}, egress...)
+	}
+	return ingress, egress
+}
+
+// anpSpec: priority 0 is evaluated first of all AdminNetworkPolicies
+// (v1alpha1: actions Allow/Deny/Pass, ports as portNumber).
 func anpSpec(s *Scope, allowDNS bool) map[string]any {
-	egress := []any{map[string]any{"name": "bulkhead-deny", "action": "Deny", "to": []any{map[string]any{"networks": []any{"0.0.0.0/0", "::/0"}}}}}
+	var dns map[string]any
 	if allowDNS {
-		egress = append([]any{anpDNS()}, egress...)
+		dns = map[string]any{
+			"name": "bulkhead-allow-dns", "action": "Allow", "to": []any{dnsPods()},
+			"ports": []any{
+				map[string]any{"portNumber": map[string]any{"protocol": "UDP", "port": int64(53)}},
+				map[string]any{"portNumber": map[string]any{"protocol": "TCP", "port": int64(53)}},
+			},
+		}
 	}
-	return map[string]any{
-		"priority": int64(0),
-		"subject":  anpSubject(s),
-		"ingress":  []any{map[string]any{"name": "bulkhead-deny", "action": "Deny", "from": []any{map[string]any{"namespaces": map[string]any{}}}}},
-		"egress":   egress,
-	}
+	ingress, egress := denyAll(dns)
+	return map[string]any{"priority": int64(0), "subject": anpSubject(s), "ingress": ingress, "egress": egress}
 }
 
-// cnpSpec is the v1alpha2 ClusterNetworkPolicy in the Admin tier.
+// cnpSpec is the v1alpha2 ClusterNetworkPolicy at the top of the Admin
+// tier: its actions are Accept/Deny/Pass (there is no Allow) and ports are
+// per protocol.
 func cnpSpec(s *Scope, allowDNS bool) map[string]any {
-	spec := anpSpec(s, allowDNS)
-	spec["tier"] = "Admin"
-	return spec
+	var dns map[string]any
+	if allowDNS {
+		port := map[string]any{"destinationPort": map[string]any{"number": int64(53)}}
+		dns = map[string]any{
+			"name": "bulkhead-accept-dns", "action": "Accept", "to": []any{dnsPods()},
+			"protocols": []any{map[string]any{"udp": port}, map[string]any{"tcp": port}},
+		}
+	}
+	ingress, egress := denyAll(dns)
+	return map[string]any{"tier": "Admin", "priority": int64(0), "subject": anpSubject(s), "ingress": ingress, "egress": egress}
 }
 
-// ciliumSpec denies all ingress; egress is denied outright, or, with DNS
-// allowed, limited to the DNS pods (Cilium deny rules win over allows, so a
-// blanket egress deny would also cut DNS).
+// ciliumNamespace is the label Cilium gives every endpoint's namespace.
+const ciliumNamespace = "k8s:io.kubernetes.pod.namespace"
+
+// ciliumSpec denies all ingress and all egress. Cilium's deny rules win
+// over every allow, so with DNS allowed the egress deny names everything
+// but the DNS pods' port 53 (endpoints outside kube-system, endpoints in it
+// that are not DNS pods, the DNS pods' other ports, and every non-endpoint
+// entity), and a plain allow admits DNS itself.
 func ciliumSpec(s *Scope, allowDNS bool) map[string]any {
 	spec := map[string]any{
 		"endpointSelector": quarantineMatch(s),
 		"ingressDeny":      []any{map[string]any{"fromEntities": []any{"all"}}},
 	}
-	if allowDNS {
-		spec["egress"] = []any{map[string]any{
-			"toEndpoints": []any{map[string]any{"matchLabels": map[string]any{"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}},
-			"toPorts":     []any{map[string]any{"ports": []any{map[string]any{"port": "53", "protocol": "ANY"}}}},
-		}}
-	} else {
+	if !allowDNS {
 		spec["egressDeny"] = []any{map[string]any{"toEntities": []any{"all"}}}
+		return spec
+	}
+	dnsPods := map[string]any{"matchLabels": map[string]any{ciliumNamespace: "kube-system", "k8s-app": "kube-dns"}}
+	spec["egress"] = []any{map[string]any{
+		"toEndpoints": []any{dnsPods},
+		"toPorts":     []any{map[string]any{"ports": []any{map[string]any{"port": "53", "protocol": "ANY"}}}},
+	}}
+	spec["egressDeny"] = []any{
+		map[string]any{"toEntities": []any{"world", "host", "remote-node", "kube-apiserver", "ingress", "init", "health", "unmanaged", "cluster-mesh"}},
+		map[string]any{"toEndpoints": []any{
+			map[string]any{"matchExpressions": []any{map[string]any{"key": ciliumNamespace, "operator": "NotIn", "values": []any{"kube-system"}}}},
+			map[string]any{
+				"matchLabels":      map[string]any{ciliumNamespace: "kube-system"},
+				"matchExpressions": []any{map[string]any{"key": "k8s-app", "operator": "NotIn", "values": []any{"kube-dns"}}},
+			},
+		}},
+		map[string]any{
+			"toEndpoints": []any{dnsPods},
+			"toPorts": []any{map[string]any{"ports": []any{
+				map[string]any{"port": "1", "endPort": int64(52), "protocol": "ANY"},
+				map[string]any{"port": "54", "endPort": int64(65535), "protocol": "ANY"},
+			}}},
+		},
 	}
 	return spec
 }
