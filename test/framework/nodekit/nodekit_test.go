@@ -1,10 +1,14 @@
 package nodekit
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,5 +72,38 @@ func TestContainerProcessAndCleanup(t *testing.T) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(k.PinDir, &st); err == nil && st.Type == 0xcafe4a11 { // BPF_FS_MAGIC
 		t.Fatalf("bpffs still mounted at %s after Close", k.PinDir)
+	}
+}
+
+// Load counts pages served and failures, and Stop ends it.
+func TestLoad(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ld := StartLoad(context.Background(), srv.URL, "/index.html", "/missing")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, fail, last := ld.Stats()
+		if ok >= 2 && fail >= 2 {
+			if last == nil || !strings.Contains(last.Error(), "404") {
+				t.Fatalf("last failure %v, want the 404", last)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %d served, %d failed", ok, fail)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ld.Stop()
+	n := hits.Load()
+	time.Sleep(200 * time.Millisecond)
+	if hits.Load() != n {
+		t.Fatalf("requests after Stop: %d → %d", n, hits.Load())
 	}
 }
