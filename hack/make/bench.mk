@@ -12,7 +12,7 @@ BENCH_TIMEOUT ?= 30m
 # process each), ms between each pod's probe datagrams.
 BENCH_DROP_PODS ?= 200
 BENCH_DROP_NODES ?= 4
-BENCH_DROP_INTERVAL_MS ?= 5
+BENCH_DROP_INTERVAL_MS ?= 50
 
 ##@ Load
 

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/behavior"
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
@@ -38,7 +39,7 @@ type Config struct {
 	FlushInterval     time.Duration // baseline flush (default 1m)
 	RefreshInterval   time.Duration // an unchanged score is re-sent at most this often (default 5m)
 	CollectorRetry    time.Duration // retry of an unavailable collector (default 1m)
-	EnforceResync     time.Duration // re-read of quarantines of isolated pods (default 15s)
+	EnforceResync     time.Duration // recompute of what is enforced, besides pod and Quarantine events (default 15s)
 	ReconcileInterval time.Duration // Enforcer.Reconcile against the API state (default 5m)
 	DNSCacheTTL       time.Duration // cluster DNS endpoints (default 30s)
 
@@ -211,6 +212,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	onPod := func(any) { notify(a.podEvents); notify(a.quarEvents) }
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: onPod, DeleteFunc: onPod, UpdateFunc: func(_, n any) { onPod(n) },
+	}); err != nil {
+		return err
+	}
+	// Quarantines are read from a watch too: a sync then costs no API
+	// request per labelled pod, and a change to a Quarantine (approval,
+	// release, deletion) is enforced at once rather than at the resync.
+	qinf, err := a.cache.GetInformer(ctx, &securityv1alpha1.Quarantine{})
+	if err != nil {
+		return fmt.Errorf("quarantine informer: %w", err)
+	}
+	onQuarantine := func(any) { notify(a.quarEvents) }
+	if _, err := qinf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: onQuarantine, DeleteFunc: onQuarantine, UpdateFunc: func(_, n any) { onQuarantine(n) },
 	}); err != nil {
 		return err
 	}

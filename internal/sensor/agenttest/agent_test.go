@@ -284,6 +284,50 @@ func TestEnforcementFollowsQuarantines(t *testing.T) {
 	})
 }
 
+// A change to a Quarantine alone (approval, release) is enforced at once,
+// from the sensor's watch of Quarantines, not at the next resync: the
+// resync is an hour here.
+func TestQuarantineChangeEnforcedWithoutResync(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "sensor-qwatch")
+	conts := &fakeContainers{}
+	pod := runningPod(t, ns, "shop-1", ns+"-node", "c-qwatch-1", "", nil)
+	conts.add(string(pod.UID), "c-qwatch-1", 0)
+	r := startAgent(t, ns+"-node", newFakeManager(t), conts, func(c *sensor.Config, _ *sensor.Backends) { c.EnforceResync = time.Hour })
+	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
+	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-1"},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target:   securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: "shop-1"},
+			Actions:  []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+			Approved: ptr.To(false),
+		}}
+	if err := env.Client.Create(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	pp := client.MergeFrom(pod.DeepCopy())
+	pod.Labels = map[string]string{securityv1alpha1.QuarantineLabel: q.Name}
+	if err := env.Client.Patch(ctx, pod, pp); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if iso, _, _ := r.enf.state(); len(iso) != 0 {
+		t.Fatalf("isolated %v before approval", iso)
+	}
+	qp := client.MergeFrom(q.DeepCopy())
+	q.Spec.Approved = ptr.To(true)
+	if err := env.Client.Patch(ctx, q, qp); err != nil {
+		t.Fatal(err)
+	}
+	path := "kubepods.slice/kubepods-pod" + string(pod.UID) + ".slice"
+	waitFor(t, "Isolate after the approval alone", func() bool { iso, _, _ := r.enf.state(); _, ok := iso[path]; return ok })
+	qp = client.MergeFrom(q.DeepCopy())
+	q.Spec.Released = ptr.To(true)
+	if err := env.Client.Patch(ctx, q, qp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Release after the release alone", func() bool { iso, _, _ := r.enf.state(); return len(iso) == 0 })
+}
+
 // Two sensors on two nodes learn one workload into one stored baseline;
 // after the window, a node scores against what the other learned, and an
 // attack scores high with the behaviour named.
