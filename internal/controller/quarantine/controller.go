@@ -65,6 +65,9 @@ type QuarantineReconciler struct {
 	// Provenance tells the manager's own Quarantines from hand-made ones
 	// (internal/provenance); nil: every Quarantine counts as hand-made.
 	Provenance *provenance.Keyring
+
+	// served is shared by every pass's Engine (set up in SetupWithManager).
+	served *containment.ServedKinds
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a
@@ -199,6 +202,7 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 8
 	}
+	r.served = &containment.ServedKinds{TTL: servedTTL}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
@@ -210,6 +214,9 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.Complete(r)
 }
+
+// servedTTL is how long the third-party deny kinds served are remembered.
+const servedTTL = 30 * time.Second
 
 // quarantineChanged passes spec changes, deletion, finalizer changes and
 // reconcile requests, not the controller's own status patches.
@@ -266,5 +273,5 @@ func podToQuarantine(_ context.Context, o client.Object) []reconcile.Request {
 }
 
 func (r *QuarantineReconciler) engine() *containment.Engine {
-	return &containment.Engine{Client: r.Client, Reader: r.APIReader, MinSchedulableNodes: r.MinSchedulableNodes, Now: r.Now}
+	return &containment.Engine{Client: r.Client, Reader: r.APIReader, MinSchedulableNodes: r.MinSchedulableNodes, Now: r.Now, Served: r.served}
 }

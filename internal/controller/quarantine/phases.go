@@ -36,6 +36,15 @@ type pass struct {
 	// evidence is the pod as it was, snapshotted before any write and not
 	// yet in status.
 	evidence *snapshot
+	// resolving is the target being read while validateTarget lists its
+	// holders; resolveTarget takes it.
+	resolving chan resolved
+}
+
+// resolved is what Engine.Resolve returned.
+type resolved struct {
+	t   *containment.Target
+	err error
 }
 
 // snapshot is captured evidence waiting to be persisted.
@@ -104,6 +113,13 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.fail(securityv1alpha1.ReasonProtectedNamespace, fmt.Sprintf("namespace %s is protected: Bulkhead never contains workloads there", q.Namespace))
 		return ctrl.Result{}, true, nil
 	}
+	// The target is read meanwhile: both reads are live, and one after the
+	// other they were two round trips ahead of the intent.
+	p.resolving = make(chan resolved, 1)
+	go func() {
+		t, err := p.e.Resolve(ctx, p.q)
+		p.resolving <- resolved{t, err}
+	}()
 	// Only Quarantines naming the same target, selected by the API server
 	// (spec.target.name is a selectable field): listing the namespace made
 	// every new Quarantine cost O(Quarantines) in a burst.
@@ -123,7 +139,14 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // target missing at creation fails the Quarantine; one gone later (scaled
 // away, evicted) leaves it as it is.
 func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	t, err := p.e.Resolve(ctx, p.q)
+	var r resolved
+	if p.resolving != nil {
+		r = <-p.resolving
+		p.resolving = nil
+	} else {
+		r.t, r.err = p.e.Resolve(ctx, p.q)
+	}
+	t, err := r.t, r.err
 	switch {
 	case errors.Is(err, containment.ErrTargetNotFound):
 		if p.q.Status.Target == nil {
