@@ -230,7 +230,7 @@ func TestBench(t *testing.T) {
 	sent := make([]time.Time, len(threatPods))
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
-	prof.saveMetrics(env.Ctx, "before")
+	prof.saveMetrics(env.Ctx, env, "before")
 	profiled := prof.start(env.Ctx, "threats", 10*time.Second, 6*time.Second)
 	for i := range threatPods {
 		wg.Add(1)
@@ -252,7 +252,7 @@ func TestBench(t *testing.T) {
 	}
 	iso, con, qc := w.waitAll(t, starts, true)
 	profiled()
-	prof.saveMetrics(env.Ctx, "after")
+	prof.saveMetrics(env.Ctx, env, "after")
 	summarize("score to Quarantine created (part of the above)", "Bulkhead", qc)
 	summarize("time to isolate", "Bulkhead", iso)
 	summarize("time to contain", "Bulkhead", con)

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
 )
 
 // profiler saves the manager's pprof profiles and metrics of the
@@ -67,10 +69,19 @@ func (p *profiler) start(ctx context.Context, name string, d, g time.Duration) f
 	return func() { <-done; <-done }
 }
 
-// saveMetrics saves the manager's metrics (workqueue, client latency).
-func (p *profiler) saveMetrics(ctx context.Context, name string) {
-	if p.dir != "" {
-		p.save(ctx, "http://"+p.metrics+"/metrics", name+".metrics.txt")
+// saveMetrics saves the manager's metrics (workqueue, client latency) and
+// the API server's (priority and fairness waits, request latencies).
+func (p *profiler) saveMetrics(ctx context.Context, env *kit.Env, name string) {
+	if p.dir == "" {
+		return
+	}
+	p.save(ctx, "http://"+p.metrics+"/metrics", name+".metrics.txt")
+	raw, err := env.Fast.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(p.dir, name+".apiserver.txt"), raw, 0o644)
+	}
+	if err != nil {
+		logf("profile %s apiserver metrics: %v", name, err)
 	}
 }
 

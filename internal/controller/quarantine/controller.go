@@ -68,6 +68,9 @@ type QuarantineReconciler struct {
 
 	// served is shared by every pass's Engine (set up in SetupWithManager).
 	served *containment.ServedKinds
+	// waiting are the Quarantines created and not reconciled yet; nil (no
+	// SetupWithManager): nothing waits for them.
+	waiting *unisolated
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a
@@ -97,6 +100,10 @@ type KernelReports interface {
 // Reconcile fetches the Quarantine, keeps the finalizer, runs the contain or
 // release steps and patches status once.
 func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	if r.waiting != nil {
+		// Its first pass has run (or it is gone): others need not wait for it.
+		defer r.waiting.done(req.NamespacedName)
+	}
 	q := &securityv1alpha1.Quarantine{}
 	if err := r.Get(ctx, req.NamespacedName, q); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -203,8 +210,9 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.MaxConcurrentReconciles = 8
 	}
 	r.served = &containment.ServedKinds{TTL: servedTTL}
+	r.waiting = &unisolated{}
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
+		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(r.waiting.noteCreated(), quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).

@@ -89,7 +89,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{reportRecommendations, stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, persistEvidence, applyActions, summarize}
+	return []step{reportRecommendations, stopWhenSettled, holdBehindIsolation, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, persistEvidence, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -326,7 +326,12 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		if st.State == securityv1alpha1.ActionRefused || st.State == securityv1alpha1.ActionFailed {
 			continue
 		}
-		if tr, _ := p.e.Traits(a.Type); tr.NeedsPersistedEvidence && !p.evidencePersisted() {
+		tr, _ := p.e.Traits(a.Type)
+		if !tr.Isolating && st.State == securityv1alpha1.ActionPending && p.othersAwaitIsolation() {
+			// Behind the isolation of the Quarantines created meanwhile.
+			return holdResult(), true, nil
+		}
+		if tr.NeedsPersistedEvidence && !p.evidencePersisted() {
 			// What the action changes or removes is what the evidence
 			// shows: this pass's status patch persists it, and the rest
 			// comes back behind the Quarantines still waiting to be
@@ -364,6 +369,46 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// holdBehindIsolation ends, before any read, a pass that would only apply
+// the actions following isolation while other Quarantines await theirs:
+// held passes come back often, and each read per pass would add up.
+func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	if q.Status.Phase != securityv1alpha1.PhaseContaining || q.Status.Evidence == nil || !p.othersAwaitIsolation() {
+		return ctrl.Result{}, false, nil
+	}
+	pending := false
+	for _, a := range q.Spec.Actions {
+		st := p.actionStatus(a.Type)
+		if st == nil {
+			return ctrl.Result{}, false, nil // to be planned
+		}
+		tr, _ := p.e.Traits(a.Type)
+		if tr.Isolating && st.State == securityv1alpha1.ActionPending {
+			return ctrl.Result{}, false, nil
+		}
+		pending = pending || st.State == securityv1alpha1.ActionPending
+	}
+	if !pending {
+		return ctrl.Result{}, false, nil
+	}
+	return holdResult(), true, nil
+}
+
+func holdResult() ctrl.Result {
+	return ctrl.Result{RequeueAfter: 250 * time.Millisecond, Priority: ptr.To(afterIsolation)}
+}
+
+// othersAwaitIsolation reports whether other Quarantines wait for their
+// first pass, for at most holdFor after this one was created.
+func (p *pass) othersAwaitIsolation() bool {
+	w := p.r.waiting
+	if w == nil || p.now.Sub(p.q.CreationTimestamp.Time) > holdFor {
+		return false
+	}
+	return w.others(client.ObjectKeyFromObject(p.q))
 }
 
 // summarize derives phase and conditions, checks isolation and schedules
