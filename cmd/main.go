@@ -64,6 +64,7 @@ type managerFlags struct {
 	retryPeriod          time.Duration
 	qps                  float64
 	burst                int
+	pprofAddr            string
 }
 
 func (f *managerFlags) bind(fs *flag.FlagSet) {
@@ -77,6 +78,7 @@ func (f *managerFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retryPeriod, "leader-elect-retry-period", 2*time.Second, "Leader election retry period.")
 	fs.Float64Var(&f.qps, "kube-api-qps", 500, "Client QPS to the API server, per resource type; containment runs in parallel, so keep this well above client-go's default of 5 (the API server's priority and fairness still protects it).")
 	fs.IntVar(&f.burst, "kube-api-burst", 1000, "Client burst to the API server, per resource type.")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "", "Address a pprof endpoint binds to (profiling, e.g. make bench with BENCH_PPROF); empty disables it.")
 	fs.StringVar(&f.namespace, "manager-namespace", securityv1alpha1.DefaultManagerNamespace, "Namespace the manager runs in; always protected; holds baselines and switches.")
 }
 
@@ -183,6 +185,7 @@ func newManager(f managerFlags) (ctrl.Manager, error) {
 		Cache:                   podcache.CacheOptions(),
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  f.probeAddr,
+		PprofBindAddress:        f.pprofAddr,
 		LeaderElection:          f.enableLeaderElection,
 		LeaderElectionID:        "bulkhead.security.bulkhead.dev",
 		LeaderElectionNamespace: f.namespace,

@@ -72,6 +72,9 @@ type Engine struct {
 	Now func() time.Time
 	// Actions dispatched by type; nil means Builtin.
 	Actions Registry
+	// Served remembers which third-party deny kinds are served; nil: asked
+	// every time.
+	Served *ServedKinds
 }
 
 func (e *Engine) now() metav1.Time {

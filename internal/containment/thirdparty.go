@@ -83,8 +83,16 @@ func (e *Engine) served(gvk schema.GroupVersionKind) (bool, error) {
 	return err == nil, err
 }
 
-// servedFlavors are the deny flavors the API server serves.
+// servedFlavors are the deny flavors the API server serves, remembered
+// for a while when the Engine has a ServedKinds.
 func (e *Engine) servedFlavors() ([]denyFlavor, error) {
+	if e.Served != nil {
+		return e.Served.get(e.now().Time, e.lookupFlavors)
+	}
+	return e.lookupFlavors()
+}
+
+func (e *Engine) lookupFlavors() ([]denyFlavor, error) {
 	var out []denyFlavor
 	for _, f := range DenyFlavors {
 		ok, err := e.served(f.gvk)

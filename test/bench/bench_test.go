@@ -93,10 +93,14 @@ func TestBench(t *testing.T) {
 	defer env.Stop()
 	// gctrace logs the live heap after each collection (memory per pod).
 	env.ManagerEnv = []string{"GODEBUG=gctrace=1"}
-	mgr, err := env.StartManager("manager",
+	prof, err := newProfiler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := env.StartManager("manager", append([]string{
 		"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0",
 		fmt.Sprintf("--kube-api-qps=%d", qps), fmt.Sprintf("--kube-api-burst=%d", burst),
-		fmt.Sprintf("--containment-concurrency=%d", conc))
+		fmt.Sprintf("--containment-concurrency=%d", conc)}, prof.args()...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +230,8 @@ func TestBench(t *testing.T) {
 	sent := make([]time.Time, len(threatPods))
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
+	prof.saveMetrics(env.Ctx, env, "before")
+	profiled := prof.start(env.Ctx, "threats", 10*time.Second, 6*time.Second)
 	for i := range threatPods {
 		wg.Add(1)
 		go func() {
@@ -245,6 +251,8 @@ func TestBench(t *testing.T) {
 		starts[p] = sent[i]
 	}
 	iso, con, qc := w.waitAll(t, starts, true)
+	profiled()
+	prof.saveMetrics(env.Ctx, env, "after")
 	summarize("score to Quarantine created (part of the above)", "Bulkhead", qc)
 	summarize("time to isolate", "Bulkhead", iso)
 	summarize("time to contain", "Bulkhead", con)

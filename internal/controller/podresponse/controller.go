@@ -14,10 +14,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -43,8 +45,12 @@ type Activity interface {
 // Quarantine when autoReleaseAfter is due and the score has fallen.
 type Reconciler struct {
 	client.Client
-	// APIReader reads the pause switch without caching every ConfigMap.
+	// APIReader settles a create whose outcome is unknown.
 	APIReader client.Reader
+	// PauseReader reads the pause switch; nil: SetupWithManager starts a
+	// cache of that one ConfigMap (a live read per decision cost a request
+	// and a round trip ahead of every Quarantine).
+	PauseReader client.Reader
 	// Triggers queues the evaluations that reached a trigger.
 	Triggers *detection.Triggers
 	// Evaluator re-scores a pod for auto-release and forgets deleted pods.
@@ -76,7 +82,7 @@ type Reconciler struct {
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile handles one pod: a decision when a new signal asks for one, and
@@ -114,7 +120,16 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Now = time.Now
 	}
 	if r.MaxConcurrentReconciles == 0 {
-		r.MaxConcurrentReconciles = 8
+		// As many as the Quarantine controller's default workers: in a
+		// burst each spends most of its time waiting on its create.
+		r.MaxConcurrentReconciles = 16
+	}
+	if r.PauseReader == nil {
+		c, err := pauseCache(mgr, r.ManagerNamespace)
+		if err != nil {
+			return err
+		}
+		r.PauseReader = c
 	}
 	toPod := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		q, ok := o.(*securityv1alpha1.Quarantine)
@@ -133,4 +148,24 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// pauseCache caches the pause switch ConfigMap alone: the manager may watch
+// ConfigMaps only in its namespace, and needs no other one here. Its
+// informer is registered now so the manager syncs it before any decision.
+func pauseCache(mgr ctrl.Manager, namespace string) (cache.Cache, error) {
+	c, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{&corev1.ConfigMap{}: {
+			Field: fields.OneTermEqualSelector("metadata.name", securityv1alpha1.ControlConfigMap),
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.GetInformer(context.Background(), &corev1.ConfigMap{}); err != nil {
+		return nil, err
+	}
+	return c, mgr.Add(c)
 }

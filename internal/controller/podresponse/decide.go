@@ -93,7 +93,7 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 
 func (r *Reconciler) paused(ctx context.Context) (bool, error) {
 	cm := &corev1.ConfigMap{}
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: r.ManagerNamespace, Name: securityv1alpha1.ControlConfigMap}, cm)
+	err := r.PauseReader.Get(ctx, client.ObjectKey{Namespace: r.ManagerNamespace, Name: securityv1alpha1.ControlConfigMap}, cm)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
@@ -119,7 +119,8 @@ type decision struct {
 // parallel. A positive duration asks to decide again then, with the same
 // evaluations.
 func (r *Reconciler) decide(ctx context.Context, pod *corev1.Pod, latest map[string]policy.Evaluation) (time.Duration, error) {
-	// Read live, before the lock: the pause switch is the emergency brake.
+	// Before the lock, from its own cache (a watch: a pause is seen as soon
+	// as the API server tells, like a live read racing a decision in flight).
 	paused, err := r.paused(ctx)
 	if err != nil {
 		return 0, err

@@ -26,6 +26,10 @@ func (r *Reconciler) create(ctx context.Context, w *world, spec *securityv1alpha
 	for range 10 {
 		q := &securityv1alpha1.Quarantine{
 			ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
+				// The Quarantine controller's finalizer comes with the
+				// create: its first pass then writes the intent at once
+				// instead of a finalizer patch and its round trip.
+				Finalizers: []string{securityv1alpha1.QuarantineFinalizer},
 				Labels: map[string]string{
 					securityv1alpha1.ManagedByLabel: securityv1alpha1.ManagedByValue,
 					securityv1alpha1.PolicyLabel:    spec.Reason.Policy,

@@ -65,6 +65,12 @@ type QuarantineReconciler struct {
 	// Provenance tells the manager's own Quarantines from hand-made ones
 	// (internal/provenance); nil: every Quarantine counts as hand-made.
 	Provenance *provenance.Keyring
+
+	// served is shared by every pass's Engine (set up in SetupWithManager).
+	served *containment.ServedKinds
+	// waiting are the Quarantines created and not reconciled yet; nil (no
+	// SetupWithManager): nothing waits for them.
+	waiting *unisolated
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a
@@ -94,6 +100,10 @@ type KernelReports interface {
 // Reconcile fetches the Quarantine, keeps the finalizer, runs the contain or
 // release steps and patches status once.
 func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	if r.waiting != nil {
+		// Its first pass has run (or it is gone): others need not wait for it.
+		defer r.waiting.done(req.NamespacedName)
+	}
 	q := &securityv1alpha1.Quarantine{}
 	if err := r.Get(ctx, req.NamespacedName, q); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -199,8 +209,10 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 8
 	}
+	r.served = &containment.ServedKinds{TTL: servedTTL}
+	r.waiting = &unisolated{}
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(quarantineChanged)).
+		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(r.waiting.noteCreated(), quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
@@ -210,6 +222,9 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.Complete(r)
 }
+
+// servedTTL is how long the third-party deny kinds served are remembered.
+const servedTTL = 30 * time.Second
 
 // quarantineChanged passes spec changes, deletion, finalizer changes and
 // reconcile requests, not the controller's own status patches.
@@ -266,5 +281,5 @@ func podToQuarantine(_ context.Context, o client.Object) []reconcile.Request {
 }
 
 func (r *QuarantineReconciler) engine() *containment.Engine {
-	return &containment.Engine{Client: r.Client, Reader: r.APIReader, MinSchedulableNodes: r.MinSchedulableNodes, Now: r.Now}
+	return &containment.Engine{Client: r.Client, Reader: r.APIReader, MinSchedulableNodes: r.MinSchedulableNodes, Now: r.Now, Served: r.served}
 }

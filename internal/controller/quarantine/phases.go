@@ -36,6 +36,15 @@ type pass struct {
 	// evidence is the pod as it was, snapshotted before any write and not
 	// yet in status.
 	evidence *snapshot
+	// resolving is the target being read while validateTarget lists its
+	// holders; resolveTarget takes it.
+	resolving chan resolved
+}
+
+// resolved is what Engine.Resolve returned.
+type resolved struct {
+	t   *containment.Target
+	err error
 }
 
 // snapshot is captured evidence waiting to be persisted.
@@ -80,7 +89,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{reportRecommendations, stopWhenSettled, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, persistEvidence, applyActions, summarize}
+	return []step{reportRecommendations, stopWhenSettled, holdBehindIsolation, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, persistEvidence, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -104,6 +113,13 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.fail(securityv1alpha1.ReasonProtectedNamespace, fmt.Sprintf("namespace %s is protected: Bulkhead never contains workloads there", q.Namespace))
 		return ctrl.Result{}, true, nil
 	}
+	// The target is read meanwhile: both reads are live, and one after the
+	// other they were two round trips ahead of the intent.
+	p.resolving = make(chan resolved, 1)
+	go func() {
+		t, err := p.e.Resolve(ctx, p.q)
+		p.resolving <- resolved{t, err}
+	}()
 	// Only Quarantines naming the same target, selected by the API server
 	// (spec.target.name is a selectable field): listing the namespace made
 	// every new Quarantine cost O(Quarantines) in a burst.
@@ -123,7 +139,14 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // target missing at creation fails the Quarantine; one gone later (scaled
 // away, evicted) leaves it as it is.
 func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	t, err := p.e.Resolve(ctx, p.q)
+	var r resolved
+	if p.resolving != nil {
+		r = <-p.resolving
+		p.resolving = nil
+	} else {
+		r.t, r.err = p.e.Resolve(ctx, p.q)
+	}
+	t, err := r.t, r.err
 	switch {
 	case errors.Is(err, containment.ErrTargetNotFound):
 		if p.q.Status.Target == nil {
@@ -303,7 +326,12 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		if st.State == securityv1alpha1.ActionRefused || st.State == securityv1alpha1.ActionFailed {
 			continue
 		}
-		if tr, _ := p.e.Traits(a.Type); tr.NeedsPersistedEvidence && !p.evidencePersisted() {
+		tr, _ := p.e.Traits(a.Type)
+		if !tr.Isolating && st.State == securityv1alpha1.ActionPending && p.othersAwaitIsolation() {
+			// Behind the isolation of the Quarantines created meanwhile.
+			return holdResult(), true, nil
+		}
+		if tr.NeedsPersistedEvidence && !p.evidencePersisted() {
 			// What the action changes or removes is what the evidence
 			// shows: this pass's status patch persists it, and the rest
 			// comes back behind the Quarantines still waiting to be
@@ -341,6 +369,46 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// holdBehindIsolation ends, before any read, a pass that would only apply
+// the actions following isolation while other Quarantines await theirs:
+// held passes come back often, and each read per pass would add up.
+func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	q := p.q
+	if q.Status.Phase != securityv1alpha1.PhaseContaining || q.Status.Evidence == nil || !p.othersAwaitIsolation() {
+		return ctrl.Result{}, false, nil
+	}
+	pending := false
+	for _, a := range q.Spec.Actions {
+		st := p.actionStatus(a.Type)
+		if st == nil {
+			return ctrl.Result{}, false, nil // to be planned
+		}
+		tr, _ := p.e.Traits(a.Type)
+		if tr.Isolating && st.State == securityv1alpha1.ActionPending {
+			return ctrl.Result{}, false, nil
+		}
+		pending = pending || st.State == securityv1alpha1.ActionPending
+	}
+	if !pending {
+		return ctrl.Result{}, false, nil
+	}
+	return holdResult(), true, nil
+}
+
+func holdResult() ctrl.Result {
+	return ctrl.Result{RequeueAfter: 250 * time.Millisecond, Priority: ptr.To(afterIsolation)}
+}
+
+// othersAwaitIsolation reports whether other Quarantines wait for their
+// first pass, for at most holdFor after this one was created.
+func (p *pass) othersAwaitIsolation() bool {
+	w := p.r.waiting
+	if w == nil || p.now.Sub(p.q.CreationTimestamp.Time) > holdFor {
+		return false
+	}
+	return w.others(client.ObjectKeyFromObject(p.q))
 }
 
 // summarize derives phase and conditions, checks isolation and schedules
