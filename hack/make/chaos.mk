@@ -1,7 +1,8 @@
 # Chaos: containments and releases on a local control plane while the
 # manager is SIGKILLed at random instants (and kube-apiserver restarted
 # once), then leader election with two replicas and the leader killed.
-# Flood: 10,000 high scores for 1,000 pods against the safeguards.
+# Flood: 10,000 high scores for 1,000 pods against the safeguards; and the
+# ingest port flooded before authentication.
 
 CHAOS_TIMEOUT ?= 40m
 
@@ -17,4 +18,8 @@ ci-chaos: kube-binaries kwok build ## Smoke chaos (20 containments under kills +
 
 .PHONY: test-flood
 test-flood: kube-binaries kwok build ## 10,000 high scores for 1,000 pods within seconds: budgets, cluster cap, protected namespaces, peak manager memory.
-	go test -tags chaos ./test/flood/ -count=1 -v -timeout 20m
+	go test -tags chaos ./test/flood/ -run 'TestFlood$$' -count=1 -v -timeout 20m
+
+.PHONY: test-ingest-flood
+test-ingest-flood: kube-binaries kwok build ## Unauthenticated, oversized and half-sent requests flood the ingest port while a real score still contains its pod; manager heap bounded and reported.
+	go test -tags chaos ./test/flood/ -run 'TestIngestFlood$$' -count=1 -v -timeout 10m

@@ -3,6 +3,7 @@ package notify
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +16,13 @@ const (
 	KeyWebhookURL      = "webhook-url"
 	KeyWebhookHMACKey  = "webhook-hmac-key"
 	KeyCloudEventsURL  = "cloudevents-url"
+	// KeyCloudEventsHMACKey signs CloudEvents deliveries like the webhook's.
+	KeyCloudEventsHMACKey = "cloudevents-hmac-key"
 )
+
+// MinHMACKeyBytes is the shortest signing key accepted: HMAC-SHA256's
+// output size, so the key is not the weak part.
+const MinHMACKeyBytes = 32
 
 // Sink names, also the "sink" label of metrics.NotificationsTotal.
 const (
@@ -27,15 +34,18 @@ const (
 // Config is where notifications go. It holds credentials (Slack URLs are
 // bearer secrets), so it is never logged.
 type Config struct {
-	SlackWebhookURL string
-	WebhookURL      string
-	WebhookHMACKey  []byte
-	CloudEventsURL  string
+	SlackWebhookURL    string
+	WebhookURL         string
+	WebhookHMACKey     []byte
+	CloudEventsURL     string
+	CloudEventsHMACKey []byte
 }
 
 // ConfigFromSecret reads the Secret's keys. Invalid entries are left out and
 // reported in the error, so one bad key does not silence the other sinks.
-func ConfigFromSecret(s *corev1.Secret) (Config, error) {
+// URLs must be https; allowLoopbackHTTP admits http:// to a loopback host
+// (tests only: Options.AllowLoopbackHTTP).
+func ConfigFromSecret(s *corev1.Secret, allowLoopbackHTTP bool) (Config, error) {
 	var cfg Config
 	if s == nil {
 		return cfg, nil
@@ -46,36 +56,58 @@ func ConfigFromSecret(s *corev1.Secret) (Config, error) {
 		if v == "" {
 			return ""
 		}
-		if err := checkURL(v); err != nil {
+		if err := checkURL(v, allowLoopbackHTTP); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 			return ""
 		}
 		return v
 	}
 	cfg.SlackWebhookURL = get(KeySlackWebhookURL)
-	cfg.CloudEventsURL = get(KeyCloudEventsURL)
-	if wh := get(KeyWebhookURL); wh != "" {
-		// An unsigned webhook would let anyone forge "released" notices.
-		if key := s.Data[KeyWebhookHMACKey]; len(key) > 0 {
-			cfg.WebhookURL, cfg.WebhookHMACKey = wh, key
-		} else {
-			errs = append(errs, fmt.Errorf("%s is set but %s is empty: the webhook sink is disabled", KeyWebhookURL, KeyWebhookHMACKey))
+	// An unsigned sink would let anyone forge "released" notices.
+	signed := func(urlKey, hmacKey string) (string, []byte) {
+		u := get(urlKey)
+		if u == "" {
+			return "", nil
 		}
+		key := s.Data[hmacKey]
+		if len(key) < MinHMACKeyBytes {
+			errs = append(errs, fmt.Errorf("%s is set but %s has %d bytes, want at least %d (openssl rand -hex 32): the sink is disabled",
+				urlKey, hmacKey, len(key), MinHMACKeyBytes))
+			return "", nil
+		}
+		return u, key
 	}
+	cfg.WebhookURL, cfg.WebhookHMACKey = signed(KeyWebhookURL, KeyWebhookHMACKey)
+	cfg.CloudEventsURL, cfg.CloudEventsHMACKey = signed(KeyCloudEventsURL, KeyCloudEventsHMACKey)
 	return cfg, errors.Join(errs...)
 }
 
-func checkURL(raw string) error {
+func checkURL(raw string, allowLoopbackHTTP bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// The parse error quotes the URL, which may hold a token.
 		return errors.New("not a valid URL")
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return errors.New("scheme must be https or http")
-	}
 	if u.Host == "" {
 		return errors.New("URL has no host")
 	}
-	return nil
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && allowLoopbackHTTP && isLoopback(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		// Notifications carry what was contained and how; in clear text they
+		// can be read and forged on the way.
+		return errors.New("scheme must be https (http:// is refused)")
+	}
+	return errors.New("scheme must be https")
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -44,9 +44,13 @@ type Options struct {
 	MaxBackoff     time.Duration
 	// Timeout of one attempt (default 10s), so a hanging sink holds its
 	// queue for a bounded time.
-	Timeout    time.Duration
+	Timeout time.Duration
+	// HTTPClient sends; redirects are never followed, whatever it says.
 	HTTPClient *http.Client
 	Log        logr.Logger
+	// AllowLoopbackHTTP admits http:// sink URLs to loopback hosts: for
+	// tests only, never set by the manager.
+	AllowLoopbackHTTP bool
 }
 
 func (o *Options) defaults() {
@@ -65,9 +69,15 @@ func (o *Options) defaults() {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{}
+	c := &http.Client{}
+	if o.HTTPClient != nil {
+		c = new(http.Client)
+		*c = *o.HTTPClient
 	}
+	// A redirect could send a signed notification (or a Slack URL's path)
+	// elsewhere: the sink answers 3xx and the delivery fails.
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	o.HTTPClient = c
 }
 
 var sinkNames = []string{SinkSlack, SinkWebhook, SinkCloudEvents}
@@ -155,7 +165,7 @@ func (d *Dispatcher) sender(sink string) sender {
 		}
 	case SinkCloudEvents:
 		if cfg.CloudEventsURL != "" {
-			return cloudEventsSink{url: cfg.CloudEventsURL}
+			return cloudEventsSink{url: cfg.CloudEventsURL, key: cfg.CloudEventsHMACKey}
 		}
 	}
 	return nil
@@ -185,7 +195,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		if !ok {
 			return
 		}
-		cfg, err := ConfigFromSecret(s)
+		cfg, err := ConfigFromSecret(s, d.opts.AllowLoopbackHTTP)
 		if err != nil {
 			d.opts.Log.Error(err, "notifications Secret has invalid entries", "secret", d.opts.Namespace+"/"+d.opts.SecretName)
 		}

@@ -145,10 +145,10 @@ func TestDeliversToEverySink(t *testing.T) {
 	slack, slackURL := newRecorder(t)
 	hook, hookURL := newRecorder(t)
 	ce, ceURL := newRecorder(t)
-	key := []byte("s3cret")
+	key, ceKey := bytes.Repeat([]byte("k"), MinHMACKeyBytes), bytes.Repeat([]byte("c"), MinHMACKeyBytes)
 	d := New(clientset, Options{Namespace: "default", SecretName: "absent"})
 	start(t, d)
-	d.setConfig(Config{SlackWebhookURL: slackURL, WebhookURL: hookURL, WebhookHMACKey: key, CloudEventsURL: ceURL})
+	d.setConfig(Config{SlackWebhookURL: slackURL, WebhookURL: hookURL, WebhookHMACKey: key, CloudEventsURL: ceURL, CloudEventsHMACKey: ceKey})
 	before := count(SinkWebhook, OutcomeDelivered)
 
 	d.OnPhaseChange(context.Background(), quarantine(), securityv1alpha1.PhaseContaining, securityv1alpha1.PhaseContained)
@@ -193,6 +193,11 @@ func TestDeliversToEverySink(t *testing.T) {
 	var data Event
 	if err := got.DataAs(&data); err != nil || data.To != securityv1alpha1.PhaseContained {
 		t.Errorf("cloudevent data = %+v, %v", data, err)
+	}
+	// Issue 14 low: the CloudEvents sink was unsigned.
+	cr := ce.requests()[0]
+	if err := Verify(ceKey, cr.body, cr.header.Get(SignatureHeader), time.Now(), time.Minute); err != nil {
+		t.Errorf("cloudevent signature: %v", err)
 	}
 	// The count follows the response, which the server sends after recording.
 	waitFor(t, func() bool { return count(SinkWebhook, OutcomeDelivered)-before == 1 })
@@ -334,6 +339,7 @@ func TestNeverBlocksWhenSinksHang(t *testing.T) {
 
 func TestSecretReload(t *testing.T) {
 	ctx := context.Background()
+	keyOne, keyTwo := strings.Repeat("1", MinHMACKeyBytes), strings.Repeat("2", MinHMACKeyBytes)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "notify-"}}
 	ns, err := clientset.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 	if err != nil {
@@ -352,22 +358,22 @@ func TestSecretReload(t *testing.T) {
 	secrets := clientset.CoreV1().Secrets(ns.Name)
 	if _, err := secrets.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-notifications"},
-		StringData: map[string]string{KeyWebhookURL: firstURL, KeyWebhookHMACKey: "one"},
+		StringData: map[string]string{KeyWebhookURL: firstURL, KeyWebhookHMACKey: keyOne},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d := New(clientset, Options{Namespace: ns.Name, SecretName: "bulkhead-notifications"})
+	d := New(clientset, Options{Namespace: ns.Name, SecretName: "bulkhead-notifications", AllowLoopbackHTTP: true})
 	start(t, d)
 	d.OnPhaseChange(ctx, quarantine(), "", securityv1alpha1.PhasePending)
 	first.wait(t, 1)
 	r := first.requests()[0]
-	if err := Verify([]byte("one"), r.body, r.header.Get(SignatureHeader), time.Now(), time.Minute); err != nil {
+	if err := Verify([]byte(keyOne), r.body, r.header.Get(SignatureHeader), time.Now(), time.Minute); err != nil {
 		t.Errorf("first key: %v", err)
 	}
 
 	if _, err := secrets.Update(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "bulkhead-notifications"},
-		StringData: map[string]string{KeyWebhookURL: secondURL, KeyWebhookHMACKey: "two"},
+		StringData: map[string]string{KeyWebhookURL: secondURL, KeyWebhookHMACKey: keyTwo},
 	}, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +381,7 @@ func TestSecretReload(t *testing.T) {
 	d.OnPhaseChange(ctx, quarantine(), securityv1alpha1.PhasePending, securityv1alpha1.PhaseContaining)
 	second.wait(t, 1)
 	r = second.requests()[0]
-	if err := Verify([]byte("two"), r.body, r.header.Get(SignatureHeader), time.Now(), time.Minute); err != nil {
+	if err := Verify([]byte(keyTwo), r.body, r.header.Get(SignatureHeader), time.Now(), time.Minute); err != nil {
 		t.Errorf("rotated key: %v", err)
 	}
 	if n := len(first.requests()); n != 1 {
@@ -393,15 +399,75 @@ func TestSecretReload(t *testing.T) {
 
 func TestConfigFromSecret(t *testing.T) {
 	cfg, err := ConfigFromSecret(&corev1.Secret{Data: map[string][]byte{
-		KeySlackWebhookURL: []byte("ftp://hooks.example/x"),
-		KeyWebhookURL:      []byte("https://hooks.example/in"),
-		KeyCloudEventsURL:  []byte("https://ce.example/"),
-	}})
+		KeySlackWebhookURL:    []byte("ftp://hooks.example/x"),
+		KeyWebhookURL:         []byte("https://hooks.example/in"),
+		KeyCloudEventsURL:     []byte("https://ce.example/"),
+		KeyCloudEventsHMACKey: bytes.Repeat([]byte("x"), MinHMACKeyBytes),
+	}}, false)
 	if err == nil || !strings.Contains(err.Error(), KeySlackWebhookURL) || !strings.Contains(err.Error(), KeyWebhookHMACKey) {
 		t.Errorf("error %v should name the bad Slack URL and the missing HMAC key", err)
 	}
 	if cfg.SlackWebhookURL != "" || cfg.WebhookURL != "" || cfg.CloudEventsURL != "https://ce.example/" {
 		t.Errorf("config = %+v: want only the valid CloudEvents sink", cfg)
+	}
+}
+
+// Issue 14 low: http:// was accepted, the CloudEvents sink needed no key,
+// and a webhook key of any length was taken.
+func TestSinksNeedHTTPSAndLongKeys(t *testing.T) {
+	long := bytes.Repeat([]byte("k"), MinHMACKeyBytes)
+	for _, tc := range []struct {
+		name     string
+		data     map[string][]byte
+		loopback bool
+		want     Config
+		errHas   string
+	}{
+		{"http slack", map[string][]byte{KeySlackWebhookURL: []byte("http://hooks.example/x")}, false, Config{}, "https"},
+		{"http loopback without the test switch", map[string][]byte{KeySlackWebhookURL: []byte("http://127.0.0.1:9/x")}, false, Config{}, "https"},
+		{"http loopback in tests", map[string][]byte{KeySlackWebhookURL: []byte("http://127.0.0.1:9/x")}, true, Config{SlackWebhookURL: "http://127.0.0.1:9/x"}, ""},
+		{"http non-loopback in tests", map[string][]byte{KeySlackWebhookURL: []byte("http://10.0.0.1/x")}, true, Config{}, "https"},
+		{"short webhook key", map[string][]byte{KeyWebhookURL: []byte("https://h.example/"), KeyWebhookHMACKey: []byte("short")}, false, Config{}, KeyWebhookHMACKey},
+		{"unsigned cloudevents", map[string][]byte{KeyCloudEventsURL: []byte("https://ce.example/")}, false, Config{}, KeyCloudEventsHMACKey},
+		{"signed cloudevents", map[string][]byte{KeyCloudEventsURL: []byte("https://ce.example/"), KeyCloudEventsHMACKey: long}, false,
+			Config{CloudEventsURL: "https://ce.example/", CloudEventsHMACKey: long}, ""},
+	} {
+		cfg, err := ConfigFromSecret(&corev1.Secret{Data: tc.data}, tc.loopback)
+		if (tc.errHas == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.errHas)) {
+			t.Errorf("%s: error %v, want one naming %q", tc.name, err, tc.errHas)
+		}
+		if cfg.SlackWebhookURL != tc.want.SlackWebhookURL || cfg.WebhookURL != tc.want.WebhookURL || cfg.CloudEventsURL != tc.want.CloudEventsURL ||
+			!bytes.Equal(cfg.CloudEventsHMACKey, tc.want.CloudEventsHMACKey) {
+			t.Errorf("%s: config %+v, want %+v", tc.name, cfg, tc.want)
+		}
+	}
+}
+
+// Issue 14 low: redirects were followed, so a sink could bounce a signed
+// notification (or where a Slack URL's token is) to another host.
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	elsewhere, elsewhereURL := newRecorder(t)
+	redirect := httptest.NewServer(http.RedirectHandler(elsewhereURL, http.StatusTemporaryRedirect))
+	t.Cleanup(redirect.Close)
+	d := New(clientset, Options{Namespace: "default", SecretName: "absent", MaxAttempts: 3, InitialBackoff: time.Millisecond})
+	start(t, d)
+	failed := count(SinkSlack, OutcomeFailed)
+	d.setConfig(Config{SlackWebhookURL: redirect.URL})
+	d.OnPhaseChange(context.Background(), quarantine(), "", securityv1alpha1.PhasePending)
+	waitFor(t, func() bool { return count(SinkSlack, OutcomeFailed) > failed })
+	if n := len(elsewhere.requests()); n != 0 {
+		t.Errorf("the redirect was followed: %d requests reached its target", n)
+	}
+}
+
+// Issue 14 low: only the summary and action messages were escaped.
+func TestSlackEscapesEveryField(t *testing.T) {
+	q := quarantine()
+	q.Spec.Reason.Detector = "<!here>"
+	q.Spec.Reason.Policy = "<@U123>"
+	text := slackText(newEvent("id", time.Now(), q, "", securityv1alpha1.PhaseContained))
+	if strings.Contains(text, "<!here>") || strings.Contains(text, "<@U123>") {
+		t.Errorf("fields not escaped: %q", text)
 	}
 }
 

@@ -48,6 +48,9 @@ func do(c *http.Client, req *http.Request) error {
 		return nil
 	}
 	err = fmt.Errorf("POST %s: %s", req.URL.Host, resp.Status)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return permanentError{fmt.Errorf("%w: redirects are not followed", err)}
+	}
 	if resp.StatusCode >= 400 && resp.StatusCode < 500 &&
 		resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
 		return permanentError{err}
@@ -88,40 +91,44 @@ var phaseEmoji = map[string]string{
 // links or mentions.
 var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
+// esc escapes one field for Slack: every field can be chosen by a tenant
+// (names, owner, detector, summary, messages).
+func esc(s string) string { return slackEscaper.Replace(s) }
+
 func slackText(ev Event) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s Quarantine *%s/%s* is now *%s*", phaseEmoji[string(ev.To)], ev.Namespace, ev.Quarantine, ev.To)
+	fmt.Fprintf(&b, "%s Quarantine *%s/%s* is now *%s*", phaseEmoji[string(ev.To)], esc(ev.Namespace), esc(ev.Quarantine), esc(string(ev.To)))
 	if ev.From != "" {
-		fmt.Fprintf(&b, " (was %s)", ev.From)
+		fmt.Fprintf(&b, " (was %s)", esc(string(ev.From)))
 	}
-	fmt.Fprintf(&b, "\nTarget: %s/%s", ev.Target.Kind, ev.Target.Name)
+	fmt.Fprintf(&b, "\nTarget: %s/%s", esc(string(ev.Target.Kind)), esc(ev.Target.Name))
 	if ev.Owner != "" {
-		fmt.Fprintf(&b, " (owner %s)", ev.Owner)
+		fmt.Fprintf(&b, " (owner %s)", esc(ev.Owner))
 	}
 	if r := ev.Reason; r != nil {
 		if r.Policy != "" {
-			fmt.Fprintf(&b, "\nPolicy: %s", r.Policy)
+			fmt.Fprintf(&b, "\nPolicy: %s", esc(r.Policy))
 		}
 		if r.Score != "" {
-			fmt.Fprintf(&b, ", score %s", r.Score)
+			fmt.Fprintf(&b, ", score %s", esc(string(r.Score)))
 		}
 		if r.Detector != "" {
-			fmt.Fprintf(&b, " (%s)", r.Detector)
+			fmt.Fprintf(&b, " (%s)", esc(r.Detector))
 		}
 		if r.Summary != "" {
-			fmt.Fprintf(&b, "\n> %s", slackEscaper.Replace(r.Summary))
+			fmt.Fprintf(&b, "\n> %s", esc(r.Summary))
 		}
 	}
 	if !ev.Approved && !ev.Released {
-		fmt.Fprintf(&b, "\nWaiting for approval: `kubectl bulkhead approve %s -n %s`", ev.Quarantine, ev.Namespace)
+		fmt.Fprintf(&b, "\nWaiting for approval: `kubectl bulkhead approve %s -n %s`", esc(ev.Quarantine), esc(ev.Namespace))
 	}
 	for _, a := range ev.Actions {
-		fmt.Fprintf(&b, "\n• %s: %s", a.Type, a.State)
+		fmt.Fprintf(&b, "\n• %s: %s", esc(string(a.Type)), esc(string(a.State)))
 		if a.Resource != "" {
-			fmt.Fprintf(&b, " %s", a.Resource)
+			fmt.Fprintf(&b, " %s", esc(a.Resource))
 		}
 		if a.Message != "" {
-			fmt.Fprintf(&b, " — %s", slackEscaper.Replace(a.Message))
+			fmt.Fprintf(&b, " — %s", esc(a.Message))
 		}
 	}
 	return b.String()
@@ -144,20 +151,28 @@ func (s webhookSink) send(ctx context.Context, c *http.Client, ev Event, now tim
 	return postJSON(ctx, c, s.url, body, h)
 }
 
-// cloudEventsSink posts a binary-mode CloudEvent whose data is the Event.
-type cloudEventsSink struct{ url string }
+// cloudEventsSink posts a binary-mode CloudEvent whose data is the Event,
+// signed like the webhook (SignatureHeader over the data).
+type cloudEventsSink struct {
+	url string
+	key []byte
+}
 
 // CloudEventSource is the CloudEvents source attribute.
 const CloudEventSource = "bulkhead.dev/manager"
 
-func (s cloudEventsSink) send(ctx context.Context, c *http.Client, ev Event, _ time.Time) error {
+func (s cloudEventsSink) send(ctx context.Context, c *http.Client, ev Event, now time.Time) error {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return permanentError{err}
+	}
 	ce := cloudevent.New()
 	ce.SetID(ev.ID)
 	ce.SetType(EventType)
 	ce.SetSource(CloudEventSource)
 	ce.SetSubject(ev.Namespace + "/" + ev.Quarantine)
 	ce.SetTime(ev.Time)
-	if err := ce.SetData(cloudevent.ApplicationJSON, ev); err != nil {
+	if err := ce.SetData(cloudevent.ApplicationJSON, data); err != nil {
 		return permanentError{err}
 	}
 	if err := ce.Validate(); err != nil {
@@ -170,5 +185,6 @@ func (s cloudEventsSink) send(ctx context.Context, c *http.Client, ev Event, _ t
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ce), req); err != nil {
 		return permanentError{err}
 	}
+	req.Header.Set(SignatureHeader, Sign(s.key, data, now))
 	return do(c, req)
 }
