@@ -151,11 +151,13 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 
 // policyFlags configure what policies may do.
 type policyFlags struct {
-	maxActive int
+	maxActive      int
+	namespaceShare int
 }
 
 func (f *policyFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxActive, "max-active-quarantines", 100, "Cluster-wide cap on unreleased Quarantines created by policies; 0 disables the cap.")
+	fs.IntVar(&f.namespaceShare, "namespace-share", 50, "Percentage (1-100) of --max-active-quarantines the pods of one namespace may hold.")
 }
 
 // provenanceKeys is the signing key of the Quarantines the manager makes
@@ -168,11 +170,14 @@ func provenanceKeys(mgr ctrl.Manager, namespace string) *provenance.Keyring {
 // into Quarantines, and the ThreatPolicy status controller, which reports
 // activity.
 func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity) error {
+	if f.namespaceShare < 1 || f.namespaceShare > 100 {
+		return fmt.Errorf("--namespace-share=%d: want a percentage from 1 to 100", f.namespaceShare)
+	}
 	recorder := mgr.GetEventRecorder("bulkhead")
 	keys := provenanceKeys(mgr, namespace)
 	if err := (&podresponse.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: d.Triggers, Evaluator: d.Evaluator, Activity: activity,
-		Recorder: recorder, ManagerNamespace: namespace, MaxActive: f.maxActive, Provenance: keys,
+		Recorder: recorder, ManagerNamespace: namespace, MaxActive: f.maxActive, NamespaceShare: f.namespaceShare, Provenance: keys,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -173,6 +173,22 @@ type Safeguards struct {
 	// +kubebuilder:validation:Maximum=10000
 	MaxActiveQuarantines int32 `json:"maxActiveQuarantines,omitempty"`
 
+	// namespaceShare is the percentage of maxActiveQuarantines that the pods
+	// of one namespace may hold (rounded up, at least 1), so one namespace
+	// flooding decoys cannot spend the whole budget. Defaults to 50.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	NamespaceShare *int32 `json:"namespaceShare,omitempty"`
+
+	// maxCordonedNodes caps how many of this policy's unreleased Quarantines
+	// may carry CordonNode; beyond it CordonNode is left out (and said so)
+	// while the other actions still apply. 0 never cordons. Defaults to 2.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	MaxCordonedNodes *int32 `json:"maxCordonedNodes,omitempty"`
+
 	// minSchedulableNodes: CordonNode never leaves fewer schedulable nodes.
 	// Defaults to 1.
 	// +optional
@@ -190,6 +206,7 @@ type Safeguards struct {
 }
 
 // ReleasePolicy configures automatic release.
+// +kubebuilder:validation:XValidation:rule="!has(self.releaseWithoutEvidenceAfter) || (has(self.autoReleaseAfter) && duration(self.releaseWithoutEvidenceAfter) >= duration(self.autoReleaseAfter))",message="release.releaseWithoutEvidenceAfter needs autoReleaseAfter and must not be shorter than it"
 type ReleasePolicy struct {
 	// autoReleaseAfter releases a Quarantine after this long, but only if the
 	// score has fallen below the threshold; otherwise it is extended and a
@@ -198,6 +215,18 @@ type ReleasePolicy struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	AutoReleaseAfter *metav1.Duration `json:"autoReleaseAfter,omitempty"`
+
+	// releaseWithoutEvidenceAfter is the fallback when nothing says the
+	// score fell: the detectors that triggered sent no fresh score (after a
+	// manager failover, or a detector that reports only incidents), or the
+	// pod is gone (ScaleToZero, Evict) and no pod of its workload is
+	// scored. Once this long has passed since creation, such a Quarantine is
+	// released all the same (audited as ReleasedWithoutEvidence). Absent,
+	// it is held and extended until a human releases it.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	ReleaseWithoutEvidenceAfter *metav1.Duration `json:"releaseWithoutEvidenceAfter,omitempty"`
 
 	// approvalTimeout expires a Quarantine that nobody approved in time.
 	// +optional

@@ -161,6 +161,11 @@ func TestInvalidObjectsAreRejectedOnCreate(t *testing.T) {
 		{"maxActiveQuarantines 0", validPolicy, map[string]string{"spec.safeguards.maxActiveQuarantines": "0"}, []string{"spec.safeguards.maxActiveQuarantines", "greater than or equal to 1"}},
 		{"cooldown malformed", validPolicy, map[string]string{"spec.safeguards.cooldown": `"ten minutes"`}, []string{"spec.safeguards.cooldown", "should match"}},
 		{"autoReleaseAfter without unit", validPolicy, map[string]string{"spec.release.autoReleaseAfter": `"120"`}, []string{"spec.release.autoReleaseAfter", "should match"}},
+		{"releaseWithoutEvidenceAfter shorter than autoReleaseAfter", validPolicy, map[string]string{"spec.release.releaseWithoutEvidenceAfter": `"1h"`}, []string{"spec.release", "releaseWithoutEvidenceAfter needs autoReleaseAfter and must not be shorter"}},
+		{"releaseWithoutEvidenceAfter without autoReleaseAfter", validPolicy, map[string]string{"spec.release": `{releaseWithoutEvidenceAfter: "4h"}`}, []string{"spec.release", "releaseWithoutEvidenceAfter needs autoReleaseAfter"}},
+		{"namespaceShare 0", validPolicy, map[string]string{"spec.safeguards.namespaceShare": "0"}, []string{"spec.safeguards.namespaceShare", "greater than or equal to 1"}},
+		{"namespaceShare above 100", validPolicy, map[string]string{"spec.safeguards.namespaceShare": "101"}, []string{"spec.safeguards.namespaceShare", "less than or equal to 100"}},
+		{"maxCordonedNodes negative", validPolicy, map[string]string{"spec.safeguards.maxCordonedNodes": "-1"}, []string{"spec.safeguards.maxCordonedNodes", "greater than or equal to 0"}},
 		{"protected namespace invalid", validPolicy, map[string]string{"spec.safeguards.protectedNamespaces": "[Payments]"}, []string{"spec.safeguards.protectedNamespaces[0]", "should match"}},
 		{"too many response steps", validPolicy, map[string]string{"spec.response": `[{minScore: "0.8", actions: [{type: Isolate}]}, {minScore: "0.82", actions: [{type: Label, label: {labels: {a: b}}}]}, {minScore: "0.84", actions: [{type: Detach}]}, {minScore: "0.86", actions: [{type: Evict}]}, {minScore: "0.9", actions: [{type: ScaleToZero}]}, {minScore: "0.95", actions: [{type: CordonNode}]}]`}, []string{"spec.response", "must have at most 5 items"}},
 

@@ -608,6 +608,11 @@ func (in *ReleasePolicy) DeepCopyInto(out *ReleasePolicy) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.ReleaseWithoutEvidenceAfter != nil {
+		in, out := &in.ReleaseWithoutEvidenceAfter, &out.ReleaseWithoutEvidenceAfter
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.ApprovalTimeout != nil {
 		in, out := &in.ApprovalTimeout, &out.ApprovalTimeout
 		*out = new(v1.Duration)
@@ -674,6 +679,16 @@ func (in *Safeguards) DeepCopyInto(out *Safeguards) {
 		in, out := &in.ProtectedNamespaces, &out.ProtectedNamespaces
 		*out = make([]string, len(*in))
 		copy(*out, *in)
+	}
+	if in.NamespaceShare != nil {
+		in, out := &in.NamespaceShare, &out.NamespaceShare
+		*out = new(int32)
+		**out = **in
+	}
+	if in.MaxCordonedNodes != nil {
+		in, out := &in.MaxCordonedNodes, &out.MaxCordonedNodes
+		*out = new(int32)
+		**out = **in
 	}
 	if in.MinSchedulableNodes != nil {
 		in, out := &in.MinSchedulableNodes, &out.MinSchedulableNodes

@@ -185,10 +185,20 @@ type Env struct {
 	LastRelease time.Time
 	// ActiveByPolicy counts unreleased Quarantines each policy contributes to.
 	ActiveByPolicy map[string]int
+	// ActiveInNamespace counts, by policy, those in the pod's namespace
+	// (namespaceShare); Cordons, by policy, those carrying CordonNode
+	// (maxCordonedNodes).
+	ActiveInNamespace map[string]int
+	Cordons           map[string]int
 	// ActiveTotal counts unreleased Quarantines made by policies; MaxActive
 	// caps it cluster-wide (0: no cap).
 	ActiveTotal int
 	MaxActive   int
+	// ActiveTotalInNamespace counts those in the pod's namespace;
+	// MaxActiveInNamespace caps it (the namespace's share of MaxActive; 0:
+	// no cap), so one namespace cannot spend the cluster cap either.
+	ActiveTotalInNamespace int
+	MaxActiveInNamespace   int
 	// MadeByPolicy reports whether a Quarantine is one the manager made for
 	// its policies (provenance verified); nil trusts the created-by
 	// annotation (tests of this package only).
@@ -216,6 +226,8 @@ const (
 	BlockedBudget             = securityv1alpha1.ReasonBudgetExhausted
 	BlockedClusterCap         = "ClusterQuarantineCap"
 	BlockedCooldown           = "Cooldown"
+	BlockedNamespaceShare     = "NamespaceBudgetShare"
+	BlockedClusterCapShare    = "ClusterCapNamespaceShare"
 )
 
 // Outcome is what the evaluations of one pod call for.
@@ -232,6 +244,9 @@ type Outcome struct {
 	Plans map[string]securityv1alpha1.Plan
 	// Triggers are the policies whose threshold held, with their score.
 	Triggers map[string]float64
+	// CordonCapped lists the policies whose CordonNode was left out
+	// because their maxCordonedNodes is reached.
+	CordonCapped []string
 }
 
 // Decide turns the triggered evaluations of one pod into an Outcome.
@@ -264,6 +279,10 @@ func Decide(evals []Evaluation, env Env) Outcome {
 		p := e.Policy
 		out.Triggers[p.Name] = e.Result.Score
 		actions, mode := triggered(e, env)
+		if capped := cordonCapped(p, env, spec, actions); capped != nil {
+			actions = capped
+			out.CordonCapped = append(out.CordonCapped, p.Name)
+		}
 		plan := func(blockedBy string) {
 			out.Plans[p.Name] = securityv1alpha1.Plan{
 				Time: metav1.NewTime(env.Now), Namespace: env.Pod.Namespace, Pod: env.Pod.Name,
@@ -390,8 +409,14 @@ func safeguard(p *securityv1alpha1.ThreatPolicy, env Env, exists, contributor, c
 	if env.ActiveByPolicy[p.Name] >= budget(p) {
 		return BlockedBudget
 	}
+	if env.ActiveInNamespace[p.Name] >= NamespaceShare(p) {
+		return BlockedNamespaceShare
+	}
 	if !exists && !creating && env.MaxActive > 0 && env.ActiveTotal >= env.MaxActive {
 		return BlockedClusterCap
+	}
+	if !exists && !creating && env.MaxActiveInNamespace > 0 && env.ActiveTotalInNamespace >= env.MaxActiveInNamespace {
+		return BlockedClusterCapShare
 	}
 	return ""
 }
@@ -405,6 +430,52 @@ func budget(p *securityv1alpha1.ThreatPolicy) int {
 
 // Budget is a policy's maxActiveQuarantines with its default.
 func Budget(p *securityv1alpha1.ThreatPolicy) int { return budget(p) }
+
+// NamespaceShare is how many of p's budget one namespace may hold:
+// namespaceShare percent (default 50) of maxActiveQuarantines, rounded up,
+// at least 1.
+func NamespaceShare(p *securityv1alpha1.ThreatPolicy) int {
+	share := 50
+	if v := p.Spec.Safeguards.NamespaceShare; v != nil {
+		share = int(*v)
+	}
+	return ShareOf(budget(p), share)
+}
+
+// ShareOf is percent of total, rounded up, at least 1 (0 when total is 0:
+// no cap).
+func ShareOf(total, percent int) int {
+	if total <= 0 {
+		return 0
+	}
+	return max(1, (total*percent+99)/100)
+}
+
+// CordonCap is p's maxCordonedNodes with its default (2).
+func CordonCap(p *securityv1alpha1.ThreatPolicy) int {
+	if v := p.Spec.Safeguards.MaxCordonedNodes; v != nil {
+		return int(*v)
+	}
+	return 2
+}
+
+// HasCordon reports whether q's spec carries CordonNode.
+func HasCordon(q *securityv1alpha1.Quarantine) bool {
+	return slices.ContainsFunc(q.Spec.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode })
+}
+
+// cordonCapped returns actions without CordonNode when p would add it and
+// its cordon cap is reached; nil when nothing changes.
+func cordonCapped(p *securityv1alpha1.ThreatPolicy, env Env, spec *securityv1alpha1.QuarantineSpec, actions []securityv1alpha1.Action) []securityv1alpha1.Action {
+	wants := slices.ContainsFunc(actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode })
+	if !wants || env.Cordons[p.Name] < CordonCap(p) {
+		return nil
+	}
+	if spec != nil && slices.ContainsFunc(spec.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode }) {
+		return nil // already cordoning: nothing new
+	}
+	return slices.DeleteFunc(slices.Clone(actions), func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode })
+}
 
 func newSpec(p *securityv1alpha1.ThreatPolicy, e *Evaluation, actions []securityv1alpha1.Action) *securityv1alpha1.QuarantineSpec {
 	approved, released := true, false
@@ -510,20 +581,100 @@ const AutoReleaseAtAnnotation = "security.bulkhead.dev/auto-release-at"
 // AutoReleaseActor is the audit actor of an automatic release.
 const AutoReleaseActor = "bulkhead/auto-release"
 
-// AutoReleaseDue is when q's automatic release is due; ok is false when it
-// has none (no autoReleaseAfter, released, or not a policy's Quarantine).
-func AutoReleaseDue(q *securityv1alpha1.Quarantine) (time.Time, bool) {
-	if q.Spec.AutoReleaseAfter == nil || q.IsReleased() || !createdByPolicy(q) {
-		return time.Time{}, false
+// AutoReleaseAfter is how long after creation q's auto-release is first
+// due: the longer of q's spec and the shortest of its contributing
+// policies' (what the manager stamped), so a shortened spec cannot hasten
+// it. ok is false when none applies (nil policy: gone; a policy without
+// autoReleaseAfter holds the Quarantine).
+func AutoReleaseAfter(q *securityv1alpha1.Quarantine, policies []*securityv1alpha1.ThreatPolicy) (time.Duration, bool) {
+	if q.Spec.AutoReleaseAfter == nil || len(policies) == 0 {
+		return 0, false
 	}
-	if at, err := time.Parse(time.RFC3339, q.Annotations[AutoReleaseAtAnnotation]); err == nil {
-		return at, true
+	var shortest time.Duration
+	for i, p := range policies {
+		if p == nil || p.Spec.Release.AutoReleaseAfter == nil {
+			return 0, false
+		}
+		if d := p.Spec.Release.AutoReleaseAfter.Duration; i == 0 || d < shortest {
+			shortest = d
+		}
 	}
-	return q.CreationTimestamp.Add(q.Spec.AutoReleaseAfter.Duration), true
+	return max(shortest, q.Spec.AutoReleaseAfter.Duration), true
 }
 
-// FallenBelow reports whether no contributing policy's evaluation is still
-// at or above its threshold (policies with no fresh score count as fallen).
+// AutoReleaseDue is when q's automatic release is due; ok is false when it
+// has none (no autoReleaseAfter, released, not a policy's Quarantine, or a
+// contributing policy that no longer auto-releases). The auto-release-at
+// annotation (the manager's extension) can only postpone it.
+func AutoReleaseDue(q *securityv1alpha1.Quarantine, policies []*securityv1alpha1.ThreatPolicy) (time.Time, bool) {
+	if q.IsReleased() || !createdByPolicy(q) {
+		return time.Time{}, false
+	}
+	after, ok := AutoReleaseAfter(q, policies)
+	if !ok {
+		return time.Time{}, false
+	}
+	due := q.CreationTimestamp.Add(after)
+	if at, err := time.Parse(time.RFC3339, q.Annotations[AutoReleaseAtAnnotation]); err == nil && at.After(due) {
+		due = at
+	}
+	return due, true
+}
+
+// ReleaseVerdict is what the evaluations say once auto-release is due.
+type ReleaseVerdict string
+
+const (
+	// VerdictFell: positive evidence, the score fell below every threshold.
+	VerdictFell ReleaseVerdict = "ScoreFell"
+	// VerdictHigh: a contributing policy still scores at or above its threshold.
+	VerdictHigh ReleaseVerdict = "ScoreStillHigh"
+	// VerdictNoEvidence: nothing says the score fell (no fresh score from
+	// the detector that triggered, or nothing left to score).
+	VerdictNoEvidence ReleaseVerdict = "NoEvidence"
+)
+
+// JudgeRelease weighs the evaluations of the contributing policies (for a
+// gone pod: of every pod of its workload). trigger is the detector that
+// triggered (reason.detector). The score fell only when every evaluation
+// has a fresh score, from trigger among others when the policy weighs it,
+// and is below its threshold; "no fresh score" is not "fell".
+func JudgeRelease(evals []Evaluation, trigger string) ReleaseVerdict {
+	if len(evals) == 0 {
+		return VerdictNoEvidence
+	}
+	verdict := VerdictFell
+	for i := range evals {
+		e := &evals[i]
+		if e.Result.Score >= Threshold(e.Policy) {
+			return VerdictHigh
+		}
+		fresh := e.Result.Detectors > 0
+		if fresh && trigger != "" && Uses(e.Policy, trigger) {
+			fresh = slices.ContainsFunc(e.Result.Breakdown, func(c securityv1alpha1.ScoreComponent) bool { return c.Source == trigger })
+		}
+		if !fresh {
+			verdict = VerdictNoEvidence
+		}
+	}
+	return verdict
+}
+
+// ReleaseWithoutEvidenceDue reports whether every contributing policy's
+// fallback (release.releaseWithoutEvidenceAfter) has passed since q was
+// created. A policy without one holds q.
+func ReleaseWithoutEvidenceDue(q *securityv1alpha1.Quarantine, policies []*securityv1alpha1.ThreatPolicy, now time.Time) bool {
+	if len(policies) == 0 {
+		return false
+	}
+	for _, p := range policies {
+		if p == nil || p.Spec.Release.ReleaseWithoutEvidenceAfter == nil ||
+			now.Before(q.CreationTimestamp.Add(p.Spec.Release.ReleaseWithoutEvidenceAfter.Duration)) {
+			return false
+		}
+	}
+	return true
+}
 func FallenBelow(evals []Evaluation) bool {
 	for i := range evals {
 		if evals[i].Result.Score >= Threshold(evals[i].Policy) {

@@ -1,12 +1,14 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
@@ -310,18 +312,91 @@ func TestSelects(t *testing.T) {
 }
 
 func TestAutoRelease(t *testing.T) {
+	p := tp("p", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
+		p.Spec.Release.AutoReleaseAfter = &metav1.Duration{Duration: time.Hour}
+	})
+	ps := []*securityv1alpha1.ThreatPolicy{p}
 	q := existing(&securityv1alpha1.QuarantineSpec{Reason: &securityv1alpha1.QuarantineReason{Policy: "p"}, AutoReleaseAfter: &metav1.Duration{Duration: time.Hour}}, true)
 	q.CreationTimestamp = metav1.NewTime(now)
-	if due, ok := AutoReleaseDue(q); !ok || !due.Equal(now.Add(time.Hour)) {
+	if due, ok := AutoReleaseDue(q, ps); !ok || !due.Equal(now.Add(time.Hour)) {
 		t.Errorf("due %v %v", due, ok)
 	}
 	q.Annotations[AutoReleaseAtAnnotation] = now.Add(3 * time.Hour).Format(time.RFC3339)
-	if due, _ := AutoReleaseDue(q); !due.Equal(now.Add(3 * time.Hour)) {
+	if due, _ := AutoReleaseDue(q, ps); !due.Equal(now.Add(3 * time.Hour)) {
 		t.Errorf("extended due %v", due)
 	}
-	p := tp("p", securityv1alpha1.ModeEnforce)
-	if FallenBelow([]Evaluation{ev(p, 0.8, 0)}) || !FallenBelow([]Evaluation{ev(p, 0.5, 0)}) {
-		t.Error("FallenBelow")
+	if _, ok := AutoReleaseDue(q, []*securityv1alpha1.ThreatPolicy{nil}); ok {
+		t.Error("a Quarantine whose policy is gone must not auto-release")
+	}
+}
+
+// Issue 14 item 11: neither an auto-release-at annotation nor a shortened
+// spec.autoReleaseAfter can bring the release forward.
+func TestAutoReleaseCannotBeHastened(t *testing.T) {
+	p := tp("p", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
+		p.Spec.Release.AutoReleaseAfter = &metav1.Duration{Duration: time.Hour}
+	})
+	ps := []*securityv1alpha1.ThreatPolicy{p}
+	q := existing(&securityv1alpha1.QuarantineSpec{Reason: &securityv1alpha1.QuarantineReason{Policy: "p"}, AutoReleaseAfter: &metav1.Duration{Duration: time.Second}}, true)
+	q.CreationTimestamp = metav1.NewTime(now)
+	q.Annotations[AutoReleaseAtAnnotation] = now.Add(-time.Hour).Format(time.RFC3339)
+	if due, ok := AutoReleaseDue(q, ps); !ok || due.Before(now.Add(time.Hour)) {
+		t.Errorf("due %v %v: a forged annotation or a shortened spec hastened auto-release", due, ok)
+	}
+}
+
+// Issue 14 item 11: "no fresh score" is not "the score fell".
+func TestJudgeRelease(t *testing.T) {
+	p := tp("p", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
+		p.Spec.Detectors = append(p.Spec.Detectors, securityv1alpha1.DetectorWeight{Name: "behavior", Weight: 1})
+	})
+	scored := func(score float64, sources ...string) Evaluation {
+		e := ev(p, score, 0)
+		e.Result.Detectors = len(sources)
+		e.Result.Breakdown = nil
+		for _, s := range sources {
+			e.Result.Breakdown = append(e.Result.Breakdown, securityv1alpha1.ScoreComponent{Source: s})
+		}
+		return e
+	}
+	for _, c := range []struct {
+		name  string
+		evals []Evaluation
+		want  ReleaseVerdict
+	}{
+		{"nothing to evaluate (pod gone, no pod of its workload)", nil, VerdictNoEvidence},
+		{"no fresh score at all (after a failover)", []Evaluation{scored(0)}, VerdictNoEvidence},
+		{"only another detector is fresh", []Evaluation{scored(0.1, "behavior")}, VerdictNoEvidence},
+		{"the triggering detector reports low", []Evaluation{scored(0.5, "falco")}, VerdictFell},
+		{"still high", []Evaluation{scored(0.9, "falco")}, VerdictHigh},
+		{"one workload pod low, one unscored", []Evaluation{scored(0.5, "falco"), scored(0)}, VerdictNoEvidence},
+		{"one workload pod low, one high", []Evaluation{scored(0.5, "falco"), scored(0.85, "falco")}, VerdictHigh},
+	} {
+		if got := JudgeRelease(c.evals, "falco"); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+	// A trigger the policy does not weigh: any fresh score is evidence.
+	if got := JudgeRelease([]Evaluation{scored(0.1, "behavior")}, "tetragon"); got != VerdictFell {
+		t.Errorf("untracked trigger: %s", got)
+	}
+}
+
+func TestReleaseWithoutEvidenceDue(t *testing.T) {
+	q := existing(&securityv1alpha1.QuarantineSpec{Reason: &securityv1alpha1.QuarantineReason{Policy: "p"}}, true)
+	q.CreationTimestamp = metav1.NewTime(now)
+	with := tp("with", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
+		p.Spec.Release.ReleaseWithoutEvidenceAfter = &metav1.Duration{Duration: 2 * time.Hour}
+	})
+	without := tp("without", securityv1alpha1.ModeEnforce)
+	if ReleaseWithoutEvidenceDue(q, []*securityv1alpha1.ThreatPolicy{with}, now.Add(time.Hour)) {
+		t.Error("fallback due too early")
+	}
+	if !ReleaseWithoutEvidenceDue(q, []*securityv1alpha1.ThreatPolicy{with}, now.Add(2*time.Hour)) {
+		t.Error("fallback not due")
+	}
+	if ReleaseWithoutEvidenceDue(q, []*securityv1alpha1.ThreatPolicy{with, without}, now.Add(10*time.Hour)) {
+		t.Error("a contributor without a fallback must hold the Quarantine")
 	}
 }
 
@@ -357,5 +432,56 @@ func TestDecideStampsTheCordonNodeFloor(t *testing.T) {
 	}
 	if got := stamped(&q.Spec); got != 5 {
 		t.Errorf("Decide changed the existing Quarantine's floor to %d", got)
+	}
+}
+
+// Issue 14 item 14: one namespace holds at most its share of a policy's
+// budget, and CordonNode has its own cap that leaves the other actions.
+func TestNamespaceShareAndCordonCap(t *testing.T) {
+	p := tp("p", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) { p.Spec.Safeguards.MaxActiveQuarantines = 10 })
+	if NamespaceShare(p) != 5 || CordonCap(p) != 2 {
+		t.Fatalf("defaults: share %d, cordon cap %d", NamespaceShare(p), CordonCap(p))
+	}
+	full := env(func(e *Env) { e.ActiveByPolicy["p"], e.ActiveInNamespace = 5, map[string]int{"p": 5} })
+	if o := Decide([]Evaluation{ev(p, 0.9, 1)}, full); o.Create != nil || o.Plans["p"].BlockedBy != BlockedNamespaceShare {
+		t.Errorf("the namespace's share is spent: %+v", o)
+	}
+	other := env(func(e *Env) { e.ActiveByPolicy["p"], e.ActiveInNamespace = 5, map[string]int{} })
+	if o := Decide([]Evaluation{ev(p, 0.9, 1)}, other); o.Create == nil {
+		t.Errorf("another namespace must still be contained: %+v", o)
+	}
+	odd := tp("odd", securityv1alpha1.ModeEnforce, func(p *securityv1alpha1.ThreatPolicy) {
+		p.Spec.Safeguards.MaxActiveQuarantines = 3
+		p.Spec.Safeguards.NamespaceShare = ptr.To[int32](1)
+	})
+	if NamespaceShare(odd) != 1 {
+		t.Errorf("share rounds up to at least one: %d", NamespaceShare(odd))
+	}
+
+	if ShareOf(40, 50) != 20 || ShareOf(0, 50) != 0 || ShareOf(3, 10) != 1 {
+		t.Errorf("ShareOf: %d %d %d", ShareOf(40, 50), ShareOf(0, 50), ShareOf(3, 10))
+	}
+	clusterFull := env(func(e *Env) {
+		e.MaxActive, e.ActiveTotal, e.MaxActiveInNamespace, e.ActiveTotalInNamespace = 40, 20, 20, 20
+	})
+	if o := Decide([]Evaluation{ev(p, 0.9, 1)}, clusterFull); o.Create != nil || o.Plans["p"].BlockedBy != BlockedClusterCapShare {
+		t.Errorf("the namespace's share of the cluster cap is spent: %+v", o)
+	}
+	clusterOther := env(func(e *Env) {
+		e.MaxActive, e.ActiveTotal, e.MaxActiveInNamespace, e.ActiveTotalInNamespace = 40, 20, 20, 0
+	})
+	if o := Decide([]Evaluation{ev(p, 0.9, 1)}, clusterOther); o.Create == nil {
+		t.Errorf("another namespace must still get the cluster cap's rest: %+v", o)
+	}
+
+	capped := env(func(e *Env) { e.Cordons = map[string]int{"p": 2} })
+	o := Decide([]Evaluation{ev(p, 0.97, 1)}, capped)
+	if o.Create == nil || slices.ContainsFunc(o.Create.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionCordonNode }) ||
+		!slices.ContainsFunc(o.Create.Actions, func(a securityv1alpha1.Action) bool { return a.Type == securityv1alpha1.ActionScaleToZero }) ||
+		!slices.Equal(o.CordonCapped, []string{"p"}) {
+		t.Errorf("cordon cap reached: want the Quarantine without CordonNode but with ScaleToZero, said so: %+v %v", o.Create, o.CordonCapped)
+	}
+	if o := Decide([]Evaluation{ev(p, 0.97, 1)}, env()); o.Create == nil || !HasCordon(&securityv1alpha1.Quarantine{Spec: *o.Create}) || len(o.CordonCapped) != 0 {
+		t.Errorf("under the cap CordonNode applies: %+v", o.Create)
 	}
 }

@@ -4,9 +4,10 @@
 // manager on a local control plane and checks the safeguards: no policy
 // exceeds maxActiveQuarantines (and the exhausted one says BudgetExhausted),
 // the cluster-wide cap (--max-active-quarantines) holds, protected
-// namespaces and Bulkhead's own namespace are never touched, and the
-// manager's memory stays bounded (peak RSS reported). Run with
-// `make test-flood`.
+// namespaces and Bulkhead's own namespace are never touched, no namespace
+// holds more than its share of the cluster cap and a quiet namespace's pod
+// is still contained after the flood (fairness), and the manager's memory
+// stays bounded (peak RSS reported). Run with `make test-flood`.
 package flood
 
 import (
@@ -36,6 +37,10 @@ var logf = framework.Logger("flood")
 
 const (
 	clusterCap = 40
+	// nsShare is --namespace-share: two namespaces flood, so each may
+	// hold a quarter of the cluster cap and half of it is left for others.
+	nsShare    = 25
+	nsCapShare = clusterCap * nsShare / 100
 	budgetA    = 10  // policy flood-a: namespace flood-a only
 	budgetAll  = 100 // policy flood-all: every load=flood namespace
 	perPod     = 10
@@ -52,7 +57,7 @@ func TestFlood(t *testing.T) {
 	}
 	defer env.Stop()
 	mgr, err := env.StartManager("manager", fmt.Sprintf("--max-active-quarantines=%d", clusterCap),
-		"--ingest-rate=100000", "--ingest-burst=100000")
+		fmt.Sprintf("--namespace-share=%d", nsShare), "--ingest-rate=100000", "--ingest-burst=100000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +86,13 @@ func TestFlood(t *testing.T) {
 	if err := env.Namespace("payments", map[string]string{"load": "flood"}); err != nil {
 		t.Fatal(err)
 	}
+	// A namespace that does not flood: its one pod is attacked afterwards.
+	if err := env.Namespace("quiet", map[string]string{"load": "flood"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Pod("quiet", "svc-0", map[string]string{"app": "svc"}, env.Cluster.Nodes[0]); err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []string{"kube-system", mgrNS} {
 		if _, err := env.Cluster.Kubectl(ctx, nil, "label", "namespace", n, "load=flood", "--overwrite"); err != nil {
 			t.Fatal(err)
@@ -106,7 +118,7 @@ func TestFlood(t *testing.T) {
 	}
 	logf("%d pods created", len(pods))
 
-	if err := env.Apply(framework.Policies(policy("flood-a", map[string]string{"tier": "flood-a"}, budgetA), policy("flood-all", map[string]string{"load": "flood"}, budgetAll))); err != nil {
+	if err := env.Apply(framework.Policies(policy("flood-a", map[string]string{"tier": "flood-a"}, budgetA, 100), policy("flood-all", map[string]string{"load": "flood"}, budgetAll, 0))); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
@@ -195,6 +207,31 @@ func TestFlood(t *testing.T) {
 		t.Error("nothing was contained: the flood did not reach the engine")
 	}
 
+	// Fairness: the flooders spent their shares, not everything; a real
+	// threat in a quiet namespace is still contained.
+	attack := []framework.Score{{Namespace: "quiet", Pod: "svc-0", Detector: kit.Detector, Score: 0.99, Reason: "real threat"}}
+	for range 3 { // the policies' sustain
+		if code, msg, err := mgr.Ingest.PostScores(ctx, attack...); err != nil || code != 202 {
+			t.Fatalf("posting the quiet namespace's threat: %d %s %v", code, msg, err)
+		}
+	}
+	t1 := time.Now()
+	for {
+		var qs securityv1alpha1.QuarantineList
+		if err := env.Cluster.Client.List(ctx, &qs, client.InNamespace("quiet")); err != nil {
+			t.Fatal(err)
+		}
+		if len(qs.Items) == 1 && qs.Items[0].Spec.Target.Name == "svc-0" && !qs.Items[0].IsReleased() {
+			logf("REPORT fairness: quiet/svc-0 contained %s after its threat, with the flood's Quarantines in place", time.Since(t1).Round(time.Millisecond))
+			break
+		}
+		if time.Since(t1) > 30*time.Second {
+			t.Errorf("quiet/svc-0 was not contained after the flood: the flooding namespaces drained the shared budgets (%d Quarantines there)", len(qs.Items))
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// The exhausted policy says so.
 	p := &securityv1alpha1.ThreatPolicy{}
 	deadline := time.Now().Add(60 * time.Second)
@@ -236,8 +273,9 @@ func TestFlood(t *testing.T) {
 	}
 }
 
-func policy(name string, namespaces map[string]string, budget int) framework.Policy {
+func policy(name string, namespaces map[string]string, budget, share int) framework.Policy {
 	return framework.Policy{
+		NamespaceShare:       share,
 		Name:                 name,
 		NamespaceLabels:      namespaces,
 		PodLabels:            map[string]string{"app": "svc"},
@@ -297,6 +335,11 @@ func check(t *testing.T, env *kit.Env, mgrNS string) summary {
 	}
 	if s.byPolicy["flood-all"] > budgetAll {
 		errorf("policy flood-all: %d active, budget %d", s.byPolicy["flood-all"], budgetAll)
+	}
+	for _, n := range []string{"flood-a", "flood-b"} {
+		if s.byNS[n] > nsCapShare {
+			errorf("namespace %s holds %d Quarantines, more than its share %d of the cluster cap", n, s.byNS[n], nsCapShare)
+		}
 	}
 	for _, n := range []string{"payments", "kube-system", mgrNS} {
 		if s.byNS[n] > 0 {

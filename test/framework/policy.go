@@ -25,6 +25,9 @@ type Policy struct {
 	MinSchedulableNodes  int
 	Cooldown             string
 	ProtectedNamespaces  []string
+
+	// NamespaceShare is safeguards.namespaceShare (percent; 0: the default).
+	NamespaceShare int
 }
 
 // Detector is a weighted detector of a policy.
@@ -78,10 +81,13 @@ func (p Policy) YAML() string {
 		line("  - minScore: %q", s.MinScore)
 		line("    actions: %s", s.Actions)
 	}
-	if p.MaxActiveQuarantines > 0 || p.MinSchedulableNodes > 0 || p.Cooldown != "" || len(p.ProtectedNamespaces) > 0 {
+	if p.MaxActiveQuarantines > 0 || p.NamespaceShare > 0 || p.MinSchedulableNodes > 0 || p.Cooldown != "" || len(p.ProtectedNamespaces) > 0 {
 		line("  safeguards:")
 		if p.MaxActiveQuarantines > 0 {
 			line("    maxActiveQuarantines: %d", p.MaxActiveQuarantines)
+		}
+		if p.NamespaceShare > 0 {
+			line("    namespaceShare: %d", p.NamespaceShare)
 		}
 		if p.MinSchedulableNodes > 0 {
 			line("    minSchedulableNodes: %d", p.MinSchedulableNodes)

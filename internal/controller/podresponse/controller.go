@@ -61,6 +61,9 @@ type Reconciler struct {
 	ManagerNamespace string
 	// MaxActive caps unreleased policy Quarantines cluster-wide; 0: no cap.
 	MaxActive int
+	// NamespaceShare is the percentage of MaxActive one namespace may
+	// hold (0: 50).
+	NamespaceShare int
 	// Provenance signs the Quarantines this controller creates and tells
 	// them from forged ones: only signed ones count against budgets and the
 	// cap, or are updated as a policy's own. Required.
@@ -82,6 +85,7 @@ type Reconciler struct {
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
 // +kubebuilder:rbac:groups="",namespace=bulkhead-system,resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -93,8 +97,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Get(ctx, req.NamespacedName, pod); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Evaluator.Forget(key, "")
+			// ScaleToZero or Evict may have removed it: its Quarantine's
+			// auto-release still runs.
+			return r.autoReleaseGone(ctx, req.NamespacedName)
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, err
 	}
 	if evals := r.Triggers.Take(key); len(evals) > 0 {
 		again, err := r.decide(ctx, pod, evals)

@@ -38,7 +38,12 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 	}
 	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}, signer: signer}
 	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive,
-		MadeByPolicy: signer.Made}
+		MadeByPolicy: signer.Made, ActiveInNamespace: map[string]int{}, Cordons: map[string]int{}}
+	share := r.NamespaceShare
+	if share <= 0 {
+		share = 50
+	}
+	w.env.MaxActiveInNamespace = policy.ShareOf(r.MaxActive, share)
 	// Read-only views of the cache: no deep copy of every Quarantine per
 	// decision. Nothing below may modify them.
 	var tps securityv1alpha1.ThreatPolicyList
@@ -73,9 +78,19 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 		// must not spend budgets or the cap.
 		if signer.Made(q) {
 			w.env.ActiveTotal++
+			if q.Namespace == pod.Namespace {
+				w.env.ActiveTotalInNamespace++
+			}
 			if q.Spec.Reason != nil {
+				cordon := policy.HasCordon(q)
 				for _, p := range q.Spec.Reason.Policies {
 					w.env.ActiveByPolicy[p]++
+					if q.Namespace == pod.Namespace {
+						w.env.ActiveInNamespace[p]++
+					}
+					if cordon {
+						w.env.Cordons[p]++
+					}
 				}
 			}
 		}
@@ -199,6 +214,10 @@ func (r *Reconciler) execute(ctx context.Context, d *decision) error {
 			return err
 		}
 	}
+	for _, name := range out.CordonCapped {
+		r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "CordonCapReached", "Contain",
+			"policy %s left CordonNode out: its maxCordonedNodes is reached (the other actions still apply)", name)
+	}
 	for name, plan := range out.Plans {
 		r.Activity.AddPlan(name, plan)
 		r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "WouldQuarantine", "Plan",
@@ -222,7 +241,9 @@ func (r *Reconciler) reserve(w *world, spec *securityv1alpha1.QuarantineSpec) ty
 		return w.names[n] || r.pending.taken(types.NamespacedName{Namespace: w.pod.Namespace, Name: n})
 	})
 	key := types.NamespacedName{Namespace: w.pod.Namespace, Name: name}
-	r.pending.create(key, w.pod.Name, spec.Reason.Policies, r.Now())
+	r.pending.create(key, w.pod.Name, spec.Reason.Policies, r.Now(), slices.ContainsFunc(spec.Actions, func(a securityv1alpha1.Action) bool {
+		return a.Type == securityv1alpha1.ActionCordonNode
+	}))
 	return key
 }
 

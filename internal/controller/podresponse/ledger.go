@@ -26,6 +26,8 @@ type pendingWrite struct {
 	// policies of the new Quarantine, or the ones joining.
 	policies []string
 	at       time.Time
+	// cordon: the new Quarantine carries CordonNode (maxCordonedNodes).
+	cordon bool
 }
 
 // unseenGrace bounds how long a write is counted without the cache showing
@@ -33,21 +35,21 @@ type pendingWrite struct {
 // create that timed out may never have happened).
 const unseenGrace = time.Minute
 
-func (l *ledger) create(key types.NamespacedName, pod string, policies []string, now time.Time) {
-	l.record(&l.creates, key, pod, policies, now)
+func (l *ledger) create(key types.NamespacedName, pod string, policies []string, now time.Time, cordon bool) {
+	l.record(&l.creates, key, pendingWrite{pod: pod, policies: slices.Clone(policies), at: now, cordon: cordon})
 }
 
 func (l *ledger) join(key types.NamespacedName, pod string, policies []string, now time.Time) {
-	l.record(&l.joins, key, pod, policies, now)
+	l.record(&l.joins, key, pendingWrite{pod: pod, policies: slices.Clone(policies), at: now})
 }
 
-func (l *ledger) record(m *map[types.NamespacedName]pendingWrite, key types.NamespacedName, pod string, policies []string, now time.Time) {
+func (l *ledger) record(m *map[types.NamespacedName]pendingWrite, key types.NamespacedName, w pendingWrite) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if *m == nil {
 		*m = map[types.NamespacedName]pendingWrite{}
 	}
-	(*m)[key] = pendingWrite{pod: pod, policies: slices.Clone(policies), at: now}
+	(*m)[key] = w
 }
 
 // dropCreate gives back the slot of a create the API server refused.
@@ -93,8 +95,12 @@ func (l *ledger) count(listed map[types.NamespacedName]*securityv1alpha1.Quarant
 			continue
 		}
 		env.ActiveTotal++
+		if env.Pod != nil && key.Namespace == env.Pod.Namespace {
+			env.ActiveTotalInNamespace++
+		}
 		for _, p := range w.policies {
 			env.ActiveByPolicy[p]++
+			countShares(env, key.Namespace, p, w.cordon)
 		}
 	}
 	for key, w := range l.joins {
@@ -111,11 +117,23 @@ func (l *ledger) count(listed map[types.NamespacedName]*securityv1alpha1.Quarant
 		for _, p := range w.policies {
 			if !slices.Contains(shown, p) {
 				env.ActiveByPolicy[p]++
+				countShares(env, key.Namespace, p, false)
 				missing++
 			}
 		}
 		if missing == 0 {
 			delete(l.joins, key)
 		}
+	}
+}
+
+// countShares adds a pending write of policy p in namespace ns to the
+// namespace share and cordon counts (maps nil in tests of the budget only).
+func countShares(env *policy.Env, ns, p string, cordon bool) {
+	if env.ActiveInNamespace != nil && env.Pod != nil && ns == env.Pod.Namespace {
+		env.ActiveInNamespace[p]++
+	}
+	if cordon && env.Cordons != nil {
+		env.Cordons[p]++
 	}
 }

@@ -37,8 +37,8 @@ func TestCreatesCountUntilTheCacheShowsThem(t *testing.T) {
 	var l ledger
 	a := types.NamespacedName{Namespace: "web", Name: "shop-1"}
 	b := types.NamespacedName{Namespace: "web", Name: "shop-2"}
-	l.create(a, "shop-1", []string{"web-tier"}, ledgerNow)
-	l.create(b, "shop-2", []string{"web-tier", "all"}, ledgerNow)
+	l.create(a, "shop-1", []string{"web-tier"}, ledgerNow, false)
+	l.create(b, "shop-2", []string{"web-tier", "all"}, ledgerNow, false)
 
 	env := countPending(&l, map[types.NamespacedName]*securityv1alpha1.Quarantine{a: quarantineFor("shop-1", "shop-1", "web-tier")}, ledgerNow)
 	if env.ActiveTotal != 1 || env.ActiveByPolicy["web-tier"] != 1 || env.ActiveByPolicy["all"] != 1 {
@@ -57,7 +57,7 @@ func TestCreatesCountUntilTheCacheShowsThem(t *testing.T) {
 func TestCreateIsNotForgottenForAnotherTargetsQuarantine(t *testing.T) {
 	var l ledger
 	a := types.NamespacedName{Namespace: "web", Name: "shop-1"}
-	l.create(a, "shop-1", []string{"web-tier"}, ledgerNow)
+	l.create(a, "shop-1", []string{"web-tier"}, ledgerNow, false)
 	env := countPending(&l, map[types.NamespacedName]*securityv1alpha1.Quarantine{a: quarantineFor("shop-1", "other-pod")}, ledgerNow)
 	if env.ActiveTotal != 1 || !l.taken(a) || !l.creating("web", "shop-1") {
 		t.Fatalf("reservation lost to a same-named Quarantine of another pod: total %d", env.ActiveTotal)
@@ -111,5 +111,19 @@ func TestReserveNamesAreDistinct(t *testing.T) {
 	}
 	if env := countPending(&r.pending, nil, ledgerNow); env.ActiveTotal != 2 || env.ActiveByPolicy["web-tier"] != 2 {
 		t.Fatalf("two reservations: total %d, by policy %v", env.ActiveTotal, env.ActiveByPolicy)
+	}
+}
+
+// Pending creates count against the namespace share (in the pod's
+// namespace only) and, when they carry CordonNode, the cordon cap.
+func TestPendingCreatesCountAgainstShareAndCordons(t *testing.T) {
+	var l ledger
+	l.create(types.NamespacedName{Namespace: "web", Name: "shop-1"}, "shop-1", []string{"p"}, ledgerNow, true)
+	l.create(types.NamespacedName{Namespace: "api", Name: "api-1"}, "api-1", []string{"p"}, ledgerNow, false)
+	env := policy.Env{Now: ledgerNow, ActiveByPolicy: map[string]int{}, ActiveInNamespace: map[string]int{}, Cordons: map[string]int{},
+		Pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-2"}}}
+	l.count(nil, &env)
+	if env.ActiveByPolicy["p"] != 2 || env.ActiveInNamespace["p"] != 1 || env.Cordons["p"] != 1 {
+		t.Fatalf("by policy %v, in namespace %v, cordons %v", env.ActiveByPolicy, env.ActiveInNamespace, env.Cordons)
 	}
 }
