@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -159,20 +161,28 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // pauseCache caches the pause switch ConfigMap alone: the manager may watch
 // ConfigMaps only in its namespace, and needs no other one here. Its
-// informer is registered now so the manager syncs it before any decision.
+// informer is registered when the manager starts (setup must not need the
+// API server), so it is synced before the first decision.
 func pauseCache(mgr ctrl.Manager, namespace string) (cache.Cache, error) {
 	c, err := cache.New(mgr.GetConfig(), cache.Options{
 		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
-		DefaultNamespaces: map[string]cache.Config{namespace: {}},
-		ByObject: map[client.Object]cache.ByObject{&corev1.ConfigMap{}: {
-			Field: fields.OneTermEqualSelector("metadata.name", securityv1alpha1.ControlConfigMap),
-		}},
+		// Default selectors, not ByObject: ByObject needs the REST mapping
+		// at construction, and setup must not need the API server.
+		DefaultNamespaces:    map[string]cache.Config{namespace: {}},
+		DefaultFieldSelector: fields.OneTermEqualSelector("metadata.name", securityv1alpha1.ControlConfigMap),
 	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.GetInformer(context.Background(), &corev1.ConfigMap{}); err != nil {
+	if err := mgr.Add(c); err != nil {
 		return nil, err
 	}
-	return c, mgr.Add(c)
+	// Until the API server answers: a manager started before it waits.
+	return c, mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		_ = wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := c.GetInformer(ctx, &corev1.ConfigMap{})
+			return err == nil, nil
+		})
+		return nil
+	}))
 }
