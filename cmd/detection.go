@@ -21,6 +21,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 	"github.com/bulkhead-dev/bulkhead/internal/ingestca"
+	"github.com/bulkhead-dev/bulkhead/internal/notify"
 	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 	"github.com/bulkhead-dev/bulkhead/internal/sensordeploy"
@@ -169,11 +170,11 @@ func provenanceKeys(mgr ctrl.Manager, namespace string) *provenance.Keyring {
 // setupPolicies adds the per-pod decision, which turns the triggers of d
 // into Quarantines, and the ThreatPolicy status controller, which reports
 // activity.
-func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity) error {
+func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity, n *notify.Dispatcher) error {
 	if f.namespaceShare < 1 || f.namespaceShare > 100 {
 		return fmt.Errorf("--namespace-share=%d: want a percentage from 1 to 100", f.namespaceShare)
 	}
-	recorder := mgr.GetEventRecorder("bulkhead")
+	recorder := n.Recorder(mgr.GetEventRecorder("bulkhead"))
 	keys := provenanceKeys(mgr, namespace)
 	if err := (&podresponse.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: d.Triggers, Evaluator: d.Evaluator, Activity: activity,

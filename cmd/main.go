@@ -136,12 +136,14 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("setting up detection: %w", err)
 	}
-	if err := setupPolicies(mgr, ns, f.policies, det, activity); err != nil {
-		return fmt.Errorf("setting up policies: %w", err)
-	}
+	// Notifications before the policies: their notices (BudgetExhausted,
+	// AutoReleaseExtended) are sent through it.
 	n, err := setupNotify(mgr, ns, f.notify)
 	if err != nil {
 		return fmt.Errorf("setting up notifications: %w", err)
+	}
+	if err := setupPolicies(mgr, ns, f.policies, det, activity, n); err != nil {
+		return fmt.Errorf("setting up policies: %w", err)
 	}
 	if err := setupContainment(mgr, ns, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
 		return fmt.Errorf("setting up containment: %w", err)

@@ -42,12 +42,12 @@ func TestSetupWithoutAPIServer(t *testing.T) {
 	if det.Pipeline.Model == nil {
 		t.Error("the behavior model does not feed the pipeline")
 	}
-	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity); err != nil {
-		t.Fatalf("policies without an API server: %v", err)
-	}
 	n, err := setupNotify(mgr, f.manager.namespace, f.notify)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity, n); err != nil {
+		t.Fatalf("policies without an API server: %v", err)
 	}
 	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
 		t.Fatal(err)

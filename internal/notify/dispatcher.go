@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -114,7 +115,23 @@ func (d *Dispatcher) OnPhaseChange(_ context.Context, q *securityv1alpha1.Quaran
 	if d == nil || q == nil {
 		return
 	}
-	ev := newEvent(uuid.NewString(), time.Now(), q, from, to)
+	d.enqueue(newEvent(uuid.NewString(), time.Now(), q, from, to))
+}
+
+// OnNotice queues a notice (see noticeTypes) about a ThreatPolicy or a
+// Quarantine; other reasons and objects are ignored. Like OnPhaseChange it
+// never blocks.
+func (d *Dispatcher) OnNotice(regarding runtime.Object, reason, message string) {
+	typ, ok := noticeTypes[reason]
+	if d == nil || !ok {
+		return
+	}
+	if ev, ok := newNotice(uuid.NewString(), time.Now(), typ, regarding, message); ok {
+		d.enqueue(ev)
+	}
+}
+
+func (d *Dispatcher) enqueue(ev Event) {
 	targets := sinkNames
 	if d.isReady() {
 		targets = d.configured()
@@ -124,7 +141,7 @@ func (d *Dispatcher) OnPhaseChange(_ context.Context, q *securityv1alpha1.Quaran
 		case d.queues[s] <- ev:
 		default:
 			metrics.NotificationsTotal.WithLabelValues(s, OutcomeDropped).Inc()
-			d.opts.Log.Info("notification queue full, dropping", "sink", s, "quarantine", q.Namespace+"/"+q.Name, "phase", to)
+			d.opts.Log.Info("notification queue full, dropping", "sink", s, "type", ev.Type, "quarantine", ev.Namespace+"/"+ev.Quarantine, "policy", ev.Policy)
 		}
 	}
 }

@@ -97,6 +97,14 @@ func esc(s string) string { return slackEscaper.Replace(s) }
 
 func slackText(ev Event) string {
 	var b strings.Builder
+	switch ev.Type {
+	case BudgetExhaustedType:
+		fmt.Fprintf(&b, ":no_entry: ThreatPolicy *%s* has no containment budget left\n> %s", esc(ev.Policy), esc(ev.Message))
+		return b.String()
+	case AutoReleaseExtendedType:
+		fmt.Fprintf(&b, ":hourglass: Quarantine *%s/%s* stays contained: auto-release extended\n> %s", esc(ev.Namespace), esc(ev.Quarantine), esc(ev.Message))
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%s Quarantine *%s/%s* is now *%s*", phaseEmoji[string(ev.To)], esc(ev.Namespace), esc(ev.Quarantine), esc(string(ev.To)))
 	if ev.From != "" {
 		fmt.Fprintf(&b, " (was %s)", esc(string(ev.From)))
@@ -168,9 +176,13 @@ func (s cloudEventsSink) send(ctx context.Context, c *http.Client, ev Event, now
 	}
 	ce := cloudevent.New()
 	ce.SetID(ev.ID)
-	ce.SetType(EventType)
+	ce.SetType(ev.Type)
 	ce.SetSource(CloudEventSource)
-	ce.SetSubject(ev.Namespace + "/" + ev.Quarantine)
+	if ev.Quarantine != "" {
+		ce.SetSubject(ev.Namespace + "/" + ev.Quarantine)
+	} else {
+		ce.SetSubject("threatpolicy/" + ev.Policy)
+	}
 	ce.SetTime(ev.Time)
 	if err := ce.SetData(cloudevent.ApplicationJSON, data); err != nil {
 		return permanentError{err}
