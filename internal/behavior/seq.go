@@ -57,8 +57,8 @@ type Seq struct {
 // (docs/detectors.md).
 const (
 	shortGrams    = 3
-	admitFreeFill = 0.3
-	admitFillStep = 0.06
+	admitFreeFill = 0.25
+	admitFillStep = 0.05
 	maxAdmitLevel = 20
 )
 
