@@ -14,11 +14,12 @@ import (
 )
 
 // Seq is a variable-length n-gram model of a token stream (system calls or
-// exec'd binaries). Each event scores the share of its context that was never
-// seen in training: 1 - L/N, where L is the longest n-gram (n <= N) ending at
-// the event that the baseline holds. That is STIDE over every length at once:
-// a novel call scores 1, a familiar call in an unfamiliar order scores by how
-// short the familiar suffix is. Trace scores are the mean over events.
+// exec'd binaries). Each event scores by how much of its context was never
+// seen in training, from L, the longest n-gram (n <= N) ending at the event
+// that the baseline holds (see Event for the weighting). That is STIDE over
+// every length at once: a novel call scores 1, a familiar call in an
+// unfamiliar order scores by how short the familiar suffix is. Trace scores
+// are the mean over events.
 //
 // The n-grams are kept in a Bloom filter of fixed size: memory is bounded
 // whatever the workload does. Token ids are hashes of the tokens, not a
@@ -57,8 +58,8 @@ type Seq struct {
 // (docs/detectors.md).
 const (
 	shortGrams    = 3
-	admitFreeFill = 0.3
-	admitFillStep = 0.06
+	admitFreeFill = 0.25
+	admitFillStep = 0.05
 	maxAdmitLevel = 20
 )
 
