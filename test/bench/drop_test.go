@@ -312,11 +312,11 @@ func sensorLogs(t *testing.T, sensors map[string]*nodekit.Sensor) map[string]sen
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var l struct {
-				Msg      string  `json:"msg"`
+				Msg      string    `json:"msg"`
 				TS       time.Time `json:"ts"`
-				Pod      string  `json:"pod"`
-				SinceS   float64 `json:"sinceSyncStartSeconds"`
-				IsolateS float64 `json:"isolateSeconds"`
+				Pod      string    `json:"pod"`
+				SinceS   float64   `json:"sinceSyncStartSeconds"`
+				IsolateS float64   `json:"isolateSeconds"`
 			}
 			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "isolated pod in the kernel" {
 				continue

@@ -239,8 +239,8 @@ func testIsolateRealPackets(t *testing.T, family string) {
 // cgroup/sendmsg4/6): once one is attached to any cgroup, every UDP
 // sendto(2) and connect(2) on the host takes the socket lock to run the
 // sender's (empty) program list (BenchmarkSiblingOverhead measured UDP
-// connect +24%), so only cgroup_skb programs, which the kernel skips for
-// sockets of cgroups without one, may be used.
+// connect +16% and +24%), so only cgroup_skb programs, which the kernel
+// skips for sockets of cgroups without one, may be used.
 func TestIsolateAttachesNoSockAddrHook(t *testing.T) {
 	pinDir := requireKernel(t)
 	e := newEnforcer(t, pinDir)

@@ -234,7 +234,7 @@ func attachedFor(tb testing.TB, path string, typ ebpf.AttachType) []ebpf.Program
 	if err != nil {
 		tb.Fatalf("query %v programs of %s: %v", typ, path, err)
 	}
-	var ids []ebpf.ProgramID
+	ids := make([]ebpf.ProgramID, 0, len(res.Programs))
 	for _, p := range res.Programs {
 		ids = append(ids, p.ID)
 	}
