@@ -90,3 +90,21 @@ func TestOtherActionsWaitForNewQuarantinesIsolation(t *testing.T) {
 		t.Fatal("reconciled Quarantines still counted as awaiting isolation")
 	}
 }
+
+// Issue 17 (fewer Events in a burst): an action applied in the pass that
+// reaches Contained gets no Event of its own, the Contained Event lists
+// every action's state; one applied in an earlier pass still gets one.
+func TestAppliedEventsFoldIntoContained(t *testing.T) {
+	f := newFixture(t, 1)
+	key := f.quarantine(t, "qv", f.pods[0].Name, isolateDNS(), labelAction())
+	r, rec := newReconciler(direct)
+	drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	for _, c := range []struct {
+		reason string
+		want   int
+	}{{"IsolateApplied", 1}, {"LabelApplied", 0}, {"Contained", 1}} {
+		if n := rec.count("Quarantine", c.reason); n != c.want {
+			t.Errorf("%d %s Events on the Quarantine, want %d: %v", n, c.reason, c.want, rec.reasons)
+		}
+	}
+}

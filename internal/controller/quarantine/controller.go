@@ -125,8 +125,12 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	p := r.newPass(q)
 	defer func() {
-		if err := r.patchStatus(ctx, p); err != nil && retErr == nil {
-			retErr = err
+		if err := r.patchStatus(ctx, p); err != nil {
+			if retErr == nil {
+				retErr = err
+			}
+		} else {
+			p.appliedEvents()
 		}
 		if retErr == nil && p.dropFinalizer {
 			retErr = r.dropFinalizer(ctx, q)

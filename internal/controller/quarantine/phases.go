@@ -39,6 +39,10 @@ type pass struct {
 	// resolving is the target being read while validateTarget lists its
 	// holders; resolveTarget takes it.
 	resolving chan resolved
+	// applied are the Events of actions Applied in this pass, sent once its
+	// status is persisted unless the pass reached Contained (that Event
+	// names every action's state).
+	applied []string
 }
 
 // resolved is what Engine.Resolve returned.
@@ -358,14 +362,14 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 		if st.State != was.State {
 			msg := p.recordTransition(st)
-			etype := corev1.EventTypeNormal
-			if st.State != securityv1alpha1.ActionApplied {
-				etype = corev1.EventTypeWarning
-			}
 			// On the Quarantine only: the pod gets the outcome (Contained,
 			// Failed), not one Event per action, which halves the Events a
 			// burst of containments writes.
-			p.quarantineEvent(etype, string(a.Type)+string(st.State), string(a.Type), msg)
+			if st.State == securityv1alpha1.ActionApplied {
+				p.applied = append(p.applied, string(a.Type), msg)
+			} else {
+				p.quarantineEvent(corev1.EventTypeWarning, string(a.Type)+string(st.State), string(a.Type), msg)
+			}
 		}
 	}
 	return ctrl.Result{}, false, nil
@@ -575,6 +579,18 @@ func (p *pass) fail(reason, msg string) {
 
 func (p *pass) audit(actor, event, msg string) {
 	containment.AppendAudit(&p.q.Status, p.now, actor, event, msg)
+}
+
+// appliedEvents sends the Events of the actions this pass applied, after
+// its status patch; none when the pass reached Contained, whose Event
+// lists them (one Event fewer per containment in a burst).
+func (p *pass) appliedEvents() {
+	if p.q.Status.Phase == securityv1alpha1.PhaseContained && p.base.Status.Phase != securityv1alpha1.PhaseContained {
+		return
+	}
+	for i := 0; i+1 < len(p.applied); i += 2 {
+		p.quarantineEvent(corev1.EventTypeNormal, p.applied[i]+string(securityv1alpha1.ActionApplied), p.applied[i], p.applied[i+1])
+	}
 }
 
 // quarantineEvent is recorded on the Quarantine only.
