@@ -138,8 +138,14 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 	})
 	// Without a certificate file, serve one signed by the CA the manager
 	// keeps in its namespace and publishes for sensors to verify.
+	// Uncached: the manager's cache would list Secrets cluster-wide, which
+	// its namespaced Role does not allow (the start then hangs).
+	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return nil, err
+	}
 	issue := func(ctx context.Context) (tls.Certificate, error) {
-		ca, err := ingestca.Ensure(ctx, mgr.GetClient(), namespace)
+		ca, err := ingestca.Ensure(ctx, direct, namespace)
 		if err != nil {
 			return tls.Certificate{}, err
 		}

@@ -405,7 +405,7 @@ func (d *demo) managerServiceAccount() (string, error) {
 }
 
 func (d *demo) startManager() error {
-	creds, err := d.cluster.IngestCredentials("demo-sensor", "behavior")
+	creds, err := d.cluster.TrainingCredentials("demo-sensor", "behavior")
 	if err != nil {
 		return err
 	}

@@ -26,9 +26,10 @@ verify-packaging: ## Fail when dist/install.yaml, bundle/ or dist/chart are stal
 	$(PACKAGE_GEN) -check
 
 .PHONY: test-packaging
-test-packaging: kube-binaries ## Bundle validation, Helm lint and render, RBAC and alert checks; install, admission-policy and sample tests in envtest.
+test-packaging: kube-binaries kwok build ## Bundle validation, Helm lint and render, RBAC and alert checks; install, admission-policy and sample tests in envtest; the OLM bundle installed on a local control plane accepts a signal with the CSV's arguments.
 	cd $(PACKAGING_DIR) && go test ./... -count=1 -timeout 10m
 	go test ./test/install/... -count=1 -timeout 10m
+	go test -tags packaging ./test/olm/ -count=1 -v -timeout 10m
 
 .PHONY: bundle-build
 bundle-build: ## Build the bundle image (needs a Docker engine).

@@ -213,7 +213,7 @@ func (a *Authenticator) LoadError() error {
 		origins = append(origins, o)
 	}
 	sort.Strings(origins)
-	var errs []error
+	errs := make([]error, 0, len(origins))
 	for _, o := range origins {
 		errs = append(errs, a.loadErrs[o])
 	}

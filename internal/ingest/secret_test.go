@@ -25,7 +25,12 @@ func TestCredentialsFromWatchedSecret(t *testing.T) {
 	go func() {
 		done <- (&SecretCredentials{Client: cs, Namespace: "bulkhead-system", Name: DefaultCredentialsSecret, Auth: auth}).Start(ctx)
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 	works := func(token string) bool {
 		r, _ := http.NewRequest(http.MethodPost, "/", nil)
 		r.Header.Set("Authorization", "Bearer "+token)

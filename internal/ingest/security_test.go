@@ -247,7 +247,12 @@ func TestHeaderCap(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- (&Server{Handler: f.h, Insecure: true}).Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 	post := func(headerBytes int) int {
 		r, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/scores", strings.NewReader(score("web", "shop-1", "my-model", 0.5, "")))
 		r.Header.Set("Authorization", "Bearer ext-token")

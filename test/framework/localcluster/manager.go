@@ -46,15 +46,28 @@ type IngestCredentials struct {
 }
 
 // IngestCredentials writes <Dir>/ingest-tokens with one random token for
-// the client name, allowed to speak for detectors (all non-built-in ones
-// when none).
+// the client name, allowed to speak for detectors (at least one: the
+// manager refuses a credential that names none).
 func (c *Cluster) IngestCredentials(name string, detectors ...string) (*IngestCredentials, error) {
+	return c.ingestCredentials(name, false, detectors)
+}
+
+// TrainingCredentials are IngestCredentials that may also send training
+// input for the behaviour baselines (/v1/syscalls, Tetragon process_exec).
+func (c *Cluster) TrainingCredentials(name string, detectors ...string) (*IngestCredentials, error) {
+	return c.ingestCredentials(name, true, detectors)
+}
+
+func (c *Cluster) ingestCredentials(name string, train bool, detectors []string) (*IngestCredentials, error) {
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
 	creds := &IngestCredentials{Token: hex.EncodeToString(tok), File: filepath.Join(c.Dir, "ingest-tokens")}
 	line := creds.Token + " name=" + name
 	if len(detectors) > 0 {
 		line += " detectors=" + strings.Join(detectors, ",")
+	}
+	if train {
+		line += " train=true"
 	}
 	if err := os.WriteFile(creds.File, []byte(line+"\n"), 0o600); err != nil {
 		return nil, err
