@@ -65,6 +65,9 @@ type QuarantineReconciler struct {
 	// Provenance tells the manager's own Quarantines from hand-made ones
 	// (internal/provenance); nil: every Quarantine counts as hand-made.
 	Provenance *provenance.Keyring
+	// ProtectedBy names a ThreatPolicy whose protectedNamespaces lists the
+	// namespace, or ""; hand-made Quarantines there are refused. nil: none.
+	ProtectedBy func(ctx context.Context, namespace string) (string, error)
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a

@@ -104,6 +104,9 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.fail(securityv1alpha1.ReasonProtectedNamespace, fmt.Sprintf("namespace %s is protected: Bulkhead never contains workloads there", q.Namespace))
 		return ctrl.Result{}, true, nil
 	}
+	if refused, err := p.refuseProtected(ctx); err != nil || refused {
+		return ctrl.Result{}, refused, err
+	}
 	// Only Quarantines naming the same target, selected by the API server
 	// (spec.target.name is a selectable field): listing the namespace made
 	// every new Quarantine cost O(Quarantines) in a burst.
