@@ -20,11 +20,11 @@ func TestHandMadeQuarantineRefusedInPolicyProtectedNamespace(t *testing.T) {
 	before := f.snapshot(t)
 	tp := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: "protects-" + f.ns},
 		Spec: securityv1alpha1.ThreatPolicySpec{
-			Mode:      securityv1alpha1.ModeEnforce,
-			Selector:  securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
-			Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
-			Scoring:   securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 1},
-			Response:  []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{act(securityv1alpha1.ActionIsolate)}}},
+			Mode:       securityv1alpha1.ModeEnforce,
+			Selector:   securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
+			Detectors:  []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
+			Scoring:    securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 1},
+			Response:   []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{act(securityv1alpha1.ActionIsolate)}}},
 			Safeguards: securityv1alpha1.Safeguards{ProtectedNamespaces: []string{f.ns}},
 		}}
 	must(t, direct.Create(ctx, tp))
