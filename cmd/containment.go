@@ -9,6 +9,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
@@ -39,6 +40,13 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, se
 		MaxConcurrentReconciles: f.concurrency,
 		OnPhaseChange:           onPhaseChange,
 		Provenance:              provenanceKeys(mgr, namespace),
+		ProtectedBy: func(ctx context.Context, ns string) (string, error) {
+			var tps securityv1alpha1.ThreatPolicyList
+			if err := mgr.GetClient().List(ctx, &tps); err != nil {
+				return "", err
+			}
+			return policy.ProtectingPolicy(tps.Items, ns), nil
+		},
 	}
 	if sensors != nil {
 		r.Kernel, r.KernelChanges = sensors, sensors.Changes()

@@ -103,8 +103,8 @@ func TestChartRendersDefaults(t *testing.T) {
 	for kind, n := range map[string]int{
 		// The manager's and the node sensor's accounts; the sensor's switch.
 		"Deployment": 1, "ServiceAccount": 2, "Service": 2, "NetworkPolicy": 1,
-		// The quarantine guard and the sensor guard.
-		"ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2,
+		// The quarantine guard, the sensor guard and the baseline guard.
+		"ValidatingAdmissionPolicy": 3, "ValidatingAdmissionPolicyBinding": 3,
 		"ServiceMonitor": 0, "PrometheusRule": 0, "ConfigMap": 1, "Namespace": 0,
 	} {
 		if got := len(objs[kind]); got != n {
@@ -134,6 +134,7 @@ func TestChartRendersDefaults(t *testing.T) {
 	for guard, user := range map[string]string{
 		"quarantine-guard": "system:serviceaccount:security:bulkhead-controller-manager",
 		"sensor-guard":     "system:serviceaccount:security:bulkhead-sensor",
+		"baseline-guard":   "system:serviceaccount:security:bulkhead-controller-manager",
 	} {
 		found := false
 		for _, vap := range objs["ValidatingAdmissionPolicy"] {

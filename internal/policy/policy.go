@@ -683,3 +683,18 @@ func FallenBelow(evals []Evaluation) bool {
 	}
 	return true
 }
+
+// ProtectingPolicy names the first policy (by name) whose
+// safeguards.protectedNamespaces lists ns, or "". Hand-made Quarantines
+// are refused there too: a policy's protection is not only its own
+// restraint.
+func ProtectingPolicy(policies []securityv1alpha1.ThreatPolicy, ns string) string {
+	by := ""
+	for i := range policies {
+		p := &policies[i]
+		if slices.Contains(p.Spec.Safeguards.ProtectedNamespaces, ns) && (by == "" || p.Name < by) {
+			by = p.Name
+		}
+	}
+	return by
+}

@@ -71,6 +71,9 @@ type QuarantineReconciler struct {
 	// waiting are the Quarantines created and not reconciled yet; nil (no
 	// SetupWithManager): nothing waits for them.
 	waiting *unisolated
+	// ProtectedBy names a ThreatPolicy whose protectedNamespaces lists the
+	// namespace, or ""; hand-made Quarantines there are refused. nil: none.
+	ProtectedBy func(ctx context.Context, namespace string) (string, error)
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a

@@ -117,6 +117,9 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.fail(securityv1alpha1.ReasonProtectedNamespace, fmt.Sprintf("namespace %s is protected: Bulkhead never contains workloads there", q.Namespace))
 		return ctrl.Result{}, true, nil
 	}
+	if refused, err := p.refuseProtected(ctx); err != nil || refused {
+		return ctrl.Result{}, refused, err
+	}
 	// The target is read meanwhile: both reads are live, and one after the
 	// other they were two round trips ahead of the intent.
 	p.resolving = make(chan resolved, 1)
