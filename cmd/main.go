@@ -136,7 +136,7 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("setting up notifications: %w", err)
 	}
-	if err := setupContainment(mgr, ns, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, ns, f.containment, det.Sensors, det.Store, n.OnPhaseChange); err != nil {
 		return fmt.Errorf("setting up containment: %w", err)
 	}
 	if err := setupSensor(mgr, ns, f.sensor); err != nil {
