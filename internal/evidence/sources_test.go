@@ -90,7 +90,7 @@ func eventsClient(t *testing.T, objs ...client.Object) client.Client {
 func TestGatherEventsAndLogs(t *testing.T) {
 	pod := shopPod()
 	base := time.Now().Add(-time.Hour)
-	var objs []client.Object
+	objs := make([]client.Object, 0, MaxEvents+6)
 	for i := range MaxEvents + 5 {
 		objs = append(objs, &corev1.Event{
 			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("e%d", i), Namespace: "web"},
