@@ -64,6 +64,8 @@ type detectionParts struct {
 	Evaluator *detection.Evaluator
 	Triggers  *detection.Triggers
 	Pipeline  *detection.Pipeline
+	// Store holds the detectors' fresh scores (the evidence records them).
+	Store *detection.Store
 	// Sensors holds what the node sensors report.
 	Sensors *sensorhub.Hub
 }
@@ -100,7 +102,7 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 	if err != nil {
 		return nil, err
 	}
-	d := &detectionParts{Registry: detection.NewRegistry(), Triggers: detection.NewTriggers()}
+	d := &detectionParts{Registry: detection.NewRegistry(), Triggers: detection.NewTriggers(), Store: store}
 	d.Evaluator = detection.NewEvaluator(store, mgr.GetClient(), assessor, d.Triggers, activity)
 	d.Evaluator.Registry = d.Registry
 	// Scores expire with their pod.

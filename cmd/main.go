@@ -145,7 +145,7 @@ func runManager(args []string) error {
 	if err := setupPolicies(mgr, ns, f.policies, det, activity, n); err != nil {
 		return fmt.Errorf("setting up policies: %w", err)
 	}
-	if err := setupContainment(mgr, ns, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, ns, f.containment, det.Sensors, det.Store, n.OnPhaseChange); err != nil {
 		return fmt.Errorf("setting up containment: %w", err)
 	}
 	if err := setupSensor(mgr, ns, f.sensor); err != nil {

@@ -49,7 +49,7 @@ func TestSetupWithoutAPIServer(t *testing.T) {
 	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity, n); err != nil {
 		t.Fatalf("policies without an API server: %v", err)
 	}
-	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, det.Store, n.OnPhaseChange); err != nil {
 		t.Fatal(err)
 	}
 	if err := setupSensor(mgr, f.manager.namespace, f.sensor); err != nil {

@@ -356,8 +356,9 @@ type Evidence struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=20
 	Scores []ScoreComponent `json:"scores,omitempty"`
-	// secretRef names the owned Secret holding the full evidence when it
-	// exceeded the in-status size limit.
+	// secretRef names the Secret in the manager namespace holding the full
+	// evidence (container statuses, Events, logs, every detector's score);
+	// it is kept for the evidence retention after the Quarantine is gone.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	SecretRef string `json:"secretRef,omitempty"`

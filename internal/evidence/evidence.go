@@ -1,10 +1,11 @@
-// Package evidence records a contained pod as it was: a redacted document,
-// its digest, the view kept in Quarantine status and, when too large for
-// status, an owned Secret holding all of it.
+// Package evidence records a contained pod as it was: a redacted document
+// (pod spec, container statuses, recent Events, log tails, every detector's
+// score and evidence, the fused breakdown), its digest, the view kept in
+// Quarantine status, and a Secret in the manager namespace holding all of
+// it, kept for a retention period after the Quarantine is gone.
 package evidence
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,10 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
-	"github.com/bulkhead-dev/bulkhead/internal/containment"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
@@ -39,6 +38,22 @@ type Document struct {
 	OwnerChain []string                           `json:"ownerChain,omitempty"`
 	Labels     map[string]string                  `json:"labels,omitempty"`
 	Reason     *securityv1alpha1.QuarantineReason `json:"reason,omitempty"`
+	// Namespace and Quarantine say whose evidence this is: it outlives
+	// the Quarantine.
+	Namespace  string `json:"namespace,omitempty"`
+	Quarantine string `json:"quarantine,omitempty"`
+	// Containers are the container statuses with restart counts.
+	Containers []ContainerState `json:"containers,omitempty"`
+	// Events are the pod's recent Events, oldest first.
+	Events []PodEvent `json:"events,omitempty"`
+	// Logs are the last lines of each container's log.
+	Logs []ContainerLog `json:"logs,omitempty"`
+	// Detectors are every fresh detector score with its evidence; Fused
+	// each contributing policy's weighted breakdown.
+	Detectors []DetectorScore `json:"detectors,omitempty"`
+	Fused     []FusedScore    `json:"fused,omitempty"`
+	// Notes say what could not be gathered, and why.
+	Notes []string `json:"notes,omitempty"`
 	// Trimmed lists what was cut to fit the API's limits.
 	Trimmed []string `json:"trimmed,omitempty"`
 }
@@ -60,7 +75,8 @@ const (
 // Capture builds the redacted evidence document of a pod; ownerChain is the
 // controller owner chain from the pod up, as Kind/name.
 func Capture(now metav1.Time, pod *corev1.Pod, ownerChain []string, reason *securityv1alpha1.QuarantineReason) Document {
-	d := Document{CapturedAt: now, Pod: pod.Name, PodSpec: RedactPodSpec(&pod.Spec), Node: pod.Spec.NodeName, Labels: maps.Clone(pod.Labels), Reason: reason}
+	d := Document{CapturedAt: now, Pod: pod.Name, Namespace: pod.Namespace, PodSpec: RedactPodSpec(&pod.Spec), Node: pod.Spec.NodeName,
+		Labels: maps.Clone(pod.Labels), Reason: reason, Containers: containerStates(pod)}
 	ids := map[string]string{}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		ids[cs.Name] = cs.ImageID
@@ -113,12 +129,20 @@ func (d *Document) fit() {
 }
 
 // Encode serialises the document and returns its digest. A document over
-// MaxDocumentLen is made to fit the evidence Secret: long args and commands
-// are cut first, then the pod spec is dropped; Trimmed says which.
+// MaxDocumentLen is made to fit the evidence Secret: logs are dropped
+// first, then long args and commands are cut, then the pod spec is
+// dropped; Trimmed says which (Events and detector evidence are bounded).
 func (d *Document) Encode() ([]byte, string, error) {
 	raw, sum, err := d.encode()
 	if err != nil || len(raw) <= MaxDocumentLen {
 		return raw, sum, err
+	}
+	if len(d.Logs) > 0 {
+		d.Logs = nil
+		d.Trimmed = append(d.Trimmed, "logs dropped")
+		if raw, sum, err = d.encode(); err != nil || len(raw) <= MaxDocumentLen {
+			return raw, sum, err
+		}
 	}
 	if d.PodSpec != nil {
 		d.PodSpec = d.PodSpec.DeepCopy()
@@ -163,42 +187,50 @@ func (d *Document) encode() ([]byte, string, error) {
 	return b, hex.EncodeToString(sum[:]), nil
 }
 
-// Status is the status view of a document: all of it when it fits, else
-// everything but the pod spec plus secretRef.
+// maxStatusScores is the API's bound on status.evidence.scores.
+const maxStatusScores = 20
+
+// Status is the status view of a document: the pod spec when it fits,
+// the scores, and secretRef naming the Secret in the manager namespace
+// that holds the whole document (and outlives the Quarantine).
 func Status(d Document, raw []byte, sum, secretName string) (*securityv1alpha1.Evidence, error) {
 	ev := &securityv1alpha1.Evidence{
 		CapturedAt: d.CapturedAt, Images: d.Images, Node: d.Node, OwnerChain: d.OwnerChain,
-		Labels: d.Labels, SHA256: sum, SizeBytes: int64(len(raw)),
+		Labels: d.Labels, SHA256: sum, SizeBytes: int64(len(raw)), SecretRef: secretName,
+		Scores: statusScores(&d),
 	}
-	if d.Reason != nil && d.Reason.Detector != "" {
-		ev.Scores = []securityv1alpha1.ScoreComponent{{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: kubeutil.Truncate(d.Reason.Summary, kubeutil.MaxMessage)}}
-	}
-	if len(raw) > MaxInStatus {
-		ev.SecretRef = secretName
+	if d.PodSpec == nil {
 		return ev, nil
 	}
 	spec, err := json.Marshal(d.PodSpec)
 	if err != nil {
 		return nil, err
 	}
-	ev.PodSpec = &runtime.RawExtension{Raw: spec}
+	if len(spec) <= MaxInStatus {
+		ev.PodSpec = &runtime.RawExtension{Raw: spec}
+	}
 	return ev, nil
 }
 
-// SecretName is the Secret holding evidence too large for status.
-func SecretName(quarantine string) string { return "bulkhead-evidence-" + quarantine }
-
-// Spill writes the full document to the Quarantine's owned Secret.
-func Spill(ctx context.Context, c client.Writer, q *securityv1alpha1.Quarantine, raw []byte, sum string) error {
-	sec := &corev1.Secret{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: SecretName(q.Name), Namespace: q.Namespace, Labels: containment.ManagedLabels(q.Name),
-			Annotations:     map[string]string{"security.bulkhead.dev/sha256": sum},
-			OwnerReferences: []metav1.OwnerReference{containment.OwnerRef(q)},
-		},
-		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{"evidence.json": raw},
+// statusScores is the first policy's fused breakdown (it has the weights),
+// else every detector's score, else the reason's top detector.
+func statusScores(d *Document) []securityv1alpha1.ScoreComponent {
+	var out []securityv1alpha1.ScoreComponent
+	switch {
+	case len(d.Fused) > 0 && len(d.Fused[0].Breakdown) > 0:
+		out = append(out, d.Fused[0].Breakdown...)
+	case len(d.Detectors) > 0:
+		for _, ds := range d.Detectors {
+			out = append(out, securityv1alpha1.ScoreComponent{Source: ds.Detector, Score: ds.Score, Reason: ds.Reason})
+		}
+	case d.Reason != nil && d.Reason.Detector != "":
+		out = append(out, securityv1alpha1.ScoreComponent{Source: d.Reason.Detector, Score: d.Reason.Score, Reason: d.Reason.Summary})
 	}
-	return kubeutil.ApplyObject(ctx, c, sec)
+	if len(out) > maxStatusScores {
+		out = out[:maxStatusScores]
+	}
+	for i := range out {
+		out[i].Reason = kubeutil.Truncate(out[i].Reason, kubeutil.MaxMessage)
+	}
+	return out
 }

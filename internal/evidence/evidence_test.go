@@ -48,42 +48,74 @@ func TestEvidenceDigestAndSpill(t *testing.T) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "shop"}},
 		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
-		Status:     corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "c", ImageID: "nginx@sha256:abc"}}},
+		Status:     corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "c", ImageID: "nginx@sha256:abc", RestartCount: 3}}},
 	}
 	d := Capture(metav1.Now(), pod, []string{"ReplicaSet/rs"}, nil)
 	raw, sum, err := d.Encode()
 	if err != nil || len(sum) != 64 {
 		t.Fatal(err, sum)
 	}
+	if len(d.Containers) != 1 || d.Containers[0].RestartCount != 3 {
+		t.Fatalf("container statuses: %+v", d.Containers)
+	}
 	ev, err := Status(d, raw, sum, "s")
-	if err != nil || ev.SecretRef != "" || ev.PodSpec == nil || ev.Images[0].ImageID != "nginx@sha256:abc" || ev.OwnerChain[0] != "ReplicaSet/rs" {
+	if err != nil || ev.SecretRef != "s" || ev.PodSpec == nil || ev.Images[0].ImageID != "nginx@sha256:abc" || ev.OwnerChain[0] != "ReplicaSet/rs" {
 		t.Fatalf("%+v %v", ev, err)
 	}
-	big := make([]byte, MaxInStatus+1)
-	ev, err = Status(d, big, sum, "s")
-	if err != nil || ev.SecretRef != "s" || ev.PodSpec != nil || ev.SizeBytes != int64(len(big)) {
+	// A pod spec too large for status is only in the Secret.
+	pod.Spec.Containers[0].Args = []string{strings.Repeat("a", MaxInStatus)}
+	d = Capture(metav1.Now(), pod, nil, nil)
+	raw, sum, _ = d.Encode()
+	ev, err = Status(d, raw, sum, "s")
+	if err != nil || ev.SecretRef != "s" || ev.PodSpec != nil || ev.SizeBytes != int64(len(raw)) {
 		t.Fatalf("%+v %v", ev, err)
 	}
 }
 
-func TestSpillWritesAnOwnedSecret(t *testing.T) {
+// TestSpillKeepsEvidenceInManagerNamespace: the Secret was written in the
+// tenant's namespace, owned by the Quarantine, so deleting the Quarantine
+// deleted the evidence. It now lives in the manager namespace, owned by
+// nothing, naming its Quarantine.
+func TestSpillKeepsEvidenceInManagerNamespace(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(testScheme(t)).Build()
+	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Name: "q", Namespace: "web", UID: "uid-q"}}
+	ctx := context.Background()
+	if err := Spill(ctx, c, "bulkhead-system", q, []byte(`{"pod":"p"}`), "abc"); err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "bulkhead-system", Name: SecretName(q)}, sec); err != nil {
+		t.Fatal(err)
+	}
+	if string(sec.Data[DataKey]) != `{"pod":"p"}` || sec.Annotations[SHA256Annotation] != "abc" || sec.Annotations[QuarantineUIDAnnotation] != "uid-q" ||
+		sec.Labels[QuarantineNamespaceLabel] != "web" || len(sec.OwnerReferences) != 0 {
+		t.Fatalf("%+v", sec)
+	}
+	var inTenant corev1.SecretList
+	if err := c.List(ctx, &inTenant, client.InNamespace("web")); err != nil || len(inTenant.Items) != 0 {
+		t.Fatalf("evidence in the tenant namespace: %v %d", err, len(inTenant.Items))
+	}
+	if err := Spill(ctx, c, "", q, nil, ""); err == nil {
+		t.Fatal("no manager namespace must be an error")
+	}
+	// Same name in another namespace, or recreated: another Secret.
+	other := q.DeepCopy()
+	other.Namespace = "web-x"
+	again := q.DeepCopy()
+	again.UID = "uid-2"
+	if SecretName(other) == SecretName(q) || SecretName(again) == SecretName(q) {
+		t.Fatal("evidence Secret names collide")
+	}
+}
+
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).Build()
-	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Name: "q", Namespace: "web", UID: "uid-q"}}
-	ctx := context.Background()
-	if err := Spill(ctx, c, q, []byte(`{"pod":"p"}`), "abc"); err != nil {
+	if err := securityv1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	sec := &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "web", Name: SecretName("q")}, sec); err != nil {
-		t.Fatal(err)
-	}
-	owner := metav1.GetControllerOf(sec)
-	if string(sec.Data["evidence.json"]) != `{"pod":"p"}` || sec.Annotations["security.bulkhead.dev/sha256"] != "abc" ||
-		sec.Labels[securityv1alpha1.QuarantineLabel] != "q" || owner == nil || owner.UID != q.UID {
-		t.Fatalf("%+v", sec)
-	}
+	return scheme
 }

@@ -128,10 +128,10 @@ func RedactArgs(args []string) []string {
 			} else {
 				out[i] = a
 			}
-		case strings.HasPrefix(a, "-") && secretArg.MatchString(a):
-			out[i], next = a, true
 		case attachedSecret(tool, a):
 			out[i] = a[:2] + Redacted
+		case strings.HasPrefix(a, "-") && secretArg.MatchString(a):
+			out[i], next = a, true
 		case separateSecret(tool, a):
 			out[i], next = a, true
 		default:

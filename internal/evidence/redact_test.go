@@ -22,6 +22,7 @@ func TestRedactArgsTable(t *testing.T) {
 		{"script with dsn", "psql postgres://u:pw4@h/db -c 'select 1'", "psql postgres://u:REDACTED@h/db -c 'select 1'"},
 		{"script assignment", "export API_KEY=k5; ./serve", "export API_KEY=REDACTED ./serve"},
 		{"multi-line script", "set -e\nmysqldump -pX6 db > /dump", "set -e\nmysqldump -pREDACTED db > /dump"},
+		{"attached password that reads like a flag", "mysql -pMyToken db", "mysql -pREDACTED db"},
 		{"-p elsewhere is a port", "nc -p1234 host", "nc -p1234 host"},
 		{"tool resets after &&", "mysql -pA && ping -p5 h", "mysql -pREDACTED && ping -p5 h"},
 		{"redis-cli -a", "redis-cli -a pw7 ping", "redis-cli -a REDACTED ping"},

@@ -8,16 +8,19 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/evidence"
 )
 
 func newDescribeCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "describe NAME",
-		Short: "Show a quarantine: its timeline, actions, evidence and conditions",
+		Short: "Show a quarantine: its timeline, actions, evidence and conditions (also the evidence kept after it is gone)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
@@ -28,11 +31,34 @@ func newDescribeCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ctx, out := cmd.Context(), o.streams.Out
 			var q securityv1alpha1.Quarantine
-			if err := c.Get(cmd.Context(), types.NamespacedName{Namespace: ns, Name: args[0]}, &q); err != nil {
+			err = c.Get(ctx, types.NamespacedName{Namespace: ns, Name: args[0]}, &q)
+			if apierrors.IsNotFound(err) {
+				// Its evidence outlives it, in the manager namespace.
+				kept, ferr := evidence.Find(ctx, c, o.managerNamespace, ns, args[0])
+				if ferr != nil || len(kept) == 0 {
+					return err
+				}
+				fmt.Fprintf(out, "Quarantine %s/%s no longer exists; its evidence is kept in the manager namespace.\n", ns, args[0])
+				return describeKept(out, &kept[0])
+			}
+			if err != nil {
 				return err
 			}
-			return describe(o.streams.Out, &q, time.Now())
+			if err := describe(out, &q, time.Now()); err != nil {
+				return err
+			}
+			e := q.Status.Evidence
+			if e == nil || e.SecretRef == "" {
+				return nil
+			}
+			var sec corev1.Secret
+			if err := c.Get(ctx, types.NamespacedName{Namespace: o.managerNamespace, Name: e.SecretRef}, &sec); err != nil {
+				fmt.Fprintf(out, "\nFull evidence: Secret %s/%s cannot be read: %v\n", o.managerNamespace, e.SecretRef, err)
+				return nil
+			}
+			return describeKept(out, &sec)
 		},
 	}
 }
@@ -139,7 +165,7 @@ func describe(out io.Writer, q *securityv1alpha1.Quarantine, now time.Time) erro
 			fmt.Fprintf(w, "  Pod spec:\tcaptured in status (redacted)\n")
 		}
 		if e.SecretRef != "" {
-			fmt.Fprintf(w, "  Full evidence:\tSecret %s\n", e.SecretRef)
+			fmt.Fprintf(w, "  Full evidence:\tSecret %s (manager namespace)\n", e.SecretRef)
 		}
 		if e.SHA256 != "" {
 			fmt.Fprintf(w, "  SHA-256:\t%s (%d bytes)\n", e.SHA256, e.SizeBytes)

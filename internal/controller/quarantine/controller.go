@@ -29,6 +29,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
+	"github.com/bulkhead-dev/bulkhead/internal/evidence"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 )
@@ -74,6 +75,9 @@ type QuarantineReconciler struct {
 	// ProtectedBy names a ThreatPolicy whose protectedNamespaces lists the
 	// namespace, or ""; hand-made Quarantines there are refused. nil: none.
 	ProtectedBy func(ctx context.Context, namespace string) (string, error)
+	// Evidence gathers what the pod object does not show (detector scores,
+	// Events, logs); nil: the pod object alone.
+	Evidence *evidence.Sources
 }
 
 // KernelReports answers what the node sensor enforces for a pod held by a
@@ -88,7 +92,6 @@ type KernelReports interface {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;replicasets,verbs=get;patch

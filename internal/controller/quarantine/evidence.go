@@ -17,43 +17,58 @@ import (
 // stored.
 const ReasonEvidenceFailed = "EvidenceFailed"
 
-// snapshotEvidence captures the pod and encodes the evidence, trimmed to
-// the API's bounds, in memory. A failure is recorded as it happens.
-func (p *pass) snapshotEvidence() {
-	doc := evidence.Capture(p.now, &p.scope.Target.Pods[0], p.scope.Target.OwnerChain(), p.q.Spec.Reason)
+// snapshot is captured evidence waiting to be persisted: the pod as it
+// was and the detectors' scores, taken before any write, and the Events
+// and logs being read meanwhile.
+type snapshot struct {
+	doc    evidence.Document
+	gather *evidence.Context
+}
+
+// snapshotEvidence captures the pod and the detectors' scores in memory
+// and starts reading its Events and logs, which run alongside isolation.
+func (p *pass) snapshotEvidence(ctx context.Context) {
+	pod := &p.scope.Target.Pods[0]
+	doc := evidence.Capture(p.now, pod, p.scope.Target.OwnerChain(), p.q.Spec.Reason)
 	// Only a pass of this Quarantine that died between the label and the
 	// evidence puts this label here: the pod as it was did not carry it.
 	if doc.Labels[securityv1alpha1.QuarantineLabel] == p.q.Name {
 		delete(doc.Labels, securityv1alpha1.QuarantineLabel)
 	}
+	p.r.Evidence.AddScores(ctx, &doc, p.q.Namespace, p.q.Spec.Reason)
+	p.evidence = &snapshot{doc: doc, gather: p.r.Evidence.Gather(ctx, pod)}
+}
+
+// persistSnapshot joins the Events and logs (bounded by their timeout),
+// writes the whole document to its Secret in the manager namespace, where
+// it outlives the Quarantine, and puts the status view in place. A Secret
+// that cannot be written leaves the status view alone: containment always
+// goes on.
+func (p *pass) persistSnapshot(ctx context.Context) {
+	s := p.evidence
+	p.evidence = nil
+	doc := s.doc
+	s.gather.Wait(ctx, &doc)
+	doc.Quarantine = p.q.Name
 	raw, sum, err := doc.Encode()
 	var ev *securityv1alpha1.Evidence
 	if err == nil {
-		ev, err = evidence.Status(doc, raw, sum, evidence.SecretName(p.q.Name))
+		ev, err = evidence.Status(doc, raw, sum, evidence.SecretName(p.q))
 	}
 	if err != nil {
 		p.evidenceFailed(doc, err)
 		return
 	}
-	p.evidence = &snapshot{raw: raw, sum: sum, ev: ev, doc: doc}
-}
-
-// persistSnapshot puts the snapshot into status, spilling it into its
-// Secret when large. A Secret that cannot be written leaves a minimal
-// record: containment always goes on.
-func (p *pass) persistSnapshot(ctx context.Context) {
-	s := p.evidence
-	p.evidence = nil
-	if s.ev.SecretRef != "" {
-		if err := evidence.Spill(ctx, p.r.Client, p.q, s.raw, s.sum); err != nil {
-			p.evidenceFailed(s.doc, fmt.Errorf("evidence Secret %s: %w", s.ev.SecretRef, err))
-			return
-		}
+	if err := evidence.Spill(ctx, p.r.Client, p.r.ManagerNamespace, p.q, raw, sum); err != nil {
+		p.evidenceFailed(doc, fmt.Errorf("evidence Secret %s/%s: %w", p.r.ManagerNamespace, ev.SecretRef, err))
+		ev.SecretRef = ""
+		p.q.Status.Evidence = ev
+		return
 	}
-	p.q.Status.Evidence = s.ev
-	msg := fmt.Sprintf("%d bytes, sha256 %s", len(s.raw), s.sum)
-	if len(s.doc.Trimmed) > 0 {
-		msg += "; trimmed to fit: " + strings.Join(s.doc.Trimmed, ", ")
+	p.q.Status.Evidence = ev
+	msg := fmt.Sprintf("%d bytes, sha256 %s, kept in Secret %s/%s", len(raw), sum, p.r.ManagerNamespace, ev.SecretRef)
+	if len(doc.Trimmed) > 0 {
+		msg += "; trimmed to fit: " + strings.Join(doc.Trimmed, ", ")
 	}
 	p.audit(containment.Actor, "EvidenceCaptured", kubeutil.Truncate(msg, kubeutil.MaxMessage))
 }

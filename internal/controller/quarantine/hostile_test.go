@@ -138,7 +138,7 @@ func TestCraftedPodIsContained(t *testing.T) {
 		t.Fatalf("evidence of over 1 MiB must spill, trimmed, to a Secret: %+v", ev)
 	}
 	sec := &corev1.Secret{}
-	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: ev.SecretRef}, sec))
+	must(t, direct.Get(ctx, client.ObjectKey{Namespace: r.ManagerNamespace, Name: ev.SecretRef}, sec))
 	if n := len(sec.Data["evidence.json"]); n == 0 || n > 1<<20 {
 		t.Fatalf("evidence Secret holds %d bytes", n)
 	}

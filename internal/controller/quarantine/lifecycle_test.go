@@ -92,14 +92,14 @@ func TestLargeEvidenceSpillsToSecret(t *testing.T) {
 	key := f.quarantine(t, "qhuge", big.Name, act(securityv1alpha1.ActionIsolate))
 	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	ev := q.Status.Evidence
-	if ev.SecretRef != evidence.SecretName("qhuge") || ev.PodSpec != nil || ev.SizeBytes <= evidence.MaxInStatus {
+	if ev.SecretRef != evidence.SecretName(q) || ev.PodSpec != nil || ev.SizeBytes <= evidence.MaxInStatus {
 		t.Fatalf("evidence not spilled: ref %q size %d", ev.SecretRef, ev.SizeBytes)
 	}
 	sec := &corev1.Secret{}
-	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: ev.SecretRef}, sec))
+	must(t, direct.Get(ctx, client.ObjectKey{Namespace: r.ManagerNamespace, Name: ev.SecretRef}, sec))
 	sum := sha256.Sum256(sec.Data["evidence.json"])
-	if hex.EncodeToString(sum[:]) != ev.SHA256 || sec.OwnerReferences[0].UID != q.UID {
-		t.Fatal("secret digest or owner does not match status")
+	if hex.EncodeToString(sum[:]) != ev.SHA256 || sec.Annotations[evidence.QuarantineUIDAnnotation] != string(q.UID) {
+		t.Fatal("secret digest or Quarantine does not match status")
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
-	"github.com/bulkhead-dev/bulkhead/internal/evidence"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 )
@@ -49,14 +48,6 @@ type pass struct {
 type resolved struct {
 	t   *containment.Target
 	err error
-}
-
-// snapshot is captured evidence waiting to be persisted.
-type snapshot struct {
-	raw []byte
-	sum string
-	ev  *securityv1alpha1.Evidence
-	doc evidence.Document
 }
 
 // afterIsolation is the queue priority of the rest of a containment whose
@@ -185,11 +176,11 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // and even while unapproved; persistEvidence writes it once the target is
 // isolated. A capture that fails is recorded and never blocks containment
 // (evidence.go).
-func captureEvidence(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
 		return ctrl.Result{}, false, nil
 	}
-	p.snapshotEvidence()
+	p.snapshotEvidence(ctx)
 	return ctrl.Result{}, false, nil
 }
 
