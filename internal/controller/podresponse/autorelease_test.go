@@ -54,16 +54,9 @@ func TestAutoReleaseNeedsEvidenceAfterFailover(t *testing.T) {
 func ownedPod(t *testing.T, ns, name string) *corev1.Pod {
 	t.Helper()
 	ctrlRef := true
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"},
+	return createPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: "00000000-0000-0000-0000-000000000001", Controller: &ctrlRef}}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
-	if err := k8s.Create(context.Background(), pod); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, func() error {
-		return evaluator.Reader.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
-	})
-	return pod
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}})
 }
 
 // containThenRemove contains ns/shop-1, records its workload as the

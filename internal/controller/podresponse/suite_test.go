@@ -188,8 +188,13 @@ func newNamespace(t testing.TB, pods ...string) string {
 
 func newPod(t testing.TB, ns, name string) *corev1.Pod {
 	t.Helper()
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}}
+	return createPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "shop"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}}})
+}
+
+// createPod creates pod and waits until the manager's cache has it.
+func createPod(t testing.TB, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
 	if err := k8s.Create(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
