@@ -9,6 +9,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
+	"github.com/bulkhead-dev/bulkhead/internal/guardinstall"
 	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
 
@@ -17,11 +18,15 @@ type containmentFlags struct {
 	retention   time.Duration
 	minNodes    int
 	concurrency int
+	// installGuard: the manager installs the admission guards when the
+	// install path did not (OLM).
+	installGuard bool
 }
 
 func (f *containmentFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retention, "released-retention", 720*time.Hour, "How long a Released Quarantine is kept before it is deleted.")
 	fs.IntVar(&f.minNodes, "min-schedulable-nodes", 1, "CordonNode never leaves fewer schedulable nodes than this (a Quarantine's spec.safeguards may raise it).")
+	fs.BoolVar(&f.installGuard, "install-admission-guard", true, "Install the admission guards (config/admission) at start when absent, as OLM bundles cannot carry them; without them hand-made destructive actions are refused (AdmissionGuardMissing).")
 	fs.IntVar(&f.concurrency, "containment-concurrency", 16, "Quarantines contained in parallel (make bench: 16 contains as fast as 32 on 2 cores, twice as fast as 8).")
 }
 
@@ -45,6 +50,12 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, se
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if f.installGuard {
+		err := mgr.Add(&guardinstall.Installer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("guardinstall")})
+		if err != nil {
+			return err
+		}
 	}
 	return mgr.Add(&quarantine.Janitor{Reconciler: r, Interval: 5 * time.Minute})
 }
