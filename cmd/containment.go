@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/evidence"
+	"github.com/bulkhead-dev/bulkhead/internal/guardinstall"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/sensorhub"
 )
@@ -25,6 +26,9 @@ type containmentFlags struct {
 	concurrency       int
 	evidenceRetention time.Duration
 	evidenceTimeout   time.Duration
+	// installGuard: the manager installs the admission guards when the
+	// install path did not (OLM).
+	installGuard bool
 }
 
 func (f *containmentFlags) bind(fs *flag.FlagSet) {
@@ -32,6 +36,7 @@ func (f *containmentFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&f.minNodes, "min-schedulable-nodes", 1, "CordonNode never leaves fewer schedulable nodes than this (a Quarantine's spec.safeguards may raise it).")
 	fs.DurationVar(&f.evidenceRetention, "evidence-retention", evidence.DefaultRetention, "How long evidence is kept in the manager namespace after its Quarantine is gone.")
 	fs.DurationVar(&f.evidenceTimeout, "evidence-gather-timeout", evidence.DefaultGatherTimeout, "Bound on reading a contained pod's Events and logs for its evidence (isolation never waits for it).")
+	fs.BoolVar(&f.installGuard, "install-admission-guard", true, "Install the admission guards (config/admission) at start when absent, as OLM bundles cannot carry them; without them hand-made destructive actions are refused (AdmissionGuardMissing).")
 	fs.IntVar(&f.concurrency, "containment-concurrency", 16, "Quarantines contained in parallel (make bench: 16 contains as fast as 32 on 2 cores, twice as fast as 8).")
 }
 
@@ -76,6 +81,12 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, se
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if f.installGuard {
+		err := mgr.Add(&guardinstall.Installer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("guardinstall")})
+		if err != nil {
+			return err
+		}
 	}
 	if err := mgr.Add(&quarantine.Janitor{Reconciler: r, Interval: 5 * time.Minute}); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -22,6 +23,14 @@ import (
 // `make test-packaging` sets it) with Bulkhead's CRDs and the Prometheus
 // Operator's. It fails, never skips, without the binaries.
 func startAPIServer(t *testing.T) client.Client {
+	t.Helper()
+	c, _ := startAPIServerConfig(t)
+	return c
+}
+
+// startAPIServerConfig is startAPIServer that also returns the admin's
+// rest config (to impersonate users).
+func startAPIServerConfig(t *testing.T) (client.Client, *rest.Config) {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -47,7 +56,7 @@ func startAPIServer(t *testing.T) client.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c, cfg
 }
 
 func apply(ctx context.Context, t *testing.T, c client.Client, what string, obj map[string]any, ns string) {

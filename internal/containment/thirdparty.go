@@ -76,11 +76,33 @@ func ownedBy(u *unstructured.Unstructured, q *securityv1alpha1.Quarantine, names
 }
 
 func (e *Engine) served(gvk schema.GroupVersionKind) (bool, error) {
-	_, err := e.Client.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	return servedBy(e.Client.RESTMapper(), gvk)
+}
+
+// Served reports whether the API server serves the flavor's kind.
+func (f denyFlavor) Served(m apimeta.RESTMapper) (bool, error) { return servedBy(m, f.gvk) }
+
+func servedBy(m apimeta.RESTMapper, gvk schema.GroupVersionKind) (bool, error) {
+	_, err := m.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if apimeta.IsNoMatchError(err) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// DenyQuarantine is the Quarantine a third-party deny object belongs to,
+// from its labels (names may change; labels are what Bulkhead matches on).
+func DenyQuarantine(o client.Object) (client.ObjectKey, bool) {
+	l := o.GetLabels()
+	name := l[securityv1alpha1.QuarantineLabel]
+	if l[securityv1alpha1.ManagedByLabel] != securityv1alpha1.ManagedByValue || name == "" {
+		return client.ObjectKey{}, false
+	}
+	ns := o.GetNamespace()
+	if ns == "" {
+		ns = l[QuarantineNamespaceLabel]
+	}
+	return client.ObjectKey{Namespace: ns, Name: name}, ns != ""
 }
 
 // servedFlavors are the deny flavors the API server serves, remembered

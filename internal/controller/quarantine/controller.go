@@ -230,6 +230,10 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.KernelChanges != nil {
 		b = b.WatchesRawSource(source.Channel(r.KernelChanges, &handler.EnqueueRequestForObject{}))
 	}
+	b, err := watchThirdPartyDenies(mgr, b)
+	if err != nil {
+		return err
+	}
 	return b.Complete(r)
 }
 

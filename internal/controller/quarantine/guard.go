@@ -34,6 +34,11 @@ const guardLabel = "app.kubernetes.io/name"
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch
 
+// The custom verb attribute on quarantines, cluster-wide, is how the guard
+// recognises the manager (it writes the attribution tenants may not); no
+// shipped role for people grants it.
+// +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=attribute
+
 // GuardInstalled reports whether the Quarantine admission guard is in
 // force: a ValidatingAdmissionPolicy labelled app.kubernetes.io/name=bulkhead
 // that matches quarantines of security.bulkhead.dev and fails closed, and a

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/containment"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
@@ -35,10 +36,13 @@ func (p *pass) kernelEnforcement(st *securityv1alpha1.ActionStatus) []securityv1
 	return out
 }
 
-// isolationCondition decides IsolationEffective: NetworkPolicies admitting
-// the pod make isolation ineffective unless the node kernel drops every
-// target pod's traffic itself, which no CNI policy can override.
-func isolationCondition(gaps []string, kernel []securityv1alpha1.KernelEnforcement, pods int) metav1.Condition {
+// isolationCondition decides IsolationEffective. NetworkPolicies are
+// additive, so others admitting the pod (gaps) reopen what Isolate closed,
+// unless Bulkhead's own third-party deny, evaluated before every
+// NetworkPolicy, is in force (prec.Overriding); a rival third-party policy
+// that may allow ahead of that deny counts whatever the NetworkPolicies say.
+// The node kernel dropping every target pod's traffic itself overrides all.
+func isolationCondition(gaps []string, prec containment.Precedence, kernel []securityv1alpha1.KernelEnforcement, pods int) metav1.Condition {
 	enforced := 0
 	var notes []string
 	for _, k := range kernel {
@@ -51,18 +55,31 @@ func isolationCondition(gaps []string, kernel []securityv1alpha1.KernelEnforceme
 			notes = append(notes, fmt.Sprintf("%s: live connections not cut: %s", k.Pod, k.Message))
 		}
 	}
+	overridden := len(gaps) > 0 && len(prec.Overriding) > 0
+	var admitting []string
+	if !overridden {
+		admitting = append(admitting, gaps...)
+	}
+	admitting = append(admitting, prec.Rivals...)
 	inKernel := pods > 0 && enforced == pods
 	c := metav1.Condition{Type: securityv1alpha1.ConditionIsolationEffective, Status: metav1.ConditionTrue, Reason: "Isolated",
 		Message: "no other NetworkPolicy admits traffic to or from the pod"}
 	switch {
-	case inKernel && len(gaps) > 0:
+	case inKernel && len(admitting) > 0:
 		c.Reason = "KernelEnforced"
-		c.Message = "the node kernel drops the pod's traffic (node sensor), although NetworkPolicies still admit it: " + strings.Join(gaps, ", ")
+		c.Message = "the node kernel drops the pod's traffic (node sensor), although other policies still admit it: " + strings.Join(admitting, ", ")
 	case inKernel:
 		c.Message += "; the node kernel drops it too (node sensor)"
-	case len(gaps) > 0:
+	case len(admitting) > 0:
 		c.Status, c.Reason = metav1.ConditionFalse, "OtherPoliciesAdmit"
-		c.Message = "NetworkPolicies still admitting traffic: " + strings.Join(gaps, ", ")
+		c.Message = "NetworkPolicies still admitting traffic: " + strings.Join(admitting, ", ")
+		if len(prec.Rivals) > 0 {
+			c.Message += " (policies at or before Bulkhead's deny with an allow or pass rule: " + strings.Join(prec.Rivals, ", ") + ")"
+		}
+	case overridden:
+		c.Reason = "DenyOverrides"
+		c.Message = "Bulkhead's deny (" + strings.Join(prec.Overriding, ", ") + ") is evaluated before every NetworkPolicy, so " +
+			strings.Join(gaps, ", ") + " do not reopen the pod where the network plugin implements that API"
 	}
 	if len(notes) > 0 {
 		c.Message += "; " + strings.Join(notes, "; ")

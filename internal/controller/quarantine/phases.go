@@ -438,7 +438,7 @@ func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	return ctrl.Result{RequeueAfter: kubeutil.Jitter(p.r.Recheck)}, false, nil
 }
 
-// checkIsolation reports other NetworkPolicies that still admit the pod.
+// checkIsolation reports other policies that still admit the pod.
 func (p *pass) checkIsolation(ctx context.Context) error {
 	st := p.actionStatus(securityv1alpha1.ActionIsolate)
 	if st == nil || st.State != securityv1alpha1.ActionApplied || p.scope.Target == nil {
@@ -448,8 +448,12 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	prec, err := p.e.ThirdPartyPrecedence(ctx, p.scope)
+	if err != nil {
+		return err
+	}
 	kernel := p.kernelEnforcement(st)
-	c := isolationCondition(gaps, kernel, len(p.scope.Target.Pods))
+	c := isolationCondition(gaps, prec, kernel, len(p.scope.Target.Pods))
 	c.ObservedGeneration = p.q.Generation
 	if apimeta.SetStatusCondition(&p.q.Status.Conditions, c) && c.Status == metav1.ConditionFalse {
 		p.event(corev1.EventTypeWarning, "IsolationIneffective", "Isolate", c.Message)

@@ -77,6 +77,8 @@ podAnnotations: {}
 
 # The quarantine-guard ValidatingAdmissionPolicy: approving, releasing and
 # asking for CordonNode, ScaleToZero or Evict need the requester's own rights.
+# With it off here, the manager installs the same guards itself at start
+# (flag --install-admission-guard, on by default).
 admissionPolicy:
   enabled: true
 
