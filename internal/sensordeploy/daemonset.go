@@ -107,8 +107,14 @@ func Labels() map[string]string {
 // that loads and attaches BPF programs (CAP_BPF, CAP_PERFMON for tracing,
 // CAP_NET_ADMIN for cgroup socket programs and socket destruction,
 // CAP_SYS_RESOURCE for map memory on older kernels) instead of privileged,
-// no host PID or network namespace, and read-only host mounts except the BPF
-// pin directory, which keeps isolations in force across sensor restarts.
+// and read-only host mounts except the BPF pin directory, which keeps
+// isolations in force across sensor restarts. Cutting an isolated pod's live
+// connections, and learning the connections a pod held before the sensor
+// saw it, run a socket iterator inside the pod's network namespace: that
+// takes the host PID namespace (to find the pod's processes from its
+// cgroup) and CAP_SYS_ADMIN (setns). Without them isolation still drops
+// every packet, but established connections stall instead of being reset.
+// No host network or IPC.
 func DaemonSet(cfg Config) *appsv1.DaemonSet {
 	selector := map[string]string{"app.kubernetes.io/name": "bulkhead", ComponentLabel: ComponentValue}
 	args := []string{
@@ -149,6 +155,7 @@ func DaemonSet(cfg Config) *appsv1.DaemonSet {
 				},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: Name,
+					HostPID:            true,
 					// Every node, control plane and tainted ones included:
 					// a node without a sensor is a node without coverage.
 					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
@@ -181,7 +188,7 @@ func DaemonSet(cfg Config) *appsv1.DaemonSet {
 							ReadOnlyRootFilesystem:   ptr.To(true),
 							Capabilities: &corev1.Capabilities{
 								Drop: []corev1.Capability{"ALL"},
-								Add:  []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"},
+								Add:  []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_ADMIN"},
 							},
 							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						},
