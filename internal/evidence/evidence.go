@@ -190,7 +190,8 @@ func (d *Document) encode() ([]byte, string, error) {
 // maxStatusScores is the API's bound on status.evidence.scores.
 const maxStatusScores = 20
 
-// Status is the status view of a document: the pod spec when it fits,
+// Status is the status view of a document: the pod spec when the view
+// stays within MaxInStatus,
 // the scores, and secretRef naming the Secret in the manager namespace
 // that holds the whole document (and outlives the Quarantine).
 func Status(d Document, raw []byte, sum, secretName string) (*securityv1alpha1.Evidence, error) {
@@ -206,7 +207,13 @@ func Status(d Document, raw []byte, sum, secretName string) (*securityv1alpha1.E
 	if err != nil {
 		return nil, err
 	}
-	if len(spec) <= MaxInStatus {
+	rest, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	// The status view stays within MaxInStatus, as when the whole document
+	// had to fit: the rest is in the Secret.
+	if len(rest)+len(spec) <= MaxInStatus {
 		ev.PodSpec = &runtime.RawExtension{Raw: spec}
 	}
 	return ev, nil
