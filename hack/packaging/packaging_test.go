@@ -58,16 +58,23 @@ func TestDiffDetectsStaleness(t *testing.T) {
 	}
 }
 
-// TestProductionOverlayBuilds: the kustomize overlay example (config/default
-// plus the ingest-credentials component) builds and wires the Secret in.
+// TestProductionOverlayBuilds: the kustomize overlay example builds, lets
+// the manager read the credentials Secret by name, and does not also mount
+// it as a file (a mounted copy would keep a revoked token alive until the
+// kubelet refreshes it).
 func TestProductionOverlayBuilds(t *testing.T) {
 	out, objs, err := gen.Kustomize(repoRoot(t), "examples/kustomize/production")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"--ingest-token-file=/etc/bulkhead/ingest/tokens", "secretName: bulkhead-ingest-credentials", "mountPath: /etc/bulkhead/ingest"} {
+	for _, want := range []string{"- bulkhead-ingest-credentials"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("overlay output lacks %q", want)
+		}
+	}
+	for _, unwanted := range []string{"--ingest-token-file", "secretName: bulkhead-ingest-credentials"} {
+		if strings.Contains(string(out), unwanted) {
+			t.Errorf("overlay output has %q", unwanted)
 		}
 	}
 	if len(objs) < 20 {

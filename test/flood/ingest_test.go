@@ -56,8 +56,9 @@ func TestIngestFlood(t *testing.T) {
 	}
 	defer env.Stop()
 	metricsAddr := freeAddr(t)
-	// A lower per-address rate than the default, so the flood meets it too.
-	mgr, err := env.StartManager("manager", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--ingest-rate-per-address=10")
+	// The per-address limits kit turns off, with a lower rate than the
+	// default so the flood meets it too.
+	mgr, err := env.StartManager("manager", "--metrics-bind-address="+metricsAddr, "--metrics-secure=false", "--ingest-rate-per-address=10", "--ingest-max-connections-per-address=64")
 	if err != nil {
 		t.Fatal(err)
 	}

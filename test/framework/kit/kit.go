@@ -71,11 +71,12 @@ func (e *Env) Stop() { e.Cluster.Stop() }
 
 // StartManager starts a manager named name (its log and kubeconfig) with
 // ingestion on, metrics off, extra replacing the Deployment's flags of the
-// same name.
+// same name. The suites' load comes from one loopback address, so the
+// per-address limits before authentication are off unless extra sets them.
 func (e *Env) StartManager(name string, extra ...string) (*localcluster.Manager, error) {
 	return e.Cluster.StartManager(e.Ctx, e.Install, localcluster.ManagerOptions{
 		Name:   name,
-		Args:   append([]string{"--metrics-bind-address=0"}, extra...),
+		Args:   append([]string{"--metrics-bind-address=0", "--ingest-rate-per-address=-1", "--ingest-max-connections-per-address=-1"}, extra...),
 		Env:    e.ManagerEnv,
 		Ingest: e.Creds,
 	})
