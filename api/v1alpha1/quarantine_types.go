@@ -31,6 +31,7 @@ type QuarantineSpec struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=6
+	// +kubebuilder:validation:XValidation:rule="oldSelf.all(a, self.exists(b, b.type == a.type))",message="spec.actions may only grow: an action cannot be removed; release the Quarantine to undo its actions"
 	Actions []Action `json:"actions"`
 
 	// approved is false while the Quarantine waits for a human; nothing is

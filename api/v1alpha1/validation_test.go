@@ -225,6 +225,8 @@ func TestInvalidTransitionsAreRejectedOnUpdate(t *testing.T) {
 		{"CordonNode floor lowered", map[string]string{"spec.safeguards": "{minSchedulableNodes: 3}"}, map[string]string{"spec.safeguards.minSchedulableNodes": "2"}, []string{"spec.safeguards.minSchedulableNodes", "can only rise"}},
 		{"CordonNode floor removed", map[string]string{"spec.safeguards": "{minSchedulableNodes: 3}"}, map[string]string{"spec.safeguards": "{}"}, []string{"spec.safeguards", "minSchedulableNodes cannot be removed"}},
 		{"safeguards removed", map[string]string{"spec.safeguards": "{minSchedulableNodes: 3}"}, map[string]string{"spec.safeguards": "~"}, []string{"spec", "spec.safeguards cannot be removed"}},
+		// Issue 14 item 10: removing ScaleToZero left the workload at zero forever.
+		{"an action removed", map[string]string{"spec.actions": "[{type: Isolate}, {type: ScaleToZero}]"}, map[string]string{"spec.actions": "[{type: Isolate}]"}, []string{"spec.actions", "may only grow"}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,6 +262,11 @@ func TestInvalidTransitionsAreRejectedOnUpdate(t *testing.T) {
 	set(t, u, "spec.released", true)
 	if err := k8s.Update(ctx, u); err != nil {
 		t.Fatalf("approving and releasing must be allowed: %v", err)
+	}
+	// Actions may be added.
+	set(t, u, "spec.actions", yamlValue(t, "[{type: Isolate}, {type: Evict}]"))
+	if err := k8s.Update(ctx, u); err != nil {
+		t.Fatalf("adding an action must be allowed: %v", err)
 	}
 	// A floor may be set later, and raised.
 	for _, floor := range []int64{2, 5} {

@@ -88,3 +88,26 @@ func TestEarlierHolderRule(t *testing.T) {
 		}
 	}
 }
+
+// Release undoes what status says was applied (issue 14 item 10): an action
+// missing from spec is still reverted, with spec's parameters when present.
+func TestAppliedActionsComeFromStatus(t *testing.T) {
+	q := &securityv1alpha1.Quarantine{
+		Spec: securityv1alpha1.QuarantineSpec{Actions: []securityv1alpha1.Action{
+			{Type: securityv1alpha1.ActionIsolate},
+			{Type: securityv1alpha1.ActionDetach, Detach: &securityv1alpha1.DetachParams{OnRelease: "Keep"}},
+		}},
+		Status: securityv1alpha1.QuarantineStatus{Actions: []securityv1alpha1.ActionStatus{
+			{Type: securityv1alpha1.ActionIsolate, State: securityv1alpha1.ActionApplied},
+			{Type: securityv1alpha1.ActionScaleToZero, State: securityv1alpha1.ActionApplied},
+			{Type: securityv1alpha1.ActionDetach, State: securityv1alpha1.ActionApplied},
+		}},
+	}
+	got := appliedActions(q)
+	if len(got) != 3 || got[0].Type != securityv1alpha1.ActionIsolate || got[1].Type != securityv1alpha1.ActionScaleToZero || got[2].Type != securityv1alpha1.ActionDetach {
+		t.Fatalf("applied actions %+v: want Isolate, ScaleToZero (gone from spec), Detach in status order", got)
+	}
+	if got[2].Detach == nil || got[2].Detach.OnRelease != "Keep" {
+		t.Fatalf("Detach lost its spec parameters: %+v", got[2])
+	}
+}

@@ -496,9 +496,11 @@ func resolveForRelease(ctx context.Context, p *pass) (ctrl.Result, bool, error) 
 	return ctrl.Result{}, false, nil
 }
 
-// revertActions undoes actions in reverse order.
+// revertActions undoes, in reverse order, what status says was applied, not
+// what spec asks for now: an action dropped from spec (where the API server
+// let it be) must still be undone.
 func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	acts := p.q.Spec.Actions
+	acts := appliedActions(p.q)
 	for i := len(acts) - 1; i >= 0; i-- {
 		st := p.actionStatus(acts[i].Type)
 		if st == nil || !needsRevert(*st) {
@@ -518,6 +520,23 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// appliedActions are the actions status records, in status order, each with
+// its spec (parameters such as Detach's keepForensicCopy) when spec still
+// has it.
+func appliedActions(q *securityv1alpha1.Quarantine) []securityv1alpha1.Action {
+	out := make([]securityv1alpha1.Action, 0, len(q.Status.Actions))
+	for _, st := range q.Status.Actions {
+		a := securityv1alpha1.Action{Type: st.Type}
+		for _, s := range q.Spec.Actions {
+			if s.Type == st.Type {
+				a = s
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 func finishRelease(_ context.Context, p *pass) (ctrl.Result, bool, error) {
