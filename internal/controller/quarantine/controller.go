@@ -230,11 +230,11 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.KernelChanges != nil {
 		b = b.WatchesRawSource(source.Channel(r.KernelChanges, &handler.EnqueueRequestForObject{}))
 	}
-	b, err := watchThirdPartyDenies(mgr, b)
+	c, err := b.Build(r)
 	if err != nil {
 		return err
 	}
-	return b.Complete(r)
+	return mgr.Add(&denyWatches{mgr: mgr, c: c})
 }
 
 // servedTTL is how long the third-party deny kinds served are remembered.
