@@ -13,8 +13,11 @@ var quarantineGuard []byte
 //go:embed sensor_guard.yaml
 var sensorGuard []byte
 
+//go:embed baseline_guard.yaml
+var baselineGuard []byte
+
 // Manifests are the guard files, each a multi-document YAML of a policy and
 // its binding, with names before the install's prefix.
 func Manifests() map[string][]byte {
-	return map[string][]byte{"quarantine_guard.yaml": quarantineGuard, "sensor_guard.yaml": sensorGuard}
+	return map[string][]byte{"quarantine_guard.yaml": quarantineGuard, "sensor_guard.yaml": sensorGuard, "baseline_guard.yaml": baselineGuard}
 }

@@ -27,11 +27,11 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
-// The manager may write these four objects and no other admission policy:
+// The manager may write these six objects and no other admission policy:
 // server-side apply creates with the name known, so RBAC's resourceNames
 // restrict create as well as patch (TestManagerInstallsGuard runs under
 // exactly this rule).
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=create;patch,resourceNames=bulkhead-quarantine-guard;bulkhead-sensor-guard
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=create;patch,resourceNames=bulkhead-quarantine-guard;bulkhead-sensor-guard;bulkhead-baseline-guard
 
 // Prefix is what every install path puts before the guards' names
 // (config/default's namePrefix, the Helm chart), so the manager writes the

@@ -137,8 +137,8 @@ func TestManagerInstallsGuard(t *testing.T) {
 	if err != nil {
 		t.Fatalf("installing the guards with the manager's generated RBAC: %v", err)
 	}
-	want := []string{"ValidatingAdmissionPolicy/bulkhead-quarantine-guard", "ValidatingAdmissionPolicy/bulkhead-sensor-guard",
-		"ValidatingAdmissionPolicyBinding/bulkhead-quarantine-guard", "ValidatingAdmissionPolicyBinding/bulkhead-sensor-guard"}
+	want := []string{"ValidatingAdmissionPolicy/bulkhead-baseline-guard", "ValidatingAdmissionPolicy/bulkhead-quarantine-guard", "ValidatingAdmissionPolicy/bulkhead-sensor-guard",
+		"ValidatingAdmissionPolicyBinding/bulkhead-baseline-guard", "ValidatingAdmissionPolicyBinding/bulkhead-quarantine-guard", "ValidatingAdmissionPolicyBinding/bulkhead-sensor-guard"}
 	if !slices.Equal(applied, want) {
 		t.Fatalf("applied %v, want %v", applied, want)
 	}
