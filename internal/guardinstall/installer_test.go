@@ -105,7 +105,7 @@ func policyQuarantine(ns, name string) *securityv1alpha1.Quarantine {
 
 // TestManagerInstallsGuard (issue 14 item 5): on a path that carries no
 // guard (an OLM bundle), the manager installs both guards itself with only
-// the RBAC its markers generate (patch of the four named objects), in a
+// the RBAC its markers generate (patch of the six named objects), in a
 // namespace other than bulkhead-system; the guard is then in force for a
 // tenant and lets this manager write its attribution. A second start
 // writes nothing; a change to an object the manager installed is undone;
