@@ -22,7 +22,7 @@ type containmentFlags struct {
 func (f *containmentFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retention, "released-retention", 720*time.Hour, "How long a Released Quarantine is kept before it is deleted.")
 	fs.IntVar(&f.minNodes, "min-schedulable-nodes", 1, "CordonNode never leaves fewer schedulable nodes than this (a Quarantine's spec.safeguards may raise it).")
-	fs.IntVar(&f.concurrency, "containment-concurrency", 16, "Quarantines contained in parallel (make bench: 16 contains as fast as 32 on 2 cores, twice as fast as 8).")
+	fs.IntVar(&f.concurrency, "containment-concurrency", 32, "Quarantines contained in parallel (make bench, 200 threats on 2 cores: isolation takes five requests in a row, so 32 workers isolated them in 11.9 s p99 against 19.2 s with 16; the client-go floor gains nothing from 32).")
 }
 
 // setupContainment adds the Quarantine controller, which applies and undoes
