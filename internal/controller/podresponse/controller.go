@@ -131,7 +131,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		// As many as the Quarantine controller's default workers: in a
 		// burst each spends most of its time waiting on its create.
-		r.MaxConcurrentReconciles = 16
+		r.MaxConcurrentReconciles = 32
 	}
 	if r.PauseReader == nil {
 		c, err := pauseCache(mgr, r.ManagerNamespace)
