@@ -305,8 +305,10 @@ func TestTenantCannotCreateReleasedQuarantine(t *testing.T) {
 // TestTenantCanOnlyAddActions (issue 14 item 10): removing an action from
 // spec or changing it is not a way to undo containment without the release
 // verb; releasing is. Even an admin (holding release) is refused: release
-// undoes what was applied, an edit of spec would not. The manager, which
-// escalates its own Quarantines, is exempt.
+// undoes what was applied, an edit of spec would not. Removing an action is
+// refused by the CRD's own rule for everyone, the manager too (it only ever
+// adds); changing an action's parameters is the guard's, and the manager,
+// which escalates its own Quarantines, is exempt from it.
 func TestTenantCanOnlyAddActions(t *testing.T) {
 	u := setupGuard(t)
 	const grows = "only-grows"
@@ -332,9 +334,9 @@ func TestTenantCanOnlyAddActions(t *testing.T) {
 				Label: &securityv1alpha1.LabelParams{Labels: map[string]string{"incident": "sec-1"}}})
 		}), true, ""},
 		{"an editor cannot remove Isolate", patchQ(t, u.editor, grows, without(securityv1alpha1.ActionIsolate)), false,
-			"spec.actions may only be added to: this update removes or changes Isolate"},
+			"spec.actions may only grow"},
 		{"a responder cannot remove Label either", patchQ(t, u.responder, grows, without(securityv1alpha1.ActionLabel)), false,
-			"release the Quarantine (verb release)"},
+			"release the Quarantine to undo its actions"},
 		{"a responder cannot change Isolate's parameters", patchQ(t, u.responder, grows, change(securityv1alpha1.ActionIsolate, func(a *securityv1alpha1.Action) {
 			a.Isolate = &securityv1alpha1.IsolateParams{AllowDNS: true}
 		})), false, "removes or changes Isolate"},
@@ -343,11 +345,14 @@ func TestTenantCanOnlyAddActions(t *testing.T) {
 		})), false, "removes or changes Label"},
 		{"an admin cannot swap the actions for others", patchQ(t, env.Client, grows, func(q *securityv1alpha1.Quarantine) {
 			q.Spec.Actions = []securityv1alpha1.Action{{Type: securityv1alpha1.ActionEvict}}
-		}), false, "spec.actions may only be added to"},
+		}), false, "spec.actions may only grow"},
 		{"reordering is not a change", patchQ(t, u.editor, grows, func(q *securityv1alpha1.Quarantine) {
 			slices.Reverse(q.Spec.Actions)
 		}), true, ""},
-		{"the manager may change its actions", patchQ(t, u.manager, grows, without(securityv1alpha1.ActionLabel)), true, ""},
+		{"the manager may change its actions' parameters", patchQ(t, u.manager, grows, change(securityv1alpha1.ActionIsolate, func(a *securityv1alpha1.Action) {
+			a.Isolate = &securityv1alpha1.IsolateParams{AllowDNS: true}
+		})), true, ""},
+		{"not even the manager may remove one", patchQ(t, u.manager, grows, without(securityv1alpha1.ActionLabel)), false, "spec.actions may only grow"},
 	})
 }
 

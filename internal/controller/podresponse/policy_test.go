@@ -176,6 +176,23 @@ func TestPauseSwitchMakesEnforcePlan(t *testing.T) {
 	if err := k8s.Create(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
+	// The switch is read from a watch: wait until the controller sees it,
+	// both ways, or a busy machine races the signal past it.
+	sees := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := decider.paused(ctx)
+			if err == nil && got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the controller never saw paused=%v (last %v, %v)", want, got, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	sees(true)
 	resumed := false
 	resume := func() {
 		if !resumed {
@@ -183,6 +200,7 @@ func TestPauseSwitchMakesEnforcePlan(t *testing.T) {
 			if err := k8s.Delete(ctx, cm); err != nil {
 				t.Error(err)
 			}
+			sees(false)
 		}
 	}
 	defer resume()

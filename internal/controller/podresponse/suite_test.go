@@ -50,7 +50,10 @@ var (
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the suite's server is self-signed
 	evaluator     *detection.Evaluator
 	ingestHandler *ingest.Handler
-	nsCount       atomic.Int32
+	// decider is the suite's per-pod controller (tests wait on what its
+	// caches see).
+	decider *Reconciler
+	nsCount atomic.Int32
 )
 
 // syscallModel stands in for the behavior model: a run with ptrace scores 0.95.
@@ -158,10 +161,11 @@ func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
 	}
 	registry := detection.NewRegistry()
 	recorder := mgr.GetEventRecorder("bulkhead")
-	if err := (&Reconciler{
+	decider = &Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: triggers, Evaluator: evaluator, Activity: activity,
 		Recorder: recorder, ManagerNamespace: managerNS, MaxActive: 100, Provenance: keys,
-	}).SetupWithManager(mgr); err != nil {
+	}
+	if err := decider.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&threatpolicy.ThreatPolicyReconciler{Client: mgr.GetClient(), Activity: activity, Detectors: registry, Provenance: keys,

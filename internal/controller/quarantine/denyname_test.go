@@ -3,6 +3,7 @@ package quarantine
 import (
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -80,9 +81,9 @@ func TestClusterDenyNeverTouchesForeignObject(t *testing.T) {
 		if fl.Namespaced() {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"priority": int64(5), "order": int64(5)}}}
-		u.SetGroupVersionKind(fl.GVK())
-		u.SetName(containment.ClusterDenyName(f.ns, "shop-f"))
+		// A valid object of the kind (the envtest CRDs are the upstream
+		// schemas), at the deny's name, but someone else's.
+		u := fl.Object(&securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "shop-f"}}, false)
 		u.SetLabels(map[string]string{"owner": "platform-team"})
 		must(t, direct.Create(ctx, u))
 		t.Cleanup(func() { _ = direct.Delete(ctx, u) })
@@ -127,8 +128,7 @@ func TestReleaseRemovesDenyUnderOldName(t *testing.T) {
 		if fl.Namespaced() {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"priority": int64(0), "order": int64(0)}}}
-		u.SetGroupVersionKind(fl.GVK())
+		u := fl.Object(&securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "shop-o"}}, false)
 		u.SetName("bulkhead-" + f.ns + "-shop-o")
 		l := containment.ManagedLabels("shop-o")
 		l[containment.QuarantineNamespaceLabel] = f.ns
