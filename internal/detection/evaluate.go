@@ -46,6 +46,14 @@ type Evaluator struct {
 	// evals holds each pod's latest evaluation per policy.
 	evals   map[PodKey]map[string]*policy.Evaluation
 	misconf map[string]scoring.Adjustment // by pod UID: the spec is immutable enough
+	// rechecks are the pending timers of streaks that wait out sustainFor:
+	// a detector that sends only when its score changes sends nothing more.
+	rechecks map[recheckKey]*time.Timer
+}
+
+type recheckKey struct {
+	pod    PodKey
+	policy string
 }
 
 // NewEvaluator returns an evaluator recording into store and queueing into triggers.
@@ -53,6 +61,7 @@ func NewEvaluator(store *Store, reader client.Reader, assessor *exposure.Assesso
 	return &Evaluator{
 		Store: store, Reader: reader, Exposure: assessor, Triggers: triggers, Activity: activity,
 		evals: map[PodKey]map[string]*policy.Evaluation{}, misconf: map[string]scoring.Adjustment{},
+		rechecks: map[recheckKey]*time.Timer{},
 	}
 }
 
@@ -117,6 +126,8 @@ func (e *Evaluator) evaluate(ctx context.Context, s *detector.Signal, policies [
 		if ev.Triggered() {
 			e.Triggers.put(key, ev)
 			triggered = true
+		} else {
+			e.awaitSustainFor(key, &ev)
 		}
 		if e.Activity != nil {
 			e.Activity.Evaluated(ctx, p.Name, s.Detector, now)
@@ -126,6 +137,59 @@ func (e *Evaluator) evaluate(ctx context.Context, s *detector.Signal, policies [
 		e.Triggers.notify(ctx, key)
 	}
 	return nil
+}
+
+// awaitSustainFor arms one timer for a streak that has everything but
+// sustainFor's time: when it is due the pod is evaluated again from the
+// fresh scores, as if a signal had come.
+func (e *Evaluator) awaitSustainFor(key PodKey, ev *policy.Evaluation) {
+	d := ev.Policy.Spec.Scoring.SustainFor
+	if d == nil || ev.Since.IsZero() || ev.Streak < policy.Sustain(ev.Policy) || ev.Result.Score < policy.Threshold(ev.Policy) {
+		return
+	}
+	k := recheckKey{pod: key, policy: ev.Policy.Name}
+	wait := ev.Since.Add(d.Duration).Sub(ev.At)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, armed := e.rechecks[k]; armed {
+		return
+	}
+	e.rechecks[k] = time.AfterFunc(max(wait, 0)+10*time.Millisecond, func() { e.recheck(k, ev.Since) })
+}
+
+// recheck evaluates a waiting streak again: it triggers when the fused
+// score from the scores still fresh is at or above the threshold and the
+// streak was not broken meanwhile (same start).
+func (e *Evaluator) recheck(k recheckKey, since time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.mu.Lock()
+	delete(e.rechecks, k)
+	prev := e.evals[k.pod][k.policy]
+	e.mu.Unlock()
+	if prev == nil || !prev.Since.Equal(since) || prev.Streak == 0 {
+		return
+	}
+	pod, _, err := e.podAndNamespace(ctx, k.pod)
+	if err != nil || pod == nil {
+		return
+	}
+	ev := e.evaluation(ctx, prev.Policy, pod, e.Store.Fresh(k.pod))
+	now := time.Now()
+	e.mu.Lock()
+	cur := e.evals[k.pod][k.policy]
+	if cur == nil || !cur.Since.Equal(since) || ev.Result.Score < policy.Threshold(prev.Policy) {
+		e.mu.Unlock()
+		return
+	}
+	ev.Streak, ev.Since, ev.At = cur.Streak, cur.Since, now
+	kept := ev
+	e.evals[k.pod][k.policy] = &kept
+	e.mu.Unlock()
+	if ev.Triggered() {
+		e.Triggers.put(k.pod, ev)
+		e.Triggers.notify(ctx, k.pod)
+	}
 }
 
 // streak counts ev as the next evaluation of p for the pod and keeps it.

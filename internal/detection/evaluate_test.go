@@ -130,3 +130,61 @@ func TestEvaluatorStreaks(t *testing.T) {
 		t.Error("Forget kept the pod's scores")
 	}
 }
+
+// A streak that waits out sustainFor triggers when it is due even if no
+// further signal comes (a sensor sends only when its score changes), and
+// not when the score fell meanwhile.
+func TestSustainForTriggersWithoutAnotherSignal(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
+	p := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: securityv1alpha1.ThreatPolicySpec{
+		Mode: securityv1alpha1.ModeEnforce, Selector: securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
+		Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
+		Scoring:   securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 1, SustainFor: &metav1.Duration{Duration: 300 * time.Millisecond}},
+		Response:  []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}},
+	}}
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(pod, ns, p).Build()
+	assessor, err := exposure.NewAssessor(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), nil)
+	ctx := context.Background()
+	key := PodKey{Namespace: "web", Pod: "shop-1"}
+	record := func(score float64) {
+		t.Helper()
+		if err := e.Record(ctx, []detector.Signal{{Namespace: "web", Pod: "shop-1", Detector: "falco", Score: score}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	record(0.9)
+	if got := e.Triggers.Take(key); len(got) != 0 {
+		t.Fatalf("triggered before sustainFor: %v", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := e.Triggers.Take(key)
+		if len(got) == 1 && got["a"].Result.Score == 0.9 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the streak never triggered after sustainFor without another signal")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-e.Triggers.Pods:
+	default:
+		t.Fatal("the decision was not woken")
+	}
+
+	// A fall before it is due breaks the streak: nothing triggers.
+	e.Forget(key, "u1")
+	record(0.9)
+	record(0.1)
+	time.Sleep(600 * time.Millisecond)
+	if got := e.Triggers.Take(key); len(got) != 0 {
+		t.Fatalf("triggered although the score fell before sustainFor: %v", got)
+	}
+}
