@@ -40,6 +40,8 @@ bundle-build: ## Build the bundle image (needs a Docker engine).
 # test` do not reach it) is formatted, vetted and tested. test/install is in
 # the main module and already runs under `make test`.
 .PHONY: ci-packaging
-ci-packaging: kube-binaries verify-packaging
+ci-packaging: kube-binaries kwok build verify-packaging
 	@out=$$(gofmt -l $(PACKAGING_DIR)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd $(PACKAGING_DIR) && go vet ./... && go test ./... -count=1 -timeout 10m
+	@# The OLM bundle installed on a local control plane accepts a signal.
+	go test -tags packaging ./test/olm/ -count=1 -v -timeout 10m
