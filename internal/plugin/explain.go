@@ -381,6 +381,10 @@ func (v *podView) explainPolicy(w io.Writer, p *securityv1alpha1.ThreatPolicy) {
 		}
 		fmt.Fprintf(w, "  \t≥ %s  %s%s\n", r.MinScore, actionsUpTo(p, i), mark)
 	}
+	// The live score is the newest: the step it reaches is what would happen.
+	if live != nil {
+		obs = &observation{time: v.live.Time, score: live.Score, source: "live"}
+	}
 	fmt.Fprintf(w, "  Would:\t%s\n", v.would(p, obs))
 }
 

@@ -113,6 +113,25 @@ func TestExplainLive(t *testing.T) {
 		}
 	}
 
+	// The score rises: the live view shows the top step reached, and what
+	// would happen follows it.
+	if err := ev.Record(ctx, []detector.Signal{{Namespace: nsA, Pod: "shop-1", Detector: "falco", Score: 1},
+		{Namespace: nsA, Pod: "shop-1", Detector: "behavior", Score: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	web = section(explain(nsA, "--ingest-token", token), "live-web")
+	for _, want := range []string{
+		"Live score:    1 now",
+		"Streak:        4 of 3 evaluation(s) at or above 0.8, last evaluated ",
+		" ago; triggered",
+		"≥ 0.95  Isolate, ScaleToZero, CordonNode  ← live score reaches this step",
+		"create a Quarantine applying Isolate, ScaleToZero, CordonNode",
+	} {
+		if !strings.Contains(web, want) {
+			t.Errorf("A after a 1.0: live-web section lacks %q:\n%s", want, web)
+		}
+	}
+
 	// B: allowed to read the API (alice), but the token may not read B's scores.
 	out = explain(nsB, "--ingest-token", token)
 	if !strings.Contains(out, "Live scores:  unavailable: the leader answered 403 Forbidden") || strings.Contains(out, "Live score:") {
