@@ -137,6 +137,9 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 		MaxBodyBytes: f.maxBody, Rate: rate.Limit(f.ratePerCredential), Burst: f.burst, ReplayWindow: f.replayWindow,
 		AddressRate: rate.Limit(f.ratePerAddress), AddressBurst: int(2 * max(f.ratePerAddress, 1)),
 		Sensors: &ingest.Sensors{Reviewer: reviewer, Hub: d.Sensors},
+		// kubectl bulkhead explain reads live scores here with the user's
+		// own token: TokenReview, then may they get quarantines there.
+		Explain: &ingest.Explain{Viewers: &ingest.Viewers{Client: mgr.GetClient()}, Source: d.Evaluator},
 	})
 	// Without a certificate file, serve one signed by the CA the manager
 	// keeps in its namespace and publishes for sensors to verify.

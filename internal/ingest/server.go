@@ -71,6 +71,9 @@ type Config struct {
 
 	// Sensors, when set, serves POST /v1/sensor for the node sensors.
 	Sensors *Sensors
+	// Explain, when set, serves GET /v1/explain/{namespace}/{pod}: a pod's
+	// live scores for Kubernetes users allowed to get its quarantines.
+	Explain *Explain
 }
 
 // Detection is where accepted batches go.
@@ -128,6 +131,9 @@ func NewHandler(cfg Config) *Handler {
 	}
 	if cfg.Sensors != nil {
 		h.mux.HandleFunc(wire.Path, h.serveSensor)
+	}
+	if cfg.Explain != nil {
+		h.mux.HandleFunc(ExplainPath+"{namespace}/{pod}", h.serveExplain)
 	}
 	return h
 }

@@ -77,6 +77,14 @@ var (
 		Help: "Ingestion requests or connections refused before authentication, by reason (RateLimitedAddress, TooManyConnections, NotFound).",
 	}, []string{"reason"})
 
+	// ExplainRequests counts requests for a pod's live scores (GET
+	// /v1/explain) by outcome: served, or the reason refused
+	// (Unauthorized, Forbidden, ...).
+	ExplainRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_explain_requests_total",
+		Help: "Requests for a pod's live scores (kubectl bulkhead explain) by outcome: served, or the reason refused (Unauthorized, Forbidden, UnknownPod, ...).",
+	}, []string{"outcome"})
+
 	// DetectorLatency measures time spent scoring one event in a detector.
 	DetectorLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "bulkhead_detector_latency_seconds",
@@ -141,5 +149,6 @@ func init() {
 		IsolationIneffective, NotificationsTotal, NodesWithoutBehaviorCoverage,
 		SensorLastHeartbeat, SensorBPFReady, SensorReportsRejected, SensorDroppedScores,
 		ActionForbidden, AdmissionGuardMissing, IngestCredentialErrors, IngestRefused,
+		ExplainRequests,
 	)
 }

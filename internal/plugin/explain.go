@@ -19,11 +19,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/kubeutil"
 )
 
 func newExplainCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	var live liveFlags
+	cmd := &cobra.Command{
 		Use:   "explain POD",
 		Short: "Explain a pod: which policies cover it, its latest scores and exposure, and what Bulkhead would do",
 		Args:  cobra.ExactArgs(1),
@@ -65,9 +67,22 @@ func newExplainCommand(o *options) *cobra.Command {
 			}
 			// A viewer may not read the manager namespace; say so rather than fail.
 			v.paused, v.pausedBy, v.pauseErr = pauseState(ctx, c, o.managerNamespace)
+			v.liveURL = live.url
+			if live.url != "" {
+				cfg, err := o.flags.ToRESTConfig()
+				if err != nil {
+					return err
+				}
+				// The recorded view is shown whatever happens here.
+				v.live, v.liveErr = fetchLive(ctx, cfg, c, o.managerNamespace, live, ns, args[0])
+			}
 			return v.explain(o.streams.Out)
 		},
 	}
+	cmd.Flags().StringVar(&live.url, "ingest-url", "", "Address of the manager's ingest endpoint (e.g. https://bulkhead-ingest.bulkhead-system.svc:8444 or a port-forward): read the live scores from the leader.")
+	cmd.Flags().StringVar(&live.token, "ingest-token", "", "Bearer token for --ingest-url (default: the kubeconfig's or --token's; needed when the kubeconfig authenticates with a client certificate).")
+	cmd.Flags().StringVar(&live.caFile, "ingest-ca-file", "", "CA bundle to verify --ingest-url with (default: ConfigMap bulkhead-ingest-ca in the manager namespace when readable, else the system roots).")
+	return cmd
 }
 
 // podView is everything explain reads about one pod.
@@ -82,6 +97,10 @@ type podView struct {
 	pauseErr    error
 	managerNS   string
 	now         time.Time
+	// live is the leader's live view (nil: not asked for, or liveErr).
+	live    *detection.Explanation
+	liveErr error
+	liveURL string
 }
 
 // targets reports whether q contains this pod (and not an earlier pod that
@@ -266,6 +285,8 @@ func (v *podView) explain(out io.Writer) error {
 		fmt.Fprintf(w, "Protected:\tyes, namespace %s is always protected: Bulkhead never contains this pod\n", v.pod.Namespace)
 	}
 
+	v.explainLive(w)
+
 	fmt.Fprintln(w, "\nQuarantines of this pod:")
 	if len(v.quarantines) == 0 {
 		fmt.Fprintln(w, "  <none>")
@@ -344,13 +365,25 @@ func (v *podView) explainPolicy(w io.Writer, p *securityv1alpha1.ThreatPolicy) {
 			fmt.Fprintf(w, "  \t  %s\n", scoreLine(s))
 		}
 	}
+	live := v.livePolicy(w, p)
 	fmt.Fprintln(w, "  Ladder:\t")
 	for i, r := range p.Spec.Response {
 		mark := ""
 		if i == step {
 			mark = "  ← latest score reaches this step"
 		}
+		if live != nil && i < len(live.Steps) {
+			if live.Steps[i].Reached {
+				mark += "  ← live score reaches this step"
+			} else {
+				mark += fmt.Sprintf("  (live: %s to go)", live.Steps[i].Distance)
+			}
+		}
 		fmt.Fprintf(w, "  \t≥ %s  %s%s\n", r.MinScore, actionsUpTo(p, i), mark)
+	}
+	// The live score is the newest: the step it reaches is what would happen.
+	if live != nil {
+		obs = &observation{time: v.live.Time, score: live.Score, source: "live"}
 	}
 	fmt.Fprintf(w, "  Would:\t%s\n", v.would(p, obs))
 }
