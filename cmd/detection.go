@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -30,16 +31,18 @@ import (
 
 // detectionFlags configure signal ingestion and the detection pipeline.
 type detectionFlags struct {
-	bindAddress, tokenFile, credentialsSecret, certFile, keyFile, clientCAFile string
-	insecure                                                                   bool
-	maxBody                                                                    int64
-	ratePerCredential, ratePerAddress                                          float64
-	burst, maxPods, maxConns, maxConnsPerAddress                               int
-	scoreTTL, replayWindow                                                     time.Duration
+	bindAddress, advertiseAddress, service, tokenFile, credentialsSecret, certFile, keyFile, clientCAFile string
+	insecure                                                                                              bool
+	maxBody                                                                                               int64
+	ratePerCredential, ratePerAddress                                                                     float64
+	burst, maxPods, maxConns, maxConnsPerAddress                                                          int
+	scoreTTL, replayWindow                                                                                time.Duration
 }
 
 func (f *detectionFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.bindAddress, "ingest-bind-address", ":8444", "Address signal ingestion listens on (HTTPS unless --ingest-insecure).")
+	fs.StringVar(&f.advertiseAddress, "ingest-advertise-address", os.Getenv("POD_IP"), "This replica's IP, published as the one endpoint of the ingest Service (--ingest-service) while it is the leader; default $POD_IP. Empty: nothing is published.")
+	fs.StringVar(&f.service, "ingest-service", ingestca.ServiceName, "The ingest Service (no selector) whose EndpointSlice the leader publishes.")
 	fs.StringVar(&f.tokenFile, "ingest-token-file", "", "Credentials file: one bearer token (or cert:<common name>) a line with detectors=a,b and optional name=, namespaces= and train=true; re-read when it changes. Adds to --ingest-credentials-secret.")
 	fs.StringVar(&f.credentialsSecret, "ingest-credentials-secret", ingest.DefaultCredentialsSecret, "Secret in the manager namespace whose key \""+ingest.CredentialsSecretKey+"\" holds ingest credentials (the file's format); watched, so changes apply without restart. Empty: none.")
 	fs.StringVar(&f.certFile, "ingest-tls-cert-file", "", "Serving certificate for ingestion (reloaded on change); absent: a self-signed one is generated at start.")
@@ -153,7 +156,14 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 		}
 		return ca.Serving(ingestca.DNSNames(namespace))
 	}
-	return d, mgr.Add(&ingest.Server{Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
+	var adv *ingest.Advertiser
+	if f.advertiseAddress != "" {
+		adv = &ingest.Advertiser{Client: direct, Namespace: namespace, Service: f.service, Address: f.advertiseAddress}
+		if _, err := adv.Slice(1); err != nil {
+			return nil, fmt.Errorf("--ingest-advertise-address: %w", err)
+		}
+	}
+	return d, mgr.Add(&ingest.Server{Advertiser: adv, Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
 		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile, Issue: issue,
 		MaxConns: f.maxConns, MaxConnsPerAddress: f.maxConnsPerAddress})
 }

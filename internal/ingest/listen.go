@@ -34,6 +34,9 @@ type Server struct {
 	// MaxConns and MaxConnsPerAddress cap open connections (0: defaults;
 	// negative: no cap). MaxHeaderBytes caps request headers (431 beyond).
 	MaxConns, MaxConnsPerAddress, MaxHeaderBytes int
+	// Advertiser, when set, publishes this replica as the ingest Service's
+	// endpoint once it listens (only the leader listens).
+	Advertiser *Advertiser
 }
 
 // Defaults of Server's caps: ingestion sees few clients (detectors and one
@@ -84,6 +87,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln = tls.NewListener(ln, cfg)
 	}
 	logf.FromContext(ctx).Info("ingestion listening", "address", ln.Addr().String(), "tls", !s.Insecure)
+	if s.Advertiser != nil {
+		go advertise(ctx, s.Advertiser, ln.Addr())
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
