@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -45,5 +46,38 @@ func TestAdvertiserReplacesTheOldLeader(t *testing.T) {
 	a.Address = "pod-a"
 	if _, err := a.Slice(8444); err == nil {
 		t.Error("a host name was accepted as the advertise address")
+	}
+}
+
+// Issue 15 item 1: a replay id accepted by the old leader was accepted
+// again by the new one. Restored ids are refused until the window ends.
+func TestReplayIDsSurviveHandover(t *testing.T) {
+	now := time.Now()
+	old := newReplayGuard(time.Hour, 100)
+	old.now = func() time.Time { return now }
+	if _, ok := old.reserve([]string{"cred/a", "cred/b"}); !ok {
+		t.Fatal("fresh ids refused")
+	}
+	ids := old.snapshot(10)
+	if len(ids) != 2 || ids[0].Hash == "cred/a" {
+		t.Fatalf("snapshot %+v: want two hashed ids", ids)
+	}
+	next := newReplayGuard(time.Hour, 100)
+	next.now = func() time.Time { return now.Add(time.Minute) }
+	if n := next.restore(append(ids, ReplayID{Hash: "short"}, ReplayID{Hash: replayHash("cred/old"), At: now.Add(-2 * time.Hour).Unix()})); n != 2 {
+		t.Fatalf("restored %d ids, want 2 (bad and expired ones dropped)", n)
+	}
+	if i, ok := next.reserve([]string{"cred/c", "cred/b"}); ok || i != 1 {
+		t.Fatalf("a replay of the old leader's id: ok=%v at %d, want refused at 1", ok, i)
+	}
+	if _, ok := next.reserve([]string{"cred/c", "cred/old"}); !ok {
+		t.Fatal("new ids or ones whose window ended were refused")
+	}
+	if got := next.snapshot(10); len(got) != 4 {
+		t.Errorf("the successor's snapshot %+v: want its own 2 and the restored 2", got)
+	}
+	next.now = func() time.Time { return now.Add(2 * time.Hour) }
+	if _, ok := next.reserve([]string{"cred/a"}); !ok {
+		t.Error("a restored id was refused after the window")
 	}
 }

@@ -37,6 +37,9 @@ type Server struct {
 	// Advertiser, when set, publishes this replica as the ingest Service's
 	// endpoint once it listens (only the leader listens).
 	Advertiser *Advertiser
+	// BeforeListen, when set, runs before the listener opens: a new leader
+	// loads its predecessor's state there (internal/handover).
+	BeforeListen func(ctx context.Context)
 }
 
 // Defaults of Server's caps: ingestion sees few clients (detectors and one
@@ -63,6 +66,9 @@ func (s *Server) NeedLeaderElection() bool { return true }
 
 // Start listens on Addr until ctx ends.
 func (s *Server) Start(ctx context.Context) error {
+	if s.BeforeListen != nil {
+		s.BeforeListen(ctx)
+	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return fmt.Errorf("ingest listen: %w", err)
