@@ -144,15 +144,7 @@ func TestIngestFailover(t *testing.T) {
 	// The new leader refuses the old one's id and counts the streak on.
 	s.postVia(bAddr, first, http.StatusConflict)
 	s.postVia(bAddr, failoverScore(s.ns, target, 0.97), http.StatusAccepted)
-	var qname string
-	s.eventually(30*time.Second, "Quarantine for "+target+" through the new leader", func(ctx context.Context) error {
-		q, err := s.quarantineFor(ctx, target)
-		if err != nil {
-			return err
-		}
-		qname = q.Name
-		return nil
-	})
+	qname := s.waitQuarantineFor(target)
 	q := s.waitPhase(qname, securityv1alpha1.PhaseContained)
 	if q.Spec.Reason == nil || q.Spec.Reason.Policy != policy {
 		t.Fatalf("Quarantine reason %+v, want policy %s", q.Spec.Reason, policy)
