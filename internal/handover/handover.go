@@ -78,13 +78,15 @@ type Keeper struct {
 }
 
 func (k *Keeper) init() {
-	k.once.Do(func() { k.loaded = make(chan struct{}) })
-	if k.Name == "" {
-		k.Name = SecretName
-	}
-	if k.Interval <= 0 {
-		k.Interval = DefaultInterval
-	}
+	k.once.Do(func() {
+		k.loaded = make(chan struct{})
+		if k.Name == "" {
+			k.Name = SecretName
+		}
+		if k.Interval <= 0 {
+			k.Interval = DefaultInterval
+		}
+	})
 }
 
 // Encode gzips s as JSON, dropping the oldest half of each list until it
@@ -170,9 +172,10 @@ func (k *Keeper) Load(ctx context.Context) {
 func (k *Keeper) Start(ctx context.Context) error {
 	k.init()
 	log := logf.FromContext(ctx).WithName("handover")
+	// Nothing is saved before Load: an empty state would overwrite the
+	// predecessor's.
 	select {
 	case <-ctx.Done():
-		return nil
 	case <-k.loaded:
 	}
 	t := time.NewTicker(k.Interval)
@@ -195,7 +198,14 @@ func (k *Keeper) Start(ctx context.Context) error {
 }
 
 // Save writes the state when it differs from the last one written or read.
+// Before Load it writes nothing.
 func (k *Keeper) Save(ctx context.Context) error {
+	k.init()
+	select {
+	case <-k.loaded:
+	default:
+		return nil
+	}
 	b, err := Encode(k.Holder.Snapshot())
 	if err != nil {
 		return err

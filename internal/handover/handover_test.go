@@ -152,3 +152,43 @@ func random(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// A leader stopping cleanly saves once more before it releases the lease,
+// so a graceful handover loses nothing; unchanged state is not rewritten.
+func TestSavedOnShutdown(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).Build()
+	r := newReplica(t, c)
+	r.keeper.Interval = time.Hour // only the final save can write
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := r.keeper.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "bulkhead-system", Name: SecretName}, &corev1.Secret{}); err == nil {
+		t.Fatal("saved before Load: an empty state would overwrite the predecessor's")
+	}
+	r.keeper.Load(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.keeper.Start(ctx) }()
+	if err := r.eval.Registry.Learn("late-model"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "bulkhead-system", Name: SecretName}, &sec); err != nil {
+		t.Fatalf("nothing saved at shutdown: %v", err)
+	}
+	st, err := Decode(sec.Data[Key])
+	if err != nil || len(st.Detection.Detectors) != 1 || st.Detection.Detectors[0] != "late-model" {
+		t.Fatalf("saved %+v (%v), want the detector learned last", st.Detection, err)
+	}
+	rv := sec.ResourceVersion
+	if err := r.keeper.Save(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "bulkhead-system", Name: SecretName}, &sec); err != nil || sec.ResourceVersion != rv {
+		t.Errorf("an unchanged state was written again (resourceVersion %s → %s, %v)", rv, sec.ResourceVersion, err)
+	}
+}
