@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -19,6 +20,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/controller/threatpolicy"
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
+	"github.com/bulkhead-dev/bulkhead/internal/handover"
 	"github.com/bulkhead-dev/bulkhead/internal/ingest"
 	"github.com/bulkhead-dev/bulkhead/internal/ingestca"
 	"github.com/bulkhead-dev/bulkhead/internal/notify"
@@ -30,16 +32,19 @@ import (
 
 // detectionFlags configure signal ingestion and the detection pipeline.
 type detectionFlags struct {
-	bindAddress, tokenFile, credentialsSecret, certFile, keyFile, clientCAFile string
-	insecure                                                                   bool
-	maxBody                                                                    int64
-	ratePerCredential, ratePerAddress                                          float64
-	burst, maxPods, maxConns, maxConnsPerAddress                               int
-	scoreTTL, replayWindow                                                     time.Duration
+	bindAddress, advertiseAddress, service, stateSecret, tokenFile, credentialsSecret, certFile, keyFile, clientCAFile string
+	insecure                                                                                                           bool
+	maxBody                                                                                                            int64
+	ratePerCredential, ratePerAddress                                                                                  float64
+	burst, maxPods, maxConns, maxConnsPerAddress                                                                       int
+	scoreTTL, replayWindow                                                                                             time.Duration
 }
 
 func (f *detectionFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&f.bindAddress, "ingest-bind-address", ":8444", "Address signal ingestion listens on (HTTPS unless --ingest-insecure).")
+	fs.StringVar(&f.advertiseAddress, "ingest-advertise-address", os.Getenv("POD_IP"), "This replica's IP, published as the one endpoint of the ingest Service (--ingest-service) while it is the leader; default $POD_IP. Empty: nothing is published.")
+	fs.StringVar(&f.service, "ingest-service", ingestca.ServiceName, "The ingest Service (no selector) whose EndpointSlice the leader publishes.")
+	fs.StringVar(&f.stateSecret, "ingest-state-secret", handover.SecretName, "Secret in the manager namespace where the leader saves fresh scores, streaks and replay ids every few seconds, and a new leader loads them before it listens. Empty: not saved (a failover starts empty).")
 	fs.StringVar(&f.tokenFile, "ingest-token-file", "", "Credentials file: one bearer token (or cert:<common name>) a line with detectors=a,b and optional name=, namespaces= and train=true; re-read when it changes. Adds to --ingest-credentials-secret.")
 	fs.StringVar(&f.credentialsSecret, "ingest-credentials-secret", ingest.DefaultCredentialsSecret, "Secret in the manager namespace whose key \""+ingest.CredentialsSecretKey+"\" holds ingest credentials (the file's format); watched, so changes apply without restart. Empty: none.")
 	fs.StringVar(&f.certFile, "ingest-tls-cert-file", "", "Serving certificate for ingestion (reloaded on change); absent: a self-signed one is generated at start.")
@@ -156,9 +161,25 @@ func setupDetection(mgr ctrl.Manager, namespace string, f detectionFlags, obs *b
 		}
 		return ca.Serving(ingestca.DNSNames(namespace))
 	}
-	return d, mgr.Add(&ingest.Server{Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
+	var adv *ingest.Advertiser
+	if f.advertiseAddress != "" {
+		adv = &ingest.Advertiser{Client: direct, Namespace: namespace, Service: f.service, Address: f.advertiseAddress}
+		if _, err := adv.Slice(1); err != nil {
+			return nil, fmt.Errorf("--ingest-advertise-address: %w", err)
+		}
+	}
+	srv := &ingest.Server{Advertiser: adv, Addr: f.bindAddress, Handler: handler, Insecure: f.insecure,
 		CertFile: f.certFile, KeyFile: f.keyFile, ClientCAFile: f.clientCAFile, Issue: issue,
-		MaxConns: f.maxConns, MaxConnsPerAddress: f.maxConnsPerAddress})
+		MaxConns: f.maxConns, MaxConnsPerAddress: f.maxConnsPerAddress}
+	if f.stateSecret != "" {
+		keeper := &handover.Keeper{Client: direct, Namespace: namespace, Name: f.stateSecret,
+			Holder: handover.Holder{Evaluator: d.Evaluator, Handler: handler}}
+		srv.BeforeListen = keeper.Load
+		if err := mgr.Add(keeper); err != nil {
+			return nil, err
+		}
+	}
+	return d, mgr.Add(srv)
 }
 
 // policyFlags configure what policies may do.

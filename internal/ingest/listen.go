@@ -34,6 +34,12 @@ type Server struct {
 	// MaxConns and MaxConnsPerAddress cap open connections (0: defaults;
 	// negative: no cap). MaxHeaderBytes caps request headers (431 beyond).
 	MaxConns, MaxConnsPerAddress, MaxHeaderBytes int
+	// Advertiser, when set, publishes this replica as the ingest Service's
+	// endpoint once it listens (only the leader listens).
+	Advertiser *Advertiser
+	// BeforeListen, when set, runs before the listener opens: a new leader
+	// loads its predecessor's state there (internal/handover).
+	BeforeListen func(ctx context.Context)
 }
 
 // Defaults of Server's caps: ingestion sees few clients (detectors and one
@@ -60,6 +66,9 @@ func (s *Server) NeedLeaderElection() bool { return true }
 
 // Start listens on Addr until ctx ends.
 func (s *Server) Start(ctx context.Context) error {
+	if s.BeforeListen != nil {
+		s.BeforeListen(ctx)
+	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return fmt.Errorf("ingest listen: %w", err)
@@ -84,6 +93,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln = tls.NewListener(ln, cfg)
 	}
 	logf.FromContext(ctx).Info("ingestion listening", "address", ln.Addr().String(), "tls", !s.Insecure)
+	if s.Advertiser != nil {
+		go advertise(ctx, s.Advertiser, ln.Addr())
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,7 +1,12 @@
 package ingest
 
 import (
+	"cmp"
 	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -15,6 +20,10 @@ type replayGuard struct {
 	now    func() time.Time
 	order  *list.List // of seenID, oldest at the back
 	seen   map[string]*list.Element
+	// restored are a predecessor's ids (by replayHash) and when they were
+	// accepted; they are only looked up, and expire with the window.
+	restored       map[string]time.Time
+	restoredNewest time.Time
 }
 
 type seenID struct {
@@ -40,6 +49,9 @@ func (g *replayGuard) reserve(keys []string) (int, bool) {
 			continue
 		}
 		if _, dup := g.seen[k]; dup {
+			return i, false
+		}
+		if at, dup := g.restored[replayHash(k)]; dup && now.Sub(at) <= g.window {
 			return i, false
 		}
 		if _, dup := batch[k]; dup {
@@ -71,6 +83,11 @@ func (g *replayGuard) release(keys []string) {
 }
 
 func (g *replayGuard) expire(now time.Time) {
+	// Restored ids are checked against the window on lookup; the set is
+	// dropped whole once the newest of them has expired.
+	if len(g.restored) > 0 && now.Sub(g.restoredNewest) > g.window {
+		g.restored = nil
+	}
 	for el := g.order.Back(); el != nil && now.Sub(el.Value.(seenID).at) > g.window; el = g.order.Back() {
 		g.drop(el)
 	}
@@ -79,4 +96,62 @@ func (g *replayGuard) expire(now time.Time) {
 func (g *replayGuard) drop(el *list.Element) {
 	g.order.Remove(el)
 	delete(g.seen, el.Value.(seenID).key)
+}
+
+// ReplayID is an accepted id as a successor needs it: a hash (ids are
+// client-chosen and may be long) and when it was accepted.
+type ReplayID struct {
+	Hash string `json:"h"`
+	At   int64  `json:"t"` // Unix seconds
+}
+
+// replayHash is 64 bits of the id's SHA-256: a collision refuses one
+// signal as a replay with odds of 2^-64 per pair.
+func replayHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:8])
+}
+
+// snapshot lists the ids still inside the window, newest first, at most max.
+func (g *replayGuard) snapshot(max int) []ReplayID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	g.expire(now)
+	out := make([]ReplayID, 0, min(max, g.order.Len()+len(g.restored)))
+	for el := g.order.Front(); el != nil && len(out) < max; el = el.Next() {
+		id := el.Value.(seenID)
+		out = append(out, ReplayID{Hash: replayHash(id.key), At: id.at.Unix()})
+	}
+	old := make([]ReplayID, 0, len(g.restored))
+	for h, at := range g.restored {
+		if now.Sub(at) <= g.window {
+			old = append(old, ReplayID{Hash: h, At: at.Unix()})
+		}
+	}
+	slices.SortFunc(old, func(a, b ReplayID) int { return cmp.Or(cmp.Compare(b.At, a.At), strings.Compare(a.Hash, b.Hash)) })
+	return append(out, old[:min(len(old), max-len(out))]...)
+}
+
+// restore adds a predecessor's ids; those outside the window are dropped.
+func (g *replayGuard) restore(ids []ReplayID) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	if g.restored == nil {
+		g.restored = map[string]time.Time{}
+	}
+	n := 0
+	for _, id := range ids {
+		at := time.Unix(id.At, 0)
+		if len(id.Hash) != 16 || now.Sub(at) > g.window || len(g.restored) >= g.max {
+			continue
+		}
+		g.restored[id.Hash] = at
+		if at.After(g.restoredNewest) {
+			g.restoredNewest = at
+		}
+		n++
+	}
+	return n
 }

@@ -95,6 +95,14 @@ type Handler struct {
 	limiters map[string]*rate.Limiter
 }
 
+// ReplayIDs lists the accepted ids still inside the replay window, newest
+// first, at most max (for a successor: internal/handover).
+func (h *Handler) ReplayIDs(max int) []ReplayID { return h.replay.snapshot(max) }
+
+// RestoreReplayIDs makes a predecessor's ids count as seen, so a signal it
+// accepted is refused as a replay here too; it returns how many were kept.
+func (h *Handler) RestoreReplayIDs(ids []ReplayID) int { return h.replay.restore(ids) }
+
 // NewHandler applies defaults to cfg and builds the routes.
 func NewHandler(cfg Config) *Handler {
 	if cfg.MaxBodyBytes <= 0 {

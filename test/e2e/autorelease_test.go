@@ -39,15 +39,7 @@ func TestAutoReleaseScalesBackAfterScaleToZero(t *testing.T) {
 
 	s.postScore(target, 0.95)
 	s.postScore(target, 0.97)
-	var qname string
-	s.eventually(30*time.Second, "Quarantine for "+target, func(ctx context.Context) error {
-		q, err := s.quarantineFor(ctx, target)
-		if err != nil {
-			return err
-		}
-		qname = q.Name
-		return nil
-	})
+	qname := s.waitQuarantineFor(target)
 	s.eventually(30*time.Second, "owner scaled to zero", func(ctx context.Context) error {
 		r, err := s.replicas(ctx)
 		if err != nil || r != 0 {

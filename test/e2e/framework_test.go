@@ -208,6 +208,21 @@ func (s *scenario) quarantineFor(ctx context.Context, pod string) (*securityv1al
 	return framework.QuarantineFor(ctx, s.c, s.ns, pod)
 }
 
+// waitQuarantineFor waits for a Quarantine whose target is pod and returns its name.
+func (s *scenario) waitQuarantineFor(pod string) string {
+	s.t.Helper()
+	var name string
+	s.eventually(30*time.Second, "Quarantine for "+pod, func(ctx context.Context) error {
+		q, err := s.quarantineFor(ctx, pod)
+		if err != nil {
+			return err
+		}
+		name = q.Name
+		return nil
+	})
+	return name
+}
+
 func (s *scenario) quarantine(ctx context.Context, name string) (*securityv1alpha1.Quarantine, error) {
 	var q securityv1alpha1.Quarantine
 	err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, &q)

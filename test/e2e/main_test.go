@@ -27,6 +27,8 @@ var env struct {
 	cluster *localcluster.Cluster
 	install *localcluster.Install
 	manager *localcluster.Manager
+	// creds are the manager's ingest credentials (other replicas share them).
+	creds *localcluster.IngestCredentials
 }
 
 var logf = framework.Logger("e2e")
@@ -68,6 +70,7 @@ func startBulkhead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	env.creds = creds
 	mgr, err := env.cluster.StartManager(ctx, inst, localcluster.ManagerOptions{Ingest: creds})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)

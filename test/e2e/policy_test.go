@@ -40,15 +40,7 @@ func TestEnforceContainsFromHTTPSignal(t *testing.T) {
 		return nil
 	})
 	s.postScore(target, 0.97)
-	var qname string
-	s.eventually(30*time.Second, "Quarantine for "+target, func(ctx context.Context) error {
-		q, err := s.quarantineFor(ctx, target)
-		if err != nil {
-			return err
-		}
-		qname = q.Name
-		return nil
-	})
+	qname := s.waitQuarantineFor(target)
 	q := s.waitPhase(qname, securityv1alpha1.PhaseContained)
 	if q.Spec.Reason == nil || q.Spec.Reason.Policy != policy {
 		t.Fatalf("Quarantine reason %+v, want policy %s", q.Spec.Reason, policy)
