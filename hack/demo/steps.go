@@ -126,9 +126,9 @@ func (d *demo) applyPolicies() error {
 		framework.Policy{
 			Name: enforcePolicy, NamespaceLabels: web, PodLabels: shop,
 			Detectors: []framework.Detector{{Name: "behavior", Weight: 60}, {Name: "falco", Weight: 40}},
-			// 0.80 three evaluations in a row: 1.2% of the 2,186 normal
-			// ADFA-LD validation traces score 0.80 or more on their own
-			// (make eval-adfa), the attack replayed here 0.86-0.97.
+			// 0.80 three evaluations in a row: the 2,186 normal ADFA-LD
+			// validation traces, replayed the same way, never reached it when
+			// this was written.
 			Threshold: d.cfg.threshold, Sustain: 3,
 			Response: []framework.Step{
 				{MinScore: d.cfg.threshold, Actions: "[{type: Isolate, isolate: {allowDNS: true}}]"},

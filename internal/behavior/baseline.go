@@ -24,11 +24,10 @@ func (k Key) String() string { return k.Namespace + "/" + k.Owner + "@" + k.Temp
 type Config struct {
 	LearningWindow time.Duration // default 24h
 	SeqN           int           // longest syscall n-gram, default 8
-	// SeqBits is the syscall n-gram filter size, default 128 Kbit (16 KiB in
-	// memory). The stored form keeps it whole (see MarshalBinary), so the
-	// calibration learned with it holds for the stored, shared baseline;
-	// the filter keeps itself sparse by admitting fewer long n-grams as it
-	// fills (see Seq).
+	// SeqBits is the syscall n-gram filter size, default 256 Kbit (32 KiB in
+	// memory). It is what the stored form can usually keep whole (see
+	// MarshalBinary), so the calibration learned with it holds for the
+	// stored, shared baseline; on ADFA-LD it scores the AUC of 1 Mbit.
 	SeqBits     int
 	SetCap      int // exec/network items kept per kind, default 2048
 	ResourceCap int // resource samples kept, default 512
@@ -44,7 +43,7 @@ func (c Config) withDefaults() Config {
 		c.LearningWindow = 24 * time.Hour
 	}
 	def(&c.SeqN, 8)
-	def(&c.SeqBits, 1<<17)
+	def(&c.SeqBits, 1<<18)
 	def(&c.SetCap, 2048)
 	def(&c.ResourceCap, 512)
 	return c
@@ -226,29 +225,17 @@ func (b *Baseline) NormalLevel() float64 {
 	return b.q
 }
 
-// alarmStep is where 0.8 lies beyond q = NormalLevel: at raw q +
-// alarmStep(1-q). Measured on ADFA-LD (docs/detectors.md): with 0.13 a
-// workload's normal traces reach 0.8 about 1.5% of the time.
-const alarmStep = 0.13
-
-// AlarmLevel is the raw syscall score that calibrates to 0.8.
-func (b *Baseline) AlarmLevel() float64 {
-	q := b.NormalLevel()
-	return q + alarmStep*(1-q)
-}
-
 // calibrate maps a raw syscall score to [0,1] relative to the workload's own
 // novelty at the end of learning, q = NormalLevel: linear from 0 to 0.5 up to
-// q, then rising towards 1, through 0.8 at AlarmLevel. It is strictly
-// increasing, so rankings (and ROC AUC) are unchanged, while a policy
-// threshold means "this far beyond what this workload normally does".
+// q, then rising towards 1 (0.975 at raw 1). It is strictly increasing, so
+// rankings (and ROC AUC) are unchanged, while a policy threshold means "this
+// far beyond what this workload normally does".
 func (b *Baseline) calibrate(raw float64) float64 {
 	q := b.NormalLevel()
 	if raw <= q {
 		return 0.5 * raw / q
 	}
-	// 1 - e^(-x ln 2.5) is 0.6 (score 0.8) at x = 1.
-	return 0.5 + 0.5*(1-math.Exp(-math.Log(2.5)*(raw-q)/(alarmStep*(1-q))))
+	return 0.5 + 0.5*(1-math.Exp(-3*(raw-q)/(1-q)))
 }
 
 // Merge adds what o learned to b: the same workload revision learned on

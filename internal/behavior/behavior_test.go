@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
-	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -55,48 +53,6 @@ func TestSeqMemoryBounded(t *testing.T) {
 	}
 	if len(s.Bits) != before {
 		t.Errorf("filter grew to %d words (from %d)", len(s.Bits), before)
-	}
-}
-
-// A busy workload (here: 20 calls in random order, so few short n-grams but
-// a new long one at nearly every call) must not fill the filter until
-// everything tests as seen: the ADFA-LD regression, where a 97% full filter
-// missed nine novel n-grams in ten. Its short n-grams must all be kept.
-func TestSeqStaysSparse(t *testing.T) {
-	s := NewSeq(8, Config{}.withDefaults().SeqBits)
-	rng := rand.New(rand.NewPCG(5, 6))
-	trace := make([]string, 300000)
-	for i := range trace {
-		trace[i] = fmt.Sprint("call", rng.IntN(20))
-	}
-	var h History
-	s.Learn(&h, trace)
-	ones := 0
-	for _, w := range s.Bits {
-		ones += bits.OnesCount64(w)
-	}
-	if fill := float64(ones) / float64(64*len(s.Bits)); fill > 0.75 {
-		t.Errorf("filter %.0f%% full after a busy workload, want at most 75%%", 100*fill)
-	}
-	seen := 0
-	for i := 0; i < 10000; i++ {
-		if s.has(rng.Uint64()) {
-			seen++
-		}
-	}
-	if seen > 4000 {
-		t.Errorf("%d of 10000 never-learned n-grams test as seen, want at most 4000", seen)
-	}
-	// Every learned 3-gram is still there: a familiar call in a familiar
-	// short order never scores as a new call.
-	for i := 2; i < 5000; i++ {
-		var k uint64
-		for j := i; j > i-3; j-- {
-			k = mix(k, tokenID(trace[j]))
-		}
-		if !s.has(k) {
-			t.Fatalf("learned 3-gram %v not in the filter", trace[i-2:i+1])
-		}
 	}
 }
 
@@ -354,9 +310,6 @@ func TestCalibration(t *testing.T) {
 			t.Fatalf("calibrate(%v) = %v after %v: want strictly increasing in [0,1]", raw, c, prev)
 		}
 		prev = c
-	}
-	if c := b.calibrate(b.AlarmLevel()); math.Abs(c-0.8) > 1e-9 {
-		t.Errorf("calibrate(AlarmLevel()) = %v, want 0.8", c)
 	}
 	// A quiet workload: a tenth of calls off the learned sequences is already alarming.
 	if c := b.calibrate(0.1); c < 0.5 {

@@ -14,61 +14,25 @@ import (
 )
 
 // Seq is a variable-length n-gram model of a token stream (system calls or
-// exec'd binaries). Each event scores by how much of its context was never
-// seen in training, from L, the longest n-gram (n <= N) ending at the event
-// that the baseline holds (see Event for the weighting). That is STIDE over
-// every length at once: a novel call scores 1, a familiar call in an
-// unfamiliar order scores by how short the familiar suffix is. Trace scores
-// are the mean over events.
+// exec'd binaries). Each event scores the share of its context that was never
+// seen in training: 1 - L/N, where L is the longest n-gram (n <= N) ending at
+// the event that the baseline holds. That is STIDE over every length at once:
+// a novel call scores 1, a familiar call in an unfamiliar order scores by how
+// short the familiar suffix is. Trace scores are the mean over events.
 //
 // The n-grams are kept in a Bloom filter of fixed size: memory is bounded
-// whatever the workload does. Token ids are hashes of the tokens, not a
-// learned numbering, so that filters learned on different nodes mean the
-// same and merge by OR; and the filter is a power of two in size, so halving
-// it (OR of its halves, see fold) gives exactly the filter a smaller size
-// would have learned: that is how a baseline shrinks to its stored size.
-//
-// A filter that holds everything a busy workload does fills up, and a full
-// filter says "seen" to almost anything (ADFA-LD's whole host: 300k distinct
-// n-grams, a 256 Kbit filter 97% full, nine novel n-grams in ten missed).
-// So the filter keeps what is informative rather than everything: n-grams up
-// to shortGrams calls always (new calls and new short orders are the
-// strongest evidence, and there are few of them), longer ones with a
-// probability that halves every admitFillStep of fill beyond admitFreeFill
-// (see admitLevel). A long n-gram seen c times is kept with probability
-// 1-(1-2^-level)^c: the workload's frequent long sequences stay, its one-off
-// ones are dropped, and the filter stays sparse enough that "not seen" means
-// novel. The level is a function of the filter's fill alone, so it needs no
-// stored state and survives merging and folding. Event weighs the short
-// context more than the long one (see Event), so a dropped one-off sequence
-// costs a normal workload little.
+// whatever the workload does, and when a busy workload overfills it the cost
+// is a higher false-"seen" rate (missed novelty), never a false alarm. Token
+// ids are hashes of the tokens, not a learned numbering, so that filters
+// learned on different nodes mean the same and merge by OR; and the filter
+// is a power of two in size, so halving it (OR of its halves, see fold)
+// gives exactly the filter a smaller size would have learned: that is how a
+// baseline shrinks to its stored size.
 type Seq struct {
 	N     int      // longest n-gram
 	Bits  []uint64 // Bloom filter of n-gram hashes
 	Grams uint64   // n-gram insertions that set a new bit (approximate distinct count)
-
-	ones    int    // bits set in Bits, valid when counted
-	counted bool   // ones is current (fold, merge and decoding clear it)
-	tick    uint64 // learning events seen: the admission draws' sequence
 }
-
-// Admission of n-grams (see Seq): those of up to shortGrams calls always,
-// longer ones all while the filter is less than admitFreeFill full, then
-// half as many for every further admitFillStep. Chosen on ADFA-LD
-// (docs/detectors.md).
-const (
-	shortGrams    = 3
-	admitFreeFill = 0.25
-	admitFillStep = 0.05
-	maxAdmitLevel = 20
-)
-
-// Event's score: shortWeight of it is decided by the short context (the
-// last shortContext calls), the rest by the whole context.
-const (
-	shortContext = 4
-	shortWeight  = 0.7
-)
 
 // bloomProbes is the number of bits per n-gram; 3 keeps the false-"seen"
 // rate near 3% at a quarter of a bit set per probe (~90k n-grams per Mbit).
@@ -95,25 +59,6 @@ func (s *Seq) fold() {
 		s.Bits[i] |= s.Bits[i+half]
 	}
 	s.Bits = s.Bits[:half:half]
-	s.counted = false
-}
-
-// admitLevel is log2 of how many learning events it takes, on average, to
-// admit one event's long n-grams: 0 below admitFreeFill, then one more for
-// every admitFillStep of fill.
-func (s *Seq) admitLevel() uint {
-	if !s.counted {
-		s.ones = 0
-		for _, w := range s.Bits {
-			s.ones += bits.OnesCount64(w)
-		}
-		s.counted = true
-	}
-	fill := float64(s.ones) / float64(64*len(s.Bits))
-	if fill < admitFreeFill {
-		return 0
-	}
-	return uint(min(1+int((fill-admitFreeFill)/admitFillStep), maxAdmitLevel))
 }
 
 // merge ORs o's n-grams into s, folding the larger filter to the smaller.
@@ -131,7 +76,6 @@ func (s *Seq) merge(o *Seq) error {
 	for i := range s.Bits {
 		s.Bits[i] |= other.Bits[i]
 	}
-	s.counted = false
 	s.Grams = max(s.Grams, o.Grams, s.distinct())
 	return nil
 }
@@ -171,7 +115,6 @@ func (s *Seq) insert(k uint64) {
 		if s.Bits[b/64]&(1<<(b%64)) == 0 {
 			fresh = true
 			s.Bits[b/64] |= 1 << (b % 64)
-			s.ones++
 		}
 	}
 	if fresh {
@@ -220,34 +163,20 @@ func (s *Seq) push(h *History, id uint32) {
 	h.ids = append(h.ids, id)
 }
 
-// Learn adds the n-grams of toks (continuing h) to the baseline: the short
-// ones always, the long ones of an event when its admission draw passes
-// (see Seq). One draw per event keeps what is admitted suffix-closed: a long
-// n-gram is only useful when its shorter suffixes are in the filter too.
+// Learn adds the n-grams of toks (continuing h) to the baseline.
 func (s *Seq) Learn(h *History, toks []string) {
 	for _, t := range toks {
 		s.push(h, tokenID(t))
-		level := s.admitLevel()
-		s.tick++
-		admit := level == 0 || mix(s.tick, h.ids[len(h.ids)-1])&(1<<level-1) == 0
 		var k uint64
 		for j := len(h.ids) - 1; j >= 0; j-- {
 			k = mix(k, h.ids[j])
-			if len(h.ids)-j > shortGrams && !admit {
-				break
-			}
 			s.insert(k)
 		}
 	}
 }
 
-// Event scores one token continuing h from L, the longest n-gram ending at
-// it that the baseline holds, out of the n <= N calls of history:
-// shortWeight of it is how far L falls short of the short context
-// (min(n, shortGrams)), the rest how far it falls short of all n (see Seq).
-// A new call scores 1; a familiar call in an unfamiliar order scores by how
-// short the familiar suffix is. The first events of a stream, with less
-// than N of history, are scored on what history exists.
+// Event scores one token continuing h: 1 - L/N (see Seq). The first events of
+// a stream, with less than N of history, are scored on what history exists.
 func (s *Seq) Event(h *History, tok string) float64 {
 	s.push(h, tokenID(tok))
 	var k uint64
@@ -259,10 +188,7 @@ func (s *Seq) Event(h *History, tok string) float64 {
 		}
 		l++
 	}
-	n := len(h.ids)
-	short := min(n, shortContext)
-	// Written as shortfalls so that a fully familiar event scores exactly 0.
-	return shortWeight*float64(short-min(l, short))/float64(short) + (1-shortWeight)*float64(n-l)/float64(n)
+	return 1 - float64(l)/float64(len(h.ids))
 }
 
 // Score is the mean event score of toks continuing h, and the tokens whose

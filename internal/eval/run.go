@@ -41,10 +41,8 @@ type Report struct {
 	Families      []Result           `json:"families"`
 	ROC           []ROCPoint         `json:"roc"`
 	Thresholds    map[string]float64 `json:"thresholds"`
-	// NormalLevel and AlarmLevel are the raw syscall scores that calibrate
-	// to 0.5 and 0.8.
+	// NormalLevel is the raw syscall score that calibrates to 0.5.
 	NormalLevel float64 `json:"normal_level"`
-	AlarmLevel  float64 `json:"alarm_level"`
 	// AtScore is what a policy threshold on the calibrated score would do.
 	AtScore []Operating `json:"at_score"`
 	// Reference is STIDE (6-call windows) trained and scored on the same
@@ -123,7 +121,7 @@ func RunADFA(name string, split *Split, cfg behavior.Config, progress io.Writer)
 	r := &Report{
 		Dataset: name, TrainTraces: len(split.Train), NormalTraces: len(split.Validation), AttackTraces: len(split.Attack),
 		Model:         fmt.Sprintf("variable-length n-gram (n<=%d), mean longest-match deficit per trace", s.b.Syscalls.N),
-		BaselineBytes: len(bin), InMemoryAUC: inMemoryAUC, NormalLevel: s.b.NormalLevel(), AlarmLevel: s.b.AlarmLevel(),
+		BaselineBytes: len(bin), InMemoryAUC: inMemoryAUC, NormalLevel: s.b.NormalLevel(),
 	}
 	score := func(what string, ts []Trace) []float64 {
 		out := make([]float64, len(ts))
@@ -198,7 +196,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	x := r.Reference
 	fmt.Fprintf(w, "%-20s %7d %8.4f %11.1f%% %11.1f%%  (reference, same traces)\n", x.Family, x.Traces, x.AUC, 100*x.DR1, 100*x.DR5)
 	for _, o := range r.AtScore {
-		fmt.Fprintf(w, "policy threshold %.2f on the calibrated score (0.5 = raw %.3f, 0.8 = raw %.3f): %.1f%% false alarms, %.1f%% detected\n", o.Threshold, r.NormalLevel, r.AlarmLevel, 100*o.FAR, 100*o.DR)
+		fmt.Fprintf(w, "policy threshold %.2f on the calibrated score (0.5 = raw %.3f): %.1f%% false alarms, %.1f%% detected\n", o.Threshold, r.NormalLevel, 100*o.FAR, 100*o.DR)
 	}
 	fmt.Fprintf(w, "scoring: %.0f ns per system call (wall clock, includes trace setup); scored against the stored baseline, %d bytes (AUC %.4f before storing)\n", r.NsPerSyscall, r.BaselineBytes, r.InMemoryAUC)
 }
