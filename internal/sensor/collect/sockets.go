@@ -7,14 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/netns"
 )
 
 // sockRecordSize is struct sock_record of bpf/collect.bpf.c.
@@ -113,15 +108,16 @@ func (c *Collector) Sockets(cgroupID uint64, cgroupPath string) ([]Event, error)
 	if c.closed {
 		return nil, errors.New("collect: sockets: collector closed")
 	}
-	nss, err := cgroupNetns(cgroupPath)
+	nss, err := netns.OfCgroup(cgroupPath)
 	if err != nil {
 		return nil, fmt.Errorf("collect: sockets of %s: %w", cgroupPath, err)
 	}
+	defer netns.Close(nss)
 	now := time.Now()
 	var out []Event
 	for _, ns := range nss {
 		var recs []sockRecord
-		err := inNetns(ns, func() error {
+		err := ns.Run(func() error {
 			r, err := c.sockIter.Open()
 			if err != nil {
 				return fmt.Errorf("open socket iterator: %w", err)
@@ -131,7 +127,7 @@ func (c *Collector) Sockets(cgroupID uint64, cgroupPath string) ([]Event, error)
 			return err
 		})
 		if err != nil {
-			return out, fmt.Errorf("collect: sockets of %s in %s: %w", cgroupPath, ns, err)
+			return out, fmt.Errorf("collect: sockets of %s in %s: %w", cgroupPath, ns.Name, err)
 		}
 		out = append(out, socketEvents(recs, cgroupID, now)...)
 	}
@@ -155,58 +151,4 @@ func readSockRecords(r io.Reader) ([]sockRecord, error) {
 		}
 		recs = append(recs, rec)
 	}
-}
-
-// cgroupNetns lists the network namespaces (/proc/<pid>/ns/net, one per
-// namespace) of the processes directly in the cgroup.
-func cgroupNetns(cgroupPath string) ([]string, error) {
-	b, err := os.ReadFile(filepath.Join(cgroupPath, "cgroup.procs"))
-	if err != nil {
-		return nil, err
-	}
-	seen := map[uint64]bool{}
-	var out []string
-	for f := range strings.FieldsSeq(string(b)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil || pid <= 0 {
-			continue
-		}
-		ns := "/proc/" + f + "/ns/net"
-		var st unix.Stat_t
-		if unix.Stat(ns, &st) != nil {
-			continue // exited meanwhile
-		}
-		if !seen[st.Ino] {
-			seen[st.Ino] = true
-			out = append(out, ns)
-		}
-	}
-	return out, nil
-}
-
-// inNetns runs fn on a thread in network namespace ns. The thread stays
-// locked and ends with its goroutine, so no other goroutine ever runs in
-// that namespace.
-func inNetns(ns string, fn func() error) error {
-	var self, target unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &self); err == nil && unix.Stat(ns, &target) == nil &&
-		self.Ino == target.Ino && self.Dev == target.Dev {
-		return fn()
-	}
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the runtime discards the thread
-		f, err := os.Open(ns)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("enter network namespace %s (needs CAP_SYS_ADMIN): %w", ns, err)
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -470,14 +471,14 @@ func TestNetnsOutlivesItsProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeNetns(nss)
+	defer netns.Close(nss)
 	if len(nss) != 1 {
 		t.Fatalf("found %d namespaces, want the pod's one", len(nss))
 	}
 	_ = h.cmd.Process.Kill()
 	<-h.done
 	var inode uint64
-	err = inNetns(nss[0], func() error {
+	err = nss[0].Run(func() error {
 		var st unix.Stat_t
 		err := unix.Stat("/proc/thread-self/ns/net", &st)
 		inode = st.Ino

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,7 +61,7 @@ const (
 )
 
 // destroyBySockDiag destroys the cgroup's sockets in every namespace.
-func destroyBySockDiag(cgroupPath string, o Options, nss []netns) (int, error) {
+func destroyBySockDiag(cgroupPath string, o Options, nss []netns.NS) (int, error) {
 	ids := map[uint64]bool{}
 	err := filepath.WalkDir(cgroupPath, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
@@ -77,7 +78,7 @@ func destroyBySockDiag(cgroupPath string, o Options, nss []netns) (int, error) {
 	total := 0
 	for _, ns := range nss {
 		var fd int
-		err := inNetns(ns, func() (err error) {
+		err := ns.Run(func() (err error) {
 			fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 			return err
 		})
