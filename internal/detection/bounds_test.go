@@ -9,14 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
-	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
-	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 // Issue 14 item 7: a score's evidence was stored whole (up to the 1 MiB
@@ -45,15 +40,8 @@ func TestStoredEvidenceIsBounded(t *testing.T) {
 // Issue 14 item 7: bulkhead_score's detector label took any name a client
 // chose; only registered detectors get their own label now.
 func TestMetricLabelsOnlyForRegisteredDetectors(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1"}}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
-	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(pod, ns).Build()
-	assessor, err := exposure.NewAssessor(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := NewRegistry()
-	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), nil)
+	e := fakeEvaluator(t, nil, shop()...)
 	e.Registry = reg
 	p := &Pipeline{Registry: reg, Recorder: e}
 	// Fill the registry, then post under a name it can no longer learn.

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
@@ -35,19 +36,41 @@ func (a *activity) has(policy, det string) bool {
 	return slices.Contains(a.got, policy+"/"+det)
 }
 
+// shop is the pod web/shop-1 (app=shop) and its namespace.
+func shop() []client.Object {
+	return []client.Object{
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}},
+	}
+}
+
+// fakeEvaluator evaluates against a fake client holding objs: no cluster.
+func fakeEvaluator(t *testing.T, act Activity, objs ...client.Object) *Evaluator {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(objs...).Build()
+	assessor, err := exposure.NewAssessor(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), act)
+}
+
+// falcoPolicy covers app=shop, weighs falco alone and isolates at 0.8.
+func falcoPolicy(name string, scoring securityv1alpha1.Scoring) *securityv1alpha1.ThreatPolicy {
+	return &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: securityv1alpha1.ThreatPolicySpec{
+		Mode: securityv1alpha1.ModeEnforce, Selector: securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
+		Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
+		Scoring:   scoring,
+		Response:  []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}},
+	}}
+}
+
 // TestEvaluatorStreaks checks, without a cluster, that each signal is one
 // evaluation, that a lower score resets the streak, that a trigger waits
 // for a decision even if a lower score follows, and that only policies
 // weighing the signal's detector and selecting the pod are evaluated.
 func TestEvaluatorStreaks(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
-	sustain3 := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: securityv1alpha1.ThreatPolicySpec{
-		Mode: securityv1alpha1.ModeEnforce, Selector: securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
-		Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
-		Scoring:   securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 3},
-		Response:  []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}},
-	}}
+	sustain3 := falcoPolicy("a", securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 3})
 	otherPods := sustain3.DeepCopy()
 	otherPods.Name = "b"
 	otherPods.Spec.Selector.PodSelector.MatchLabels["app"] = "db"
@@ -55,13 +78,8 @@ func TestEvaluatorStreaks(t *testing.T) {
 	otherDetector.Name = "c"
 	otherDetector.Spec.Detectors[0].Name = "my-model"
 
-	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(pod, ns, sustain3, otherPods, otherDetector).Build()
-	assessor, err := exposure.NewAssessor(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	seen := &activity{}
-	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), seen)
+	e := fakeEvaluator(t, seen, append(shop(), sustain3, otherPods, otherDetector)...)
 	ctx := context.Background()
 	key := PodKey{Namespace: "web", Pod: "shop-1"}
 	record := func(score float64) {
@@ -135,20 +153,8 @@ func TestEvaluatorStreaks(t *testing.T) {
 // further signal comes (a sensor sends only when its score changes), and
 // not when the score fell meanwhile.
 func TestSustainForTriggersWithoutAnotherSignal(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
-	p := &securityv1alpha1.ThreatPolicy{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: securityv1alpha1.ThreatPolicySpec{
-		Mode: securityv1alpha1.ModeEnforce, Selector: securityv1alpha1.PodSelection{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
-		Detectors: []securityv1alpha1.DetectorWeight{{Name: "falco", Weight: 1}},
-		Scoring:   securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 1, SustainFor: &metav1.Duration{Duration: 300 * time.Millisecond}},
-		Response:  []securityv1alpha1.ResponseStep{{MinScore: "0.8", Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}}}},
-	}}
-	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(pod, ns, p).Build()
-	assessor, err := exposure.NewAssessor(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), nil)
+	p := falcoPolicy("a", securityv1alpha1.Scoring{Threshold: "0.8", Sustain: 1, SustainFor: &metav1.Duration{Duration: 300 * time.Millisecond}})
+	e := fakeEvaluator(t, nil, append(shop(), p)...)
 	ctx := context.Background()
 	key := PodKey{Namespace: "web", Pod: "shop-1"}
 	record := func(score float64) {

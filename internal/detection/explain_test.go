@@ -6,16 +6,12 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
-	"github.com/bulkhead-dev/bulkhead/internal/exposure"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
-	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
 func ladderPolicy(name string) *securityv1alpha1.ThreatPolicy {
@@ -92,17 +88,10 @@ func TestBuildExplanation(t *testing.T) {
 // TestEvaluatorExplain reads the live view from a real evaluator: the
 // scores recorded, the streak counted, and only covering policies.
 func TestEvaluatorExplain(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "shop-1", UID: "u1", Labels: map[string]string{"app": "shop"}}}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
 	covering := ladderPolicy("a")
 	other := ladderPolicy("b")
 	other.Spec.Selector.PodSelector.MatchLabels["app"] = "db"
-	c := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(pod, ns, covering, other).Build()
-	assessor, err := exposure.NewAssessor(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := NewEvaluator(NewStore(time.Minute, 10), c, assessor, NewTriggers(), nil)
+	e := fakeEvaluator(t, nil, append(shop(), covering, other)...)
 	ctx := context.Background()
 	for _, det := range []string{"falco", "behavior"} {
 		if err := e.Record(ctx, []detector.Signal{{Namespace: "web", Pod: "shop-1", Detector: det, Score: 0.8}}); err != nil {
