@@ -113,23 +113,36 @@ func (isolate) Isolate(ctx context.Context, e *Engine, s *Scope, a securityv1alp
 	return o, err
 }
 
+// isolateWrites makes the policy and the pod labels at the same time: each
+// isolates only with the other, neither order is safer (a manager that dies
+// between them leaves a pass that makes the other), and one after the other
+// they cost two round trips before the sensors and the CNI can act.
 func isolateWrites(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) (Outcome, error) {
 	var o Outcome
-	// The policy first: a labelled pod without it would be unprotected only
-	// if the label came first and the manager died.
-	wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending)
-	if err != nil {
-		return o, err
+	type result struct {
+		wrote bool
+		err   error
 	}
-	o.Changed = wrote
+	policy := make(chan result, 1)
+	go func() {
+		wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending)
+		policy <- result{wrote, err}
+	}()
+	var labelErr error
 	for i := range s.Target.Pods {
 		wrote, err := e.ensurePodLabel(ctx, &s.Target.Pods[i], s.Q.Name)
 		if err != nil {
-			return o, err
+			labelErr = err
+			break
 		}
 		o.Changed = o.Changed || wrote
 	}
-	return o, nil
+	pr := <-policy
+	o.Changed = o.Changed || pr.wrote
+	if pr.err != nil {
+		return o, pr.err
+	}
+	return o, labelErr
 }
 
 // ensureNetworkPolicy applies the policy. The first time (pending) it

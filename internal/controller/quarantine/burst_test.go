@@ -22,7 +22,7 @@ func TestOtherActionsWaitForNewQuarantinesIsolation(t *testing.T) {
 	f := newFixture(t, 2)
 	key := f.quarantine(t, "qw", f.pods[0].Name, isolateDNS(), labelAction())
 	r, _ := newReconciler(direct)
-	r.waiting = &unisolated{}
+	r.waiting, r.stash = &unisolated{}, &evidenceStash{}
 	r.waiting.add(key) // its own entry never holds it
 	other := types.NamespacedName{Namespace: f.ns, Name: "qnew"}
 	r.waiting.add(other)
@@ -64,8 +64,13 @@ func TestOtherActionsWaitForNewQuarantinesIsolation(t *testing.T) {
 	if st := actionState(q, securityv1alpha1.ActionLabel).State; st != securityv1alpha1.ActionPending {
 		t.Fatalf("Label %s while %s awaits isolation, want Pending", st, other)
 	}
-	if q.Status.Evidence == nil {
-		t.Fatal("evidence not persisted while held")
+	// The evidence waits too (its Secret write and reads would compete
+	// with the other's isolation); it was snapshotted before isolating.
+	if q.Status.Evidence != nil {
+		t.Fatal("evidence persisted while another Quarantine awaits isolation")
+	}
+	if q.Status.Phase != securityv1alpha1.PhaseContaining {
+		t.Fatalf("phase %s with the evidence deferred, want Containing", q.Status.Phase)
 	}
 
 	// Past holdFor it goes on even though the other still waits.
@@ -73,6 +78,12 @@ func TestOtherActionsWaitForNewQuarantinesIsolation(t *testing.T) {
 	q = drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	if st := actionState(q, securityv1alpha1.ActionLabel).State; st != securityv1alpha1.ActionApplied {
 		t.Fatalf("Label %s after holdFor, want Applied", st)
+	}
+	if q.Status.Evidence == nil {
+		t.Fatal("no evidence after holdFor")
+	}
+	if _, ok := q.Status.Evidence.Labels[securityv1alpha1.QuarantineLabel]; ok {
+		t.Fatalf("deferred evidence shows the quarantine label: %v (snapshotted before isolation)", q.Status.Evidence.Labels)
 	}
 
 	// Once the other has had its pass, nothing waits.

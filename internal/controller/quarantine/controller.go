@@ -72,6 +72,11 @@ type QuarantineReconciler struct {
 	// waiting are the Quarantines created and not reconciled yet; nil (no
 	// SetupWithManager): nothing waits for them.
 	waiting *unisolated
+	// stash keeps evidence snapshots a burst deferred (evidence.go).
+	stash *evidenceStash
+	// cachedHolders lists Quarantines by target from the cache (index on
+	// spec.target.name); nil: live only.
+	cachedHolders client.Reader
 	// ProtectedBy names a ThreatPolicy whose protectedNamespaces lists the
 	// namespace, or ""; hand-made Quarantines there are refused. nil: none.
 	ProtectedBy func(ctx context.Context, namespace string) (string, error)
@@ -221,6 +226,12 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.served = &containment.ServedKinds{TTL: servedTTL}
 	r.waiting = &unisolated{}
+	r.stash = &evidenceStash{}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &securityv1alpha1.Quarantine{}, securityv1alpha1.TargetNameField,
+		func(o client.Object) []string { return []string{o.(*securityv1alpha1.Quarantine).Spec.Target.Name} }); err != nil {
+		return err
+	}
+	r.cachedHolders = mgr.GetClient()
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(r.waiting.noteCreated(), quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).

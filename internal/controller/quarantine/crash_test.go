@@ -81,10 +81,35 @@ func TestCrashAtEveryWrite(t *testing.T) {
 	}
 }
 
+// TestReleaseRightAfterCrashAtEveryWrite: the manager dies after its k-th
+// write and the Quarantine is released before any other pass runs. The
+// isolating writes come before the first status patch, so status may not
+// record them; release must still leave the cluster exactly as before
+// (fails when release undoes only what status records).
+func TestReleaseRightAfterCrashAtEveryWrite(t *testing.T) {
+	for _, c := range crashCases() {
+		if c.name != "Isolate" && c.name != "All" {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			total := crashRun(t, c, -1)
+			for k := range total {
+				t.Run(fmt.Sprintf("k=%d", k), func(t *testing.T) { crashRunReleasing(t, c, k, true) })
+			}
+		})
+	}
+}
+
 // crashRun contains and releases with a manager that dies after failAfter
 // writes (never, when negative), then lets a fresh one finish, and returns
 // the dying manager's write count.
 func crashRun(t *testing.T, c crashCase, failAfter int64) int64 {
+	return crashRunReleasing(t, c, failAfter, false)
+}
+
+// crashRunReleasing is crashRun; with releaseAtOnce the Quarantine is
+// released right after the crash, before the fresh manager contains.
+func crashRunReleasing(t *testing.T, c crashCase, failAfter int64, releaseAtOnce bool) int64 {
 	f := newFixture(t, 2)
 	skip := ""
 	if c.consumed {
@@ -112,6 +137,10 @@ func crashRun(t *testing.T, c crashCase, failAfter int64) int64 {
 	}
 
 	fresh, _ := newReconciler(direct)
+	if !releaseAsked && releaseAtOnce {
+		release(t, key)
+		releaseAsked = true
+	}
 	if !releaseAsked {
 		drive(t, fresh, key, phaseIs(securityv1alpha1.PhaseContained))
 		c.check(t, f)

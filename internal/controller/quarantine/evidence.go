@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
@@ -23,11 +25,20 @@ const ReasonEvidenceFailed = "EvidenceFailed"
 type snapshot struct {
 	doc    evidence.Document
 	gather *evidence.Context
+	// pod is whose Events and logs gather reads; nil once started.
+	pod *corev1.Pod
 }
 
 // snapshotEvidence captures the pod and the detectors' scores in memory
 // and starts reading its Events and logs, which run alongside isolation.
+// In a burst (other Quarantines await their first pass) a snapshot kept
+// from an earlier pass is used, and the reads wait until it is persisted:
+// they would compete with the other targets' isolating writes.
 func (p *pass) snapshotEvidence(ctx context.Context) {
+	if s := p.r.stash.take(p.q.UID); s != nil {
+		p.evidence = s
+		return
+	}
 	pod := &p.scope.Target.Pods[0]
 	doc := evidence.Capture(p.now, pod, p.scope.Target.OwnerChain(), p.q.Spec.Reason)
 	// Only a pass of this Quarantine that died between the label and the
@@ -36,7 +47,23 @@ func (p *pass) snapshotEvidence(ctx context.Context) {
 		delete(doc.Labels, securityv1alpha1.QuarantineLabel)
 	}
 	p.r.Evidence.AddScores(ctx, &doc, p.q.Namespace, p.q.Spec.Reason)
-	p.evidence = &snapshot{doc: doc, gather: p.r.Evidence.Gather(ctx, pod)}
+	p.evidence = &snapshot{doc: doc}
+	if p.othersAwaitIsolation() {
+		p.evidence.pod = pod.DeepCopy()
+		return
+	}
+	p.evidence.gather = p.r.Evidence.Gather(ctx, pod)
+}
+
+// deferEvidence keeps the snapshot for a later pass of this Quarantine
+// while others await isolation; it reports whether it did.
+func (p *pass) deferEvidence() bool {
+	if p.evidence == nil || p.r.stash == nil || !p.othersAwaitIsolation() {
+		return false
+	}
+	p.r.stash.put(p.q.UID, p.evidence)
+	p.evidence = nil
+	return true
 }
 
 // persistSnapshot joins the Events and logs (bounded by their timeout),
@@ -48,6 +75,9 @@ func (p *pass) persistSnapshot(ctx context.Context) {
 	s := p.evidence
 	p.evidence = nil
 	doc := s.doc
+	if s.pod != nil {
+		s.gather = p.r.Evidence.Gather(ctx, s.pod)
+	}
 	s.gather.Wait(ctx, &doc)
 	doc.Quarantine = p.q.Name
 	raw, sum, err := doc.Encode()
@@ -81,4 +111,46 @@ func (p *pass) evidenceFailed(doc evidence.Document, err error) {
 	p.quarantineEvent(corev1.EventTypeWarning, ReasonEvidenceFailed, "Capture", msg)
 	p.audit(containment.Actor, ReasonEvidenceFailed, msg)
 	p.q.Status.Evidence = &securityv1alpha1.Evidence{CapturedAt: p.now, Node: doc.Node, Images: doc.Images, OwnerChain: doc.OwnerChain, Labels: doc.Labels}
+}
+
+// evidenceStash holds snapshots taken before a Quarantine's isolating
+// writes and persisted by a later pass (a burst defers them). A manager
+// that dies meanwhile loses them; the next pass snapshots again and drops
+// the quarantine label it finds (snapshotEvidence).
+type evidenceStash struct {
+	mu sync.Mutex
+	m  map[types.UID]*snapshot
+}
+
+func (s *evidenceStash) put(uid types.UID, snap *snapshot) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[types.UID]*snapshot{}
+	}
+	s.m[uid] = snap
+}
+
+func (s *evidenceStash) take(uid types.UID) *snapshot {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.m[uid]
+	delete(s.m, uid)
+	return snap
+}
+
+func (s *evidenceStash) has(uid types.UID) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[uid]
+	return ok
 }

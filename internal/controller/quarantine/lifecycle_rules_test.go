@@ -1,11 +1,13 @@
 package quarantine
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 )
@@ -109,5 +111,59 @@ func TestAppliedActionsComeFromStatus(t *testing.T) {
 	}
 	if got[2].Detach == nil || got[2].Detach.OnRelease != "Keep" {
 		t.Fatalf("Detach lost its spec parameters: %+v", got[2])
+	}
+}
+
+// listReader answers List with fixed Quarantines and counts the calls.
+type listReader struct {
+	client.Reader
+	items []securityv1alpha1.Quarantine
+	calls int
+}
+
+func (l *listReader) List(_ context.Context, list client.ObjectList, _ ...client.ListOption) error {
+	l.calls++
+	list.(*securityv1alpha1.QuarantineList).Items = append([]securityv1alpha1.Quarantine(nil), l.items...)
+	return nil
+}
+
+// TestSameTargetReadsLiveWhenTheCacheShowsAnother: the cache answers alone
+// only when q is the one Quarantine for its target; any other one is read
+// live, so whether it still holds is not judged on a stale copy (a cached
+// holder released meanwhile would otherwise fail q and free the pod).
+func TestSameTargetReadsLiveWhenTheCacheShowsAnother(t *testing.T) {
+	mk := func(name string, released bool) securityv1alpha1.Quarantine {
+		return securityv1alpha1.Quarantine{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: k8stypes.UID("uid-" + name), CreationTimestamp: metav1.NewTime(time.Unix(100, 0))},
+			Spec:       securityv1alpha1.QuarantineSpec{Target: securityv1alpha1.Target{Name: "pod"}, Released: &released},
+		}
+	}
+	q := mk("b", false)
+	cases := []struct {
+		name       string
+		cached     []securityv1alpha1.Quarantine
+		live       []securityv1alpha1.Quarantine
+		wantLive   int
+		wantHolder string
+	}{
+		{"alone in the cache", []securityv1alpha1.Quarantine{q}, nil, 0, ""},
+		{"an earlier one cached and live", []securityv1alpha1.Quarantine{mk("a", false), q}, []securityv1alpha1.Quarantine{mk("a", false), q}, 1, "a"},
+		{"cached as holding, released live", []securityv1alpha1.Quarantine{mk("a", false), q}, []securityv1alpha1.Quarantine{mk("a", true), q}, 1, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cached, live := &listReader{items: c.cached}, &listReader{items: c.live}
+			r := &QuarantineReconciler{APIReader: live, cachedHolders: cached}
+			list, err := r.sameTarget(context.Background(), &q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if live.calls != c.wantLive {
+				t.Errorf("%d live lists, want %d", live.calls, c.wantLive)
+			}
+			if got := earlierHolder(&q, list); got != c.wantHolder {
+				t.Errorf("earlier holder %q, want %q", got, c.wantHolder)
+			}
+		})
 	}
 }

@@ -105,9 +105,10 @@ func indexOf(log []string, pred func(string) bool) int {
 
 func is(s string) func(string) bool { return func(x string) bool { return x == s } }
 
-// TestIsolationFirst: after the finalizer and the intent (a status write
-// without evidence), the first writes of a containment are the
-// NetworkPolicy and then the pod label; evidence is persisted after them
+// TestIsolationFirst: after the finalizer, the first writes of a
+// containment are the NetworkPolicy and the pod label (made at the same
+// time; the Quarantine is their intent, and the plan is in the first status
+// patch, right after them); evidence is persisted after them
 // and before any action that changes or removes what it records; every
 // Event comes after isolation; and the evidence shows the pod's labels as
 // they were, without the quarantine label.
@@ -121,17 +122,21 @@ func TestIsolationFirst(t *testing.T) {
 	log := l.list()
 	t.Logf("writes in order: %s", strings.Join(log, ", "))
 
-	if want := []string{"Quarantine", "status", "NetworkPolicy", "Pod/quarantine-label"}; len(log) < len(want) || !slices.Equal(log[:len(want)], want) {
-		t.Fatalf("first writes %v, want %v (finalizer, intent without evidence, then the isolating writes)", log[:min(len(log), len(want))], want)
+	if len(log) < 4 || log[0] != "Quarantine" {
+		t.Fatalf("writes %v, want the finalizer first", log)
+	}
+	if first := slices.Sorted(slices.Values(log[1:3])); !slices.Equal(first, []string{"NetworkPolicy", "Pod/quarantine-label"}) {
+		t.Fatalf("writes after the finalizer %v, want the NetworkPolicy and the pod label (any order)", log[1:3])
 	}
 	isolated := 3
+	plan := indexOf(log, func(s string) bool { return strings.HasPrefix(s, "status") })
 	ev := indexOf(log, is("status+evidence"))
 	if ev < isolated {
 		t.Fatalf("evidence persisted at write %d, before isolation (write %d): %v", ev, isolated, log)
 	}
 	for _, later := range []string{"Pod", "Eviction"} { // the Label action's patch, the eviction
-		if i := indexOf(log, is(later)); i < ev {
-			t.Errorf("%s at %d, want after the evidence is persisted (%d): %v", later, i, ev, log)
+		if i := indexOf(log, is(later)); i < ev || i < plan {
+			t.Errorf("%s at %d, want after the plan (%d) and the evidence (%d) are persisted: %v", later, i, plan, ev, log)
 		}
 	}
 	if i := indexOf(log, func(s string) bool { return strings.HasPrefix(s, "Event/") }); i >= 0 && i < isolated {

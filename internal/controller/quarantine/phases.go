@@ -118,19 +118,40 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		t, err := p.e.Resolve(ctx, p.q)
 		p.resolving <- resolved{t, err}
 	}()
-	// Only Quarantines naming the same target, selected by the API server
-	// (spec.target.name is a selectable field): listing the namespace made
-	// every new Quarantine cost O(Quarantines) in a burst.
-	list := &securityv1alpha1.QuarantineList{}
-	if err := p.r.APIReader.List(ctx, list, client.InNamespace(q.Namespace),
-		client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}); err != nil {
+	list, err := p.r.sameTarget(ctx, q)
+	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	if holder := earlierHolder(q, list.Items); holder != "" {
+	if holder := earlierHolder(q, list); holder != "" {
 		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kubeutil.TargetKind(q.Spec.Target), q.Spec.Target.Name, holder))
 		return ctrl.Result{}, true, nil
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// sameTarget lists the Quarantines naming q's target (spec.target.name, a
+// selectable field and a cache index: listing the namespace made every new
+// Quarantine cost O(Quarantines) in a burst). From the cache first: it
+// holds every Quarantine created before q, since the event of q's creation
+// came after theirs on the same watch. Only when it shows another one is
+// the answer read live, so whether that one still holds (released,
+// approved meanwhile) is as fresh as without the cache.
+func (r *QuarantineReconciler) sameTarget(ctx context.Context, q *securityv1alpha1.Quarantine) ([]securityv1alpha1.Quarantine, error) {
+	opts := []client.ListOption{client.InNamespace(q.Namespace), client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}}
+	if r.cachedHolders != nil {
+		list := &securityv1alpha1.QuarantineList{}
+		if err := r.cachedHolders.List(ctx, list, opts...); err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(list.Items, func(o securityv1alpha1.Quarantine) bool { return o.UID != q.UID }) {
+			return list.Items, nil
+		}
+	}
+	list := &securityv1alpha1.QuarantineList{}
+	if err := r.APIReader.List(ctx, list, opts...); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
 }
 
 // resolveTarget finds the target, recording its uid the first time. A
@@ -185,9 +206,12 @@ func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 }
 
 // persistEvidence puts the snapshot into status (spilling it into its
-// Secret when large); the status patch that follows persists it.
+// Secret when large); the status patch that follows persists it. While
+// other Quarantines await their first pass it keeps the snapshot for a
+// later pass instead: the Secret write and the Event and log reads would
+// delay their isolation.
 func persistEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	if p.evidence != nil {
+	if p.evidence != nil && !p.deferEvidence() {
 		p.persistSnapshot(ctx)
 	}
 	return ctrl.Result{}, false, nil
@@ -195,7 +219,7 @@ func persistEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 
 // evidencePersisted reports whether no evidence waits to reach the API.
 func (p *pass) evidencePersisted() bool {
-	return p.evidence == nil && equality.Semantic.DeepEqual(p.base.Status.Evidence, p.q.Status.Evidence)
+	return p.evidence == nil && !p.r.stash.has(p.q.UID) && equality.Semantic.DeepEqual(p.base.Status.Evidence, p.q.Status.Evidence)
 }
 
 // awaitApproval keeps an unapproved Quarantine Pending with nothing applied;
@@ -206,8 +230,8 @@ func awaitApproval(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		return ctrl.Result{}, false, nil
 	}
 	// Nothing will be written but status: the evidence goes in now.
-	if _, _, err := persistEvidence(ctx, p); err != nil {
-		return ctrl.Result{}, false, err
+	if p.evidence != nil {
+		p.persistSnapshot(ctx)
 	}
 	if q.Spec.ApprovalTimeout != nil {
 		left := q.CreationTimestamp.Add(q.Spec.ApprovalTimeout.Duration).Sub(p.now.Time)
@@ -251,10 +275,14 @@ func reportRecommendations(_ context.Context, p *pass) (ctrl.Result, bool, error
 	return ctrl.Result{}, false, nil
 }
 
-// planActions persists the intent (which resource each action will change)
-// before any action writes, so a crash right after a change is undone.
-// When something will isolate first, the evidence waits: the intent is the
-// only write ahead of the isolating ones. Otherwise it rides along.
+// planActions records the intent (which resource each action will change)
+// and persists it before any action writes, so a crash right after a change
+// is undone. When something will isolate first, nothing is written ahead of
+// the isolating writes: the Quarantine itself is their intent (release
+// undoes an isolating action its spec names even when status never
+// recorded it, revertActions), and the plan reaches the API with the
+// pass's status patch, before any other action writes. Otherwise the
+// evidence rides along with the intent.
 func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	planned := false
 	for _, a := range p.q.Spec.Actions {
@@ -277,10 +305,11 @@ func planActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.audit(containment.Actor, "Containing", "actions planned: "+actionList(p.q.Spec.Actions))
 	}
 	p.setNotReady(securityv1alpha1.ReasonProgressing, "applying actions")
-	if len(p.isolating()) == 0 {
-		if _, _, err := persistEvidence(ctx, p); err != nil {
-			return ctrl.Result{}, false, err
-		}
+	if len(p.isolating()) > 0 {
+		return ctrl.Result{}, false, nil
+	}
+	if p.evidence != nil {
+		p.persistSnapshot(ctx)
 	}
 	return ctrl.Result{}, false, p.flush(ctx)
 }
@@ -374,7 +403,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // held passes come back often, and each read per pass would add up.
 func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
-	if q.Status.Phase != securityv1alpha1.PhaseContaining || q.Status.Evidence == nil || !p.othersAwaitIsolation() {
+	if q.Status.Phase != securityv1alpha1.PhaseContaining || (q.Status.Evidence == nil && !p.r.stash.has(q.UID)) || !p.othersAwaitIsolation() {
 		return ctrl.Result{}, false, nil
 	}
 	pending := false
@@ -389,7 +418,7 @@ func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) 
 		}
 		pending = pending || st.State == securityv1alpha1.ActionPending
 	}
-	if !pending {
+	if !pending && q.Status.Evidence != nil {
 		return ctrl.Result{}, false, nil
 	}
 	return holdResult(), true, nil
@@ -414,6 +443,11 @@ func (p *pass) othersAwaitIsolation() bool {
 func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
 	phase := phaseOf(q.Status.Actions)
+	deferred := p.r.stash.has(q.UID)
+	if deferred && phase == securityv1alpha1.PhaseContained {
+		// Contained once the evidence is persisted too.
+		phase = securityv1alpha1.PhaseContaining
+	}
 	switch phase {
 	case securityv1alpha1.PhaseFailed:
 		p.fail(securityv1alpha1.ReasonNothingApplied, "no action could be applied: "+refusals(q.Status.Actions))
@@ -432,6 +466,9 @@ func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		return ctrl.Result{}, false, err
 	}
 	p.setConditions()
+	if deferred {
+		return holdResult(), false, nil
+	}
 	if phase != securityv1alpha1.PhaseContained {
 		return ctrl.Result{}, false, nil
 	}
@@ -466,8 +503,13 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 	return nil
 }
 
-func markReleasing(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+func markReleasing(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
+	if s := p.r.stash.take(q.UID); s != nil {
+		// Released in a burst before its evidence was persisted.
+		p.evidence = s
+		p.persistSnapshot(ctx)
+	}
 	switch q.Status.Phase {
 	case securityv1alpha1.PhaseReleased:
 		p.dropFinalizer = true
@@ -498,8 +540,14 @@ func resolveForRelease(ctx context.Context, p *pass) (ctrl.Result, bool, error) 
 
 // revertActions undoes, in reverse order, what status says was applied, not
 // what spec asks for now: an action dropped from spec (where the API server
-// let it be) must still be undone.
+// let it be) must still be undone. An isolating action that status never
+// recorded is undone too: its writes come before the first status patch
+// (isolateFirst), so a manager that died in between left them unrecorded;
+// its revert only touches what carries this Quarantine's name.
 func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	if err := p.revertUnrecorded(ctx); err != nil {
+		return ctrl.Result{}, false, err
+	}
 	acts := appliedActions(p.q)
 	for i := len(acts) - 1; i >= 0; i-- {
 		st := p.actionStatus(acts[i].Type)
@@ -520,6 +568,27 @@ func revertActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// revertUnrecorded reverts the spec's isolating actions that status does
+// not record, and records those that changed something as Reverted.
+func (p *pass) revertUnrecorded(ctx context.Context) error {
+	for _, a := range p.q.Spec.Actions {
+		if tr, _ := p.e.Traits(a.Type); !tr.Isolating || p.actionStatus(a.Type) != nil {
+			continue
+		}
+		st := securityv1alpha1.ActionStatus{Type: a.Type, State: securityv1alpha1.ActionPending}
+		p.e.Plan(p.scope, a, &st)
+		o, err := p.e.Revert(ctx, p.scope, a, &st)
+		if err != nil {
+			return fmt.Errorf("reverting unrecorded %s: %w", a.Type, err)
+		}
+		if o.Changed {
+			p.q.Status.Actions = append(p.q.Status.Actions, st)
+			p.recordTransition(&p.q.Status.Actions[len(p.q.Status.Actions)-1])
+		}
+	}
+	return nil
 }
 
 // appliedActions are the actions status records, in status order, each with
