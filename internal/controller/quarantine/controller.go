@@ -136,6 +136,9 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	p := r.newPass(q)
 	defer func() {
+		if p.noStatus {
+			return
+		}
 		if err := r.patchStatus(ctx, p); err != nil {
 			if retErr == nil {
 				retErr = err

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
@@ -35,8 +36,8 @@ type snapshot struct {
 // from an earlier pass is used, and the reads wait until it is persisted:
 // they would compete with the other targets' isolating writes.
 func (p *pass) snapshotEvidence(ctx context.Context) {
-	if s := p.r.stash.take(p.q.UID); s != nil {
-		p.evidence = s
+	if d := p.deferred; d != nil && d.evidence != nil {
+		p.evidence, d.evidence = d.evidence, nil
 		return
 	}
 	pod := &p.scope.Target.Pods[0]
@@ -61,8 +62,12 @@ func (p *pass) deferEvidence() bool {
 	if p.evidence == nil || p.r.stash == nil || !p.othersAwaitIsolation() {
 		return false
 	}
-	p.r.stash.put(p.q.UID, p.evidence)
-	p.evidence = nil
+	d := p.deferred
+	if d == nil {
+		d = &deferred{}
+	}
+	d.evidence, p.evidence = p.evidence, nil
+	p.r.stash.put(p.q.UID, d)
 	return true
 }
 
@@ -113,44 +118,54 @@ func (p *pass) evidenceFailed(doc evidence.Document, err error) {
 	p.q.Status.Evidence = &securityv1alpha1.Evidence{CapturedAt: p.now, Node: doc.Node, Images: doc.Images, OwnerChain: doc.OwnerChain, Labels: doc.Labels}
 }
 
-// evidenceStash holds snapshots taken before a Quarantine's isolating
-// writes and persisted by a later pass (a burst defers them). A manager
-// that dies meanwhile loses them; the next pass snapshots again and drops
-// the quarantine label it finds (snapshotEvidence).
-type evidenceStash struct {
-	mu sync.Mutex
-	m  map[types.UID]*snapshot
+// deferred is what a pass in a burst left for a later pass of the same
+// Quarantine: the evidence snapshot taken before its isolating writes, and
+// when it made them if it did not record that in status. A manager that
+// dies meanwhile loses it: the next pass isolates again (idempotent),
+// snapshots again and drops the quarantine label it finds
+// (snapshotEvidence), and release undoes unrecorded isolation.
+type deferred struct {
+	evidence   *snapshot
+	isolatedAt *metav1.Time
 }
 
-func (s *evidenceStash) put(uid types.UID, snap *snapshot) {
+// evidenceStash holds the deferred records by Quarantine uid.
+type evidenceStash struct {
+	mu sync.Mutex
+	m  map[types.UID]*deferred
+}
+
+func (s *evidenceStash) put(uid types.UID, d *deferred) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[types.UID]*snapshot{}
+		s.m = map[types.UID]*deferred{}
 	}
-	s.m[uid] = snap
+	s.m[uid] = d
 }
 
-func (s *evidenceStash) take(uid types.UID) *snapshot {
+func (s *evidenceStash) take(uid types.UID) *deferred {
 	if s == nil {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := s.m[uid]
+	d := s.m[uid]
 	delete(s.m, uid)
-	return snap
+	return d
 }
 
-func (s *evidenceStash) has(uid types.UID) bool {
+// has reports whether a record waits for uid; with isolated, only one
+// whose isolation status does not record yet.
+func (s *evidenceStash) has(uid types.UID, isolated bool) bool {
 	if s == nil {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.m[uid]
-	return ok
+	d, ok := s.m[uid]
+	return ok && (!isolated || d.isolatedAt != nil)
 }

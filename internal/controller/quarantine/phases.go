@@ -42,6 +42,12 @@ type pass struct {
 	// status is persisted unless the pass reached Contained (that Event
 	// names every action's state).
 	applied []string
+	// deferred is what an earlier pass in a burst left (evidence.go).
+	deferred *deferred
+	// noStatus: this pass leaves status unwritten (deferStatus).
+	noStatus bool
+	// isolatedNow: this pass made isolating writes.
+	isolatedNow bool
 }
 
 // resolved is what Engine.Resolve returned.
@@ -84,7 +90,7 @@ func (p *pass) run(ctx context.Context, steps []step) (ctrl.Result, error) {
 }
 
 func (r *QuarantineReconciler) containSteps() []step {
-	return []step{reportRecommendations, stopWhenSettled, holdBehindIsolation, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, persistEvidence, applyActions, summarize}
+	return []step{reportRecommendations, stopWhenSettled, holdBehindIsolation, takeDeferred, validateTarget, resolveTarget, captureEvidence, awaitApproval, resolveSafeguards, planActions, isolateFirst, deferStatus, persistEvidence, applyActions, summarize}
 }
 
 func (r *QuarantineReconciler) releaseSteps() []step {
@@ -219,7 +225,7 @@ func persistEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 
 // evidencePersisted reports whether no evidence waits to reach the API.
 func (p *pass) evidencePersisted() bool {
-	return p.evidence == nil && !p.r.stash.has(p.q.UID) && equality.Semantic.DeepEqual(p.base.Status.Evidence, p.q.Status.Evidence)
+	return p.evidence == nil && !p.r.stash.has(p.q.UID, false) && equality.Semantic.DeepEqual(p.base.Status.Evidence, p.q.Status.Evidence)
 }
 
 // awaitApproval keeps an unapproved Quarantine Pending with nothing applied;
@@ -331,16 +337,43 @@ func (p *pass) isolating() []securityv1alpha1.Action {
 	return out
 }
 
+// takeDeferred picks up what an earlier pass in a burst left.
+func takeDeferred(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	p.deferred = p.r.stash.take(p.q.UID)
+	return ctrl.Result{}, false, nil
+}
+
+// deferStatus ends a first pass that isolated its target while other new
+// Quarantines await their first pass: its status write (and everything
+// after) would take the API server from their isolation, so it comes in a
+// later pass, which records when the target was isolated. The evidence
+// snapshot waits with it.
+func deferStatus(_ context.Context, p *pass) (ctrl.Result, bool, error) {
+	if !p.isolatedNow || p.r.stash == nil || p.base.Status.Phase != "" || !p.othersAwaitIsolation() {
+		return ctrl.Result{}, false, nil
+	}
+	d := &deferred{evidence: p.evidence, isolatedAt: &p.now}
+	if p.deferred != nil && p.deferred.isolatedAt != nil {
+		d.isolatedAt = p.deferred.isolatedAt
+	}
+	p.evidence = nil
+	p.r.stash.put(p.q.UID, d)
+	p.noStatus = true
+	return holdResult(), true, nil
+}
+
 // isolateFirst makes the isolating writes (the NetworkPolicy, then the pod
 // label) right after the intent, ahead of evidence, Events, audit detail,
 // third-party denies and the other actions. An error that retrying cannot
 // fix is left to applyActions, which records the action Failed.
 func isolateFirst(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	for _, a := range p.isolating() {
-		if _, err := p.e.Isolate(ctx, p.scope, a, p.actionStatus(a.Type)); err != nil && !containment.Permanent(err) {
+		_, err := p.e.Isolate(ctx, p.scope, a, p.actionStatus(a.Type))
+		if err != nil && !containment.Permanent(err) {
 			p.alertForbidden(a.Type, err)
 			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
 		}
+		p.isolatedNow = p.isolatedNow || err == nil
 	}
 	return ctrl.Result{}, false, nil
 }
@@ -384,6 +417,12 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 			p.audit(containment.Actor, "Tampered", msg)
 		}
 		if st.State != was.State {
+			if d := p.deferred; d != nil && d.isolatedAt != nil && tr.Isolating && st.State == securityv1alpha1.ActionApplied {
+				// Isolated by an earlier pass of a burst that left status
+				// for later (deferStatus).
+				st.AppliedAt = d.isolatedAt.DeepCopy()
+				p.audit(containment.Actor, "IsolatedEarlier", fmt.Sprintf("%s took effect at %s, recorded after the burst", a.Type, d.isolatedAt.UTC().Format(time.RFC3339Nano)))
+			}
 			msg := p.recordTransition(st)
 			// On the Quarantine only: the pod gets the outcome (Contained,
 			// Failed), not one Event per action, which halves the Events a
@@ -403,7 +442,10 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // held passes come back often, and each read per pass would add up.
 func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
-	if q.Status.Phase != securityv1alpha1.PhaseContaining || (q.Status.Evidence == nil && !p.r.stash.has(q.UID)) || !p.othersAwaitIsolation() {
+	if p.r.stash.has(q.UID, true) && p.othersAwaitIsolation() {
+		return holdResult(), true, nil // isolated; status waits (deferStatus)
+	}
+	if q.Status.Phase != securityv1alpha1.PhaseContaining || (q.Status.Evidence == nil && !p.r.stash.has(q.UID, false)) || !p.othersAwaitIsolation() {
 		return ctrl.Result{}, false, nil
 	}
 	pending := false
@@ -443,7 +485,7 @@ func (p *pass) othersAwaitIsolation() bool {
 func summarize(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
 	phase := phaseOf(q.Status.Actions)
-	deferred := p.r.stash.has(q.UID)
+	deferred := p.r.stash.has(q.UID, false)
 	if deferred && phase == securityv1alpha1.PhaseContained {
 		// Contained once the evidence is persisted too.
 		phase = securityv1alpha1.PhaseContaining
@@ -505,9 +547,9 @@ func (p *pass) checkIsolation(ctx context.Context) error {
 
 func markReleasing(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
-	if s := p.r.stash.take(q.UID); s != nil {
+	if d := p.r.stash.take(q.UID); d != nil && d.evidence != nil {
 		// Released in a burst before its evidence was persisted.
-		p.evidence = s
+		p.evidence = d.evidence
 		p.persistSnapshot(ctx)
 	}
 	switch q.Status.Phase {
