@@ -93,6 +93,10 @@ type Scope struct {
 	// isolated: Isolate made the isolating writes in this pass, so Apply
 	// need not repeat or re-read them.
 	isolated bool
+	// IsolatedEarlier: an earlier pass made the isolating writes without
+	// recording them (a burst defers status), so this pass checks them
+	// against the cache instead of writing them blindly.
+	IsolatedEarlier bool
 }
 
 // Holder is how this Quarantine is named in holders lists.

@@ -125,7 +125,7 @@ func isolateWrites(ctx context.Context, e *Engine, s *Scope, a securityv1alpha1.
 	}
 	policy := make(chan result, 1)
 	go func() {
-		wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending)
+		wrote, err := e.ensureNetworkPolicy(ctx, s, a, st.State == securityv1alpha1.ActionPending && !s.IsolatedEarlier)
 		policy <- result{wrote, err}
 	}()
 	var labelErr error

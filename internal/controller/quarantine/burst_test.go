@@ -109,7 +109,8 @@ func TestOtherActionsWaitForNewQuarantinesIsolation(t *testing.T) {
 
 // Issue 17 (fewer Events in a burst): an action applied in the pass that
 // reaches Contained gets no Event of its own, the Contained Event lists
-// every action's state; one applied in an earlier pass still gets one.
+// every action's state. Isolate and Label now both apply in the first pass
+// (the evidence is persisted inside it), so neither gets its own.
 func TestAppliedEventsFoldIntoContained(t *testing.T) {
 	f := newFixture(t, 1)
 	key := f.quarantine(t, "qv", f.pods[0].Name, isolateDNS(), labelAction())
@@ -118,7 +119,7 @@ func TestAppliedEventsFoldIntoContained(t *testing.T) {
 	for _, c := range []struct {
 		reason string
 		want   int
-	}{{"IsolateApplied", 1}, {"LabelApplied", 0}, {"Contained", 1}} {
+	}{{"IsolateApplied", 0}, {"LabelApplied", 0}, {"Contained", 1}} {
 		if n := rec.count("Quarantine", c.reason); n != c.want {
 			t.Errorf("%d %s Events on the Quarantine, want %d: %v", n, c.reason, c.want, rec.reasons)
 		}

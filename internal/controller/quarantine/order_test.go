@@ -142,8 +142,8 @@ func TestIsolationFirst(t *testing.T) {
 	if i := indexOf(log, func(s string) bool { return strings.HasPrefix(s, "Event/") }); i >= 0 && i < isolated {
 		t.Errorf("an Event at %d, before isolation: %v", i, log)
 	}
-	if i := indexOf(log, is("Event/IsolateApplied")); i < 0 {
-		t.Errorf("no IsolateApplied Event: %v", log)
+	if i := indexOf(log, is("Event/Contained")); i < 0 {
+		t.Errorf("no Contained Event: %v", log)
 	}
 	if q.Status.Evidence == nil {
 		t.Fatal("no evidence")

@@ -223,6 +223,12 @@ func persistEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	return ctrl.Result{}, false, nil
 }
 
+// evidenceInThisPass reports whether the evidence waiting to reach the API
+// is in this pass's status (not still being gathered, nor deferred).
+func (p *pass) evidenceInThisPass() bool {
+	return p.evidence == nil && !p.r.stash.has(p.q.UID, false) && p.q.Status.Evidence != nil
+}
+
 // evidencePersisted reports whether no evidence waits to reach the API.
 func (p *pass) evidencePersisted() bool {
 	return p.evidence == nil && !p.r.stash.has(p.q.UID, false) && equality.Semantic.DeepEqual(p.base.Status.Evidence, p.q.Status.Evidence)
@@ -340,6 +346,7 @@ func (p *pass) isolating() []securityv1alpha1.Action {
 // takeDeferred picks up what an earlier pass in a burst left.
 func takeDeferred(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	p.deferred = p.r.stash.take(p.q.UID)
+	p.scope.IsolatedEarlier = p.deferred != nil && p.deferred.isolatedAt != nil
 	return ctrl.Result{}, false, nil
 }
 
@@ -390,6 +397,14 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		if !tr.Isolating && st.State == securityv1alpha1.ActionPending && p.othersAwaitIsolation() {
 			// Behind the isolation of the Quarantines created meanwhile.
 			return holdResult(), true, nil
+		}
+		if tr.NeedsPersistedEvidence && !p.evidencePersisted() && p.evidenceInThisPass() && !p.othersAwaitIsolation() {
+			// The evidence is in this pass's status: persist it now and go
+			// on, rather than a whole pass (two reads) later.
+			if err := p.flush(ctx); err != nil {
+				return ctrl.Result{}, false, err
+			}
+			st = p.actionStatus(a.Type) // the patch replaced status
 		}
 		if tr.NeedsPersistedEvidence && !p.evidencePersisted() {
 			// What the action changes or removes is what the evidence
