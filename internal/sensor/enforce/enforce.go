@@ -131,11 +131,52 @@ type Enforcer struct {
 	iters   *iterators
 	iterErr error
 
-	mu     sync.Mutex
+	// mu guards closed: Isolate, Release and List hold it shared, so calls
+	// on different cgroups run in parallel; Close holds it exclusively.
+	mu     sync.RWMutex
 	closed bool
+	// cgroups serializes the work on one cgroup's pin directory.
+	cgroups keyedMutex
+	// iterMu: the iterators' target map points at one cgroup per run.
+	iterMu sync.Mutex
 	// crash, when set, is called at each step of Isolate and Release; tests
 	// kill the process there to prove crash safety.
 	crash func(step string)
+}
+
+// keyedMutex is one mutex per cgroup id, kept only while in use.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[uint64]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock locks id and returns its unlock.
+func (k *keyedMutex) lock(id uint64) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[uint64]*keyedEntry{}
+	}
+	en := k.m[id]
+	if en == nil {
+		en = &keyedEntry{}
+		k.m[id] = en
+	}
+	en.users++
+	k.mu.Unlock()
+	en.mu.Lock()
+	return func() {
+		en.mu.Unlock()
+		k.mu.Lock()
+		if en.users--; en.users == 0 {
+			delete(k.m, id)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // New checks that pinDir is (or can be made) a directory on bpffs and that this kernel and process can

@@ -59,11 +59,12 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	if e.closed {
 		return Result{}, errClosed
 	}
+	defer e.cgroups.lock(cgid)()
 
 	res := Result{CgroupID: cgid}
 	dir := e.dir(cgid)
@@ -220,14 +221,14 @@ func removeTemps(dir string) {
 // its pins. Releasing a cgroup that is not isolated does nothing. It works
 // from the pins alone, also after a restart or when the cgroup is gone.
 func (e *Enforcer) Release(cgroupPath string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	if e.closed {
 		return errClosed
 	}
 	cgid, err := cgroupID(cgroupPath)
 	if err == nil {
-		if err := e.release(cgid); err != nil {
+		if err := e.releaseLocked(cgid); err != nil {
 			return err
 		}
 	}
@@ -240,7 +241,7 @@ func (e *Enforcer) Release(cgroupPath string) error {
 	found := false
 	for _, iso := range isos {
 		if iso.Path == cgroupPath {
-			if err := e.release(iso.CgroupID); err != nil {
+			if err := e.releaseLocked(iso.CgroupID); err != nil {
 				return err
 			}
 			found = true
@@ -277,6 +278,12 @@ func (e *Enforcer) unpinLinks(dir string, progs []program) error {
 	return errors.Join(errs...)
 }
 
+// releaseLocked is release under cgid's lock; the caller holds e.mu shared.
+func (e *Enforcer) releaseLocked(cgid uint64) error {
+	defer e.cgroups.lock(cgid)()
+	return e.release(cgid)
+}
+
 // release removes one isolation: links first (each unpinned link is
 // detached), then maps, then the intent, then the directory. A crash in
 // between leaves a directory that List shows and Reconcile finishes.
@@ -304,8 +311,8 @@ func (e *Enforcer) release(cgid uint64) error {
 // List returns the isolations recorded in the pin directory, complete or
 // left half-done by a crash.
 func (e *Enforcer) List() ([]Isolation, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	return e.list()
 }
 
@@ -370,9 +377,7 @@ func (e *Enforcer) Reconcile(want map[string]Options) (applied, released []strin
 			have[iso.CgroupID] = iso
 			continue
 		}
-		e.mu.Lock()
-		err := e.release(iso.CgroupID)
-		e.mu.Unlock()
+		err := e.releaseShared(iso.CgroupID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -397,6 +402,16 @@ func (e *Enforcer) Reconcile(want map[string]Options) (applied, released []strin
 	slices.Sort(applied)
 	slices.Sort(released)
 	return applied, released, errors.Join(errs...)
+}
+
+// releaseShared is release for a caller that holds no lock.
+func (e *Enforcer) releaseShared(cgid uint64) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return errClosed
+	}
+	return e.releaseLocked(cgid)
 }
 
 // Drops returns how many packets the isolation of cgroup cgid dropped
