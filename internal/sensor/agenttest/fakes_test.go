@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
@@ -109,6 +110,13 @@ type fakeContainers struct {
 	mu    sync.Mutex
 	conts []sensor.Container
 	reads map[string]uint64
+	walks int // PodCgroups calls
+}
+
+func (f *fakeContainers) walkCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.walks
 }
 
 func cgroupID(s string) uint64 {
@@ -137,15 +145,15 @@ func (f *fakeContainers) Scan(string) ([]sensor.Container, error) {
 
 func podPath(uid string) string { return "kubepods.slice/kubepods-pod" + uid + ".slice" }
 
-func (f *fakeContainers) PodCgroup(_, uid string) (string, uint64, error) {
+func (f *fakeContainers) PodCgroups(string) (map[string]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.walks++
+	out := map[string]string{}
 	for _, c := range f.conts {
-		if c.PodUID == uid {
-			return podPath(uid), cgroupID(podPath(uid)), nil
-		}
+		out[c.PodUID] = podPath(c.PodUID)
 	}
-	return "", 0, fmt.Errorf("no cgroup for pod %s", uid)
+	return out, nil
 }
 
 func (f *fakeContainers) ReadUsage(_, rel string) (sensor.Usage, error) {
@@ -168,6 +176,11 @@ type fakeEnforcer struct {
 	isolated  map[string]sensor.IsolateOptions
 	calls     []string
 	reconcile []map[string]sensor.IsolateOptions
+	// gate, when set, holds every Isolate until it is closed; delay
+	// lengthens each; inflight and maxInflight count calls running at once.
+	gate                  chan struct{}
+	delay                 time.Duration
+	inflight, maxInflight int
 }
 
 func newFakeEnforcer() *fakeEnforcer {
@@ -176,7 +189,17 @@ func newFakeEnforcer() *fakeEnforcer {
 
 func (f *fakeEnforcer) Isolate(path string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
 	f.mu.Lock()
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
+	gate, delay := f.gate, f.delay
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	time.Sleep(delay)
+	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.inflight--
 	f.isolated[path] = o
 	f.calls = append(f.calls, "isolate "+path)
 	return sensor.IsolateResult{CgroupID: cgroupID(path), Programs: []string{"cgroup_skb/ingress", "cgroup_skb/egress", "cgroup/connect4"},
