@@ -39,6 +39,10 @@ var env *testenv.Env
 const managerNS = "bulkhead-system"
 
 func TestMain(m *testing.M) {
+	// The test binary re-executed in a pod's cgroup (kernel_test.go).
+	if len(os.Args) == 3 && os.Args[1] == senderRole {
+		os.Exit(runSender(os.Args[2]))
+	}
 	e, err := testenv.Start(testenv.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
