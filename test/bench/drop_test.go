@@ -354,7 +354,7 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var total, created, label, sensorPart, toSync, syncToIsolate, isolate, toDrop timings
+	var total, created, label, sensorPart, createdToSync, createdToDrop, toSync, syncToIsolate, isolate, toDrop timings
 	var first, last time.Time
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -369,8 +369,10 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			first = s
 		}
 		last = later(last, d)
-		if c, ok := w.created[p]; ok {
+		c, hasCreated := w.created[p]
+		if hasCreated {
 			created.lat = append(created.lat, c.Sub(s))
+			createdToDrop.lat = append(createdToDrop.lat, d.Sub(c))
 		}
 		l, ok := w.lbl[p]
 		if ok {
@@ -378,6 +380,9 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			sensorPart.lat = append(sensorPart.lat, d.Sub(l))
 		}
 		if si, ok2 := iso[p]; ok2 {
+			if hasCreated {
+				createdToSync.lat = append(createdToSync.lat, si.syncStart.Sub(c))
+			}
 			if ok {
 				toSync.lat = append(toSync.lat, si.syncStart.Sub(l))
 			}
@@ -386,15 +391,17 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			toDrop.lat = append(toDrop.lat, d.Sub(si.isolateStart))
 		}
 	}
-	for _, tm := range []*timings{&total, &created, &label, &sensorPart, &toSync, &syncToIsolate, &isolate, &toDrop} {
+	for _, tm := range []*timings{&total, &created, &label, &sensorPart, &createdToSync, &createdToDrop, &toSync, &syncToIsolate, &isolate, &toDrop} {
 		slices.Sort(tm.lat)
 	}
 	total.span = last.Sub(first)
 	summarize("score → packets dropped", what+" (goal "+goal+")", total)
 	summarize("  score → Quarantine created (manager)", what, created)
 	summarize("  score → pod label persisted (manager: Quarantine, NetworkPolicy, label)", what, label)
-	summarize("  pod label persisted → first refused datagram (the sensor's whole part)", what, sensorPart)
-	summarize("    label persisted → sensor sync start (watch, queued syncs)", what, toSync)
+	summarize("  pod label persisted → first refused datagram", what, sensorPart)
+	summarize("  Quarantine created → first refused datagram (the sensor's whole part: it enforces from the Quarantine, not the label)", what, createdToDrop)
+	summarize("    Quarantine created → sensor sync start (watch, queued syncs)", what, createdToSync)
+	summarize("    label persisted → sensor sync start (negative: the sync began before the label)", what, toSync)
 	summarize("    sensor sync start → Isolate start (reads of the sync, earlier Isolates)", what, syncToIsolate)
 	summarize("    Isolate start → first refused datagram (load, attach; + up to one probe interval)", what, toDrop)
 	summarize("    Isolate() whole call (also pins, cuts sockets, records the intent)", what, isolate)

@@ -608,7 +608,7 @@ func TestBurstIsolatedFromQuarantinesWithoutLabels(t *testing.T) {
 	ns := namespace(t, "sensor-burst")
 	conts := &fakeContainers{}
 	const n = 12
-	var pods []*corev1.Pod
+	pods := make([]*corev1.Pod, 0, n)
 	for i := range n {
 		p := runningPod(t, ns, fmt.Sprintf("shop-%d", i), ns+"-node", fmt.Sprintf("c-burst-%d", i), "", nil)
 		conts.add(string(p.UID), fmt.Sprintf("c-burst-%d", i), 0)

@@ -185,7 +185,7 @@ func TestKernelEnforcementFromQuarantines(t *testing.T) {
 
 	const n = 8
 	direct := startPod(ns, "direct")
-	var burst []kernelPod
+	burst := make([]kernelPod, 0, n)
 	for i := range n {
 		burst = append(burst, startPod(ns, fmt.Sprintf("burst-%d", i)))
 	}
@@ -194,19 +194,18 @@ func TestKernelEnforcementFromQuarantines(t *testing.T) {
 		p.waitSaid(t, "ok")
 	}
 
-	r := startAgent(t, node, newFakeManager(t), &fakeContainers{}, func(c *sensor.Config, be *sensor.Backends) {
+	startAgent(t, node, newFakeManager(t), &fakeContainers{}, func(c *sensor.Config, be *sensor.Backends) {
 		c.CgroupRoot = nk.Root
 		be.Containers = kernel.Containers{}
 		be.Enforcer = kernel.Enforcer{E: enf, Root: nk.Root}
 	})
-	_ = r
 
 	// One Quarantine, no label: the pod's datagrams are refused.
 	qDirect := newQuarantine(ns, "q-direct", "direct", true)
 	direct.waitSaid(t, "dropped")
 
 	// Many at once: each is isolated, once.
-	var qs []*securityv1alpha1.Quarantine
+	qs := make([]*securityv1alpha1.Quarantine, 0, len(burst))
 	for _, p := range burst {
 		qs = append(qs, newQuarantine(ns, "q-"+p.pod.Name, p.pod.Name, true))
 	}
