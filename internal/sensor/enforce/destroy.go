@@ -49,11 +49,14 @@ func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, o Options, res *Re
 }
 
 // destroyByIterator points the iterators at the cgroup and runs them in
-// every namespace. Runs do not interleave: the target map holds one cgroup.
+// every namespace, with a set of iterators of its own: their target map
+// holds one cgroup.
 func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []netns.NS) (int, error) {
-	e.iterMu.Lock()
-	defer e.iterMu.Unlock()
-	its := e.iters
+	its, err := e.iters.get()
+	if err != nil {
+		return 0, err
+	}
+	defer e.iters.put(its)
 	if err := its.Target.Put(uint32(0), cgid); err != nil {
 		return 0, fmt.Errorf("set iterator target: %w", err)
 	}
