@@ -122,6 +122,9 @@ type IsolateResult struct {
 // and after Reconcile, to learn the result.
 type Enforcer interface {
 	Isolate(cgroupPath string, o IsolateOptions) (IsolateResult, error)
+	// Attach is Isolate's first part: the pod's packets are dropped once it
+	// returns; Isolate then cuts its sockets and completes the isolation.
+	Attach(cgroupPath string, o IsolateOptions) (IsolateResult, error)
 	Release(cgroupPath string) error
 	// Reconcile makes the kernel hold exactly want (by cgroup path).
 	Reconcile(want map[string]IsolateOptions) (applied, released []string, err error)

@@ -206,6 +206,13 @@ func (f *fakeEnforcer) Isolate(path string, o sensor.IsolateOptions) (sensor.Iso
 		SocketsDestroyed: 1, ConnCut: true, Method: "bpf_sock_destroy"}, nil
 }
 
+func (f *fakeEnforcer) Attach(path string, _ sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "attach "+path)
+	return sensor.IsolateResult{CgroupID: cgroupID(path)}, nil
+}
+
 func (f *fakeEnforcer) Release(path string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

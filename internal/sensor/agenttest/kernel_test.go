@@ -212,10 +212,22 @@ func TestKernelEnforcementFromQuarantines(t *testing.T) {
 	for _, p := range burst {
 		p.waitSaid(t, "dropped")
 	}
-	isos, err := enf.List()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The packets drop once the programs are attached; the sockets are cut
+	// and the isolations completed right after.
+	var isos []enforce.Isolation
+	waitFor(t, "every isolation complete", func() bool {
+		isos, err = enf.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := 0
+		for _, iso := range isos {
+			if iso.Complete {
+				done++
+			}
+		}
+		return done >= n+1
+	})
 	wantPaths := map[string]bool{}
 	for _, p := range append([]kernelPod{direct}, burst...) {
 		wantPaths[podCgroup(t, nk.Root, p.pod)] = true

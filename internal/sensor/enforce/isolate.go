@@ -51,6 +51,20 @@ func (e *Enforcer) step(name string) {
 // (it only cuts sockets again, of which there should be none); with other
 // options it updates the allowed DNS endpoints.
 func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
+	return e.isolate(cgroupPath, o, true)
+}
+
+// Attach is the first part of Isolate: it records the intent and attaches
+// and pins the programs, so the cgroup's packets are dropped once it
+// returns, but cuts no socket and leaves the isolation incomplete. Isolate
+// on the same cgroup finishes it (a crash in between leaves an incomplete
+// isolation that Reconcile finishes). A burst attaches to every pod first,
+// then cuts: each pod's traffic stops without waiting for the others' cuts.
+func (e *Enforcer) Attach(cgroupPath string, o Options) (Result, error) {
+	return e.isolate(cgroupPath, o, false)
+}
+
+func (e *Enforcer) isolate(cgroupPath string, o Options, finish bool) (Result, error) {
 	o, err := normalize(o)
 	if err != nil {
 		return Result{}, err
@@ -115,6 +129,9 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 	// once the cgroup_skb ones are in place.
 	if err := e.unpinLinks(dir, legacyPrograms); err != nil {
 		return res, err
+	}
+	if !finish {
+		return res, nil
 	}
 
 	e.cutSockets(cgroupPath, cgid, o, &res)

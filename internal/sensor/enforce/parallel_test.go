@@ -192,3 +192,45 @@ func BenchmarkIsolateBurst(b *testing.B) {
 		b.Fatal(errs)
 	}
 }
+
+// Attach alone drops the pod's packets (new connections, datagrams; DNS
+// still passes) but cuts nothing and leaves the isolation incomplete, so a
+// crash before Isolate finishes it is seen by Reconcile; Isolate then cuts
+// the held connection and completes it.
+func TestAttachThenIsolate(t *testing.T) {
+	env := setup(t)
+	e := env.e
+	res, err := e.Attach(env.pod, env.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ConnCut || res.SocketsDestroyed != 0 || len(res.Programs) != len(programs) {
+		t.Errorf("Attach = %+v: want the programs attached and no socket cut", res)
+	}
+	env.blocked(t)
+	if _, ok := env.podC.has("held-error"); ok {
+		t.Error("Attach cut the held connection")
+	}
+	isos, err := e.List()
+	if err != nil || len(isos) != 1 || isos[0].Complete || len(isos[0].Programs) != len(programs) {
+		t.Fatalf("List after Attach = %+v, %v: want one incomplete isolation with its programs", isos, err)
+	}
+	res, err = e.Isolate(env.pod, env.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.ConnCut || res.SocketsDestroyed < 1 {
+		t.Errorf("Isolate after Attach = %+v: want the held connection cut", res)
+	}
+	waitFor(t, "the pod's held connection to fail", func() bool { _, ok := env.podC.has("held-error"); return ok })
+	if isos, err := e.List(); err != nil || len(isos) != 1 || !isos[0].Complete {
+		t.Errorf("List after Isolate = %+v, %v: want it complete", isos, err)
+	}
+	env.flowing(t, "sibling", false)
+	if err := e.Release(env.pod); err != nil {
+		t.Fatal(err)
+	}
+	if p := pins(t, env.pinDir); len(p) != 0 {
+		t.Errorf("pins left after Release: %v", p)
+	}
+}

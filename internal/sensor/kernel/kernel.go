@@ -64,6 +64,11 @@ func (f Enforcer) Isolate(rel string, o sensor.IsolateOptions) (sensor.IsolateRe
 	return sensor.IsolateResult(r), err
 }
 
+func (f Enforcer) Attach(rel string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	r, err := f.E.Attach(f.abs(rel), enforce.Options(o))
+	return sensor.IsolateResult(r), err
+}
+
 func (f Enforcer) Release(rel string) error { return f.E.Release(f.abs(rel)) }
 
 func (f Enforcer) Reconcile(want map[string]sensor.IsolateOptions) (applied, released []string, err error) {
