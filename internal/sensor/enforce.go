@@ -174,6 +174,12 @@ type enforcement struct {
 
 	mu    sync.Mutex
 	state map[string]*enfRecord // pod UID
+	// busy are the pods whose isolation is being finished (sockets cut)
+	// in the background; cuts waits for those goroutines and cutSlots
+	// bounds them.
+	busy     map[string]string // pod UID -> its cgroup
+	cuts     sync.WaitGroup
+	cutSlots chan struct{}
 
 	dns       []netip.AddrPort
 	dnsAt     time.Time
@@ -191,12 +197,13 @@ type enfRecord struct {
 }
 
 func newEnforcement(a *Agent) *enforcement {
-	return &enforcement{a: a, state: map[string]*enfRecord{}}
+	return &enforcement{a: a, state: map[string]*enfRecord{}, busy: map[string]string{}, cutSlots: make(chan struct{}, a.cfg.EnforceWorkers)}
 }
 
 func (e *enforcement) run(ctx context.Context) {
 	t := time.NewTicker(e.a.cfg.EnforceResync)
 	defer t.Stop()
+	defer e.cuts.Wait()
 	for {
 		e.sync(ctx)
 		select {
@@ -255,6 +262,13 @@ func (e *enforcement) get(uid string) *enfRecord {
 	return e.state[uid]
 }
 
+// busyPath is the cgroup of a pod whose cut runs, or "".
+func (e *enforcement) busyPath(uid string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.busy[uid]
+}
+
 func (e *enforcement) put(r *enfRecord) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -277,6 +291,10 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 	paths := map[string]string{} // uid -> pod cgroup
 	var lookup []string
 	for uid := range want {
+		if p := e.busyPath(uid); p != "" {
+			paths[uid] = p
+			continue
+		}
 		// A pod isolated before keeps its cgroup.
 		if old := e.get(uid); old != nil && old.path != "" {
 			if st, err := os.Stat(filepath.Join(a.cfg.CgroupRoot, old.path)); err == nil && st.IsDir() {
@@ -349,63 +367,71 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 		if old != nil && old.enforced && old.path == path && sameOptions(old.opts, d.opts) && old.quarantine == d.quarantine {
 			continue
 		}
+		if e.busyPath(uid) != "" {
+			continue // its cut's end triggers another sync
+		}
 		todo = append(todo, uid)
 	}
 	if len(todo) > 0 {
 		changed = true
 	}
-	// A burst brings many pods in one sync: isolate them a few at a time
+	// A burst brings many pods in one sync: attach to them a few at a time
 	// (the Enforcer runs different cgroups in parallel) rather than one
-	// after another, and attach to all of them before cutting any socket,
-	// so each pod's packets are dropped without waiting for the others'
-	// socket cuts (the programs drop established connections' packets too).
+	// after another, and cut no socket before every pod of the sync is
+	// attached, so each pod's packets are dropped (established
+	// connections' too) without waiting for the others' cuts. The cuts
+	// finish in the background: the next sync does not wait for them.
 	began := make(map[string]time.Time, len(todo))
 	attachDone := make(map[string]time.Time, len(todo))
-	attached := make(map[string]bool, len(todo))
 	var mu sync.Mutex
 	parallel(todo, a.cfg.EnforceWorkers, func(uid string) {
 		d, path := want[uid], paths[uid]
 		t0 := a.now()
-		_, err := enf.Attach(path, d.opts)
-		t1 := a.now()
-		mu.Lock()
-		began[uid], attachDone[uid], attached[uid] = t0, t1, err == nil
-		mu.Unlock()
-		if err != nil {
+		if _, err := enf.Attach(path, d.opts); err != nil {
+			// Isolate below retries it all and records the error.
 			a.log.Error(err, "attaching the isolation in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
 		}
-	})
-	parallel(todo, a.cfg.EnforceWorkers, func(uid string) {
-		d, path := want[uid], paths[uid]
+		t1 := a.now()
 		mu.Lock()
-		t0, t1, ok := began[uid], attachDone[uid], attached[uid]
+		began[uid], attachDone[uid] = t0, t1
 		mu.Unlock()
-		if !ok {
-			t0 = a.now()
-			t1 = t0
-		}
-		// Isolate finishes what Attach began (or does it all, retrying a
-		// failed Attach): it cuts the sockets and completes the intent.
-		res, err := enf.Isolate(path, d.opts)
-		rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
-			path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
-		if err != nil {
-			rec.reason = err.Error()
-			a.log.Error(err, "isolating pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
-		} else {
-			// sinceSyncStart and attachSeconds tell where the time between
-			// the pod event and the drop went (make bench-drop reads them);
-			// isolateSeconds runs from Attach's start to the end of the cut.
-			a.log.Info("isolated pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name, "quarantine", d.quarantine,
-				"allowDNS", d.opts.AllowDNS, "programs", res.Programs, "socketsDestroyed", res.SocketsDestroyed, "method", res.Method,
-				"sinceSyncStartSeconds", t0.Sub(syncStart).Seconds(), "attachSeconds", t1.Sub(t0).Seconds(), "isolateSeconds", rec.at.Sub(t0).Seconds())
-		}
-		e.put(rec)
 	})
+	for _, uid := range todo {
+		d, path, t0, t1 := want[uid], paths[uid], began[uid], attachDone[uid]
+		e.mu.Lock()
+		e.busy[uid] = path
+		e.mu.Unlock()
+		e.cuts.Go(func() {
+			e.cutSlots <- struct{}{}
+			defer func() { <-e.cutSlots }()
+			res, err := enf.Isolate(path, d.opts)
+			rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
+				path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
+			if err != nil {
+				rec.reason = err.Error()
+				a.log.Error(err, "isolating pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
+			} else {
+				// sinceSyncStart and attachSeconds tell where the time
+				// between the pod event and the drop went (make bench-drop
+				// reads them); isolateSeconds runs from Attach's start to
+				// the end of the cut.
+				a.log.Info("isolated pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name, "quarantine", d.quarantine,
+					"allowDNS", d.opts.AllowDNS, "programs", res.Programs, "socketsDestroyed", res.SocketsDestroyed, "method", res.Method,
+					"sinceSyncStartSeconds", t0.Sub(syncStart).Seconds(), "attachSeconds", t1.Sub(t0).Seconds(), "isolateSeconds", rec.at.Sub(t0).Seconds())
+			}
+			e.mu.Lock()
+			e.state[uid] = rec
+			delete(e.busy, uid)
+			e.mu.Unlock()
+			// Report it, and look again: the pod may be unwanted by now.
+			a.sender.Kick()
+			notify(a.quarEvents)
+		})
+	}
 	e.mu.Lock()
 	var gone []*enfRecord
 	for uid, r := range e.state {
-		if _, ok := want[uid]; !ok {
+		if _, ok := want[uid]; !ok && e.busy[uid] == "" {
 			gone = append(gone, r)
 		}
 	}

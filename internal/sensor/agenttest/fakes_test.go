@@ -176,11 +176,40 @@ type fakeEnforcer struct {
 	isolated  map[string]sensor.IsolateOptions
 	calls     []string
 	reconcile []map[string]sensor.IsolateOptions
-	// gate, when set, holds every Isolate until it is closed; delay
-	// lengthens each; inflight and maxInflight count calls running at once.
+	// gate, when set, holds every Attach until it is closed; delay
+	// lengthens each Attach and Isolate; inflight and maxInflight count
+	// the calls of each running at once.
 	gate                  chan struct{}
 	delay                 time.Duration
-	inflight, maxInflight int
+	inflight, maxInflight map[string]int
+}
+
+// enter counts a call of kind and waits as the test asked.
+func (f *fakeEnforcer) enter(kind string) {
+	f.mu.Lock()
+	if f.inflight == nil {
+		f.inflight, f.maxInflight = map[string]int{}, map[string]int{}
+	}
+	f.inflight[kind]++
+	f.maxInflight[kind] = max(f.maxInflight[kind], f.inflight[kind])
+	gate, delay := f.gate, f.delay
+	f.mu.Unlock()
+	if gate != nil && kind == "attach" {
+		<-gate
+	}
+	time.Sleep(delay)
+}
+
+func (f *fakeEnforcer) leave(kind string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inflight[kind]--
+}
+
+func (f *fakeEnforcer) running(kind string) (now, most int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inflight[kind], f.maxInflight[kind]
 }
 
 func newFakeEnforcer() *fakeEnforcer {
@@ -188,18 +217,10 @@ func newFakeEnforcer() *fakeEnforcer {
 }
 
 func (f *fakeEnforcer) Isolate(path string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
-	f.mu.Lock()
-	f.inflight++
-	f.maxInflight = max(f.maxInflight, f.inflight)
-	gate, delay := f.gate, f.delay
-	f.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
-	time.Sleep(delay)
+	f.enter("isolate")
+	defer f.leave("isolate")
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.inflight--
 	f.isolated[path] = o
 	f.calls = append(f.calls, "isolate "+path)
 	return sensor.IsolateResult{CgroupID: cgroupID(path), Programs: []string{"cgroup_skb/ingress", "cgroup_skb/egress", "cgroup/connect4"},
@@ -207,6 +228,8 @@ func (f *fakeEnforcer) Isolate(path string, o sensor.IsolateOptions) (sensor.Iso
 }
 
 func (f *fakeEnforcer) Attach(path string, _ sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	f.enter("attach")
+	defer f.leave("attach")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "attach "+path)
