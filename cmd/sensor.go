@@ -37,6 +37,7 @@ func runSensor(args []string) error {
 	fs.DurationVar(&cfg.Behavior.LearningWindow, "learning-window", 24*time.Hour, "How long a new workload revision is learned before it is scored.")
 	fs.StringVar(&cfg.ManagerNamespace, "manager-namespace", securityv1alpha1.DefaultManagerNamespace, "Namespace holding the shared baselines.")
 	fs.StringVar(&pin, "bpf-pin-dir", "/sys/fs/bpf/bulkhead", "bpffs directory where enforcement programs are pinned (survive a sensor restart).")
+	fs.IntVar(&cfg.EnforceWorkers, "enforce-workers", 4, "Pods isolated in the kernel at once when many arrive together (1..64).")
 	fs.DurationVar(&send.HeartbeatInterval, "heartbeat-interval", 30*time.Second, "Longest silence towards the manager: a heartbeat is sent when there is nothing else.")
 	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8085", "Address of /healthz and /readyz (not ready while behaviour collection is unavailable).")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8086", "Address of /metrics (bulkhead_sensor_*); 0 disables it.")
@@ -48,6 +49,9 @@ func runSensor(args []string) error {
 	}
 	if debug {
 		zapOpts.Development = true
+	}
+	if cfg.EnforceWorkers < 1 || cfg.EnforceWorkers > 64 {
+		return errors.New("--enforce-workers must be between 1 and 64")
 	}
 	if send.HeartbeatInterval <= 0 {
 		return errors.New("--heartbeat-interval must be positive")

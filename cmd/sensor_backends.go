@@ -3,19 +3,15 @@ package main
 import (
 	"context"
 	"errors"
-	"path/filepath"
-	"strings"
 
-	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
-	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/collect"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/enforce"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/kernel"
 )
 
 // sensorBackends connects the node agent to the kernel: the eBPF collector,
-// the cgroup reader and the enforcer. The agent names cgroups relative to
-// the cgroup root; the enforcer attaches to absolute paths.
+// the cgroup reader and the enforcer (package kernel).
 func sensorBackends(cgroupRoot, pinDir string) (sensor.Backends, func()) {
 	be := sensor.Backends{
 		NewCollector: func() (sensor.Collector, error) {
@@ -31,14 +27,14 @@ func sensorBackends(cgroupRoot, pinDir string) (sensor.Backends, func()) {
 		},
 		SyscallName: collect.SyscallName,
 		MaxSyscall:  collect.MaxSyscall,
-		Containers:  containerSource{},
+		Containers:  kernel.Containers{},
 	}
 	closeFn := func() {}
 	e, err := enforce.New(pinDir)
 	if err != nil {
 		be.EnforcerErr = err
 	} else {
-		be.Enforcer = enforcer{e: e, root: cgroupRoot}
+		be.Enforcer = kernel.Enforcer{E: e, Root: cgroupRoot}
 		// Close keeps the pins: isolated pods stay isolated across restarts.
 		closeFn = func() { _ = e.Close() }
 	}
@@ -104,69 +100,3 @@ func (c collector) DrainSyscalls() (map[uint64]map[sensor.Trigram]uint64, error)
 	}
 	return out, nil
 }
-
-type containerSource struct{}
-
-func (containerSource) Scan(root string) ([]sensor.Container, error) {
-	cs, err := cgroups.Scan(root)
-	out := make([]sensor.Container, len(cs))
-	for i, c := range cs {
-		out[i] = sensor.Container(c)
-	}
-	return out, err
-}
-
-func (containerSource) PodCgroup(root, podUID string) (string, uint64, error) {
-	return cgroups.PodCgroup(root, podUID)
-}
-
-func (containerSource) ReadUsage(root, rel string) (sensor.Usage, error) {
-	return cgroups.ReadUsage(root, rel)
-}
-
-func (containerSource) Rate(prev, cur sensor.Usage) detector.ResourceSample {
-	p, ok1 := prev.(cgroups.Usage)
-	c, ok2 := cur.(cgroups.Usage)
-	if !ok1 || !ok2 {
-		return detector.ResourceSample{}
-	}
-	return cgroups.Rate(p, c)
-}
-
-type enforcer struct {
-	e    *enforce.Enforcer
-	root string
-}
-
-func (f enforcer) abs(rel string) string { return filepath.Join(f.root, rel) }
-
-func (f enforcer) rel(abs string) string {
-	if r, err := filepath.Rel(f.root, abs); err == nil && !strings.HasPrefix(r, "..") {
-		return r
-	}
-	return abs
-}
-
-func (f enforcer) Isolate(rel string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
-	r, err := f.e.Isolate(f.abs(rel), enforce.Options(o))
-	return sensor.IsolateResult(r), err
-}
-
-func (f enforcer) Release(rel string) error { return f.e.Release(f.abs(rel)) }
-
-func (f enforcer) Reconcile(want map[string]sensor.IsolateOptions) (applied, released []string, err error) {
-	abs := make(map[string]enforce.Options, len(want))
-	for rel, o := range want {
-		abs[f.abs(rel)] = enforce.Options(o)
-	}
-	a, r, err := f.e.Reconcile(abs)
-	for i := range a {
-		a[i] = f.rel(a[i])
-	}
-	for i := range r {
-		r[i] = f.rel(r[i])
-	}
-	return a, r, err
-}
-
-func (f enforcer) Close() error { return f.e.Close() }

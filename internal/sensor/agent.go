@@ -42,6 +42,9 @@ type Config struct {
 	EnforceResync     time.Duration // recompute of what is enforced, besides pod and Quarantine events (default 15s)
 	ReconcileInterval time.Duration // Enforcer.Reconcile against the API state (default 5m)
 	DNSCacheTTL       time.Duration // cluster DNS endpoints (default 30s)
+	// EnforceWorkers bounds the Isolate calls of one sync run at once
+	// (default 4): a burst brings tens of pods per node in one sync.
+	EnforceWorkers int
 
 	// HealthAddr serves /healthz and /readyz, MetricsAddr /metrics; empty: none.
 	HealthAddr, MetricsAddr string
@@ -62,6 +65,9 @@ func (c Config) withDefaults() Config {
 	def(&c.EnforceResync, 15*time.Second)
 	def(&c.ReconcileInterval, 5*time.Minute)
 	def(&c.DNSCacheTTL, 30*time.Second)
+	if c.EnforceWorkers <= 0 {
+		c.EnforceWorkers = 4
+	}
 	if c.CgroupRoot == "" {
 		c.CgroupRoot = "/sys/fs/cgroup"
 	}

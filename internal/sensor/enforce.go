@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,10 @@ func Isolation(q *securityv1alpha1.Quarantine, pod *corev1.Pod) (allowDNS, isola
 		return false, false, "quarantine awaits approval"
 	case q.Namespace != pod.Namespace:
 		return false, false, "quarantine in another namespace"
+	case q.Status.Phase == securityv1alpha1.PhaseFailed:
+		return false, false, "quarantine failed"
+	case q.Status.Phase == securityv1alpha1.PhaseReleasing || q.Status.Phase == securityv1alpha1.PhaseReleased:
+		return false, false, "quarantine released"
 	}
 	if q.Spec.Target.Kind == securityv1alpha1.TargetPod || q.Spec.Target.Kind == "" {
 		if q.Spec.Target.Name != pod.Name {
@@ -62,13 +67,119 @@ func Isolation(q *securityv1alpha1.Quarantine, pod *corev1.Pod) (allowDNS, isola
 	return false, false, "quarantine has no Isolate action"
 }
 
+// Protected reports whether Bulkhead never contains pods of namespace ns:
+// the always-protected namespaces and the manager's own.
+func Protected(ns, managerNamespace string) bool {
+	return ns == managerNamespace || slices.Contains(securityv1alpha1.AlwaysProtectedNamespaces, ns)
+}
+
+// Wanted is a pod to isolate: the Quarantine named for it and the options
+// every isolating Quarantine of the pod agrees on.
+type Wanted struct {
+	Pod        *corev1.Pod
+	Quarantine string
+	AllowDNS   bool
+}
+
+// WantedIsolations decides which of this node's pods are isolated in the
+// kernel, from the pods and the cluster's Quarantines (both from the
+// sensor's watches): a pod is isolated when a Quarantine that Isolation
+// accepts either targets it directly (kind Pod, by name and, once resolved,
+// by UID) or is named by its quarantine label (workload targets, whose pods
+// only the manager resolves). The first path needs no label: the pod is
+// isolated as soon as its Quarantine is seen. Pods in protected namespaces
+// are never isolated. When several Quarantines isolate a pod, DNS stays
+// open only if all of them allow it, so a hand-made Quarantine can make its
+// pod's isolation stricter, never looser; the one named is the label's, or
+// else the oldest. skipped says, per pod UID, why a pod some Quarantine
+// names is not isolated.
+func WantedIsolations(pods []corev1.Pod, quarantines []securityv1alpha1.Quarantine, managerNamespace string) (want map[string]Wanted, skipped map[string]string) {
+	want, skipped = map[string]Wanted{}, map[string]string{}
+	byName := make(map[string]*corev1.Pod, len(pods))
+	for i := range pods {
+		byName[pods[i].Namespace+"/"+pods[i].Name] = &pods[i]
+	}
+	byQ := make(map[string]*securityv1alpha1.Quarantine, len(quarantines))
+	direct := map[string][]*securityv1alpha1.Quarantine{} // pod namespace/name
+	for i := range quarantines {
+		q := &quarantines[i]
+		byQ[q.Namespace+"/"+q.Name] = q
+		if k := q.Spec.Target.Kind; k == securityv1alpha1.TargetPod || k == "" {
+			key := q.Namespace + "/" + q.Spec.Target.Name
+			if byName[key] != nil {
+				direct[key] = append(direct[key], q)
+			}
+		}
+	}
+	for i := range pods {
+		p := &pods[i]
+		key := p.Namespace + "/" + p.Name
+		cands := direct[key]
+		var labelled *securityv1alpha1.Quarantine
+		if name, ok := p.Labels[securityv1alpha1.QuarantineLabel]; ok {
+			labelled = byQ[p.Namespace+"/"+name]
+			if labelled == nil {
+				skipped[string(p.UID)] = "quarantine " + name + " of the label not found"
+			} else if !slices.Contains(cands, labelled) {
+				cands = append([]*securityv1alpha1.Quarantine{labelled}, cands...)
+			}
+		}
+		if len(cands) == 0 {
+			continue
+		}
+		if Protected(p.Namespace, managerNamespace) {
+			skipped[string(p.UID)] = "namespace " + p.Namespace + " is protected"
+			continue
+		}
+		var (
+			named    *securityv1alpha1.Quarantine
+			allowDNS = true
+			whys     []string
+		)
+		for _, q := range cands {
+			dns, ok, why := Isolation(q, p)
+			if !ok {
+				whys = append(whys, q.Name+": "+why)
+				continue
+			}
+			allowDNS = allowDNS && dns
+			switch {
+			case named == nil, q == labelled:
+				named = q
+			case named != labelled && olderThan(q, named):
+				named = q
+			}
+		}
+		if named == nil {
+			skipped[string(p.UID)] = strings.Join(whys, "; ")
+			continue
+		}
+		delete(skipped, string(p.UID))
+		want[string(p.UID)] = Wanted{Pod: p, Quarantine: named.Name, AllowDNS: allowDNS}
+	}
+	return want, skipped
+}
+
+func olderThan(a, b *securityv1alpha1.Quarantine) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
 // enforcement keeps the kernel isolation of this node's pods equal to the
-// API state: pods labelled with a Quarantine that isolates them.
+// API state (WantedIsolations).
 type enforcement struct {
 	a *Agent
 
 	mu    sync.Mutex
 	state map[string]*enfRecord // pod UID
+	// busy are the pods whose isolation is being finished (sockets cut)
+	// in the background; cuts waits for those goroutines and cutSlots
+	// bounds them.
+	busy     map[string]string // pod UID -> its cgroup
+	cuts     sync.WaitGroup
+	cutSlots chan struct{}
 
 	dns       []netip.AddrPort
 	dnsAt     time.Time
@@ -86,12 +197,13 @@ type enfRecord struct {
 }
 
 func newEnforcement(a *Agent) *enforcement {
-	return &enforcement{a: a, state: map[string]*enfRecord{}}
+	return &enforcement{a: a, state: map[string]*enfRecord{}, busy: map[string]string{}, cutSlots: make(chan struct{}, a.cfg.EnforceWorkers)}
 }
 
 func (e *enforcement) run(ctx context.Context) {
 	t := time.NewTicker(e.a.cfg.EnforceResync)
 	defer t.Stop()
+	defer e.cuts.Wait()
 	for {
 		e.sync(ctx)
 		select {
@@ -113,40 +225,27 @@ type desired struct {
 func (e *enforcement) sync(ctx context.Context) {
 	a := e.a
 	start := a.now()
-	var list corev1.PodList
-	if err := a.cache.List(ctx, &list, client.HasLabels{securityv1alpha1.QuarantineLabel}); err != nil {
-		a.log.Error(err, "listing quarantined pods")
+	// Read-only views of the caches: a burst lists hundreds of Quarantines
+	// per sync, and copying them all each time is not needed.
+	var pods corev1.PodList
+	if err := a.cache.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		a.log.Error(err, "listing the node's pods")
 		return
 	}
-	want := map[string]desired{}
-	skipped := map[string]string{} // uid -> why a labelled pod is not isolated
-	for i := range list.Items {
-		p := &list.Items[i]
-		name := p.Labels[securityv1alpha1.QuarantineLabel]
-		var q securityv1alpha1.Quarantine
-		err := a.cache.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: name}, &q)
-		var qp *securityv1alpha1.Quarantine
-		switch {
-		case err == nil:
-			qp = &q
-		case !apierrors.IsNotFound(err):
-			// Unknown state: keep whatever is enforced now.
-			a.log.Error(err, "reading quarantine", "namespace", p.Namespace, "name", name)
-			if r := e.get(string(p.UID)); r != nil {
-				want[string(p.UID)] = desired{pod: p, quarantine: r.quarantine, opts: r.opts}
-			}
-			continue
-		}
-		allowDNS, ok, why := Isolation(qp, p)
-		if !ok {
-			skipped[string(p.UID)] = why
-			continue
-		}
-		d := desired{pod: p, quarantine: name, opts: IsolateOptions{AllowDNS: allowDNS}}
-		if allowDNS {
+	var qs securityv1alpha1.QuarantineList
+	if err := a.cache.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
+		// Unknown state: keep whatever is enforced now.
+		a.log.Error(err, "listing quarantines")
+		return
+	}
+	wanted, skipped := WantedIsolations(pods.Items, qs.Items, a.cfg.ManagerNamespace)
+	want := make(map[string]desired, len(wanted))
+	for uid, w := range wanted {
+		d := desired{pod: w.Pod, quarantine: w.Quarantine, opts: IsolateOptions{AllowDNS: w.AllowDNS}}
+		if w.AllowDNS {
 			d.opts.DNS = e.dnsEndpoints(ctx)
 		}
-		want[string(p.UID)] = d
+		want[uid] = d
 	}
 	changed := e.apply(ctx, want, start)
 	if changed {
@@ -161,6 +260,13 @@ func (e *enforcement) get(uid string) *enfRecord {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.state[uid]
+}
+
+// busyPath is the cgroup of a pod whose cut runs, or "".
+func (e *enforcement) busyPath(uid string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.busy[uid]
 }
 
 func (e *enforcement) put(r *enfRecord) {
@@ -183,27 +289,42 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 	now := a.now()
 	changed := false
 	paths := map[string]string{} // uid -> pod cgroup
-	for uid, d := range want {
-		// A pod isolated before keeps its cgroup: looking it up again walks
-		// the node's whole cgroup tree, once per isolated pod per sync
-		// (seconds per sync with 50 isolated pods, measured by bench-drop).
+	var lookup []string
+	for uid := range want {
+		if p := e.busyPath(uid); p != "" {
+			paths[uid] = p
+			continue
+		}
+		// A pod isolated before keeps its cgroup.
 		if old := e.get(uid); old != nil && old.path != "" {
 			if st, err := os.Stat(filepath.Join(a.cfg.CgroupRoot, old.path)); err == nil && st.IsDir() {
 				paths[uid] = old.path
 				continue
 			}
 		}
-		path, _, err := a.be.Containers.PodCgroup(a.cfg.CgroupRoot, uid)
-		if err != nil {
-			rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine, opts: d.opts,
-				reason: "pod cgroup not found on this node: " + err.Error(), at: now}
+		lookup = append(lookup, uid)
+	}
+	if len(lookup) > 0 {
+		// One walk of the node's cgroup tree for all new pods: a walk per
+		// pod made a burst of 50 pods cost seconds per sync.
+		index, err := a.be.Containers.PodCgroups(a.cfg.CgroupRoot)
+		for _, uid := range lookup {
+			d := want[uid]
+			path, ok := index[uid]
+			if err == nil && ok {
+				paths[uid] = path
+				continue
+			}
+			why := "pod cgroup not found on this node"
+			if err != nil {
+				why += ": " + err.Error()
+			}
+			rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine, opts: d.opts, reason: why, at: now}
 			if old := e.get(uid); old == nil || old.reason != rec.reason {
 				changed = true
 			}
 			e.put(rec)
-			continue
 		}
-		paths[uid] = path
 	}
 	enf := a.be.Enforcer
 	if enf == nil {
@@ -239,33 +360,78 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 			}
 		}
 	}
+	var todo []string
 	for uid, path := range paths {
 		d := want[uid]
 		old := e.get(uid)
 		if old != nil && old.enforced && old.path == path && sameOptions(old.opts, d.opts) && old.quarantine == d.quarantine {
 			continue
 		}
-		began := a.now()
-		res, err := enf.Isolate(path, d.opts)
-		rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
-			path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
-		if err != nil {
-			rec.reason = err.Error()
-			a.log.Error(err, "isolating pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
-		} else {
-			// The two durations tell where the time between the pod event
-			// and the drop went (make bench-drop reads them).
-			a.log.Info("isolated pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name, "quarantine", d.quarantine,
-				"allowDNS", d.opts.AllowDNS, "programs", res.Programs, "socketsDestroyed", res.SocketsDestroyed, "method", res.Method,
-				"sinceSyncStartSeconds", began.Sub(syncStart).Seconds(), "isolateSeconds", rec.at.Sub(began).Seconds())
+		if e.busyPath(uid) != "" {
+			continue // its cut's end triggers another sync
 		}
-		e.put(rec)
+		todo = append(todo, uid)
+	}
+	if len(todo) > 0 {
 		changed = true
+	}
+	// A burst brings many pods in one sync: attach to them a few at a time
+	// (the Enforcer runs different cgroups in parallel) rather than one
+	// after another, and cut no socket before every pod of the sync is
+	// attached, so each pod's packets are dropped (established
+	// connections' too) without waiting for the others' cuts. The cuts
+	// finish in the background: the next sync does not wait for them.
+	began := make(map[string]time.Time, len(todo))
+	attachDone := make(map[string]time.Time, len(todo))
+	var mu sync.Mutex
+	parallel(todo, a.cfg.EnforceWorkers, func(uid string) {
+		d, path := want[uid], paths[uid]
+		t0 := a.now()
+		if _, err := enf.Attach(path, d.opts); err != nil {
+			// Isolate below retries it all and records the error.
+			a.log.Error(err, "attaching the isolation in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
+		}
+		t1 := a.now()
+		mu.Lock()
+		began[uid], attachDone[uid] = t0, t1
+		mu.Unlock()
+	})
+	for _, uid := range todo {
+		d, path, t0, t1 := want[uid], paths[uid], began[uid], attachDone[uid]
+		e.mu.Lock()
+		e.busy[uid] = path
+		e.mu.Unlock()
+		e.cuts.Go(func() {
+			e.cutSlots <- struct{}{}
+			defer func() { <-e.cutSlots }()
+			res, err := enf.Isolate(path, d.opts)
+			rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
+				path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
+			if err != nil {
+				rec.reason = err.Error()
+				a.log.Error(err, "isolating pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name)
+			} else {
+				// sinceSyncStart and attachSeconds tell where the time
+				// between the pod event and the drop went (make bench-drop
+				// reads them); isolateSeconds runs from Attach's start to
+				// the end of the cut.
+				a.log.Info("isolated pod in the kernel", "pod", d.pod.Namespace+"/"+d.pod.Name, "quarantine", d.quarantine,
+					"allowDNS", d.opts.AllowDNS, "programs", res.Programs, "socketsDestroyed", res.SocketsDestroyed, "method", res.Method,
+					"sinceSyncStartSeconds", t0.Sub(syncStart).Seconds(), "attachSeconds", t1.Sub(t0).Seconds(), "isolateSeconds", rec.at.Sub(t0).Seconds())
+			}
+			e.mu.Lock()
+			e.state[uid] = rec
+			delete(e.busy, uid)
+			e.mu.Unlock()
+			// Report it, and look again: the pod may be unwanted by now.
+			a.sender.Kick()
+			notify(a.quarEvents)
+		})
 	}
 	e.mu.Lock()
 	var gone []*enfRecord
 	for uid, r := range e.state {
-		if _, ok := want[uid]; !ok {
+		if _, ok := want[uid]; !ok && e.busy[uid] == "" {
 			gone = append(gone, r)
 		}
 	}
@@ -294,6 +460,28 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 		e.put(&r2)
 	}
 	return changed
+}
+
+// parallel calls f for each item on at most workers goroutines and returns
+// when all calls have.
+func parallel(items []string, workers int, f func(string)) {
+	if workers > len(items) {
+		workers = len(items)
+	}
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for it := range work {
+				f(it)
+			}
+		})
+	}
+	for _, it := range items {
+		work <- it
+	}
+	close(work)
+	wg.Wait()
 }
 
 // forgetUnwanted drops records of pods no longer wanted (no enforcer: nothing to release).

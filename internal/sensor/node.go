@@ -94,8 +94,9 @@ type Usage any
 // ContainerSource finds containers' cgroups and reads their resource usage.
 type ContainerSource interface {
 	Scan(root string) ([]Container, error)
-	// PodCgroup is the pod-level cgroup: what enforcement attaches to.
-	PodCgroup(root, podUID string) (path string, id uint64, err error)
+	// PodCgroups finds the pod-level cgroups (what enforcement attaches
+	// to) of all pods in one walk: pod UID → path relative to root.
+	PodCgroups(root string) (map[string]string, error)
 	ReadUsage(root, rel string) (Usage, error)
 	// Rate turns two readings of one cgroup into per-second rates.
 	Rate(prev, cur Usage) detector.ResourceSample
@@ -121,6 +122,9 @@ type IsolateResult struct {
 // and after Reconcile, to learn the result.
 type Enforcer interface {
 	Isolate(cgroupPath string, o IsolateOptions) (IsolateResult, error)
+	// Attach is Isolate's first part: the pod's packets are dropped once it
+	// returns; Isolate then cuts its sockets and completes the isolation.
+	Attach(cgroupPath string, o IsolateOptions) (IsolateResult, error)
 	Release(cgroupPath string) error
 	// Reconcile makes the kernel hold exactly want (by cgroup path).
 	Reconcile(want map[string]IsolateOptions) (applied, released []string, err error)

@@ -297,6 +297,8 @@ func TestBenchDrop(t *testing.T) {
 // sync that saw the pod began, when Isolate began and how long it took.
 type sensorIsolation struct {
 	syncStart, isolateStart, isolateEnd time.Time
+	// attach is how long Attach took (zero for a sensor that logs none).
+	attach time.Duration
 }
 
 // sensorLogs reads the isolations from the sensors' JSON logs, by pod name
@@ -317,6 +319,7 @@ func sensorLogs(t *testing.T, sensors map[string]*nodekit.Sensor) map[string]sen
 				Pod      string    `json:"pod"`
 				SinceS   float64   `json:"sinceSyncStartSeconds"`
 				IsolateS float64   `json:"isolateSeconds"`
+				AttachS  float64   `json:"attachSeconds"`
 			}
 			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "isolated pod in the kernel" {
 				continue
@@ -327,7 +330,7 @@ func sensorLogs(t *testing.T, sensors map[string]*nodekit.Sensor) map[string]sen
 			}
 			end := l.TS
 			start := end.Add(-seconds(l.IsolateS))
-			out[pod] = sensorIsolation{syncStart: start.Add(-seconds(l.SinceS)), isolateStart: start, isolateEnd: end}
+			out[pod] = sensorIsolation{syncStart: start.Add(-seconds(l.SinceS)), isolateStart: start, isolateEnd: end, attach: seconds(l.AttachS)}
 		}
 		_ = f.Close()
 	}
@@ -354,7 +357,7 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var total, created, label, sensorPart, toSync, syncToIsolate, isolate, toDrop timings
+	var total, created, label, sensorPart, createdToSync, createdToDrop, toSync, syncToIsolate, attach, isolate, toDrop timings
 	var first, last time.Time
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -369,8 +372,10 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			first = s
 		}
 		last = later(last, d)
-		if c, ok := w.created[p]; ok {
+		c, hasCreated := w.created[p]
+		if hasCreated {
 			created.lat = append(created.lat, c.Sub(s))
+			createdToDrop.lat = append(createdToDrop.lat, d.Sub(c))
 		}
 		l, ok := w.lbl[p]
 		if ok {
@@ -378,26 +383,35 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			sensorPart.lat = append(sensorPart.lat, d.Sub(l))
 		}
 		if si, ok2 := iso[p]; ok2 {
+			if hasCreated {
+				createdToSync.lat = append(createdToSync.lat, si.syncStart.Sub(c))
+			}
 			if ok {
 				toSync.lat = append(toSync.lat, si.syncStart.Sub(l))
 			}
 			syncToIsolate.lat = append(syncToIsolate.lat, si.isolateStart.Sub(si.syncStart))
 			isolate.lat = append(isolate.lat, si.isolateEnd.Sub(si.isolateStart))
+			if si.attach > 0 {
+				attach.lat = append(attach.lat, si.attach)
+			}
 			toDrop.lat = append(toDrop.lat, d.Sub(si.isolateStart))
 		}
 	}
-	for _, tm := range []*timings{&total, &created, &label, &sensorPart, &toSync, &syncToIsolate, &isolate, &toDrop} {
+	for _, tm := range []*timings{&total, &created, &label, &sensorPart, &createdToSync, &createdToDrop, &toSync, &syncToIsolate, &attach, &isolate, &toDrop} {
 		slices.Sort(tm.lat)
 	}
 	total.span = last.Sub(first)
 	summarize("score → packets dropped", what+" (goal "+goal+")", total)
 	summarize("  score → Quarantine created (manager)", what, created)
 	summarize("  score → pod label persisted (manager: Quarantine, NetworkPolicy, label)", what, label)
-	summarize("  pod label persisted → first refused datagram (the sensor's whole part)", what, sensorPart)
-	summarize("    label persisted → sensor sync start (watch, queued syncs)", what, toSync)
-	summarize("    sensor sync start → Isolate start (reads of the sync, earlier Isolates)", what, syncToIsolate)
-	summarize("    Isolate start → first refused datagram (load, attach; + up to one probe interval)", what, toDrop)
-	summarize("    Isolate() whole call (also pins, cuts sockets, records the intent)", what, isolate)
+	summarize("  pod label persisted → first refused datagram", what, sensorPart)
+	summarize("  Quarantine created → first refused datagram (the sensor's whole part: it enforces from the Quarantine, not the label)", what, createdToDrop)
+	summarize("    Quarantine created → sensor sync start (watch, queued syncs)", what, createdToSync)
+	summarize("    label persisted → sensor sync start (negative: the sync began before the label)", what, toSync)
+	summarize("    sensor sync start → Attach start (reads of the sync, earlier Attaches)", what, syncToIsolate)
+	summarize("    Attach start → first refused datagram (load, attach; + up to one probe interval)", what, toDrop)
+	summarize("    Attach() (intent, maps, load, attach, pin: packets dropped from its return)", what, attach)
+	summarize("    Attach start → Isolate() end (also every Attach of the sync before it, then the socket cut and the intent)", what, isolate)
 }
 
 func loadavg() string {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -39,6 +40,10 @@ var env *testenv.Env
 const managerNS = "bulkhead-system"
 
 func TestMain(m *testing.M) {
+	// The test binary re-executed in a pod's cgroup (kernel_test.go).
+	if len(os.Args) == 3 && os.Args[1] == senderRole {
+		os.Exit(runSender(os.Args[2]))
+	}
 	e, err := testenv.Start(testenv.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -261,8 +266,19 @@ func TestEnforcementFollowsQuarantines(t *testing.T) {
 	if iso, _, _ := r.enf.state(); iso[path].AllowDNS || len(iso[path].DNS) != 0 {
 		t.Fatalf("allowDNS false: got %+v", iso[path])
 	}
+	// Removing the label (the pod's owner can) does not free the pod: its
+	// Quarantine still targets it. Before, this released the kernel isolation.
 	label(here, "")
-	waitFor(t, "Release after the label is removed", func() bool { iso, _, _ := r.enf.state(); return len(iso) == 0 })
+	time.Sleep(500 * time.Millisecond) // a few resyncs
+	if iso, _, _ := r.enf.state(); len(iso) != 1 {
+		t.Fatalf("isolated %v after the label was removed, want the pod still isolated by its Quarantine", iso)
+	}
+	qp = client.MergeFrom(q3.DeepCopy())
+	q3.Spec.Released = ptr.To(true)
+	if err := env.Client.Patch(ctx, q3, qp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Release after the second Quarantine is released", func() bool { iso, _, _ := r.enf.state(); return len(iso) == 0 })
 
 	// A deleted Quarantine releases too.
 	q4 := quarantine("q-shop-1c", "shop-1", false, true)
@@ -582,4 +598,80 @@ func TestConnectionsOpenBeforeTrackingAreLearned(t *testing.T) {
 	send(sensor.Event{Conn: &sensor.Conn{Family: 2, Addr: netip.MustParseAddr("203.0.113.9"), Port: 4444, Protocol: "TCP"}})
 	waitFor(t, "a new destination scored", func() bool { return len(scores(0.8)) > 0 })
 	_ = r
+}
+
+// A pod is isolated from its Quarantine alone, before (or without) the
+// manager's label; a burst of pods arriving during one sync is isolated by
+// the next with one walk of the cgroup tree and several Attach (then
+// Isolate) calls at once, never more than EnforceWorkers of each.
+func TestBurstIsolatedFromQuarantinesWithoutLabels(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "sensor-burst")
+	conts := &fakeContainers{}
+	const n = 12
+	pods := make([]*corev1.Pod, 0, n)
+	for i := range n {
+		p := runningPod(t, ns, fmt.Sprintf("shop-%d", i), ns+"-node", fmt.Sprintf("c-burst-%d", i), "", nil)
+		conts.add(string(p.UID), fmt.Sprintf("c-burst-%d", i), 0)
+		pods = append(pods, p)
+	}
+	// The pods' cgroups exist as directories, so a pod found once keeps
+	// its cgroup without another walk.
+	root := t.TempDir()
+	for _, p := range pods {
+		if err := os.MkdirAll(filepath.Join(root, podPath(string(p.UID))), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gate := make(chan struct{})
+	r := startAgent(t, ns+"-node", newFakeManager(t), conts, func(c *sensor.Config, _ *sensor.Backends) {
+		c.CgroupRoot = root
+		c.EnforceResync = time.Hour
+		c.EnforceWorkers = 4
+	})
+	r.enf.mu.Lock()
+	r.enf.gate, r.enf.delay = gate, 30*time.Millisecond
+	r.enf.mu.Unlock()
+	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
+	if w := conts.walkCount(); w != 0 {
+		t.Fatalf("%d cgroup walks with nothing to isolate", w)
+	}
+	quarantine := func(target string) {
+		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-" + target},
+			Spec: securityv1alpha1.QuarantineSpec{
+				Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: target},
+				Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+			}}
+		if err := env.Client.Create(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first Quarantine's sync is held in Attach while the others arrive.
+	quarantine(pods[0].Name)
+	waitFor(t, "the first Attach to start", func() bool { now, _ := r.enf.running("attach"); return now == 1 })
+	for _, p := range pods[1:] {
+		quarantine(p.Name)
+	}
+	time.Sleep(500 * time.Millisecond) // the sensor's watch sees them all
+	close(gate)
+	waitFor(t, "every pod isolated", func() bool { iso, _, _ := r.enf.state(); return len(iso) == n })
+	// Two syncs (three if the watch was slow to show the last ones); a walk
+	// per pod would be 12.
+	if w := conts.walkCount(); w < 2 || w > 3 {
+		t.Errorf("%d cgroup walks for %d pods arriving in two syncs, want one per sync", w, n)
+	}
+	for _, kind := range []string{"attach", "isolate"} {
+		if _, most := r.enf.running(kind); most < 2 || most > 4 {
+			t.Errorf("at most %d %s calls ran at once, want 2..4 (EnforceWorkers)", most, kind)
+		}
+	}
+	for _, p := range pods {
+		var got corev1.Pod
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := got.Labels[securityv1alpha1.QuarantineLabel]; ok {
+			t.Fatalf("pod %s has a quarantine label: the test must isolate without one", p.Name)
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
@@ -109,6 +110,13 @@ type fakeContainers struct {
 	mu    sync.Mutex
 	conts []sensor.Container
 	reads map[string]uint64
+	walks int // PodCgroups calls
+}
+
+func (f *fakeContainers) walkCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.walks
 }
 
 func cgroupID(s string) uint64 {
@@ -137,15 +145,15 @@ func (f *fakeContainers) Scan(string) ([]sensor.Container, error) {
 
 func podPath(uid string) string { return "kubepods.slice/kubepods-pod" + uid + ".slice" }
 
-func (f *fakeContainers) PodCgroup(_, uid string) (string, uint64, error) {
+func (f *fakeContainers) PodCgroups(string) (map[string]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.walks++
+	out := map[string]string{}
 	for _, c := range f.conts {
-		if c.PodUID == uid {
-			return podPath(uid), cgroupID(podPath(uid)), nil
-		}
+		out[c.PodUID] = podPath(c.PodUID)
 	}
-	return "", 0, fmt.Errorf("no cgroup for pod %s", uid)
+	return out, nil
 }
 
 func (f *fakeContainers) ReadUsage(_, rel string) (sensor.Usage, error) {
@@ -168,6 +176,40 @@ type fakeEnforcer struct {
 	isolated  map[string]sensor.IsolateOptions
 	calls     []string
 	reconcile []map[string]sensor.IsolateOptions
+	// gate, when set, holds every Attach until it is closed; delay
+	// lengthens each Attach and Isolate; inflight and maxInflight count
+	// the calls of each running at once.
+	gate                  chan struct{}
+	delay                 time.Duration
+	inflight, maxInflight map[string]int
+}
+
+// enter counts a call of kind and waits as the test asked.
+func (f *fakeEnforcer) enter(kind string) {
+	f.mu.Lock()
+	if f.inflight == nil {
+		f.inflight, f.maxInflight = map[string]int{}, map[string]int{}
+	}
+	f.inflight[kind]++
+	f.maxInflight[kind] = max(f.maxInflight[kind], f.inflight[kind])
+	gate, delay := f.gate, f.delay
+	f.mu.Unlock()
+	if gate != nil && kind == "attach" {
+		<-gate
+	}
+	time.Sleep(delay)
+}
+
+func (f *fakeEnforcer) leave(kind string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inflight[kind]--
+}
+
+func (f *fakeEnforcer) running(kind string) (now, most int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inflight[kind], f.maxInflight[kind]
 }
 
 func newFakeEnforcer() *fakeEnforcer {
@@ -175,12 +217,23 @@ func newFakeEnforcer() *fakeEnforcer {
 }
 
 func (f *fakeEnforcer) Isolate(path string, o sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	f.enter("isolate")
+	defer f.leave("isolate")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.isolated[path] = o
 	f.calls = append(f.calls, "isolate "+path)
 	return sensor.IsolateResult{CgroupID: cgroupID(path), Programs: []string{"cgroup_skb/ingress", "cgroup_skb/egress", "cgroup/connect4"},
 		SocketsDestroyed: 1, ConnCut: true, Method: "bpf_sock_destroy"}, nil
+}
+
+func (f *fakeEnforcer) Attach(path string, _ sensor.IsolateOptions) (sensor.IsolateResult, error) {
+	f.enter("attach")
+	defer f.leave("attach")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "attach "+path)
+	return sensor.IsolateResult{CgroupID: cgroupID(path)}, nil
 }
 
 func (f *fakeEnforcer) Release(path string) error {

@@ -60,6 +60,24 @@ func PodCgroup(root, podUID string) (path string, id uint64, err error) {
 	return path, id, nil
 }
 
+// PodCgroups finds the pod-level cgroups of all pods under root in one walk:
+// pod UID (with dashes, as in the API) → path relative to root. Looking up
+// many pods costs one walk instead of one per pod (PodCgroup).
+func PodCgroups(root string) (map[string]string, error) {
+	out := map[string]string{}
+	err := walk(root, func(rel string, _ uint64) bool {
+		if uid, _, ok := ParsePod(rel); ok {
+			out[uid] = rel
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // walk visits every directory below root (not root itself) with its path
 // relative to root and its cgroup ID, descending while visit returns true.
 func walk(root string, visit func(rel string, id uint64) bool) error {

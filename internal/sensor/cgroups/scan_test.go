@@ -256,3 +256,30 @@ func TestScanBadRoot(t *testing.T) {
 		t.Error("Scan of an absent root succeeded")
 	}
 }
+
+// PodCgroups finds every pod's cgroup in one walk, under both drivers and
+// every QoS class, and names the same cgroup PodCgroup finds.
+func TestPodCgroupsIndex(t *testing.T) {
+	root := v2Root(t)
+	prefix := "bulkhead-test-" + randHex(t, 12) + ".slice"
+	uids := []string{randUID(t), randUID(t), randUID(t)}
+	mkCgroups(t, root, prefix+"/"+ContainerPath(Systemd, Burstable, uids[0], Containerd, randHex(t, 64)))
+	mkCgroups(t, root, prefix+"/"+ContainerPath(Systemd, BestEffort, uids[1], Containerd, randHex(t, 64)))
+	mkCgroups(t, root, prefix+"/"+PodPath(Systemd, Guaranteed, uids[2]))
+	idx, err := PodCgroups(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range uids {
+		want, _, err := PodCgroup(root, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := idx[uid]; got != want || !strings.HasPrefix(got, prefix+"/") {
+			t.Errorf("PodCgroups[%s] = %q, want %q", uid, got, want)
+		}
+	}
+	if _, ok := idx[randUID(t)]; ok {
+		t.Error("PodCgroups names a pod that has no cgroup")
+	}
+}

@@ -49,9 +49,14 @@ func (e *Enforcer) cutSockets(cgroupPath string, cgid uint64, o Options, res *Re
 }
 
 // destroyByIterator points the iterators at the cgroup and runs them in
-// every namespace. The caller holds e.mu, so runs do not interleave.
+// every namespace, with a set of iterators of its own: their target map
+// holds one cgroup.
 func (e *Enforcer) destroyByIterator(cgid uint64, o Options, nss []netns.NS) (int, error) {
-	its := e.iters
+	its, err := e.iters.get()
+	if err != nil {
+		return 0, err
+	}
+	defer e.iters.put(its)
 	if err := its.Target.Put(uint32(0), cgid); err != nil {
 		return 0, fmt.Errorf("set iterator target: %w", err)
 	}

@@ -126,16 +126,56 @@ type Enforcer struct {
 	// the cost of loading the programs.
 	btf *btf.Cache
 
-	// iters are the socket-destroying iterators, loaded once; iterErr is
-	// why they cannot be used here (nil when they can).
-	iters   *iterators
+	// iters are sets of socket-destroying iterators, each loaded once and
+	// pointed at one cgroup per run, so cuts of different cgroups run at
+	// once; iterErr is why they cannot be used here (nil when they can).
+	iters   *iterPool
 	iterErr error
 
-	mu     sync.Mutex
+	// mu guards closed: Isolate, Release and List hold it shared, so calls
+	// on different cgroups run in parallel; Close holds it exclusively.
+	mu     sync.RWMutex
 	closed bool
+	// cgroups serializes the work on one cgroup's pin directory.
+	cgroups keyedMutex
 	// crash, when set, is called at each step of Isolate and Release; tests
 	// kill the process there to prove crash safety.
 	crash func(step string)
+}
+
+// keyedMutex is one mutex per cgroup id, kept only while in use.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[uint64]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock locks id and returns its unlock.
+func (k *keyedMutex) lock(id uint64) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[uint64]*keyedEntry{}
+	}
+	en := k.m[id]
+	if en == nil {
+		en = &keyedEntry{}
+		k.m[id] = en
+	}
+	en.users++
+	k.mu.Unlock()
+	en.mu.Lock()
+	return func() {
+		en.mu.Unlock()
+		k.mu.Lock()
+		if en.users--; en.users == 0 {
+			delete(k.m, id)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // New checks that pinDir is (or can be made) a directory on bpffs and that this kernel and process can
@@ -174,7 +214,10 @@ func New(pinDir string) (*Enforcer, error) {
 		return nil, &MissingError{What: "programs", Err: err}
 	}
 	objs.Close()
-	e.iters, e.iterErr = e.loadIterators()
+	var it *iterators
+	if it, e.iterErr = e.loadIterators(); e.iterErr == nil {
+		e.iters = &iterPool{load: e.loadIterators, idle: []*iterators{it}, all: []*iterators{it}}
+	}
 	return e, nil
 }
 
@@ -268,6 +311,50 @@ func (it *iterators) Close() {
 	it.UDP.Close()
 	it.Target.Close()
 	it.Allow.Close()
+}
+
+// iterPool hands out idle iterator sets, loading another when all are in
+// use: as many sets as cuts ever ran at once.
+type iterPool struct {
+	load func() (*iterators, error)
+
+	mu        sync.Mutex
+	idle, all []*iterators
+}
+
+func (p *iterPool) get() (*iterators, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		it := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return it, nil
+	}
+	p.mu.Unlock()
+	it, err := p.load()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.all = append(p.all, it)
+	p.mu.Unlock()
+	return it, nil
+}
+
+func (p *iterPool) put(it *iterators) {
+	p.mu.Lock()
+	p.idle = append(p.idle, it)
+	p.mu.Unlock()
+}
+
+// Close closes every set; none may be in use.
+func (p *iterPool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, it := range p.all {
+		it.Close()
+	}
+	p.all, p.idle = nil, nil
 }
 
 func (e *Enforcer) loadIterators() (*iterators, error) {

@@ -51,6 +51,20 @@ func (e *Enforcer) step(name string) {
 // (it only cuts sockets again, of which there should be none); with other
 // options it updates the allowed DNS endpoints.
 func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
+	return e.isolate(cgroupPath, o, true)
+}
+
+// Attach is the first part of Isolate: it records the intent and attaches
+// and pins the programs, so the cgroup's packets are dropped once it
+// returns, but cuts no socket and leaves the isolation incomplete. Isolate
+// on the same cgroup finishes it (a crash in between leaves an incomplete
+// isolation that Reconcile finishes). A burst attaches to every pod first,
+// then cuts: each pod's traffic stops without waiting for the others' cuts.
+func (e *Enforcer) Attach(cgroupPath string, o Options) (Result, error) {
+	return e.isolate(cgroupPath, o, false)
+}
+
+func (e *Enforcer) isolate(cgroupPath string, o Options, finish bool) (Result, error) {
 	o, err := normalize(o)
 	if err != nil {
 		return Result{}, err
@@ -59,11 +73,12 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	if e.closed {
 		return Result{}, errClosed
 	}
+	defer e.cgroups.lock(cgid)()
 
 	res := Result{CgroupID: cgid}
 	dir := e.dir(cgid)
@@ -114,6 +129,9 @@ func (e *Enforcer) Isolate(cgroupPath string, o Options) (Result, error) {
 	// once the cgroup_skb ones are in place.
 	if err := e.unpinLinks(dir, legacyPrograms); err != nil {
 		return res, err
+	}
+	if !finish {
+		return res, nil
 	}
 
 	e.cutSockets(cgroupPath, cgid, o, &res)
@@ -220,14 +238,14 @@ func removeTemps(dir string) {
 // its pins. Releasing a cgroup that is not isolated does nothing. It works
 // from the pins alone, also after a restart or when the cgroup is gone.
 func (e *Enforcer) Release(cgroupPath string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	if e.closed {
 		return errClosed
 	}
 	cgid, err := cgroupID(cgroupPath)
 	if err == nil {
-		if err := e.release(cgid); err != nil {
+		if err := e.releaseLocked(cgid); err != nil {
 			return err
 		}
 	}
@@ -240,7 +258,7 @@ func (e *Enforcer) Release(cgroupPath string) error {
 	found := false
 	for _, iso := range isos {
 		if iso.Path == cgroupPath {
-			if err := e.release(iso.CgroupID); err != nil {
+			if err := e.releaseLocked(iso.CgroupID); err != nil {
 				return err
 			}
 			found = true
@@ -277,6 +295,12 @@ func (e *Enforcer) unpinLinks(dir string, progs []program) error {
 	return errors.Join(errs...)
 }
 
+// releaseLocked is release under cgid's lock; the caller holds e.mu shared.
+func (e *Enforcer) releaseLocked(cgid uint64) error {
+	defer e.cgroups.lock(cgid)()
+	return e.release(cgid)
+}
+
 // release removes one isolation: links first (each unpinned link is
 // detached), then maps, then the intent, then the directory. A crash in
 // between leaves a directory that List shows and Reconcile finishes.
@@ -304,8 +328,8 @@ func (e *Enforcer) release(cgid uint64) error {
 // List returns the isolations recorded in the pin directory, complete or
 // left half-done by a crash.
 func (e *Enforcer) List() ([]Isolation, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	return e.list()
 }
 
@@ -370,9 +394,7 @@ func (e *Enforcer) Reconcile(want map[string]Options) (applied, released []strin
 			have[iso.CgroupID] = iso
 			continue
 		}
-		e.mu.Lock()
-		err := e.release(iso.CgroupID)
-		e.mu.Unlock()
+		err := e.releaseShared(iso.CgroupID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -397,6 +419,16 @@ func (e *Enforcer) Reconcile(want map[string]Options) (applied, released []strin
 	slices.Sort(applied)
 	slices.Sort(released)
 	return applied, released, errors.Join(errs...)
+}
+
+// releaseShared is release for a caller that holds no lock.
+func (e *Enforcer) releaseShared(cgid uint64) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return errClosed
+	}
+	return e.releaseLocked(cgid)
 }
 
 // Drops returns how many packets the isolation of cgroup cgid dropped
