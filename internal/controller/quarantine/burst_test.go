@@ -2,6 +2,7 @@ package quarantine
 
 import (
 	"context"
+	"maps"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,5 +124,55 @@ func TestAppliedEventsFoldIntoContained(t *testing.T) {
 		if n := rec.count("Quarantine", c.reason); n != c.want {
 			t.Errorf("%d %s Events on the Quarantine, want %d: %v", n, c.reason, c.want, rec.reasons)
 		}
+	}
+}
+
+// Issue 17: with the pod in the cache, a first pass in a burst isolates
+// with no live read at all (the NetworkPolicy and the label are the only
+// requests); alone, it isolates before the live reads return, and the
+// evidence still shows the pod as it was.
+func TestIsolationFromTheCachedPod(t *testing.T) {
+	f := newFixture(t, 2)
+	before := getPod(t, f.pods[0]).Labels
+	key := f.quarantine(t, "qe", f.pods[0].Name, isolateDNS(), act(securityv1alpha1.ActionScaleToZero))
+	r, _ := newReconciler(direct)
+	r.waiting, r.stash, r.podCache, r.cachedHolders = &unisolated{}, &evidenceStash{}, direct, direct
+	other := types.NamespacedName{Namespace: f.ns, Name: "qnew"}
+	r.waiting.add(other)
+	var reads atomic.Int64
+	r.APIReader = interceptor.NewClient(direct, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			reads.Add(1)
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			reads.Add(1)
+			return c.List(ctx, list, opts...)
+		},
+	})
+	if _, err := r.Reconcile(ctx, reqFor(key)); err != nil {
+		t.Fatal(err)
+	}
+	if n := reads.Load(); n != 0 {
+		t.Fatalf("%d live reads in a burst's first pass, want 0", n)
+	}
+	if getPod(t, f.pods[0]).Labels[securityv1alpha1.QuarantineLabel] != "qe" {
+		t.Fatal("pod not labelled by the first pass")
+	}
+	must(t, direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "bulkhead-qe"}, &networkingv1.NetworkPolicy{}))
+	if q := getQ(t, key); q.Status.Phase != "" {
+		t.Fatalf("status written in a burst's first pass: %s", q.Status.Phase)
+	}
+	if replicas(t, f) == 0 {
+		t.Fatal("scaled to zero before the evidence")
+	}
+
+	r.waiting.done(other)
+	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
+	if q.Status.Evidence == nil || !maps.Equal(q.Status.Evidence.Labels, before) {
+		t.Fatalf("evidence labels %v, want the pod's before isolation %v", q.Status.Evidence, before)
+	}
+	if replicas(t, f) != 0 {
+		t.Fatal("not scaled to zero")
 	}
 }

@@ -77,6 +77,9 @@ type QuarantineReconciler struct {
 	// cachedHolders lists Quarantines by target from the cache (index on
 	// spec.target.name); nil: live only.
 	cachedHolders client.Reader
+	// podCache reads target pods from the cache for the isolating writes
+	// (isolateEarly); nil: they wait for the live reads.
+	podCache client.Reader
 	// ProtectedBy names a ThreatPolicy whose protectedNamespaces lists the
 	// namespace, or ""; hand-made Quarantines there are refused. nil: none.
 	ProtectedBy func(ctx context.Context, namespace string) (string, error)
@@ -234,7 +237,7 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		func(o client.Object) []string { return []string{o.(*securityv1alpha1.Quarantine).Spec.Target.Name} }); err != nil {
 		return err
 	}
-	r.cachedHolders = mgr.GetClient()
+	r.cachedHolders, r.podCache = mgr.GetClient(), mgr.GetClient()
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(r.waiting.noteCreated(), quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).

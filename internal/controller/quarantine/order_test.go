@@ -113,11 +113,19 @@ func is(s string) func(string) bool { return func(x string) bool { return x == s
 // Event comes after isolation; and the evidence shows the pod's labels as
 // they were, without the quarantine label.
 func TestIsolationFirst(t *testing.T) {
+	t.Run("after the live reads", func(t *testing.T) { testIsolationFirst(t, false) })
+	t.Run("from the cached pod", func(t *testing.T) { testIsolationFirst(t, true) })
+}
+
+func testIsolationFirst(t *testing.T, cached bool) {
 	f := newFixture(t, 1)
 	before := getPod(t, f.pods[0]).Labels
 	key := f.quarantine(t, "qf", f.pods[0].Name, isolateDNS(), labelAction(), act(securityv1alpha1.ActionEvict))
 	l := &writeLog{}
 	r := &QuarantineReconciler{Client: l.client(), APIReader: direct, Recorder: l, ManagerNamespace: securityv1alpha1.DefaultManagerNamespace}
+	if cached {
+		r.podCache = direct
+	}
 	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	log := l.list()
 	t.Logf("writes in order: %s", strings.Join(log, ", "))

@@ -46,8 +46,9 @@ type pass struct {
 	deferred *deferred
 	// noStatus: this pass leaves status unwritten (deferStatus).
 	noStatus bool
-	// isolatedNow: this pass made isolating writes.
-	isolatedNow bool
+	// isolatedNow: this pass made isolating writes; isolatedEarly: from the
+	// cached pod, ahead of the live reads (isolateEarly).
+	isolatedNow, isolatedEarly bool
 }
 
 // resolved is what Engine.Resolve returned.
@@ -117,13 +118,6 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if refused, err := p.refuseProtected(ctx); err != nil || refused {
 		return ctrl.Result{}, refused, err
 	}
-	// The target is read meanwhile: both reads are live, and one after the
-	// other they were two round trips ahead of the intent.
-	p.resolving = make(chan resolved, 1)
-	go func() {
-		t, err := p.e.Resolve(ctx, p.q)
-		p.resolving <- resolved{t, err}
-	}()
 	list, err := p.r.sameTarget(ctx, q)
 	if err != nil {
 		return ctrl.Result{}, false, err
@@ -132,7 +126,87 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.fail(securityv1alpha1.ReasonTargetAlreadyQuarantined, fmt.Sprintf("%s %s is already held by Quarantine %s", kubeutil.TargetKind(q.Spec.Target), q.Spec.Target.Name, holder))
 		return ctrl.Result{}, true, nil
 	}
+	early := p.cachedPod(ctx)
+	burst := early != nil && p.r.stash != nil && p.othersAwaitIsolation()
+	if !burst {
+		p.resolve(ctx)
+	}
+	if early != nil {
+		if err := p.isolateEarly(ctx, early); err != nil {
+			return ctrl.Result{}, false, err
+		}
+		if burst && p.isolatedNow {
+			// Isolated with no read: status, evidence and the rest come
+			// once no new Quarantine awaits its first pass (deferStatus).
+			p.r.stash.put(q.UID, &deferred{isolatedAt: &p.now})
+			p.noStatus = true
+			return holdResult(), true, nil
+		}
+	}
+	p.resolve(ctx)
 	return ctrl.Result{}, false, nil
+}
+
+// resolve starts reading the target live (the pod, its owners), once per
+// pass; resolveTarget joins.
+func (p *pass) resolve(ctx context.Context) {
+	if p.resolving != nil {
+		return
+	}
+	p.resolving = make(chan resolved, 1)
+	go func() {
+		t, err := p.e.Resolve(ctx, p.q)
+		p.resolving <- resolved{t, err}
+	}()
+}
+
+// cachedPod returns the target pod from the cache when a first pass of an
+// approved Quarantine for a pod can isolate it before the live reads
+// return, or nil.
+func (p *pass) cachedPod(ctx context.Context) *corev1.Pod {
+	q := p.q
+	if p.r.podCache == nil || q.Status.Phase != "" || !kubeutil.IsPodTarget(q.Spec.Target) || !q.IsApproved() {
+		return nil
+	}
+	if !slices.ContainsFunc(q.Spec.Actions, func(a securityv1alpha1.Action) bool { tr, _ := p.e.Traits(a.Type); return tr.Isolating }) {
+		return nil
+	}
+	pod := &corev1.Pod{}
+	if err := p.r.podCache.Get(ctx, client.ObjectKey{Namespace: q.Namespace, Name: q.Spec.Target.Name}, pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		return nil // the live read decides
+	}
+	return pod
+}
+
+// isolateEarly makes the isolating writes for the cached pod: the
+// NetworkPolicy and the pod label are all isolation needs, and the live
+// reads of the pod and its owners (evidence, the other actions) would put
+// two round trips ahead of them. The evidence snapshot read meanwhile drops
+// the quarantine label this puts on the pod (snapshotEvidence), so it still
+// shows the pod as it was; nothing else changes it before it is persisted.
+func (p *pass) isolateEarly(ctx context.Context, pod *corev1.Pod) error {
+	target := &containment.Target{UID: string(pod.UID), Pods: []corev1.Pod{*pod}, Node: pod.Spec.NodeName}
+	p.scope.Target = target
+	defer func() {
+		if p.scope.Target == target {
+			p.scope.Target = nil // resolveTarget puts the live one
+		}
+	}()
+	for _, a := range p.q.Spec.Actions {
+		if tr, _ := p.e.Traits(a.Type); !tr.Isolating {
+			continue
+		}
+		st := securityv1alpha1.ActionStatus{}
+		p.e.Plan(p.scope, a, &st)
+		_, err := p.e.Isolate(ctx, p.scope, a, &st)
+		if err != nil && !containment.Permanent(err) {
+			p.alertForbidden(a.Type, err)
+			return fmt.Errorf("%s: %w", a.Type, err)
+		}
+		p.isolatedNow = p.isolatedNow || err == nil
+	}
+	p.isolatedEarly = p.isolatedNow
+	return nil
 }
 
 // sameTarget lists the Quarantines naming q's target (spec.target.name, a
@@ -374,6 +448,9 @@ func deferStatus(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 // third-party denies and the other actions. An error that retrying cannot
 // fix is left to applyActions, which records the action Failed.
 func isolateFirst(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
+	if p.isolatedEarly {
+		return ctrl.Result{}, false, nil
+	}
 	for _, a := range p.isolating() {
 		_, err := p.e.Isolate(ctx, p.scope, a, p.actionStatus(a.Type))
 		if err != nil && !containment.Permanent(err) {
