@@ -87,6 +87,8 @@ type Reconciler struct {
 	decideMu sync.Mutex
 	// pending counts this controller's writes the cache does not show yet.
 	pending ledger
+	// verified caches the provenance check per Quarantine version.
+	verified verified
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release
