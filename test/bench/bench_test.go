@@ -489,42 +489,14 @@ func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, 
 		t.Fatal(err)
 	}
 	qr := dc.Resource(securityv1alpha1.GroupVersion.WithResource("quarantines")).Namespace(ns)
-	qs := resumable(t, env.Ctx, func(ctx context.Context) (string, error) {
-		l, err := qr.List(ctx, metav1.ListOptions{Limit: 1})
-		if err != nil {
-			return "", err
-		}
-		return l.GetResourceVersion(), nil
-	}, qr.Watch)
+	qs := resumable(t, env.Ctx, metav1.ListOptions{}, qr.List, qr.Watch)
 	npc := env.Fast.NetworkingV1().NetworkPolicies(ns)
-	nps := resumable(t, env.Ctx, func(ctx context.Context) (string, error) {
-		l, err := npc.List(ctx, metav1.ListOptions{Limit: 1})
-		if err != nil {
-			return "", err
-		}
-		return l.ResourceVersion, nil
-	}, npc.Watch)
+	nps := resumable(t, env.Ctx, metav1.ListOptions{}, npc.List, npc.Watch)
 	rsc := env.Fast.AppsV1().ReplicaSets(ns)
-	rss := resumable(t, env.Ctx, func(ctx context.Context) (string, error) {
-		l, err := rsc.List(ctx, metav1.ListOptions{Limit: 1})
-		if err != nil {
-			return "", err
-		}
-		return l.ResourceVersion, nil
-	}, rsc.Watch)
+	rss := resumable(t, env.Ctx, metav1.ListOptions{}, rsc.List, rsc.Watch)
 	// Only labelled pods: a pod gaining the label arrives as ADDED.
 	pc := env.Fast.CoreV1().Pods(ns)
-	labelled := metav1.ListOptions{Limit: 1, LabelSelector: securityv1alpha1.QuarantineLabel}
-	pods := resumable(t, env.Ctx, func(ctx context.Context) (string, error) {
-		l, err := pc.List(ctx, labelled)
-		if err != nil {
-			return "", err
-		}
-		return l.ResourceVersion, nil
-	}, func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-		o.LabelSelector = labelled.LabelSelector
-		return pc.Watch(ctx, o)
-	})
+	pods := resumable(t, env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.QuarantineLabel}, pc.List, pc.Watch)
 	seen := func(m map[string]time.Time, key string) {
 		now := time.Now()
 		w.mu.Lock()
