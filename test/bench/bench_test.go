@@ -488,23 +488,15 @@ func startWatch(t *testing.T, env *kit.Env, ns string, owner map[string]string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	qs, err := dc.Resource(securityv1alpha1.GroupVersion.WithResource("quarantines")).Namespace(ns).Watch(env.Ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nps, err := env.Fast.NetworkingV1().NetworkPolicies(ns).Watch(env.Ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rss, err := env.Fast.AppsV1().ReplicaSets(ns).Watch(env.Ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	qr := dc.Resource(securityv1alpha1.GroupVersion.WithResource("quarantines")).Namespace(ns)
+	qs := resumable(t, env.Ctx, metav1.ListOptions{}, qr.List, qr.Watch)
+	npc := env.Fast.NetworkingV1().NetworkPolicies(ns)
+	nps := resumable(t, env.Ctx, metav1.ListOptions{}, npc.List, npc.Watch)
+	rsc := env.Fast.AppsV1().ReplicaSets(ns)
+	rss := resumable(t, env.Ctx, metav1.ListOptions{}, rsc.List, rsc.Watch)
 	// Only labelled pods: a pod gaining the label arrives as ADDED.
-	pods, err := env.Fast.CoreV1().Pods(ns).Watch(env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.QuarantineLabel})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := env.Fast.CoreV1().Pods(ns)
+	pods := resumable(t, env.Ctx, metav1.ListOptions{LabelSelector: securityv1alpha1.QuarantineLabel}, pc.List, pc.Watch)
 	seen := func(m map[string]time.Time, key string) {
 		now := time.Now()
 		w.mu.Lock()

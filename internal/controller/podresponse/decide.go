@@ -37,8 +37,9 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 		return nil, err
 	}
 	w := &world{pod: pod, policies: map[string]*securityv1alpha1.ThreatPolicy{}, names: map[string]bool{}, signer: signer}
+	made := func(q *securityv1alpha1.Quarantine) bool { return r.verified.made(signer, q) }
 	w.env = policy.Env{Now: r.Now(), ManagerNamespace: r.ManagerNamespace, Pod: pod, ActiveByPolicy: map[string]int{}, MaxActive: r.MaxActive,
-		MadeByPolicy: signer.Made, ActiveInNamespace: map[string]int{}, Cordons: map[string]int{}}
+		MadeByPolicy: made, ActiveInNamespace: map[string]int{}, Cordons: map[string]int{}}
 	share := r.NamespaceShare
 	if share <= 0 {
 		share = 50
@@ -76,7 +77,7 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 		}
 		// Only what the manager made counts: a forged created-by annotation
 		// must not spend budgets or the cap.
-		if signer.Made(q) {
+		if made(q) {
 			w.env.ActiveTotal++
 			if q.Namespace == pod.Namespace {
 				w.env.ActiveTotalInNamespace++
@@ -96,10 +97,11 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 		}
 		// A policy's own Quarantine wins over a hand-made one for the same
 		// pod, and a hand-made one that holds it over one that holds nothing.
-		if samePod && (w.env.Existing == nil || rank(signer, q) > rank(signer, w.env.Existing)) {
+		if samePod && (w.env.Existing == nil || rank(made, q) > rank(made, w.env.Existing)) {
 			w.env.Existing = q
 		}
 	}
+	r.verified.keepOnly(qs.Items)
 	if count {
 		r.pending.count(listed, &w.env)
 	}
@@ -282,9 +284,9 @@ func (r *Reconciler) reserveAgain(w *world, spec *securityv1alpha1.QuarantineSpe
 
 // rank orders the Quarantines of one pod: the policies' own, then a
 // hand-made one that holds the pod, then one that holds nothing.
-func rank(signer *provenance.Signer, q *securityv1alpha1.Quarantine) int {
+func rank(made func(*securityv1alpha1.Quarantine) bool, q *securityv1alpha1.Quarantine) int {
 	switch {
-	case signer.Made(q):
+	case made(q):
 		return 2
 	case policy.Supersedable(q):
 		return 0

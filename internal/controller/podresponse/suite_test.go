@@ -43,8 +43,10 @@ const (
 
 var (
 	// keys signs the Quarantines the manager makes (internal/provenance).
-	keys      *provenance.Keyring
-	k8s       client.Client
+	keys *provenance.Keyring
+	k8s  client.Client
+	// watcher watches what the suite's decider writes (benchmarks).
+	watcher   client.WithWatch
 	ingestURL string
 	httpc     = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the suite's server is self-signed
@@ -88,6 +90,10 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	k8s = env.Client
+	if watcher, err = client.NewWithWatch(env.Config, client.Options{Scheme: testenv.Scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -162,7 +168,7 @@ func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
 	registry := detection.NewRegistry()
 	recorder := mgr.GetEventRecorder("bulkhead")
 	decider = &Reconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: triggers, Evaluator: evaluator, Activity: activity,
+		Client: gatedClient{mgr.GetClient()}, APIReader: mgr.GetAPIReader(), Triggers: triggers, Evaluator: evaluator, Activity: activity,
 		Recorder: recorder, ManagerNamespace: managerNS, MaxActive: 100, Provenance: keys,
 	}
 	if err := decider.SetupWithManager(mgr); err != nil {
@@ -173,6 +179,22 @@ func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
 		return nil, err
 	}
 	return &detection.Pipeline{Registry: registry, Model: syscallModel{}, Recorder: evaluator}, nil
+}
+
+// createGate, when set, runs before each Quarantine create of the suite's
+// decider (tests that hold creates back).
+var createGate atomic.Pointer[func(*securityv1alpha1.Quarantine)]
+
+// gatedClient is the decider's client with createGate in front of creates.
+type gatedClient struct{ client.Client }
+
+func (c gatedClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if q, ok := obj.(*securityv1alpha1.Quarantine); ok {
+		if gate := createGate.Load(); gate != nil {
+			(*gate)(q)
+		}
+	}
+	return c.Client.Create(ctx, obj, opts...)
 }
 
 // newNamespace makes a namespace labelled for one test's policy.
