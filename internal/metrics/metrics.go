@@ -140,6 +140,13 @@ var (
 		Name: "bulkhead_notifications_total",
 		Help: "Notifications by sink (slack, webhook, cloudevents) and outcome (delivered, failed, dropped).",
 	}, []string{"sink", "outcome"})
+
+	// EventsSuppressed counts Events the decision path left out beyond its
+	// rate (what they say is in ThreatPolicy status too).
+	EventsSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_events_suppressed_total",
+		Help: "Events not written because a burst exceeded their rate, by reason (WouldQuarantine, CordonCapReached); ThreatPolicy status keeps what they say.",
+	}, []string{"reason"})
 )
 
 func init() {
@@ -149,6 +156,6 @@ func init() {
 		IsolationIneffective, NotificationsTotal, NodesWithoutBehaviorCoverage,
 		SensorLastHeartbeat, SensorBPFReady, SensorReportsRejected, SensorDroppedScores,
 		ActionForbidden, AdmissionGuardMissing, IngestCredentialErrors, IngestRefused,
-		ExplainRequests,
+		ExplainRequests, EventsSuppressed,
 	)
 }

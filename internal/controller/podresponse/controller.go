@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
@@ -82,6 +84,10 @@ type Reconciler struct {
 	// that carry them out are not.
 	MaxConcurrentReconciles int
 
+	// PlanEvents bounds the Events about plans (WouldQuarantine,
+	// CordonCapReached); nil: DefaultPlanEvents in SetupWithManager.
+	PlanEvents *rate.Limiter
+
 	// decideMu makes reading the budgets and reserving a slot one step, so
 	// two parallel decisions cannot both take the last slot.
 	decideMu sync.Mutex
@@ -127,6 +133,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // SetupWithManager watches the triggers, and Quarantines (mapped
 // to their pod) so auto-release timers survive restarts.
+// DefaultPlanEvents allows 10 plan Events a second, 50 at once.
+func DefaultPlanEvents() *rate.Limiter { return rate.NewLimiter(10, 50) }
+
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Provenance == nil {
 		return errors.New("podresponse: Provenance is required")
@@ -136,6 +145,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
+	}
+	if r.PlanEvents == nil {
+		r.PlanEvents = DefaultPlanEvents()
 	}
 	if r.PauseReader == nil {
 		c, err := pauseCache(mgr, r.ManagerNamespace)

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/provenance"
 	"github.com/bulkhead-dev/bulkhead/internal/scoring"
@@ -217,13 +218,17 @@ func (r *Reconciler) execute(ctx context.Context, d *decision) error {
 		}
 	}
 	for _, name := range out.CordonCapped {
-		r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "CordonCapReached", "Contain",
-			"policy %s left CordonNode out: its maxCordonedNodes is reached (the other actions still apply)", name)
+		if r.planEvent("CordonCapReached") {
+			r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "CordonCapReached", "Contain",
+				"policy %s left CordonNode out: its maxCordonedNodes is reached (the other actions still apply)", name)
+		}
 	}
 	for name, plan := range out.Plans {
 		r.Activity.AddPlan(name, plan)
-		r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "WouldQuarantine", "Plan",
-			"policy %s would quarantine this pod at score %s with %v%s", name, plan.Score, plan.Actions, blocked(plan.BlockedBy))
+		if r.planEvent("WouldQuarantine") {
+			r.Recorder.Eventf(w.pod, nil, corev1.EventTypeWarning, "WouldQuarantine", "Plan",
+				"policy %s would quarantine this pod at score %s with %v%s", name, plan.Score, plan.Actions, blocked(plan.BlockedBy))
+		}
 	}
 	for name, score := range out.Triggers {
 		t := securityv1alpha1.Trigger{Time: metav1.NewTime(w.env.Now), Namespace: w.pod.Namespace, Pod: w.pod.Name, Score: scoring.FormatScore(score)}
@@ -299,4 +304,17 @@ func blocked(by string) string {
 		return ""
 	}
 	return ", but " + by + " would block it"
+}
+
+// planEvent reports whether an Event about a plan (not a containment) may
+// be written now. client-go writes each Event in its own goroutine and
+// request: a flood of scores over an exhausted budget made ~1,000 at once
+// and, with many decision workers, doubled the manager's memory. Beyond
+// the rate they are counted instead; ThreatPolicy status keeps the plans.
+func (r *Reconciler) planEvent(reason string) bool {
+	if r.PlanEvents == nil || r.PlanEvents.Allow() {
+		return true
+	}
+	metrics.EventsSuppressed.WithLabelValues(reason).Inc()
+	return false
 }
