@@ -79,7 +79,7 @@ func TestBench(t *testing.T) {
 	// The manager's defaults (cmd/main.go, cmd/containment.go).
 	qps := framework.EnvInt("BENCH_QPS", 500)
 	burst := framework.EnvInt("BENCH_BURST", 1000)
-	conc := framework.EnvInt("BENCH_CONCURRENCY", 32)
+	conc := framework.EnvInt("BENCH_CONCURRENCY", 128)
 	replicas := int32(pods / threats)
 	nodes := (pods*2)/100 + 2
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
