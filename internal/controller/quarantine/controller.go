@@ -74,8 +74,8 @@ type QuarantineReconciler struct {
 	waiting *unisolated
 	// stash keeps evidence snapshots a burst deferred (evidence.go).
 	stash *evidenceStash
-	// cachedHolders lists Quarantines by target from the cache (index on
-	// spec.target.name); nil: live only.
+	// cachedHolders lists Quarantines from the cache (sameTarget); nil:
+	// live only.
 	cachedHolders client.Reader
 	// podCache reads target pods from the cache for the isolating writes
 	// (isolateEarly); nil: they wait for the live reads.
@@ -233,10 +233,6 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.served = &containment.ServedKinds{TTL: servedTTL}
 	r.waiting = &unisolated{}
 	r.stash = &evidenceStash{}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &securityv1alpha1.Quarantine{}, securityv1alpha1.TargetNameField,
-		func(o client.Object) []string { return []string{o.(*securityv1alpha1.Quarantine).Spec.Target.Name} }); err != nil {
-		return err
-	}
 	r.cachedHolders, r.podCache = mgr.GetClient(), mgr.GetClient()
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(r.waiting.noteCreated(), quarantineChanged)).

@@ -139,6 +139,10 @@ func TestSameTargetReadsLiveWhenTheCacheShowsAnother(t *testing.T) {
 		}
 	}
 	q := mk("b", false)
+	otherPod := func(o securityv1alpha1.Quarantine) securityv1alpha1.Quarantine {
+		o.Spec.Target.Name = "another-pod"
+		return o
+	}
 	cases := []struct {
 		name       string
 		cached     []securityv1alpha1.Quarantine
@@ -147,6 +151,7 @@ func TestSameTargetReadsLiveWhenTheCacheShowsAnother(t *testing.T) {
 		wantHolder string
 	}{
 		{"alone in the cache", []securityv1alpha1.Quarantine{q}, nil, 0, ""},
+		{"others in the cache hold other pods", []securityv1alpha1.Quarantine{otherPod(mk("a", false)), q}, nil, 0, ""},
 		{"an earlier one cached and live", []securityv1alpha1.Quarantine{mk("a", false), q}, []securityv1alpha1.Quarantine{mk("a", false), q}, 1, "a"},
 		{"cached as holding, released live", []securityv1alpha1.Quarantine{mk("a", false), q}, []securityv1alpha1.Quarantine{mk("a", true), q}, 1, ""},
 	}

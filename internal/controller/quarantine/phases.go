@@ -209,26 +209,30 @@ func (p *pass) isolateEarly(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-// sameTarget lists the Quarantines naming q's target (spec.target.name, a
-// selectable field and a cache index: listing the namespace made every new
-// Quarantine cost O(Quarantines) in a burst). From the cache first: it
-// holds every Quarantine created before q, since the event of q's creation
-// came after theirs on the same watch. Only when it shows another one is
-// the answer read live, so whether that one still holds (released,
+// sameTarget lists the Quarantines naming q's target. From the cache first
+// (the namespace's, filtered in memory without copies): it holds every
+// Quarantine created before q, since the event of q's creation came after
+// theirs on the same watch. Only when it shows another one is the answer
+// read live, selected by the API server (spec.target.name is a selectable
+// field: a live list of the namespace made every new Quarantine cost
+// O(Quarantines) in a burst), so whether that one still holds (released,
 // approved meanwhile) is as fresh as without the cache.
 func (r *QuarantineReconciler) sameTarget(ctx context.Context, q *securityv1alpha1.Quarantine) ([]securityv1alpha1.Quarantine, error) {
-	opts := []client.ListOption{client.InNamespace(q.Namespace), client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}}
 	if r.cachedHolders != nil {
 		list := &securityv1alpha1.QuarantineList{}
-		if err := r.cachedHolders.List(ctx, list, opts...); err != nil {
+		if err := r.cachedHolders.List(ctx, list, client.InNamespace(q.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		if !slices.ContainsFunc(list.Items, func(o securityv1alpha1.Quarantine) bool { return o.UID != q.UID }) {
-			return list.Items, nil
+		other := slices.ContainsFunc(list.Items, func(o securityv1alpha1.Quarantine) bool {
+			return o.Spec.Target.Name == q.Spec.Target.Name && o.UID != q.UID
+		})
+		if !other {
+			return []securityv1alpha1.Quarantine{*q.DeepCopy()}, nil
 		}
 	}
 	list := &securityv1alpha1.QuarantineList{}
-	if err := r.APIReader.List(ctx, list, opts...); err != nil {
+	if err := r.APIReader.List(ctx, list, client.InNamespace(q.Namespace),
+		client.MatchingFields{securityv1alpha1.TargetNameField: q.Spec.Target.Name}); err != nil {
 		return nil, err
 	}
 	return list.Items, nil
