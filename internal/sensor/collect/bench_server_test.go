@@ -178,7 +178,13 @@ func BenchmarkServerThroughput(b *testing.B) {
 	type sensorRun struct {
 		cpu, wall     time.Duration
 		calls, events uint64
+		progNs        float64       // sys_enter's ns per run, when measured
+		progTotal     time.Duration // sys_enter's run time, when measured
 	}
+	// measureProg turns the kernel's run-time statistics on for one run of
+	// with: they add two clock reads to every program run, so the rounds
+	// above run without them.
+	measureProg := false
 	var (
 		heapDelta         int64
 		declared, memlock uint64
@@ -247,8 +253,29 @@ func BenchmarkServerThroughput(b *testing.B) {
 			}
 		})
 
+		var progBefore *ebpf.ProgramStats
+		if measureProg {
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				b.Fatalf("enable BPF run-time stats: %v", err)
+			}
+			defer stats.Close()
+			if progBefore, err = c.objs.SysEnter.Stats(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		cpu0, start := rusageCPU(b), time.Now()
 		rps, cpuPerReq := load()
+		if progBefore != nil {
+			after, err := c.objs.SysEnter.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if runs := after.RunCount - progBefore.RunCount; runs > 0 {
+				run.progTotal = after.Runtime - progBefore.Runtime
+				run.progNs = float64(run.progTotal) / float64(runs)
+			}
+		}
 		drain() // what the last second counted
 		run.cpu, run.wall = rusageCPU(b)-cpu0, time.Since(start)
 		cancel()
@@ -301,6 +328,24 @@ func BenchmarkServerThroughput(b *testing.B) {
 			}
 		}
 	}
+	// The sys_enter program's own time per run under this load, for the
+	// tracked server and for every other task (untracked): the part of the
+	// loss that the program's instructions cost, measured without the noise
+	// of a shared machine's throughput.
+	measureProg = true
+	progNs := map[string]float64{}
+	var perServerCall float64
+	for _, cond := range conds[1:3] {
+		_, _, run := with(cond)
+		progNs[cond.name] = run.progNs
+		b.ReportMetric(run.progNs, cond.name+"-prog-ns/run")
+		if cond.track {
+			// Every task's runs over the server's counted calls: an upper
+			// bound of what one of its calls costs in the program.
+			perServerCall = float64(run.progTotal) / float64(run.calls)
+			b.ReportMetric(perServerCall, "tracked-prog-ns/server-call")
+		}
+	}
 	spread := func(xs []float64) string {
 		return fmt.Sprintf("%.1f [%.1f..%.1f]", median(xs), slices.Min(xs), slices.Max(xs))
 	}
@@ -316,6 +361,8 @@ func BenchmarkServerThroughput(b *testing.B) {
 		b.Logf("  %-15s req/s %s, loss %% %s; server CPU µs/req %s, capacity loss %% %s",
 			n, spread(rps[n]), spread(wallLoss[n]), spread(cpuReq[n]), spread(cpuLoss[n]))
 	}
+	b.Logf("  sys_enter program ns per run (one more run each, BPF run-time statistics on, all tasks' calls): tracked %.0f, untracked %.0f; with the server tracked, all runs' time per server call %.0f",
+		progNs["tracked"], progNs["untracked"], perServerCall)
 	b.ReportMetric(median(cpuPer100k), "sensor-millicores/100k-calls/s")
 	b.ReportMetric(float64(declared), "maps-declared-B")
 	b.ReportMetric(float64(memlock), "maps-memlock-B")
