@@ -443,7 +443,7 @@ func mapSizes(b *testing.B, c *Collector) (declared, memlock uint64) {
 		b.Fatal(err)
 	}
 	m := c.objs.collectMaps
-	for _, mp := range []*ebpf.Map{m.Events, m.Histories, m.Lost, m.Tracked, m.Trigrams, m.UdpSeen} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Fast0, m.Fast1, m.Histories, m.Lost, m.Tracked, m.Trigrams, m.UdpSeen} {
 		switch {
 		case mp.Type() == ebpf.RingBuf:
 			declared += uint64(mp.MaxEntries())
