@@ -114,12 +114,14 @@ func benchEnvInt(name string, def int) int {
 
 // BenchmarkServerThroughput measures a real HTTP server (Go net/http serving
 // a 4 KiB file, in its own cgroup) under keep-alive load from a client
-// process outside that cgroup, in four conditions: no collector ("off"); the
+// process outside that cgroup, in five conditions: no collector ("off"); the
 // collector loaded with the server's cgroup tracked and a consumer running
 // as the agent does, Run and DrainSyscalls every second ("tracked", the
 // product); loaded but the cgroup not tracked ("untracked", what every other
-// task on the node pays); and only the sys_enter program attached, tracked
-// ("sys_enter-only", to attribute the cost). The order rotates over
+// task on the node pays); only the sys_enter program attached, tracked
+// ("sys_enter-only", to attribute the cost); and an empty program on
+// sys_enter with no collector ("hook-only": the floor of this attach point, paid before
+// any instruction of the collector). The order rotates over
 // BULKHEAD_BENCH_ROUNDS rounds (default 5) of BULKHEAD_BENCH_REQUESTS
 // requests (default 20000) on BULKHEAD_BENCH_CONNS connections (default 8).
 // Reported per condition: requests/s and the server's CPU per request (its
@@ -168,12 +170,16 @@ func BenchmarkServerThroughput(b *testing.B) {
 		collect  bool // collector loaded, consumer running
 		track    bool // the server's cgroup tracked
 		sysEnter bool // only the sys_enter program attached (attribution)
+		hook     bool // an empty program on sys_enter, no collector
 	}
 	conds := []condition{
 		{name: "off"},
 		{name: "tracked", collect: true, track: true},
 		{name: "untracked", collect: true},
 		{name: "sys_enter-only", collect: true, track: true, sysEnter: true},
+		// The floor of this attach point: what the kernel's syscall
+		// tracepoint path costs before any instruction of ours.
+		{name: "hook-only", hook: true},
 	}
 	type sensorRun struct {
 		cpu, wall     time.Duration
@@ -307,6 +313,12 @@ func BenchmarkServerThroughput(b *testing.B) {
 			for j := range conds {
 				cond := conds[(i+j)%len(conds)]
 				if !cond.collect {
+					if cond.hook {
+						_, detach := emptySysEnter(b)
+						r[cond.name], c[cond.name] = load()
+						detach()
+						continue
+					}
 					r[cond.name], c[cond.name] = load()
 					continue
 				}
