@@ -114,12 +114,14 @@ func benchEnvInt(name string, def int) int {
 
 // BenchmarkServerThroughput measures a real HTTP server (Go net/http serving
 // a 4 KiB file, in its own cgroup) under keep-alive load from a client
-// process outside that cgroup, in four conditions: no collector ("off"); the
+// process outside that cgroup, in five conditions: no collector ("off"); the
 // collector loaded with the server's cgroup tracked and a consumer running
 // as the agent does, Run and DrainSyscalls every second ("tracked", the
 // product); loaded but the cgroup not tracked ("untracked", what every other
-// task on the node pays); and only the sys_enter program attached, tracked
-// ("sys_enter-only", to attribute the cost). The order rotates over
+// task on the node pays); only the sys_enter program attached, tracked
+// ("sys_enter-only", to attribute the cost); and an empty program on
+// sys_enter with no collector ("hook-only": the floor of this attach point, paid before
+// any instruction of the collector). The order rotates over
 // BULKHEAD_BENCH_ROUNDS rounds (default 5) of BULKHEAD_BENCH_REQUESTS
 // requests (default 20000) on BULKHEAD_BENCH_CONNS connections (default 8).
 // Reported per condition: requests/s and the server's CPU per request (its
@@ -168,17 +170,27 @@ func BenchmarkServerThroughput(b *testing.B) {
 		collect  bool // collector loaded, consumer running
 		track    bool // the server's cgroup tracked
 		sysEnter bool // only the sys_enter program attached (attribution)
+		hook     bool // an empty program on sys_enter, no collector
 	}
 	conds := []condition{
 		{name: "off"},
 		{name: "tracked", collect: true, track: true},
 		{name: "untracked", collect: true},
 		{name: "sys_enter-only", collect: true, track: true, sysEnter: true},
+		// The floor of this attach point: what the kernel's syscall
+		// tracepoint path costs before any instruction of ours.
+		{name: "hook-only", hook: true},
 	}
 	type sensorRun struct {
 		cpu, wall     time.Duration
 		calls, events uint64
+		progNs        float64       // sys_enter's ns per run, when measured
+		progTotal     time.Duration // sys_enter's run time, when measured
 	}
+	// measureProg turns the kernel's run-time statistics on for one run of
+	// with: they add two clock reads to every program run, so the rounds
+	// above run without them.
+	measureProg := false
 	var (
 		heapDelta         int64
 		declared, memlock uint64
@@ -247,8 +259,29 @@ func BenchmarkServerThroughput(b *testing.B) {
 			}
 		})
 
+		var progBefore *ebpf.ProgramStats
+		if measureProg {
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				b.Fatalf("enable BPF run-time stats: %v", err)
+			}
+			defer stats.Close()
+			if progBefore, err = c.objs.SysEnter.Stats(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		cpu0, start := rusageCPU(b), time.Now()
 		rps, cpuPerReq := load()
+		if progBefore != nil {
+			after, err := c.objs.SysEnter.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if runs := after.RunCount - progBefore.RunCount; runs > 0 {
+				run.progTotal = after.Runtime - progBefore.Runtime
+				run.progNs = float64(run.progTotal) / float64(runs)
+			}
+		}
 		drain() // what the last second counted
 		run.cpu, run.wall = rusageCPU(b)-cpu0, time.Since(start)
 		cancel()
@@ -280,6 +313,12 @@ func BenchmarkServerThroughput(b *testing.B) {
 			for j := range conds {
 				cond := conds[(i+j)%len(conds)]
 				if !cond.collect {
+					if cond.hook {
+						_, detach := emptySysEnter(b)
+						r[cond.name], c[cond.name] = load()
+						detach()
+						continue
+					}
 					r[cond.name], c[cond.name] = load()
 					continue
 				}
@@ -301,6 +340,24 @@ func BenchmarkServerThroughput(b *testing.B) {
 			}
 		}
 	}
+	// The sys_enter program's own time per run under this load, for the
+	// tracked server and for every other task (untracked): the part of the
+	// loss that the program's instructions cost, measured without the noise
+	// of a shared machine's throughput.
+	measureProg = true
+	progNs := map[string]float64{}
+	var perServerCall float64
+	for _, cond := range conds[1:3] {
+		_, _, run := with(cond)
+		progNs[cond.name] = run.progNs
+		b.ReportMetric(run.progNs, cond.name+"-prog-ns/run")
+		if cond.track {
+			// Every task's runs over the server's counted calls: an upper
+			// bound of what one of its calls costs in the program.
+			perServerCall = float64(run.progTotal) / float64(run.calls)
+			b.ReportMetric(perServerCall, "tracked-prog-ns/server-call")
+		}
+	}
 	spread := func(xs []float64) string {
 		return fmt.Sprintf("%.1f [%.1f..%.1f]", median(xs), slices.Min(xs), slices.Max(xs))
 	}
@@ -316,6 +373,8 @@ func BenchmarkServerThroughput(b *testing.B) {
 		b.Logf("  %-15s req/s %s, loss %% %s; server CPU µs/req %s, capacity loss %% %s",
 			n, spread(rps[n]), spread(wallLoss[n]), spread(cpuReq[n]), spread(cpuLoss[n]))
 	}
+	b.Logf("  sys_enter program ns per run (one more run each, BPF run-time statistics on, all tasks' calls): tracked %.0f, untracked %.0f; with the server tracked, all runs' time per server call %.0f",
+		progNs["tracked"], progNs["untracked"], perServerCall)
 	b.ReportMetric(median(cpuPer100k), "sensor-millicores/100k-calls/s")
 	b.ReportMetric(float64(declared), "maps-declared-B")
 	b.ReportMetric(float64(memlock), "maps-memlock-B")
@@ -396,7 +455,7 @@ func mapSizes(b *testing.B, c *Collector) (declared, memlock uint64) {
 		b.Fatal(err)
 	}
 	m := c.objs.collectMaps
-	for _, mp := range []*ebpf.Map{m.Events, m.Histories, m.Lost, m.Tracked, m.Trigrams, m.UdpSeen} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Fast0, m.Fast1, m.Histories, m.Lost, m.Tracked, m.Trigrams, m.UdpSeen} {
 		switch {
 		case mp.Type() == ebpf.RingBuf:
 			declared += uint64(mp.MaxEntries())

@@ -38,8 +38,10 @@ import (
 type Options struct {
 	// RingBufferBytes: power of two, a multiple of the page size. Default 256 KiB.
 	RingBufferBytes int
-	// MaxTrigrams: (cgroup, trigram) counters kept between drains; the least
-	// recently used are evicted beyond it. Default 16384.
+	// MaxTrigrams: (cgroup, trigram) counters kept between drains in the
+	// map behind the per-CPU fast tables (2048 slots each, two ways per
+	// trigram; a trigram counts there when both its slots are taken); the
+	// least recently used are evicted beyond it. Default 16384.
 	MaxTrigrams int
 	// ArgsMax: arguments kept per exec (the kernel reads at most ArgsBytes of
 	// argv). Default 32.
@@ -129,7 +131,12 @@ type Collector struct {
 	mu      sync.Mutex // tracked set, drains, Close
 	tracked map[uint64]struct{}
 	gen     uint32 // tracked_gen
-	closed  bool
+	// epoch is fast_epoch: the fast table the programs count into.
+	epoch uint32
+	// untracked since the last drain: their counts still in a fast table
+	// are dropped even if they are tracked again meanwhile.
+	untracked map[uint64]struct{}
+	closed    bool
 
 	running                     atomic.Bool
 	events, malformed, trigrams atomic.Uint64
@@ -160,7 +167,7 @@ func New(opts Options) (*Collector, error) {
 		return nil, fmt.Errorf("collect: set UDP interval: %w", err)
 	}
 
-	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}}
+	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}, untracked: map[uint64]struct{}{}}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, loadError(err, memlockErr)
 	}
@@ -300,6 +307,7 @@ func (c *Collector) Untrack(cgroupID uint64) error {
 		return fmt.Errorf("collect: untrack cgroup %d: %w", cgroupID, err)
 	}
 	delete(c.tracked, cgroupID)
+	c.untracked[cgroupID] = struct{}{}
 	if err := c.writeTrackedBits(); err != nil {
 		return fmt.Errorf("collect: untrack cgroup %d: %w", cgroupID, err)
 	}
@@ -327,6 +335,14 @@ func (c *Collector) Untrack(cgroupID uint64) error {
 
 const drainBatch = 1024
 
+// fastSlots is FAST_SLOTS in collect.bpf.c: slots per fast table and CPU.
+const fastSlots = 2048
+
+// fastSettle is how long a drain waits after switching fast tables before it
+// reads the old one: a program that read fast_epoch just before the switch
+// is done counting within microseconds.
+const fastSettle = time.Millisecond
+
 // DrainSyscalls returns, per tracked cgroup id, each trigram's count since
 // the last drain, and removes them from the kernel. An increment racing with
 // the drain of its counter can be lost; nothing is counted twice.
@@ -337,24 +353,40 @@ func (c *Collector) DrainSyscalls() (map[uint64]map[Trigram]uint64, error) {
 		return nil, errors.New("collect: drain: collector closed")
 	}
 	out := map[uint64]map[Trigram]uint64{}
+	add := func(cg uint64, tri uint64, n uint64) {
+		// A counter can land just after Untrack dropped its cgroup's.
+		if _, ok := c.tracked[cg]; !ok || n == 0 {
+			return
+		}
+		m := out[cg]
+		if m == nil {
+			m = map[Trigram]uint64{}
+			out[cg] = m
+		}
+		m[trigramFromKey(tri)] += n
+	}
+	// The programs count into the other fast table from now on.
+	old := c.objs.Fast0
+	if c.epoch&1 == 1 {
+		old = c.objs.Fast1
+	}
+	if err := c.objs.FastEpoch.Set(c.epoch + 1); err != nil {
+		return nil, fmt.Errorf("collect: drain: switch fast table: %w", err)
+	}
+	c.epoch++
+	time.Sleep(fastSettle)
+	if err := c.takeFast(old, add); err != nil {
+		return nil, err
+	}
+	clear(c.untracked)
+
 	keys := make([]collectTrigramKey, drainBatch)
 	vals := make([]uint64, drainBatch)
 	var cursor ebpf.MapBatchCursor
-	var n uint64
 	for {
 		got, err := c.objs.Trigrams.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := range got {
-			// A counter can land just after Untrack dropped its cgroup's.
-			if _, ok := c.tracked[keys[i].Cgroup]; !ok {
-				continue
-			}
-			m := out[keys[i].Cgroup]
-			if m == nil {
-				m = map[Trigram]uint64{}
-				out[keys[i].Cgroup] = m
-			}
-			m[trigramFromKey(keys[i].Trigram)] += vals[i]
-			n++
+			add(keys[i].Cgroup, keys[i].Trigram, vals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -363,8 +395,56 @@ func (c *Collector) DrainSyscalls() (map[uint64]map[Trigram]uint64, error) {
 			return nil, fmt.Errorf("collect: drain trigram counters: %w", err)
 		}
 	}
+	var n uint64
+	for _, m := range out {
+		n += uint64(len(m))
+	}
 	c.trigrams.Add(n)
 	return out, nil
+}
+
+// takeFast passes every counted slot of a fast table that the programs no
+// longer count into to add, except those of cgroups untracked since the last
+// drain, and frees the slots.
+func (c *Collector) takeFast(table *ebpf.Map, add func(cg, tri, n uint64)) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("collect: drain: %w", err)
+	}
+	keys := make([]uint32, fastSlots)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	// Slot i's values are vals[i*cpus : (i+1)*cpus], one per CPU.
+	vals := make([]collectTrigramSlot, fastSlots*cpus)
+	var cursor ebpf.MapBatchCursor
+	got, err := table.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("collect: drain: read fast table: %w", err)
+	}
+	var used []uint32
+	for i := range got {
+		taken := false
+		for _, v := range vals[i*cpus : (i+1)*cpus] {
+			if v.Cgroup == 0 {
+				continue
+			}
+			taken = true
+			if _, gone := c.untracked[v.Cgroup]; !gone {
+				add(v.Cgroup, v.Trigram, v.Count)
+			}
+		}
+		if taken {
+			used = append(used, keys[i])
+		}
+	}
+	if len(used) == 0 {
+		return nil
+	}
+	if _, err := table.BatchUpdate(used, make([]collectTrigramSlot, len(used)*cpus), nil); err != nil {
+		return fmt.Errorf("collect: drain: free fast table: %w", err)
+	}
+	return nil
 }
 
 // Run sends the kernel's exec and connection records to out until ctx is

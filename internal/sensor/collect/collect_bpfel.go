@@ -78,6 +78,13 @@ type collectTrigramKey struct {
 	Trigram uint64
 }
 
+type collectTrigramSlot struct {
+	_       structs.HostLayout
+	Cgroup  uint64
+	Trigram uint64
+	Count   uint64
+}
+
 type collectUdpKey struct {
 	_      structs.HostLayout
 	Cgroup uint64
@@ -92,6 +99,8 @@ type collectUdpKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	collectMapEvents            = "events"
+	collectMapFast0             = "fast0"
+	collectMapFast1             = "fast1"
 	collectMapHistories         = "histories"
 	collectMapLost              = "lost"
 	collectMapTracked           = "tracked"
@@ -102,11 +111,13 @@ const (
 	collectProgNetDevQueue      = "net_dev_queue"
 	collectProgSchedProcessExec = "sched_process_exec"
 	collectProgSysEnter         = "sys_enter"
+	collectVarFastEpoch         = "fast_epoch"
 	collectVarTrackedBits       = "tracked_bits"
 	collectVarTrackedGen        = "tracked_gen"
 	collectVarUdpDedupNs        = "udp_dedup_ns"
 	collectVarUnusedConn        = "unused_conn"
 	collectVarUnusedExec        = "unused_exec"
+	collectVarUnusedSlot        = "unused_slot"
 	collectVarUnusedSock        = "unused_sock"
 )
 
@@ -164,6 +175,8 @@ type collectProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	Fast0     *ebpf.MapSpec `ebpf:"fast0"`
+	Fast1     *ebpf.MapSpec `ebpf:"fast1"`
 	Histories *ebpf.MapSpec `ebpf:"histories"`
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
 	Tracked   *ebpf.MapSpec `ebpf:"tracked"`
@@ -175,11 +188,13 @@ type collectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectVariableSpecs struct {
+	FastEpoch   *ebpf.VariableSpec `ebpf:"fast_epoch"`
 	TrackedBits *ebpf.VariableSpec `ebpf:"tracked_bits"`
 	TrackedGen  *ebpf.VariableSpec `ebpf:"tracked_gen"`
 	UdpDedupNs  *ebpf.VariableSpec `ebpf:"udp_dedup_ns"`
 	UnusedConn  *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.VariableSpec `ebpf:"unused_exec"`
+	UnusedSlot  *ebpf.VariableSpec `ebpf:"unused_slot"`
 	UnusedSock  *ebpf.VariableSpec `ebpf:"unused_sock"`
 }
 
@@ -204,6 +219,8 @@ func (o *collectObjects) Close() error {
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
+	Fast0     *ebpf.Map `ebpf:"fast0"`
+	Fast1     *ebpf.Map `ebpf:"fast1"`
 	Histories *ebpf.Map `ebpf:"histories"`
 	Lost      *ebpf.Map `ebpf:"lost"`
 	Tracked   *ebpf.Map `ebpf:"tracked"`
@@ -214,6 +231,8 @@ type collectMaps struct {
 func (m *collectMaps) Close() error {
 	return _CollectClose(
 		m.Events,
+		m.Fast0,
+		m.Fast1,
 		m.Histories,
 		m.Lost,
 		m.Tracked,
@@ -226,11 +245,13 @@ func (m *collectMaps) Close() error {
 //
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectVariables struct {
+	FastEpoch   *ebpf.Variable `ebpf:"fast_epoch"`
 	TrackedBits *ebpf.Variable `ebpf:"tracked_bits"`
 	TrackedGen  *ebpf.Variable `ebpf:"tracked_gen"`
 	UdpDedupNs  *ebpf.Variable `ebpf:"udp_dedup_ns"`
 	UnusedConn  *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.Variable `ebpf:"unused_exec"`
+	UnusedSlot  *ebpf.Variable `ebpf:"unused_slot"`
 	UnusedSock  *ebpf.Variable `ebpf:"unused_sock"`
 }
 

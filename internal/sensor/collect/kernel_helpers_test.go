@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,6 +67,17 @@ func runHelper(mode, arg string) error {
 			if _, err := pc.WriteTo([]byte("x"), dst); err != nil {
 				return err
 			}
+		}
+		return nil
+	case "getppid":
+		// arg: how many getppid calls to make in a row on one thread.
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return err
+		}
+		runtime.LockOSThread()
+		for range n {
+			_, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
 		}
 		return nil
 	case "pod":
