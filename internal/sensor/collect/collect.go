@@ -51,6 +51,9 @@ type Options struct {
 	// UDPInterval: a UDP destination is reported at most once per cgroup in
 	// this interval. Default 1 minute.
 	UDPInterval time.Duration
+	// Duty attaches sys_enter in a duty cycle under heavy system-call load
+	// (duty.go); the zero value keeps it always attached.
+	Duty DutyConfig
 }
 
 const (
@@ -90,7 +93,9 @@ func (o Options) withDefaults() (Options, error) {
 	case o.UDPInterval < 0:
 		return o, fmt.Errorf("UDPInterval %s: want a positive duration", o.UDPInterval)
 	}
-	return o, nil
+	var err error
+	o.Duty, err = o.Duty.withDefaults()
+	return o, err
 }
 
 // UnavailableError says what the kernel or the process lacks for collection.
@@ -123,8 +128,16 @@ type Stats struct {
 type Collector struct {
 	opts  Options
 	objs  collectObjects
-	links []link.Link
+	links []link.Link // the event programs' and the socket iterator's
 	rd    *ringbuf.Reader
+	// sysLink attaches sys_enter; nil in an off window of the duty cycle.
+	sysLink  link.Link
+	sysEpoch uint32 // sys_epoch
+	// stopDuty ends the duty cycle; dutyDone is closed when it has.
+	stopDuty context.CancelFunc
+	dutyDone chan struct{}
+	dutyMu   sync.Mutex
+	duty     DutyState
 	// sockIter lists existing sockets (Sockets); it is in links too.
 	sockIter *link.Iter
 
@@ -175,7 +188,6 @@ func New(opts Options) (*Collector, error) {
 		what string
 		prog *ebpf.Program
 	}{
-		{"tp_btf/sys_enter", c.objs.SysEnter},
 		{"tp_btf/sched_process_exec", c.objs.SchedProcessExec},
 		{"tp_btf/inet_sock_set_state", c.objs.InetSockSetState},
 		{"tp_btf/net_dev_queue", c.objs.NetDevQueue},
@@ -191,6 +203,14 @@ func New(opts Options) (*Collector, error) {
 		}
 		c.links = append(c.links, l)
 	}
+	c.duty = DutyState{Ratio: 1}
+	if err := c.attachSyscalls(); err != nil {
+		_ = c.Close()
+		if isPermission(err) {
+			return nil, &UnavailableError{Missing: "permission to attach tp_btf/sys_enter (CAP_BPF and CAP_PERFMON, or root)", Err: err}
+		}
+		return nil, &UnavailableError{Missing: "attach point tp_btf/sys_enter", Err: err}
+	}
 	if c.sockIter, err = link.AttachIter(link.IterOptions{Program: c.objs.ExistingTcp}); err != nil {
 		_ = c.Close()
 		return nil, &UnavailableError{Missing: "attach point iter/tcp", Err: err}
@@ -199,6 +219,14 @@ func New(opts Options) (*Collector, error) {
 	if c.rd, err = ringbuf.NewReader(c.objs.Events); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("collect: open ring buffer: %w", err)
+	}
+	if opts.Duty.Budget > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stopDuty, c.dutyDone = cancel, make(chan struct{})
+		go func() {
+			defer close(c.dutyDone)
+			c.runDuty(ctx, opts.Duty)
+		}()
 	}
 	return c, nil
 }
@@ -523,6 +551,11 @@ func (c *Collector) Stats() Stats {
 
 // Close detaches every program and frees the maps; a running Run returns.
 func (c *Collector) Close() error {
+	// Before c.mu: the duty cycle takes it to attach and detach.
+	if c.stopDuty != nil {
+		c.stopDuty()
+		<-c.dutyDone
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -534,6 +567,10 @@ func (c *Collector) Close() error {
 		errs = append(errs, l.Close())
 	}
 	c.links = nil
+	if c.sysLink != nil {
+		errs = append(errs, c.sysLink.Close())
+		c.sysLink = nil
+	}
 	if c.rd != nil {
 		errs = append(errs, c.rd.Close())
 	}

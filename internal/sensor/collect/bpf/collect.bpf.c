@@ -79,7 +79,16 @@ struct history {
 	__u16 prev[2];
 	__u8 n;         /* calls remembered in prev, up to 2 */
 	__u8 tracked;
-	__u8 pad[3];
+	__u8 pad[2];
+	__u32 epoch;    /* sys_epoch when prev was written */
+};
+
+// Calls seen by sys_enter on a CPU while it is attached: every task's, and
+// the tracked cgroups'. User space turns them into the host's system-call
+// rate, which sets how long sys_enter may stay attached (duty.go).
+struct call_counts {
+	__u64 all;
+	__u64 tracked;
 };
 
 struct {
@@ -138,6 +147,13 @@ struct {
 	__uint(max_entries, 256 * 1024); /* Options.RingBufferBytes */
 } events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct call_counts);
+} calls SEC(".maps");
+
 // lost[0]: ring buffer records dropped because the buffer was full.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -149,6 +165,7 @@ struct {
 // Types for bpf2go -type, so the Go side can check the layouts.
 const struct exec_event *unused_exec __attribute__((unused));
 const struct trigram_slot *unused_slot __attribute__((unused));
+const struct call_counts *unused_calls __attribute__((unused));
 const struct conn_event *unused_conn __attribute__((unused));
 
 // A filter in front of `tracked`: bit tracked_bit(id) is set for every
@@ -160,6 +177,9 @@ volatile __u64 tracked_bits[TRACKED_BITS / 64];
 // Bumped by user space after every change of `tracked`: a thread's cached
 // answer (struct history) holds only for the generation it was taken in.
 volatile __u32 tracked_gen;
+// Bumped by user space before it attaches sys_enter again after a gap: the
+// calls a thread made before the gap do not start a trigram after it.
+volatile __u32 sys_epoch;
 // Which fast table the programs count into: fast0 when even, fast1 when odd.
 volatile __u32 fast_epoch;
 
@@ -224,6 +244,10 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	// What bpf_get_current_cgroup_id returns, read without its call.
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 cg = task->cgroups->dfl_cgrp->kn->id;
+	__u32 zero = 0;
+	struct call_counts *cc = bpf_map_lookup_elem(&calls, &zero);
+	if (cc)
+		cc->all++;
 	if (!maybe_tracked(cg))
 		return 0;
 	if (id < 0 || id >= 0xffff)
@@ -244,6 +268,13 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	}
 	if (!h->tracked)
 		return 0;
+	if (cc)
+		cc->tracked++;
+	__u32 epoch = sys_epoch;
+	if (h->epoch != epoch) {
+		h->n = 0; /* nor across a gap in which sys_enter was detached */
+		h->epoch = epoch;
+	}
 	__u16 nr = id;
 	if (h->n >= 2) {
 		__u64 tri = ((__u64)h->prev[0] << 32) | ((__u64)h->prev[1] << 16) | nr;
