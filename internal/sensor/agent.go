@@ -127,6 +127,13 @@ type loopStats struct {
 	mu                          sync.Mutex
 	untrackedEvents, scoresSent uint64
 	trackedContainers           int
+	duty                        SyscallDuty // zero while no collector runs
+}
+
+func (a *Agent) setDuty(d SyscallDuty) {
+	a.stats.mu.Lock()
+	a.stats.duty = d
+	a.stats.mu.Unlock()
 }
 
 // New builds an agent watching the pods of cfg.Node through restCfg. scheme
@@ -259,6 +266,7 @@ func (a *Agent) loop(ctx context.Context) {
 		}
 		a.coll = c
 		a.health.setCollector(nil)
+		a.setDuty(c.SyscallDuty())
 		for id, t := range a.tracked {
 			if err := c.Track(id); err != nil {
 				a.log.Error(err, "tracking cgroup", "id", id)
@@ -311,6 +319,7 @@ func (a *Agent) loop(ctx context.Context) {
 			}
 			_ = a.coll.Close()
 			a.coll = nil
+			a.setDuty(SyscallDuty{})
 			if err == nil {
 				err = errors.New("collector stopped")
 			}
@@ -452,6 +461,7 @@ func containerName(p *corev1.Pod, id string) string {
 func (a *Agent) sample() {
 	now := a.now()
 	if a.coll != nil {
+		a.setDuty(a.coll.SyscallDuty())
 		grams, err := a.coll.DrainSyscalls()
 		if err != nil {
 			a.log.Error(err, "draining system calls")
