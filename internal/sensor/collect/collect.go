@@ -138,6 +138,8 @@ type Collector struct {
 	dutyDone chan struct{}
 	dutyMu   sync.Mutex
 	duty     DutyState
+	// wake: Run saw an exec or connection of a tracked cgroup.
+	wake chan struct{}
 	// sockIter lists existing sockets (Sockets); it is in links too.
 	sockIter *link.Iter
 
@@ -180,7 +182,7 @@ func New(opts Options) (*Collector, error) {
 		return nil, fmt.Errorf("collect: set UDP interval: %w", err)
 	}
 
-	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}, untracked: map[uint64]struct{}{}}
+	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}, untracked: map[uint64]struct{}{}, wake: make(chan struct{}, 1)}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, loadError(err, memlockErr)
 	}
@@ -508,6 +510,10 @@ func (c *Collector) Run(ctx context.Context, out chan<- Event) error {
 		if err != nil {
 			c.malformed.Add(1)
 			continue
+		}
+		select { // the duty cycle attaches sys_enter at once
+		case c.wake <- struct{}{}:
+		default:
 		}
 		ev.Time = wallTime(ev.Mono)
 		if ev.Exec != nil && len(ev.Exec.Args) > c.opts.ArgsMax {

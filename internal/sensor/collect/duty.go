@@ -19,7 +19,10 @@ import (
 // for an on window and detached (its link closed) for an off window, sized
 // so that its estimated cost stays under a CPU budget. While attached, it
 // counts every call (calls map): that rate times the per-call cost is the
-// estimate.
+// estimate. An exec or connection of a tracked cgroup ends an off window at
+// once (an attack's first step is one of those; its next calls are then
+// seen); the time cut short is added to the next off window, which no event
+// cuts, so the duty holds on average.
 
 // Default cost model (ns of CPU per call while sys_enter is attached),
 // conservative against BenchmarkSyscallOverhead on a 2-core x86_64 VM (Linux
@@ -152,8 +155,9 @@ type DutyState struct {
 	Rate, Cost float64
 	// Attached says whether sys_enter is attached now.
 	Attached bool
-	// Windows counts completed off windows since New.
-	Windows uint64
+	// Windows counts completed off windows since New; Woken those that an
+	// exec or connection of a tracked cgroup ended early.
+	Windows, Woken uint64
 	// Err is the last failure to attach sys_enter again, "" if none.
 	Err string
 }
@@ -210,7 +214,7 @@ func (c *Collector) detachSyscalls() error {
 
 // callCounts sums the calls map over CPUs, and reads sys_enter's run time
 // (zero when the kernel's statistics are off).
-func (c *Collector) callCounts() (all, tracked uint64, runtime time.Duration, err error) {
+func (c *Collector) callCounts() (all, tracked uint64, progTime time.Duration, err error) {
 	var perCPU []collectCallCounts
 	if err := c.objs.Calls.Lookup(uint32(0), &perCPU); err != nil {
 		return 0, 0, 0, fmt.Errorf("collect: read call counts: %w", err)
@@ -220,9 +224,9 @@ func (c *Collector) callCounts() (all, tracked uint64, runtime time.Duration, er
 		tracked += v.Tracked
 	}
 	if st, err := c.objs.SysEnter.Stats(); err == nil {
-		runtime = st.Runtime
+		progTime = st.Runtime
 	}
-	return all, tracked, runtime, nil
+	return all, tracked, progTime, nil
 }
 
 // runDuty attaches and detaches sys_enter by cfg until ctx ends; sys_enter
@@ -239,6 +243,7 @@ func (c *Collector) runDuty(ctx context.Context, cfg DutyConfig) {
 		}
 	}
 	on := cfg.Tick
+	var debt time.Duration // of an off window an event cut short
 	for {
 		if err := c.attachSyscalls(); err != nil {
 			c.setDuty(func(s *DutyState) { s.Err = err.Error() })
@@ -275,9 +280,35 @@ func (c *Collector) runDuty(ctx context.Context, cfg DutyConfig) {
 		if err := c.detachSyscalls(); err != nil {
 			c.setDuty(func(s *DutyState) { s.Err = err.Error() })
 		}
-		if !sleep(off) {
-			return
+		wakeable := debt == 0
+		off += min(debt, cfg.Period)
+		debt = 0
+		select { // an event of the on window does not end this one
+		case <-c.wake:
+		default:
 		}
-		c.setDuty(func(s *DutyState) { s.Windows++ })
+		start := time.Now()
+		var wake <-chan struct{} // nil: not wakeable
+		if wakeable {
+			wake = c.wake
+		}
+		t := time.NewTimer(off)
+		woken := false
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-wake:
+			t.Stop()
+			woken = true
+			debt = off - time.Since(start)
+		}
+		c.setDuty(func(s *DutyState) {
+			s.Windows++
+			if woken {
+				s.Woken++
+			}
+		})
 	}
 }

@@ -280,3 +280,41 @@ func TestDutyCycleOnKernel(t *testing.T) {
 		t.Errorf("%d links to sys_enter when always attached, want 1", n)
 	}
 }
+
+// An exec of a tracked cgroup ends an off window at once (the attack's next
+// calls are seen); the next off window, longer by what was cut short, is not
+// ended by one.
+func TestDutyOffWindowEndsOnExec(t *testing.T) {
+	requireBPF(t)
+	const threshold = 500_000
+	// A long period: the off window does not end by itself meanwhile.
+	cfg := DutyConfig{Period: 30 * time.Second, Tick: 100 * time.Millisecond, CPUs: runtime.NumCPU()}
+	cfg.Budget = 100 * threshold * float64(defaultHookNs+defaultProgramNs) / (float64(cfg.CPUs) * 1e9)
+	c := newCollector(t, Options{Duty: cfg})
+	s := runCollector(t, c)
+	cg := newCgroup(t, "wake")
+	if err := c.Track(cg.id); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	wg := spin(2, stop)
+	defer func() { close(stop); wg.Wait() }()
+
+	waitDuty(t, c, "an off window", func(s DutyState) bool { return s.Ratio < 1 && !s.Attached })
+	cg.run(t, nil, "/bin/true")
+	s.waitFor(t, "exec of /bin/true", isExecOf(cg.id, "/bin/true"))
+	woken := waitDuty(t, c, "the off window ended by the exec", func(s DutyState) bool { return s.Woken == 1 && s.Attached })
+
+	// The next off window owes what the first one was cut short by.
+	waitDuty(t, c, "the next off window", func(s DutyState) bool { return s.Windows == woken.Windows && !s.Attached })
+	before := len(s.snapshot())
+	cg.run(t, nil, "/bin/echo")
+	s.waitFor(t, "exec of /bin/echo", isExecOf(cg.id, "/bin/echo"))
+	if len(s.snapshot()) <= before {
+		t.Fatal("no new event")
+	}
+	time.Sleep(200 * time.Millisecond) // the duty cycle would have woken by now
+	if st := c.SyscallDuty(); st.Woken != 1 || st.Attached {
+		t.Errorf("an exec ended the off window that repays the last one: %+v", st)
+	}
+}
