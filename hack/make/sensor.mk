@@ -31,7 +31,7 @@ verify-bpf: ## Fail when the committed BPF objects or bindings differ from a fre
 	echo "BPF objects and bindings are up to date"
 
 .PHONY: bench-sensor
-bench-sensor: ## Sensor overhead (root): ns per getppid, a real server's throughput and CPU with the collector, sensor CPU and memory, baseline bytes per workload, enforcement cost on sibling pods.
+bench-sensor: ## Sensor overhead (root): ns per getppid, a real server's throughput and CPU with the collector (system calls always collected, and at the default --syscall-cpu-budget with the duty observed), sensor CPU and memory, baseline bytes per workload, enforcement cost on sibling pods.
 	@echo "bench-sensor: $$(date -u +%FT%TZ), load average $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) CPUs"
 	go test -run '^$$' -bench SyscallOverhead -benchtime $(SENSOR_BENCH_CALLS) -count $(SENSOR_BENCH_COUNT) -timeout 10m ./internal/sensor/collect/
 	BULKHEAD_BENCH_ROUNDS=$(SENSOR_BENCH_ROUNDS) BULKHEAD_BENCH_REQUESTS=$(SENSOR_BENCH_REQUESTS) \

@@ -461,7 +461,18 @@ func containerName(p *corev1.Pod, id string) string {
 func (a *Agent) sample() {
 	now := a.now()
 	if a.coll != nil {
-		a.setDuty(a.coll.SyscallDuty())
+		d := a.coll.SyscallDuty()
+		a.stats.mu.Lock()
+		prev := a.stats.duty
+		a.stats.mu.Unlock()
+		switch {
+		case prev.Ratio >= 1 && d.Ratio < 1:
+			a.log.Info("heavy system-call load: system calls are collected in windows (execs, connections and resources stay complete)",
+				"duty", fmt.Sprintf("%.2f", d.Ratio), "callsPerSecond", int64(d.Rate))
+		case prev.Ratio < 1 && d.Ratio >= 1:
+			a.log.Info("system calls are collected all the time again", "callsPerSecond", int64(d.Rate))
+		}
+		a.setDuty(d)
 		grams, err := a.coll.DrainSyscalls()
 		if err != nil {
 			a.log.Error(err, "draining system calls")

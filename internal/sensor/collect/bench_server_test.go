@@ -114,12 +114,13 @@ func benchEnvInt(name string, def int) int {
 
 // BenchmarkServerThroughput measures a real HTTP server (Go net/http serving
 // a 4 KiB file, in its own cgroup) under keep-alive load from a client
-// process outside that cgroup, in six conditions: no collector ("off"); the
+// process outside that cgroup, in seven conditions: no collector ("off"); the
 // collector loaded with the server's cgroup tracked and a consumer running
 // as the agent does, Run and DrainSyscalls every second, sys_enter always
 // attached ("tracked", --syscall-cpu-budget=0); the same with sys_enter in
 // its duty cycle at the default budget ("duty", the product's default: a
-// first load settles the duty, the second is measured); loaded but the cgroup not tracked ("untracked", what every other
+// first load settles the duty, the second is measured); the same with
+// sys_enter never attached ("events-only", the duty cycle's floor); loaded but the cgroup not tracked ("untracked", what every other
 // task on the node pays); only the sys_enter program attached, tracked
 // ("sys_enter-only", to attribute the cost); and an empty program on
 // sys_enter with no collector ("hook-only": the floor of this attach point, paid before
@@ -174,6 +175,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 		sysEnter bool // only the sys_enter program attached (attribution)
 		hook     bool // an empty program on sys_enter, no collector
 		budget   bool // sys_enter in a duty cycle at the default budget
+		noSys    bool // sys_enter detached throughout (the duty cycle's floor)
 	}
 	conds := []condition{
 		{name: "off"},
@@ -182,6 +184,9 @@ func BenchmarkServerThroughput(b *testing.B) {
 		// under heavy system-call load.
 		{name: "duty", collect: true, track: true, budget: true},
 		{name: "untracked", collect: true},
+		// What the duty cycle costs in its off windows: the event
+		// programs only.
+		{name: "events-only", collect: true, track: true, noSys: true},
 		{name: "sys_enter-only", collect: true, track: true, sysEnter: true},
 		// The floor of this attach point: what the kernel's syscall
 		// tracepoint path costs before any instruction of ours.
@@ -222,6 +227,11 @@ func BenchmarkServerThroughput(b *testing.B) {
 				}
 			}
 			c.links = nil
+		}
+		if cond.noSys {
+			if err := c.detachSyscalls(); err != nil {
+				b.Fatal(err)
+			}
 		}
 		if cond.track {
 			if err := c.Track(cg.id); err != nil {
@@ -336,7 +346,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 		}
 		// Every request is several system calls of the server: a count
 		// below the requests means the collector was not tracking it.
-		if cond.track && run.calls < uint64(requests) {
+		if cond.track && !cond.noSys && run.calls < uint64(requests) {
 			b.Fatalf("%s: counted %d system calls of the server for %d requests", cond.name, run.calls, requests)
 		}
 		return rps, cpuPerReq, run
