@@ -8,9 +8,10 @@ BPF_GENERATED = ':(glob)internal/sensor/**/*_bpfe[bl].o' ':(glob)internal/sensor
 SENSOR_BENCH_COUNT ?= 5
 SENSOR_BENCH_CALLS ?= 2000000x
 # Rounds (alternating with/without) and requests per round of the server
-# and sibling benchmarks; seconds of load the baseline benchmark learns.
+# and sibling benchmarks (40000: a load spans several of the duty cycle's 2 s
+# periods); seconds of load the baseline benchmark learns.
 SENSOR_BENCH_ROUNDS ?= 6
-SENSOR_BENCH_REQUESTS ?= 20000
+SENSOR_BENCH_REQUESTS ?= 40000
 SENSOR_BENCH_LEARN ?= 10s
 
 ##@ Sensor
