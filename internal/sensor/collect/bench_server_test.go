@@ -126,7 +126,9 @@ func benchEnvInt(name string, def int) int {
 // sys_enter with no collector ("hook-only": the floor of this attach point, paid before
 // any instruction of the collector). The order rotates over
 // BULKHEAD_BENCH_ROUNDS rounds (default 5) of BULKHEAD_BENCH_REQUESTS
-// requests (default 20000) on BULKHEAD_BENCH_CONNS connections (default 8).
+// requests (default 20000) on BULKHEAD_BENCH_CONNS connections (default 8);
+// BULKHEAD_BENCH_CONDITIONS (e.g. "tracked,duty") runs only those besides
+// "off", for more rounds of one comparison in the same time.
 // Reported per condition: requests/s and the server's CPU per request (its
 // cgroup's usage_usec; on a shared machine wall time mostly measures the
 // wait for a CPU, CPU per request what the server pays), each with the loss
@@ -192,6 +194,16 @@ func BenchmarkServerThroughput(b *testing.B) {
 		// tracepoint path costs before any instruction of ours.
 		{name: "hook-only", hook: true},
 	}
+	all := conds
+	names := make([]string, len(conds))
+	for i, c := range conds {
+		names[i] = c.name
+	}
+	keep, err := pickConditions(names, os.Getenv("BULKHEAD_BENCH_CONDITIONS"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	conds = slices.DeleteFunc(slices.Clone(conds), func(c condition) bool { return !keep[c.name] })
 	type sensorRun struct {
 		cpu, wall     time.Duration
 		calls, events uint64
@@ -403,7 +415,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 	measureProg = true
 	progNs := map[string]float64{}
 	var perServerCall float64
-	for _, cond := range []condition{conds[1], conds[3]} { // tracked, untracked
+	for _, cond := range []condition{all[1], all[3]} { // tracked, untracked
 		_, _, run := with(cond)
 		progNs[cond.name] = run.progNs
 		b.ReportMetric(run.progNs, cond.name+"-prog-ns/run")
@@ -431,10 +443,15 @@ func BenchmarkServerThroughput(b *testing.B) {
 	}
 	b.Logf("  sys_enter program ns per run (one more run each, BPF run-time statistics on, all tasks' calls): tracked %.0f, untracked %.0f; with the server tracked, all runs' time per server call %.0f",
 		progNs["tracked"], progNs["untracked"], perServerCall)
-	b.ReportMetric(median(dutyRatio), "duty-ratio")
-	b.ReportMetric(median(attached), "duty-attached-%")
-	b.Logf("  duty (sys_enter in a duty cycle, --syscall-cpu-budget=%v): duty ratio %s, time attached %% %s over the measured load; host system calls/s while attached %s, estimated cost %% of the host's CPU while attached %s",
-		DefaultSyscallCPUBudget, spread(dutyRatio), spread(attached), spread(hostRate), spread(estCost))
+	if len(dutyRatio) > 0 {
+		b.ReportMetric(median(dutyRatio), "duty-ratio")
+		b.ReportMetric(median(attached), "duty-attached-%")
+		b.Logf("  duty (sys_enter in a duty cycle, --syscall-cpu-budget=%v): duty ratio %s, time attached %% %s over the measured load; host system calls/s while attached %s, estimated cost %% of the host's CPU while attached %s",
+			DefaultSyscallCPUBudget, spread(dutyRatio), spread(attached), spread(hostRate), spread(estCost))
+	}
+	if len(cpuPer100k) == 0 {
+		return
+	}
 	b.ReportMetric(median(cpuPer100k), "sensor-millicores/100k-calls/s")
 	b.ReportMetric(float64(declared), "maps-declared-B")
 	b.ReportMetric(float64(memlock), "maps-memlock-B")
@@ -548,4 +565,25 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pickConditions parses BULKHEAD_BENCH_CONDITIONS: comma-separated names
+// of known conditions; "" keeps all. "off" is always kept: every loss is
+// against it.
+func pickConditions(known []string, spec string) (map[string]bool, error) {
+	keep := map[string]bool{"off": true}
+	if strings.TrimSpace(spec) == "" {
+		for _, n := range known {
+			keep[n] = true
+		}
+		return keep, nil
+	}
+	for _, n := range strings.Split(spec, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(known, n) {
+			return nil, fmt.Errorf("BULKHEAD_BENCH_CONDITIONS %q: unknown condition %q, want some of %s", spec, n, strings.Join(known, ","))
+		}
+		keep[n] = true
+	}
+	return keep, nil
 }

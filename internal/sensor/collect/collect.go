@@ -4,10 +4,11 @@
 //
 // What the kernel sees, precisely:
 //   - Trigrams are per thread: a thread's first two calls in a tracked
-//     cgroup only start its sequence. Under heavy system-call load
-//     (Options.Duty) sys_enter is attached in windows and a sequence starts
-//     anew in each (duty.go); the other programs are always attached. Numbers are the running kernel's
+//     cgroup only start its sequence. Numbers are the running kernel's
 //     (SyscallName knows x86_64's); 32-bit compat calls are not told apart.
+//     Under heavy system-call load (Options.Duty) sys_enter is attached in
+//     windows, and a sequence starts anew in each (duty.go); the other
+//     programs are always attached.
 //   - Execs: Binary is the path given to execve; argv is read up to ArgsBytes.
 //   - TCP connect and listen come from sock:inet_sock_set_state; a socket
 //     that listens without bind gets its port afterwards and reports 0.

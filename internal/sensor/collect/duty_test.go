@@ -80,3 +80,40 @@ func TestDutyConfigDefaultsAndBadInput(t *testing.T) {
 		}
 	}
 }
+
+func TestPickConditions(t *testing.T) {
+	known := []string{"off", "tracked", "duty", "hook-only"}
+	for _, tc := range []struct {
+		spec string
+		want []string // nil: an error
+	}{
+		{"", known},
+		{"  ", known},
+		{"duty", []string{"off", "duty"}},
+		{" tracked , duty ", []string{"off", "tracked", "duty"}},
+		{"off,duty,duty", []string{"off", "duty"}},
+		{"duty,,tracked", nil},
+		{"dutty", nil},
+		{"duty;tracked", nil},
+	} {
+		got, err := pickConditions(known, tc.spec)
+		if tc.want == nil {
+			if err == nil {
+				t.Errorf("%q: accepted (%v)", tc.spec, got)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.spec, err)
+			continue
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("%q: %v, want %v", tc.spec, got, tc.want)
+		}
+		for _, n := range tc.want {
+			if !got[n] {
+				t.Errorf("%q: %v, want %v", tc.spec, got, tc.want)
+			}
+		}
+	}
+}
