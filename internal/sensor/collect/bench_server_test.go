@@ -159,6 +159,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 	// condition, and hides what detaching ours saves: polled during every
 	// load, reported at the end.
 	var polls, foreign atomic.Int64
+	var roundForeign atomic.Int64 // polls that saw one in this round
 	own := &ownPrograms{}
 	load := func() (rps, cpuPerReq float64) {
 		done := make(chan struct{})
@@ -174,6 +175,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 					polls.Add(1)
 					if foreignSysEnter(b, own) {
 						foreign.Add(1)
+						roundForeign.Add(1)
 					}
 				}
 			}
@@ -396,9 +398,12 @@ func BenchmarkServerThroughput(b *testing.B) {
 	load() // warm-up: page cache, connection setup, CPU frequency
 	rps, cpuReq := map[string][]float64{}, map[string][]float64{}
 	wallLoss, cpuLoss := map[string][]float64{}, map[string][]float64{}
+	// cleanLoss: capacity loss in the rounds no other sys_enter program ran.
+	cleanLoss := map[string][]float64{}
 	var cpuPer100k, callsPerSec, dutyRatio, attached, hostRate, estCost []float64
 	for b.Loop() {
 		for i := range rounds {
+			roundForeign.Store(0)
 			r, c := map[string]float64{}, map[string]float64{}
 			// Rotate the order: each condition runs first, second, ... in turn.
 			for j := range conds {
@@ -434,6 +439,9 @@ func BenchmarkServerThroughput(b *testing.B) {
 				wallLoss[cond.name] = append(wallLoss[cond.name], 100*(r["off"]-r[cond.name])/r["off"])
 				// A CPU-bound server's capacity is 1 / CPU per request.
 				cpuLoss[cond.name] = append(cpuLoss[cond.name], 100*(1-c["off"]/c[cond.name]))
+				if roundForeign.Load() == 0 {
+					cleanLoss[cond.name] = append(cleanLoss[cond.name], 100*(1-c["off"]/c[cond.name]))
+				}
 			}
 		}
 	}
@@ -461,6 +469,13 @@ func BenchmarkServerThroughput(b *testing.B) {
 	b.Logf("%d rounds of %d requests on %d keep-alive connections, order rotating; median [min..max]; loss vs off in the same round:", rounds, requests, conns)
 	if n := foreign.Load(); n > 0 {
 		b.Logf("  CAUTION: another process's sys_enter program was attached in %d of %d polls during the loads: every condition paid the tracepoint's slow path then", n, polls.Load())
+		var clean []string
+		for _, cond := range conds[1:] {
+			if xs := cleanLoss[cond.name]; len(xs) > 0 {
+				clean = append(clean, fmt.Sprintf("%s %s", cond.name, spread(xs)))
+			}
+		}
+		b.Logf("  capacity loss %% in the %d of %d rounds without one: %s", len(cleanLoss["off"]), rounds, strings.Join(clean, "; "))
 	}
 	b.ReportMetric(100*float64(foreign.Load())/float64(max(polls.Load(), 1)), "foreign-sys_enter-%")
 	for _, cond := range conds {
