@@ -49,7 +49,7 @@ func newHealth(a *Agent) *health {
 		defer a.stats.mu.Unlock()
 		return a.stats.duty.Ratio
 	})
-	gauge("bulkhead_sensor_syscall_rate", "The node's system calls per second (all tasks) in the system-call program's last attached window.", func() float64 {
+	gauge("bulkhead_sensor_syscall_rate", "The node's system calls per second (all tasks) in the system-call program's last attached window; 0 with --syscall-cpu-budget=0 (not measured).", func() float64 {
 		a.stats.mu.Lock()
 		defer a.stats.mu.Unlock()
 		return a.stats.duty.Rate
