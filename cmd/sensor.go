@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/collect"
 )
 
 // defaultTokenFile is where the sensor's DaemonSet projects its
@@ -26,6 +29,8 @@ func runSensor(args []string) error {
 		send  sensor.SenderConfig
 		pin   string
 		debug bool
+		// Percent of the node's CPU time.
+		syscallBudget float64
 	)
 	fs := flag.NewFlagSet("bulkhead sensor", flag.ContinueOnError)
 	fs.StringVar(&cfg.Node, "node-name", os.Getenv("NODE_NAME"), "This node's name (default: $NODE_NAME from the downward API).")
@@ -41,6 +46,10 @@ func runSensor(args []string) error {
 	fs.DurationVar(&send.HeartbeatInterval, "heartbeat-interval", 30*time.Second, "Longest silence towards the manager: a heartbeat is sent when there is nothing else.")
 	fs.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8085", "Address of /healthz and /readyz (not ready while behaviour collection is unavailable).")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8086", "Address of /metrics (bulkhead_sensor_*); 0 disables it.")
+	fs.Float64Var(&syscallBudget, "syscall-cpu-budget", collect.DefaultSyscallCPUBudget,
+		"Percent of the node's CPU time (all CPUs) that system-call collection may cost by estimate (host system calls/s x cost per call while attached). "+
+			"Above it the system-call program is attached in windows (duty cycle, metric bulkhead_sensor_syscall_duty_ratio); execs, connections and resource usage are always collected. "+
+			"0 keeps it always attached.")
 	fs.BoolVar(&debug, "debug", false, "Verbose logs.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(fs)
@@ -56,13 +65,16 @@ func runSensor(args []string) error {
 	if send.HeartbeatInterval <= 0 {
 		return errors.New("--heartbeat-interval must be positive")
 	}
+	if math.IsNaN(syscallBudget) || syscallBudget < 0 || syscallBudget > 100 {
+		return fmt.Errorf("--syscall-cpu-budget %v: want a percent from 0 (always attached) to 100", syscallBudget)
+	}
 	log := zap.New(zap.UseFlagOptions(&zapOpts))
 	ctrl.SetLogger(log)
 	restCfg, err := ctrl.GetConfig() // in-cluster, else KUBECONFIG
 	if err != nil {
 		return err
 	}
-	be, closeBackends := sensorBackends(cfg.CgroupRoot, pin)
+	be, closeBackends := sensorBackends(cfg.CgroupRoot, pin, syscallBudget)
 	defer closeBackends()
 	be.Merge = sensor.MergeBaselines
 	agent, err := sensor.New(cfg, be, send, restCfg, newScheme(), log.WithName("sensor"))

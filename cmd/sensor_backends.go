@@ -12,10 +12,10 @@ import (
 
 // sensorBackends connects the node agent to the kernel: the eBPF collector,
 // the cgroup reader and the enforcer (package kernel).
-func sensorBackends(cgroupRoot, pinDir string) (sensor.Backends, func()) {
+func sensorBackends(cgroupRoot, pinDir string, syscallBudget float64) (sensor.Backends, func()) {
 	be := sensor.Backends{
 		NewCollector: func() (sensor.Collector, error) {
-			c, err := collect.New(collect.Options{})
+			c, err := collect.New(collect.Options{Duty: collect.DutyConfig{Budget: syscallBudget}})
 			if err != nil {
 				var ue *collect.UnavailableError
 				if errors.As(err, &ue) {
@@ -46,6 +46,11 @@ type collector struct{ c *collect.Collector }
 func (c collector) Track(id uint64) error   { return c.c.Track(id) }
 func (c collector) Untrack(id uint64) error { return c.c.Untrack(id) }
 func (c collector) Close() error            { return c.c.Close() }
+
+func (c collector) SyscallDuty() sensor.SyscallDuty {
+	d := c.c.SyscallDuty()
+	return sensor.SyscallDuty{Ratio: d.Ratio, Rate: d.Rate}
+}
 
 func (c collector) Sockets(id uint64, path string) ([]sensor.Event, error) {
 	evs, err := c.c.Sockets(id, path)

@@ -8,9 +8,10 @@ BPF_GENERATED = ':(glob)internal/sensor/**/*_bpfe[bl].o' ':(glob)internal/sensor
 SENSOR_BENCH_COUNT ?= 5
 SENSOR_BENCH_CALLS ?= 2000000x
 # Rounds (alternating with/without) and requests per round of the server
-# and sibling benchmarks; seconds of load the baseline benchmark learns.
+# and sibling benchmarks (40000: a load spans several of the duty cycle's 2 s
+# periods); seconds of load the baseline benchmark learns.
 SENSOR_BENCH_ROUNDS ?= 6
-SENSOR_BENCH_REQUESTS ?= 20000
+SENSOR_BENCH_REQUESTS ?= 40000
 SENSOR_BENCH_LEARN ?= 10s
 
 ##@ Sensor
@@ -31,7 +32,7 @@ verify-bpf: ## Fail when the committed BPF objects or bindings differ from a fre
 	echo "BPF objects and bindings are up to date"
 
 .PHONY: bench-sensor
-bench-sensor: ## Sensor overhead (root): ns per getppid, a real server's throughput and CPU with the collector, sensor CPU and memory, baseline bytes per workload, enforcement cost on sibling pods.
+bench-sensor: ## Sensor overhead (root): ns per getppid, a real server's throughput and CPU with the collector (system calls always collected, and at the default --syscall-cpu-budget with the duty observed), sensor CPU and memory, baseline bytes per workload, enforcement cost on sibling pods.
 	@echo "bench-sensor: $$(date -u +%FT%TZ), load average $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) CPUs"
 	go test -run '^$$' -bench SyscallOverhead -benchtime $(SENSOR_BENCH_CALLS) -count $(SENSOR_BENCH_COUNT) -timeout 10m ./internal/sensor/collect/
 	BULKHEAD_BENCH_ROUNDS=$(SENSOR_BENCH_ROUNDS) BULKHEAD_BENCH_REQUESTS=$(SENSOR_BENCH_REQUESTS) \

@@ -133,6 +133,13 @@ type loopStats struct {
 	mu                          sync.Mutex
 	untrackedEvents, scoresSent uint64
 	trackedContainers           int
+	duty                        SyscallDuty // zero while no collector runs
+}
+
+func (a *Agent) setDuty(d SyscallDuty) {
+	a.stats.mu.Lock()
+	a.stats.duty = d
+	a.stats.mu.Unlock()
 }
 
 // New builds an agent watching the pods of cfg.Node through restCfg. scheme
@@ -265,6 +272,7 @@ func (a *Agent) loop(ctx context.Context) {
 		}
 		a.coll = c
 		a.health.setCollector(nil)
+		a.setDuty(c.SyscallDuty())
 		for id, t := range a.tracked {
 			if err := c.Track(id); err != nil {
 				a.log.Error(err, "tracking cgroup", "id", id)
@@ -317,6 +325,7 @@ func (a *Agent) loop(ctx context.Context) {
 			}
 			_ = a.coll.Close()
 			a.coll = nil
+			a.setDuty(SyscallDuty{})
 			if err == nil {
 				err = errors.New("collector stopped")
 			}
@@ -458,6 +467,18 @@ func containerName(p *corev1.Pod, id string) string {
 func (a *Agent) sample() {
 	now := a.now()
 	if a.coll != nil {
+		d := a.coll.SyscallDuty()
+		a.stats.mu.Lock()
+		prev := a.stats.duty
+		a.stats.mu.Unlock()
+		switch {
+		case prev.Ratio >= 1 && d.Ratio < 1:
+			a.log.Info("heavy system-call load: system calls are collected in windows (execs, connections and resources stay complete)",
+				"duty", fmt.Sprintf("%.2f", d.Ratio), "callsPerSecond", int64(d.Rate))
+		case prev.Ratio < 1 && d.Ratio >= 1:
+			a.log.Info("system calls are collected all the time again", "callsPerSecond", int64(d.Rate))
+		}
+		a.setDuty(d)
 		grams, err := a.coll.DrainSyscalls()
 		if err != nil {
 			a.log.Error(err, "draining system calls")

@@ -44,6 +44,16 @@ func newHealth(a *Agent) *health {
 		defer a.stats.mu.Unlock()
 		return float64(a.stats.trackedContainers)
 	})
+	gauge("bulkhead_sensor_syscall_duty_ratio", "Fraction of time system calls are collected: 1 always; below 1 under heavy system-call load (--syscall-cpu-budget), when the system-call program is attached in windows; 0 while collection is unavailable. Execs, connections and resource usage are always collected.", func() float64 {
+		a.stats.mu.Lock()
+		defer a.stats.mu.Unlock()
+		return a.stats.duty.Ratio
+	})
+	gauge("bulkhead_sensor_syscall_rate", "The node's system calls per second (all tasks) in the system-call program's last attached window; 0 with --syscall-cpu-budget=0 (not measured).", func() float64 {
+		a.stats.mu.Lock()
+		defer a.stats.mu.Unlock()
+		return a.stats.duty.Rate
+	})
 	gauge("bulkhead_sensor_buffered_scores", "Scores waiting for the manager.", func() float64 { return float64(a.sender.Stats().Buffered) })
 	counter("bulkhead_sensor_dropped_scores_total", "Scores dropped because the manager was unreachable and the buffer was full.", func() float64 { return float64(a.sender.Stats().Dropped) })
 	counter("bulkhead_sensor_rejected_scores_total", "Scores in payloads the manager rejected (4xx).", func() float64 { return float64(a.sender.Stats().RejectedScores) })

@@ -75,7 +75,19 @@ type Collector interface {
 	Run(ctx context.Context, out chan<- Event) error
 	// DrainSyscalls returns and resets the system-call trigram counts per cgroup.
 	DrainSyscalls() (map[uint64]map[Trigram]uint64, error)
+	// SyscallDuty is the system-call collection's duty cycle: under heavy
+	// system-call load it is attached only part of the time.
+	SyscallDuty() SyscallDuty
 	Close() error
+}
+
+// SyscallDuty is how much of the time system calls are collected.
+type SyscallDuty struct {
+	// Ratio is the fraction of time the system-call program is attached
+	// (1: always; execs, connections and resources are always collected).
+	Ratio float64
+	// Rate is the host's system calls per second while it was attached.
+	Rate float64
 }
 
 // Container is one container's cgroup as found under the cgroup root.

@@ -468,10 +468,10 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
+	coll := newFakeCollector()
 	r := startAgent(t, "node-nobpf", mgr, &fakeContainers{}, func(c *sensor.Config, be *sensor.Backends) {
 		c.HealthAddr, c.MetricsAddr = probeAddr, ""
 		c.CollectorRetry = 300 * time.Millisecond
-		coll := newFakeCollector()
 		be.NewCollector = func() (sensor.Collector, error) {
 			if fail.Load() {
 				return nil, &sensor.UnavailableError{Missing: "BTF (/sys/kernel/btf/vmlinux)", Err: errors.New("no such file")}
@@ -479,18 +479,19 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 			return coll, nil
 		}
 	})
-	gauge := func() float64 {
+	gaugeOf := func(name string) float64 {
 		mfs, err := r.agent.Registry().Gather()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, mf := range mfs {
-			if mf.GetName() == "bulkhead_sensor_bpf_available" {
+			if mf.GetName() == name {
 				return mf.GetMetric()[0].GetGauge().GetValue()
 			}
 		}
 		return -1
 	}
+	gauge := func() float64 { return gaugeOf("bulkhead_sensor_bpf_available") }
 	waitFor(t, "a heartbeat saying what is missing", func() bool {
 		for _, p := range mgr.received() {
 			if p.Heartbeat && !p.Coverage.Ready && strings.Contains(p.Coverage.Missing, "BTF") {
@@ -505,6 +506,10 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 	if g := gauge(); g != 0 {
 		t.Fatalf("bulkhead_sensor_bpf_available = %v, want 0", g)
 	}
+	if g := gaugeOf("bulkhead_sensor_syscall_duty_ratio"); g != 0 {
+		t.Fatalf("bulkhead_sensor_syscall_duty_ratio = %v without a collector, want 0", g)
+	}
+	coll.setDuty(sensor.SyscallDuty{Ratio: 1, Rate: 20_000})
 	fail.Store(false)
 	waitFor(t, "ready after the collector starts", func() bool { code, _ := readyz(); return code == http.StatusOK })
 	if g := gauge(); g != 1 {
@@ -514,6 +519,19 @@ func TestCollectorUnavailableIsVisible(t *testing.T) {
 		ps := mgr.received()
 		return len(ps) > 0 && ps[len(ps)-1].Coverage.Ready
 	})
+	waitFor(t, "the collector's duty cycle in the metrics", func() bool {
+		return gaugeOf("bulkhead_sensor_syscall_duty_ratio") == 1 && gaugeOf("bulkhead_sensor_syscall_rate") == 20_000
+	})
+	// Under heavy system-call load the duty drops; the node stays ready
+	// and covered: execs, connections and resources are still complete.
+	coll.setDuty(sensor.SyscallDuty{Ratio: 0.25, Rate: 4e6})
+	waitFor(t, "duty 0.25 in the metrics", func() bool { return gaugeOf("bulkhead_sensor_syscall_duty_ratio") == 0.25 })
+	if code, body := readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz at duty 0.25: %d %q, want 200", code, body)
+	}
+	if g := gauge(); g != 1 {
+		t.Fatalf("bulkhead_sensor_bpf_available = %v at duty 0.25, want 1", g)
+	}
 }
 
 // Pods that vanish and cgroups recreated at the same path are untracked, and

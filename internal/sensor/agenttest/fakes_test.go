@@ -31,6 +31,7 @@ type fakeCollector struct {
 	steady  map[uint64]map[sensor.Trigram]uint64
 	// existing: what Sockets returns per cgroup.
 	existing map[uint64][]sensor.Event
+	duty     sensor.SyscallDuty
 	closed   bool
 }
 
@@ -91,6 +92,18 @@ func (f *fakeCollector) DrainSyscalls() (map[uint64]map[sensor.Trigram]uint64, e
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeCollector) SyscallDuty() sensor.SyscallDuty {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.duty
+}
+
+func (f *fakeCollector) setDuty(d sensor.SyscallDuty) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.duty = d
 }
 
 func (f *fakeCollector) Close() error {

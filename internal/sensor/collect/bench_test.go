@@ -42,19 +42,8 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	// The cost of any program on sys_enter: the kernel's syscall-tracepoint
 	// path, before the collector's own instructions.
 	b.Run("hook-only", func(b *testing.B) {
-		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sys_enter", License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer p.Close()
-		l, err := link.AttachTracing(link.TracingOptions{Program: p})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer l.Close()
+		p, detach := emptySysEnter(b)
+		defer detach()
 		getppid(b, p)
 	})
 	b.Run("attached-untracked", func(b *testing.B) {
@@ -144,4 +133,29 @@ func progNsPerRun(b *testing.B, prog *ebpf.Program) float64 {
 		b.Fatal("the sys_enter program did not run")
 	}
 	return float64(after.Runtime-before.Runtime) / float64(runs)
+}
+
+// emptySysEnter attaches a program that does nothing to sys_enter: what any
+// program there costs, before its own instructions.
+func emptySysEnter(b *testing.B) (*ebpf.Program, func()) {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sys_enter", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: p})
+	if err != nil {
+		_ = p.Close()
+		b.Fatal(err)
+	}
+	return p, func() {
+		if err := l.Close(); err != nil {
+			b.Error(err)
+		}
+		if err := p.Close(); err != nil {
+			b.Error(err)
+		}
+	}
 }

@@ -6,6 +6,9 @@
 //   - Trigrams are per thread: a thread's first two calls in a tracked
 //     cgroup only start its sequence. Numbers are the running kernel's
 //     (SyscallName knows x86_64's); 32-bit compat calls are not told apart.
+//     Under heavy system-call load (Options.Duty) sys_enter is attached in
+//     windows, and a sequence starts anew in each (duty.go); the other
+//     programs are always attached.
 //   - Execs: Binary is the path given to execve; argv is read up to ArgsBytes.
 //   - TCP connect and listen come from sock:inet_sock_set_state; a socket
 //     that listens without bind gets its port afterwards and reports 0.
@@ -38,8 +41,10 @@ import (
 type Options struct {
 	// RingBufferBytes: power of two, a multiple of the page size. Default 256 KiB.
 	RingBufferBytes int
-	// MaxTrigrams: (cgroup, trigram) counters kept between drains; the least
-	// recently used are evicted beyond it. Default 16384.
+	// MaxTrigrams: (cgroup, trigram) counters kept between drains in the
+	// map behind the per-CPU fast tables (2048 slots each, two ways per
+	// trigram; a trigram counts there when both its slots are taken); the
+	// least recently used are evicted beyond it. Default 16384.
 	MaxTrigrams int
 	// ArgsMax: arguments kept per exec (the kernel reads at most ArgsBytes of
 	// argv). Default 32.
@@ -49,6 +54,9 @@ type Options struct {
 	// UDPInterval: a UDP destination is reported at most once per cgroup in
 	// this interval. Default 1 minute.
 	UDPInterval time.Duration
+	// Duty attaches sys_enter in a duty cycle under heavy system-call load
+	// (duty.go); the zero value keeps it always attached.
+	Duty DutyConfig
 }
 
 const (
@@ -88,7 +96,9 @@ func (o Options) withDefaults() (Options, error) {
 	case o.UDPInterval < 0:
 		return o, fmt.Errorf("UDPInterval %s: want a positive duration", o.UDPInterval)
 	}
-	return o, nil
+	var err error
+	o.Duty, err = o.Duty.withDefaults()
+	return o, err
 }
 
 // UnavailableError says what the kernel or the process lacks for collection.
@@ -121,15 +131,30 @@ type Stats struct {
 type Collector struct {
 	opts  Options
 	objs  collectObjects
-	links []link.Link
+	links []link.Link // the event programs' and the socket iterator's
 	rd    *ringbuf.Reader
+	// sysLink attaches sys_enter; nil in an off window of the duty cycle.
+	sysLink  link.Link
+	sysEpoch uint32 // sys_epoch
+	// stopDuty ends the duty cycle; dutyDone is closed when it has.
+	stopDuty context.CancelFunc
+	dutyDone chan struct{}
+	dutyMu   sync.Mutex
+	duty     DutyState
+	// wake: Run saw an exec or connection of a tracked cgroup.
+	wake chan struct{}
 	// sockIter lists existing sockets (Sockets); it is in links too.
 	sockIter *link.Iter
 
 	mu      sync.Mutex // tracked set, drains, Close
 	tracked map[uint64]struct{}
 	gen     uint32 // tracked_gen
-	closed  bool
+	// epoch is fast_epoch: the fast table the programs count into.
+	epoch uint32
+	// untracked since the last drain: their counts still in a fast table
+	// are dropped even if they are tracked again meanwhile.
+	untracked map[uint64]struct{}
+	closed    bool
 
 	running                     atomic.Bool
 	events, malformed, trigrams atomic.Uint64
@@ -160,7 +185,7 @@ func New(opts Options) (*Collector, error) {
 		return nil, fmt.Errorf("collect: set UDP interval: %w", err)
 	}
 
-	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}}
+	c := &Collector{opts: opts, tracked: map[uint64]struct{}{}, untracked: map[uint64]struct{}{}, wake: make(chan struct{}, 1)}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, loadError(err, memlockErr)
 	}
@@ -168,7 +193,6 @@ func New(opts Options) (*Collector, error) {
 		what string
 		prog *ebpf.Program
 	}{
-		{"tp_btf/sys_enter", c.objs.SysEnter},
 		{"tp_btf/sched_process_exec", c.objs.SchedProcessExec},
 		{"tp_btf/inet_sock_set_state", c.objs.InetSockSetState},
 		{"tp_btf/net_dev_queue", c.objs.NetDevQueue},
@@ -184,6 +208,14 @@ func New(opts Options) (*Collector, error) {
 		}
 		c.links = append(c.links, l)
 	}
+	c.duty = DutyState{Ratio: 1}
+	if err := c.attachSyscalls(); err != nil {
+		_ = c.Close()
+		if isPermission(err) {
+			return nil, &UnavailableError{Missing: "permission to attach tp_btf/sys_enter (CAP_BPF and CAP_PERFMON, or root)", Err: err}
+		}
+		return nil, &UnavailableError{Missing: "attach point tp_btf/sys_enter", Err: err}
+	}
 	if c.sockIter, err = link.AttachIter(link.IterOptions{Program: c.objs.ExistingTcp}); err != nil {
 		_ = c.Close()
 		return nil, &UnavailableError{Missing: "attach point iter/tcp", Err: err}
@@ -192,6 +224,14 @@ func New(opts Options) (*Collector, error) {
 	if c.rd, err = ringbuf.NewReader(c.objs.Events); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("collect: open ring buffer: %w", err)
+	}
+	if opts.Duty.Budget > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stopDuty, c.dutyDone = cancel, make(chan struct{})
+		go func() {
+			defer close(c.dutyDone)
+			c.runDuty(ctx, opts.Duty)
+		}()
 	}
 	return c, nil
 }
@@ -300,6 +340,7 @@ func (c *Collector) Untrack(cgroupID uint64) error {
 		return fmt.Errorf("collect: untrack cgroup %d: %w", cgroupID, err)
 	}
 	delete(c.tracked, cgroupID)
+	c.untracked[cgroupID] = struct{}{}
 	if err := c.writeTrackedBits(); err != nil {
 		return fmt.Errorf("collect: untrack cgroup %d: %w", cgroupID, err)
 	}
@@ -327,6 +368,14 @@ func (c *Collector) Untrack(cgroupID uint64) error {
 
 const drainBatch = 1024
 
+// fastSlots is FAST_SLOTS in collect.bpf.c: slots per fast table and CPU.
+const fastSlots = 2048
+
+// fastSettle is how long a drain waits after switching fast tables before it
+// reads the old one: a program that read fast_epoch just before the switch
+// is done counting within microseconds.
+const fastSettle = time.Millisecond
+
 // DrainSyscalls returns, per tracked cgroup id, each trigram's count since
 // the last drain, and removes them from the kernel. An increment racing with
 // the drain of its counter can be lost; nothing is counted twice.
@@ -337,24 +386,40 @@ func (c *Collector) DrainSyscalls() (map[uint64]map[Trigram]uint64, error) {
 		return nil, errors.New("collect: drain: collector closed")
 	}
 	out := map[uint64]map[Trigram]uint64{}
+	add := func(cg uint64, tri uint64, n uint64) {
+		// A counter can land just after Untrack dropped its cgroup's.
+		if _, ok := c.tracked[cg]; !ok || n == 0 {
+			return
+		}
+		m := out[cg]
+		if m == nil {
+			m = map[Trigram]uint64{}
+			out[cg] = m
+		}
+		m[trigramFromKey(tri)] += n
+	}
+	// The programs count into the other fast table from now on.
+	old := c.objs.Fast0
+	if c.epoch&1 == 1 {
+		old = c.objs.Fast1
+	}
+	if err := c.objs.FastEpoch.Set(c.epoch + 1); err != nil {
+		return nil, fmt.Errorf("collect: drain: switch fast table: %w", err)
+	}
+	c.epoch++
+	time.Sleep(fastSettle)
+	if err := c.takeFast(old, add); err != nil {
+		return nil, err
+	}
+	clear(c.untracked)
+
 	keys := make([]collectTrigramKey, drainBatch)
 	vals := make([]uint64, drainBatch)
 	var cursor ebpf.MapBatchCursor
-	var n uint64
 	for {
 		got, err := c.objs.Trigrams.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := range got {
-			// A counter can land just after Untrack dropped its cgroup's.
-			if _, ok := c.tracked[keys[i].Cgroup]; !ok {
-				continue
-			}
-			m := out[keys[i].Cgroup]
-			if m == nil {
-				m = map[Trigram]uint64{}
-				out[keys[i].Cgroup] = m
-			}
-			m[trigramFromKey(keys[i].Trigram)] += vals[i]
-			n++
+			add(keys[i].Cgroup, keys[i].Trigram, vals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -363,8 +428,56 @@ func (c *Collector) DrainSyscalls() (map[uint64]map[Trigram]uint64, error) {
 			return nil, fmt.Errorf("collect: drain trigram counters: %w", err)
 		}
 	}
+	var n uint64
+	for _, m := range out {
+		n += uint64(len(m))
+	}
 	c.trigrams.Add(n)
 	return out, nil
+}
+
+// takeFast passes every counted slot of a fast table that the programs no
+// longer count into to add, except those of cgroups untracked since the last
+// drain, and frees the slots.
+func (c *Collector) takeFast(table *ebpf.Map, add func(cg, tri, n uint64)) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("collect: drain: %w", err)
+	}
+	keys := make([]uint32, fastSlots)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	// Slot i's values are vals[i*cpus : (i+1)*cpus], one per CPU.
+	vals := make([]collectTrigramSlot, fastSlots*cpus)
+	var cursor ebpf.MapBatchCursor
+	got, err := table.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("collect: drain: read fast table: %w", err)
+	}
+	var used []uint32
+	for i := range got {
+		taken := false
+		for _, v := range vals[i*cpus : (i+1)*cpus] {
+			if v.Cgroup == 0 {
+				continue
+			}
+			taken = true
+			if _, gone := c.untracked[v.Cgroup]; !gone {
+				add(v.Cgroup, v.Trigram, v.Count)
+			}
+		}
+		if taken {
+			used = append(used, keys[i])
+		}
+	}
+	if len(used) == 0 {
+		return nil
+	}
+	if _, err := table.BatchUpdate(used, make([]collectTrigramSlot, len(used)*cpus), nil); err != nil {
+		return fmt.Errorf("collect: drain: free fast table: %w", err)
+	}
+	return nil
 }
 
 // Run sends the kernel's exec and connection records to out until ctx is
@@ -400,6 +513,10 @@ func (c *Collector) Run(ctx context.Context, out chan<- Event) error {
 		if err != nil {
 			c.malformed.Add(1)
 			continue
+		}
+		select { // the duty cycle attaches sys_enter at once
+		case c.wake <- struct{}{}:
+		default:
 		}
 		ev.Time = wallTime(ev.Mono)
 		if ev.Exec != nil && len(ev.Exec.Args) > c.opts.ArgsMax {
@@ -443,6 +560,11 @@ func (c *Collector) Stats() Stats {
 
 // Close detaches every program and frees the maps; a running Run returns.
 func (c *Collector) Close() error {
+	// Before c.mu: the duty cycle takes it to attach and detach.
+	if c.stopDuty != nil {
+		c.stopDuty()
+		<-c.dutyDone
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -454,6 +576,10 @@ func (c *Collector) Close() error {
 		errs = append(errs, l.Close())
 	}
 	c.links = nil
+	if c.sysLink != nil {
+		errs = append(errs, c.sysLink.Close())
+		c.sysLink = nil
+	}
 	if c.rd != nil {
 		errs = append(errs, c.rd.Close())
 	}

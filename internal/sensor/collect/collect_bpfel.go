@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type collectCallCounts struct {
+	_       structs.HostLayout
+	All     uint64
+	Tracked uint64
+}
+
 type collectConnEvent struct {
 	_ structs.HostLayout
 	H struct {
@@ -56,8 +62,8 @@ type collectHistory struct {
 	Prev    [2]uint16
 	N       uint8
 	Tracked uint8
-	Pad     [3]uint8
-	_       [3]byte
+	Pad     [2]uint8
+	Epoch   uint32
 }
 
 type collectSockRecord struct {
@@ -78,6 +84,13 @@ type collectTrigramKey struct {
 	Trigram uint64
 }
 
+type collectTrigramSlot struct {
+	_       structs.HostLayout
+	Cgroup  uint64
+	Trigram uint64
+	Count   uint64
+}
+
 type collectUdpKey struct {
 	_      structs.HostLayout
 	Cgroup uint64
@@ -91,7 +104,10 @@ type collectUdpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	collectMapCalls             = "calls"
 	collectMapEvents            = "events"
+	collectMapFast0             = "fast0"
+	collectMapFast1             = "fast1"
 	collectMapHistories         = "histories"
 	collectMapLost              = "lost"
 	collectMapTracked           = "tracked"
@@ -102,11 +118,15 @@ const (
 	collectProgNetDevQueue      = "net_dev_queue"
 	collectProgSchedProcessExec = "sched_process_exec"
 	collectProgSysEnter         = "sys_enter"
+	collectVarFastEpoch         = "fast_epoch"
+	collectVarSysEpoch          = "sys_epoch"
 	collectVarTrackedBits       = "tracked_bits"
 	collectVarTrackedGen        = "tracked_gen"
 	collectVarUdpDedupNs        = "udp_dedup_ns"
+	collectVarUnusedCalls       = "unused_calls"
 	collectVarUnusedConn        = "unused_conn"
 	collectVarUnusedExec        = "unused_exec"
+	collectVarUnusedSlot        = "unused_slot"
 	collectVarUnusedSock        = "unused_sock"
 )
 
@@ -163,7 +183,10 @@ type collectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectMapSpecs struct {
+	Calls     *ebpf.MapSpec `ebpf:"calls"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	Fast0     *ebpf.MapSpec `ebpf:"fast0"`
+	Fast1     *ebpf.MapSpec `ebpf:"fast1"`
 	Histories *ebpf.MapSpec `ebpf:"histories"`
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
 	Tracked   *ebpf.MapSpec `ebpf:"tracked"`
@@ -175,11 +198,15 @@ type collectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectVariableSpecs struct {
+	FastEpoch   *ebpf.VariableSpec `ebpf:"fast_epoch"`
+	SysEpoch    *ebpf.VariableSpec `ebpf:"sys_epoch"`
 	TrackedBits *ebpf.VariableSpec `ebpf:"tracked_bits"`
 	TrackedGen  *ebpf.VariableSpec `ebpf:"tracked_gen"`
 	UdpDedupNs  *ebpf.VariableSpec `ebpf:"udp_dedup_ns"`
+	UnusedCalls *ebpf.VariableSpec `ebpf:"unused_calls"`
 	UnusedConn  *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.VariableSpec `ebpf:"unused_exec"`
+	UnusedSlot  *ebpf.VariableSpec `ebpf:"unused_slot"`
 	UnusedSock  *ebpf.VariableSpec `ebpf:"unused_sock"`
 }
 
@@ -203,7 +230,10 @@ func (o *collectObjects) Close() error {
 //
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectMaps struct {
+	Calls     *ebpf.Map `ebpf:"calls"`
 	Events    *ebpf.Map `ebpf:"events"`
+	Fast0     *ebpf.Map `ebpf:"fast0"`
+	Fast1     *ebpf.Map `ebpf:"fast1"`
 	Histories *ebpf.Map `ebpf:"histories"`
 	Lost      *ebpf.Map `ebpf:"lost"`
 	Tracked   *ebpf.Map `ebpf:"tracked"`
@@ -213,7 +243,10 @@ type collectMaps struct {
 
 func (m *collectMaps) Close() error {
 	return _CollectClose(
+		m.Calls,
 		m.Events,
+		m.Fast0,
+		m.Fast1,
 		m.Histories,
 		m.Lost,
 		m.Tracked,
@@ -226,11 +259,15 @@ func (m *collectMaps) Close() error {
 //
 // It can be passed to loadCollectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectVariables struct {
+	FastEpoch   *ebpf.Variable `ebpf:"fast_epoch"`
+	SysEpoch    *ebpf.Variable `ebpf:"sys_epoch"`
 	TrackedBits *ebpf.Variable `ebpf:"tracked_bits"`
 	TrackedGen  *ebpf.Variable `ebpf:"tracked_gen"`
 	UdpDedupNs  *ebpf.Variable `ebpf:"udp_dedup_ns"`
+	UnusedCalls *ebpf.Variable `ebpf:"unused_calls"`
 	UnusedConn  *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedExec  *ebpf.Variable `ebpf:"unused_exec"`
+	UnusedSlot  *ebpf.Variable `ebpf:"unused_slot"`
 	UnusedSock  *ebpf.Variable `ebpf:"unused_sock"`
 }
 

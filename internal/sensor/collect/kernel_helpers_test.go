@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,6 +68,40 @@ func runHelper(mode, arg string) error {
 			if _, err := pc.WriteTo([]byte("x"), dst); err != nil {
 				return err
 			}
+		}
+		return nil
+	case "getppid":
+		// arg: how many getppid calls to make in a row on one thread.
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return err
+		}
+		runtime.LockOSThread()
+		for range n {
+			_, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
+		}
+		return nil
+	case "gap":
+		// Three getppid, write "a" to stdout, block in a read of stdin,
+		// then three getuid and write "b": raw calls on one thread, so
+		// the thread's sequence is exactly these.
+		runtime.LockOSThread()
+		for range 3 {
+			_, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
+		}
+		buf := []byte("a")
+		if _, _, e := unix.RawSyscall(unix.SYS_WRITE, 1, uintptr(unsafe.Pointer(&buf[0])), 1); e != 0 {
+			return e
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_READ, 0, uintptr(unsafe.Pointer(&buf[0])), 1); e != 0 {
+			return e
+		}
+		for range 3 {
+			_, _, _ = unix.RawSyscall(unix.SYS_GETUID, 0, 0, 0)
+		}
+		buf[0] = 'b'
+		if _, _, e := unix.RawSyscall(unix.SYS_WRITE, 1, uintptr(unsafe.Pointer(&buf[0])), 1); e != 0 {
+			return e
 		}
 		return nil
 	case "pod":

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -112,6 +113,19 @@ func TestCollectorOnKernel(t *testing.T) {
 		for it := c.objs.Trigrams.Iterate(); it.Next(&k, &v); {
 			if k.Cgroup == sibling.id {
 				t.Fatalf("the kernel counted trigram %s for the untracked sibling", trigramFromKey(k.Trigram))
+			}
+		}
+		for _, table := range []*ebpf.Map{c.objs.Fast0, c.objs.Fast1} {
+			var (
+				i     uint32
+				slots []collectTrigramSlot
+			)
+			for it := table.Iterate(); it.Next(&i, &slots); {
+				for _, s := range slots {
+					if s.Cgroup == sibling.id {
+						t.Fatalf("the kernel counted trigram %s for the untracked sibling", trigramFromKey(s.Trigram))
+					}
+				}
 			}
 		}
 		got, err := c.DrainSyscalls()
@@ -496,4 +510,140 @@ func TestTrackedFilterBothWordHalves(t *testing.T) {
 		cg.run(t, nil, "/bin/true")
 		s.waitFor(t, fmt.Sprintf("exec in cgroup %d (bit %d)", cg.id, trackedBit(cg.id)), isExecOf(cg.id, "/bin/true"))
 	}
+}
+
+// getppidRun runs the helper's n getppid calls in a row in cg and returns how
+// many (getppid, getppid, getppid) trigrams drain counted for cg, draining
+// every few milliseconds meanwhile so the counts cross fast-table switches.
+func getppidRun(t *testing.T, c *Collector, cg testCgroup, n int) uint64 {
+	t.Helper()
+	var (
+		total uint64
+		mu    sync.Mutex
+	)
+	drain := func() {
+		got, err := c.DrainSyscalls()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		total += got[cg.id][Trigram{unix.SYS_GETPPID, unix.SYS_GETPPID, unix.SYS_GETPPID}]
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+				drain()
+			}
+		}
+	})
+	// No asynchronous preemption: its signal would break the run of calls.
+	cg.run(t, []string{helperEnv + "=getppid", "GODEBUG=asyncpreemptoff=1"}, os.Args[0], strconv.Itoa(n))
+	close(done)
+	wg.Wait()
+	drain()
+	return total
+}
+
+// fastSlotsTaken counts the taken slots of both fast tables over all CPUs.
+func fastSlotsTaken(t *testing.T, c *Collector) int {
+	t.Helper()
+	taken := 0
+	for _, table := range []*ebpf.Map{c.objs.Fast0, c.objs.Fast1} {
+		var (
+			k uint32
+			v []collectTrigramSlot
+		)
+		it := table.Iterate()
+		for it.Next(&k, &v) {
+			for _, s := range v {
+				if s.Cgroup != 0 {
+					taken++
+				}
+			}
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return taken
+}
+
+// The counts of a run of calls arrive whole across many drains (each one
+// switches the kernel's per-CPU fast tables) and never twice, and the same
+// when every fast slot is taken and the kernel counts in the fallback map.
+func TestTrigramCountsAcrossDrains(t *testing.T) {
+	requireBPF(t)
+	const n = 200_000
+	c := newCollector(t, Options{})
+	cg := newCgroup(t, "counts")
+	if err := c.Track(cg.id); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, got uint64) {
+		// n calls in a row make n-2 trigrams of them; a drain may lose an
+		// increment that races with it, and the Go runtime may interleave
+		// a call of its own now and then.
+		if got > n-2 || got < (n-2)*99/100 {
+			t.Errorf("counted %d (getppid, getppid, getppid) for %d calls in a row, want %d (at least 99%%)", got, n, n-2)
+		}
+	}
+	t.Run("fast tables", func(t *testing.T) {
+		check(t, getppidRun(t, c, cg, n))
+	})
+	t.Run("fallback map", func(t *testing.T) {
+		// Take every slot of both fast tables on every CPU for a cgroup
+		// that is not tracked: the kernel must count in `trigrams`.
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const foreign = 1 << 62
+		full := make([]collectTrigramSlot, cpus)
+		for i := range full {
+			full[i] = collectTrigramSlot{Cgroup: foreign, Trigram: uint64(i), Count: 1}
+		}
+		// Between the switches of getppidRun's drains the tables are
+		// taken again; drains here stop so that they stay taken.
+		for _, table := range []*ebpf.Map{c.objs.Fast0, c.objs.Fast1} {
+			for i := range uint32(fastSlots) {
+				if err := table.Update(i, full, ebpf.UpdateAny); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		cg.run(t, []string{helperEnv + "=getppid", "GODEBUG=asyncpreemptoff=1"}, os.Args[0], strconv.Itoa(n))
+		var inMap uint64
+		var (
+			k collectTrigramKey
+			v uint64
+		)
+		for it := c.objs.Trigrams.Iterate(); it.Next(&k, &v); {
+			if k.Cgroup == cg.id && trigramFromKey(k.Trigram) == (Trigram{unix.SYS_GETPPID, unix.SYS_GETPPID, unix.SYS_GETPPID}) {
+				inMap = v
+			}
+		}
+		check(t, inMap)
+		got, err := c.DrainSyscalls()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := got[foreign]; ok {
+			t.Error("drain returned counts of a cgroup that is not tracked")
+		}
+		check(t, got[cg.id][Trigram{unix.SYS_GETPPID, unix.SYS_GETPPID, unix.SYS_GETPPID}])
+		// The second drain frees the other table too.
+		if _, err := c.DrainSyscalls(); err != nil {
+			t.Fatal(err)
+		}
+		if taken := fastSlotsTaken(t, c); taken != 0 {
+			t.Errorf("%d fast slots still taken after two drains with the server idle", taken)
+		}
+	})
 }

@@ -79,7 +79,16 @@ struct history {
 	__u16 prev[2];
 	__u8 n;         /* calls remembered in prev, up to 2 */
 	__u8 tracked;
-	__u8 pad[3];
+	__u8 pad[2];
+	__u32 epoch;    /* sys_epoch when prev was written */
+};
+
+// Calls seen by sys_enter on a CPU while it is attached: every task's, and
+// the tracked cgroups'. User space turns them into the host's system-call
+// rate, which sets how long sys_enter may stay attached (duty.go).
+struct call_counts {
+	__u64 all;
+	__u64 tracked;
 };
 
 struct {
@@ -95,6 +104,29 @@ struct {
 	__type(key, struct trigram_key);
 	__type(value, __u64);
 } trigrams SEC(".maps");
+
+// The fast path of the trigram counters: per CPU, direct-mapped tables of
+// (cgroup, trigram, count) slots, in two generations. The programs count into
+// the one fast_epoch names; user space drains by switching fast_epoch, then
+// reading and clearing the other. A lookup in a per-CPU array is a few
+// instructions with no helper call and its slots are written by one CPU only,
+// so a count costs no atomic and no hashing helper. A trigram whose two slots
+// are taken by others falls back to `trigrams`.
+#define FAST_SLOTS 2048 /* per table and CPU; a power of two (fastSlots in collect.go) */
+struct trigram_slot {
+	__u64 cgroup; /* 0: free (no cgroup v2 has id 0) */
+	__u64 trigram;
+	__u64 count;
+};
+
+struct fast_table {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FAST_SLOTS);
+	__type(key, __u32);
+	__type(value, struct trigram_slot);
+};
+struct fast_table fast0 SEC(".maps");
+struct fast_table fast1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -115,6 +147,13 @@ struct {
 	__uint(max_entries, 256 * 1024); /* Options.RingBufferBytes */
 } events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct call_counts);
+} calls SEC(".maps");
+
 // lost[0]: ring buffer records dropped because the buffer was full.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -125,6 +164,8 @@ struct {
 
 // Types for bpf2go -type, so the Go side can check the layouts.
 const struct exec_event *unused_exec __attribute__((unused));
+const struct trigram_slot *unused_slot __attribute__((unused));
+const struct call_counts *unused_calls __attribute__((unused));
 const struct conn_event *unused_conn __attribute__((unused));
 
 // A filter in front of `tracked`: bit tracked_bit(id) is set for every
@@ -136,6 +177,11 @@ volatile __u64 tracked_bits[TRACKED_BITS / 64];
 // Bumped by user space after every change of `tracked`: a thread's cached
 // answer (struct history) holds only for the generation it was taken in.
 volatile __u32 tracked_gen;
+// Bumped by user space before it attaches sys_enter again after a gap: the
+// calls a thread made before the gap do not start a trigram after it.
+volatile __u32 sys_epoch;
+// Which fast table the programs count into: fast0 when even, fast1 when odd.
+volatile __u32 fast_epoch;
 
 static __always_inline __u32 tracked_bit(__u64 cg)
 {
@@ -146,6 +192,29 @@ static __always_inline int maybe_tracked(__u64 cg)
 {
 	__u32 bit = tracked_bit(cg);
 	return (tracked_bits[(bit / 64) & (TRACKED_BITS / 64 - 1)] & (1ULL << (bit % 64))) != 0;
+}
+
+// fast_count counts (cg, tri) in one of slot idx's two ways of this CPU's
+// table; 0 when both are taken by other trigrams.
+static __always_inline int fast_count(void *table, __u32 idx, __u64 cg, __u64 tri)
+{
+	for (__u32 way = 0; way < 2; way++) {
+		__u32 i = (idx ^ way) & (FAST_SLOTS - 1);
+		struct trigram_slot *s = bpf_map_lookup_elem(table, &i);
+		if (!s)
+			return 0;
+		if (s->cgroup == cg && s->trigram == tri) {
+			s->count++;
+			return 1;
+		}
+		if (s->cgroup == 0) {
+			s->trigram = tri;
+			s->count = 1;
+			s->cgroup = cg;
+			return 1;
+		}
+	}
+	return 0;
 }
 
 static __always_inline int is_tracked(__u64 cg)
@@ -175,6 +244,10 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	// What bpf_get_current_cgroup_id returns, read without its call.
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 cg = task->cgroups->dfl_cgrp->kn->id;
+	__u32 zero = 0;
+	struct call_counts *cc = bpf_map_lookup_elem(&calls, &zero);
+	if (cc)
+		cc->all++;
 	if (!maybe_tracked(cg))
 		return 0;
 	if (id < 0 || id >= 0xffff)
@@ -195,11 +268,26 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	}
 	if (!h->tracked)
 		return 0;
+	if (cc)
+		cc->tracked++;
+	__u32 epoch = sys_epoch;
+	if (h->epoch != epoch) {
+		h->n = 0; /* nor across a gap in which sys_enter was detached */
+		h->epoch = epoch;
+	}
 	__u16 nr = id;
 	if (h->n >= 2) {
+		__u64 tri = ((__u64)h->prev[0] << 32) | ((__u64)h->prev[1] << 16) | nr;
+		__u32 idx = ((cg * 0x9E3779B97F4A7C15ULL) ^ (tri * 0xC2B2AE3D27D4EB4FULL)) >> 40;
+		// Two calls, one map each: a lookup site that sees one map only
+		// is inlined by the verifier.
+		int counted = (fast_epoch & 1) ? fast_count(&fast1, idx, cg, tri)
+					       : fast_count(&fast0, idx, cg, tri);
+		if (counted)
+			goto next;
 		struct trigram_key k = {
 			.cgroup = cg,
-			.trigram = ((__u64)h->prev[0] << 32) | ((__u64)h->prev[1] << 16) | nr,
+			.trigram = tri,
 		};
 		__u64 *c = bpf_map_lookup_elem(&trigrams, &k);
 		if (c) {
@@ -216,6 +304,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	} else {
 		h->n++;
 	}
+next:
 	h->prev[0] = h->prev[1];
 	h->prev[1] = nr;
 	return 0;
