@@ -137,10 +137,8 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		}
 		if burst && p.isolatedNow {
 			// Isolated with no read: status, evidence and the rest come
-			// once no new Quarantine awaits its first pass (deferStatus).
-			p.r.stash.put(q.UID, &deferred{isolatedAt: &p.now})
-			p.noStatus = true
-			return holdResult(), true, nil
+			// once no new Quarantine awaits its first pass.
+			return p.deferRest()
 		}
 	}
 	p.resolve(ctx)
@@ -198,14 +196,23 @@ func (p *pass) isolateEarly(ctx context.Context, pod *corev1.Pod) error {
 		}
 		st := securityv1alpha1.ActionStatus{}
 		p.e.Plan(p.scope, a, &st)
-		_, err := p.e.Isolate(ctx, p.scope, a, &st)
-		if err != nil && !containment.Permanent(err) {
-			p.alertForbidden(a.Type, err)
-			return fmt.Errorf("%s: %w", a.Type, err)
+		if err := p.isolate(ctx, a, &st); err != nil {
+			return err
 		}
-		p.isolatedNow = p.isolatedNow || err == nil
 	}
 	p.isolatedEarly = p.isolatedNow
+	return nil
+}
+
+// isolate makes one action's isolating writes. An error that retrying
+// cannot fix is left to applyActions, which records the action Failed.
+func (p *pass) isolate(ctx context.Context, a securityv1alpha1.Action, st *securityv1alpha1.ActionStatus) error {
+	_, err := p.e.Isolate(ctx, p.scope, a, st)
+	if err != nil && !containment.Permanent(err) {
+		p.alertForbidden(a.Type, err)
+		return fmt.Errorf("%s: %w", a.Type, err)
+	}
+	p.isolatedNow = p.isolatedNow || err == nil
 	return nil
 }
 
@@ -437,9 +444,22 @@ func deferStatus(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	if !p.isolatedNow || p.r.stash == nil || p.base.Status.Phase != "" || !p.othersAwaitIsolation() {
 		return ctrl.Result{}, false, nil
 	}
+	return p.deferRest()
+}
+
+// deferRest ends a pass that made only the isolating writes, leaving its
+// status unwritten: the stash keeps the evidence snapshot and when the
+// target was first isolated (an earlier deferred pass's time and snapshot
+// win) for the pass that records them.
+func (p *pass) deferRest() (ctrl.Result, bool, error) {
 	d := &deferred{evidence: p.evidence, isolatedAt: &p.now}
-	if p.deferred != nil && p.deferred.isolatedAt != nil {
-		d.isolatedAt = p.deferred.isolatedAt
+	if prev := p.deferred; prev != nil {
+		if d.evidence == nil {
+			d.evidence = prev.evidence
+		}
+		if prev.isolatedAt != nil {
+			d.isolatedAt = prev.isolatedAt
+		}
 	}
 	p.evidence = nil
 	p.r.stash.put(p.q.UID, d)
@@ -447,21 +467,18 @@ func deferStatus(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	return holdResult(), true, nil
 }
 
-// isolateFirst makes the isolating writes (the NetworkPolicy, then the pod
-// label) right after the intent, ahead of evidence, Events, audit detail,
-// third-party denies and the other actions. An error that retrying cannot
-// fix is left to applyActions, which records the action Failed.
+// isolateFirst makes the isolating writes (the NetworkPolicy and the pod
+// label, at once) right after the intent, ahead of evidence, Events, audit
+// detail, third-party denies and the other actions, unless isolateEarly
+// made them already.
 func isolateFirst(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if p.isolatedEarly {
 		return ctrl.Result{}, false, nil
 	}
 	for _, a := range p.isolating() {
-		_, err := p.e.Isolate(ctx, p.scope, a, p.actionStatus(a.Type))
-		if err != nil && !containment.Permanent(err) {
-			p.alertForbidden(a.Type, err)
-			return ctrl.Result{}, false, fmt.Errorf("%s: %w", a.Type, err)
+		if err := p.isolate(ctx, a, p.actionStatus(a.Type)); err != nil {
+			return ctrl.Result{}, false, err
 		}
-		p.isolatedNow = p.isolatedNow || err == nil
 	}
 	return ctrl.Result{}, false, nil
 }
