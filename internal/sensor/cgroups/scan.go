@@ -31,38 +31,9 @@ func Scan(root string) ([]Container, error) {
 	return out, err
 }
 
-// PodCgroup finds the pod-level cgroup of a pod (UID with dashes, as in the
-// API), for policies that apply to the whole pod. The error wraps
-// fs.ErrNotExist when the node has no cgroup for it.
-func PodCgroup(root, podUID string) (path string, id uint64, err error) {
-	if _, ok := podUIDOf(podUID); !ok {
-		return "", 0, fmt.Errorf("pod UID %q is not a UUID or 32 hex digits", podUID)
-	}
-	var found bool
-	err = walk(root, func(rel string, i uint64) bool {
-		if found {
-			return false
-		}
-		if uid, _, ok := ParsePod(rel); ok {
-			if uid == podUID {
-				path, id, found = rel, i, true
-			}
-			return false
-		}
-		return true
-	})
-	if err != nil {
-		return "", 0, err
-	}
-	if !found {
-		return "", 0, fmt.Errorf("no cgroup for pod %s under %s: %w", podUID, root, fs.ErrNotExist)
-	}
-	return path, id, nil
-}
-
 // PodCgroups finds the pod-level cgroups of all pods under root in one walk:
 // pod UID (with dashes, as in the API) → path relative to root. Looking up
-// many pods costs one walk instead of one per pod (PodCgroup).
+// many pods costs one walk, not one per pod.
 func PodCgroups(root string) (map[string]string, error) {
 	out := map[string]string{}
 	err := walk(root, func(rel string, _ uint64) bool {

@@ -117,12 +117,12 @@ func TestScanAndUsageOnRealCgroups(t *testing.T) {
 		t.Fatalf("Scan = %+v, want %+v", found[0], want)
 	}
 
-	pp, pid, err := PodCgroup(root, uid)
-	if err != nil || pp != prefix+"/"+PodPath(Systemd, Burstable, uid) || pid == 0 || pid == want.ID {
-		t.Fatalf("PodCgroup = %q, %d, %v", pp, pid, err)
+	idx, err := PodCgroups(root)
+	if err != nil || idx[uid] != prefix+"/"+PodPath(Systemd, Burstable, uid) {
+		t.Fatalf("PodCgroups[%s] = %q, %v", uid, idx[uid], err)
 	}
-	if _, _, err := PodCgroup(root, randUID(t)); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("PodCgroup of an absent pod: %v, want fs.ErrNotExist", err)
+	if p, ok := idx[randUID(t)]; ok {
+		t.Fatalf("PodCgroups names an absent pod: %q", p)
 	}
 
 	u1, err := ReadUsage(root, rel)
@@ -257,25 +257,21 @@ func TestScanBadRoot(t *testing.T) {
 	}
 }
 
-// PodCgroups finds every pod's cgroup in one walk, under both drivers and
-// every QoS class, and names the same cgroup PodCgroup finds.
+// PodCgroups finds every pod's cgroup in one walk, under every QoS class.
 func TestPodCgroupsIndex(t *testing.T) {
 	root := v2Root(t)
 	prefix := "bulkhead-test-" + randHex(t, 12) + ".slice"
 	uids := []string{randUID(t), randUID(t), randUID(t)}
-	mkCgroups(t, root, prefix+"/"+ContainerPath(Systemd, Burstable, uids[0], Containerd, randHex(t, 64)))
-	mkCgroups(t, root, prefix+"/"+ContainerPath(Systemd, BestEffort, uids[1], Containerd, randHex(t, 64)))
-	mkCgroups(t, root, prefix+"/"+PodPath(Systemd, Guaranteed, uids[2]))
+	qos := []string{Burstable, BestEffort, Guaranteed}
+	mkCgroups(t, root, prefix+"/"+ContainerPath(Systemd, qos[0], uids[0], Containerd, randHex(t, 64)))
+	mkCgroups(t, root, prefix+"/"+ContainerPath(Systemd, qos[1], uids[1], Containerd, randHex(t, 64)))
+	mkCgroups(t, root, prefix+"/"+PodPath(Systemd, qos[2], uids[2]))
 	idx, err := PodCgroups(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, uid := range uids {
-		want, _, err := PodCgroup(root, uid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := idx[uid]; got != want || !strings.HasPrefix(got, prefix+"/") {
+	for i, uid := range uids {
+		if got, want := idx[uid], prefix+"/"+PodPath(Systemd, qos[i], uid); got != want {
 			t.Errorf("PodCgroups[%s] = %q, want %q", uid, got, want)
 		}
 	}
