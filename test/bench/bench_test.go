@@ -352,6 +352,7 @@ func requestReport(t *testing.T, env *kit.Env, what string, before map[string]fl
 	}
 	rows, total := requestsPer(before, after, n)
 	add("API requests per containment, %s phase (all clients): %.1f: %s", what, total, rows)
+	add("API server, %s phase: %s", what, timingsPer(before, after, 8))
 }
 
 func kubeVersion(env *kit.Env) string {

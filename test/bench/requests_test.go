@@ -30,6 +30,11 @@ func apiRequests(env *kit.Env) (map[string]float64, error) {
 		line := sc.Text()
 		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
+			if m, ok := timingLine(line); ok {
+				for k, v := range m {
+					out[k] += v
+				}
+			}
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
@@ -48,6 +53,109 @@ func apiRequests(env *kit.Env) (map[string]float64, error) {
 		out[key] += v
 	}
 	return out, sc.Err()
+}
+
+// Keys of apiRequests' map that are not request counts: the API server's
+// time per request (by verb and resource) and its flow control's queue
+// wait (by priority level), as sums and counts.
+const (
+	durSum   = "\x00dur-sum "
+	durCount = "\x00dur-count "
+	apfSum   = "\x00apf-sum "
+	apfCount = "\x00apf-count "
+)
+
+// timingLine parses the _sum and _count lines of
+// apiserver_request_duration_seconds and
+// apiserver_flowcontrol_request_wait_duration_seconds.
+func timingLine(line string) (map[string]float64, bool) {
+	var sumKey, countKey, rest string
+	var apf bool
+	for _, m := range []struct {
+		prefix, key string
+		apf         bool
+	}{
+		{"apiserver_request_duration_seconds_sum{", durSum, false},
+		{"apiserver_request_duration_seconds_count{", durCount, false},
+		{"apiserver_flowcontrol_request_wait_duration_seconds_sum{", apfSum, true},
+		{"apiserver_flowcontrol_request_wait_duration_seconds_count{", apfCount, true},
+	} {
+		if r, ok := strings.CutPrefix(line, m.prefix); ok {
+			rest, apf = r, m.apf
+			if strings.Contains(m.prefix, "_sum{") {
+				sumKey = m.key
+			} else {
+				countKey = m.key
+			}
+			break
+		}
+	}
+	if rest == "" {
+		return nil, false
+	}
+	labels, value, ok := strings.Cut(rest, "} ")
+	if !ok {
+		return nil, false
+	}
+	v, err := strconv.ParseFloat(value, 64)
+	if err != nil {
+		return nil, false
+	}
+	l := parseLabels(labels)
+	var what string
+	if apf {
+		what = l["priority_level"]
+	} else {
+		what = l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			what += "/" + l["subresource"]
+		}
+	}
+	key := sumKey
+	if key == "" {
+		key = countKey
+	}
+	return map[string]float64{key + what: v}, true
+}
+
+// timingsPer reports, for the requests between two reads, the flow
+// control's mean queue wait per priority level and the API server's mean
+// time per request for the n most frequent verb and resource pairs.
+func timingsPer(before, after map[string]float64, n int) string {
+	mean := func(sumKey, countKey, what string) (float64, float64) {
+		c := after[countKey+what] - before[countKey+what]
+		if c < 1 {
+			return 0, 0
+		}
+		return (after[sumKey+what] - before[sumKey+what]) / c, c
+	}
+	type row struct {
+		what        string
+		mean, count float64
+	}
+	collect := func(sumKey, countKey string) []row {
+		var rows []row
+		for k := range after {
+			if what, ok := strings.CutPrefix(k, countKey); ok {
+				if m, c := mean(sumKey, countKey, what); c > 0 {
+					rows = append(rows, row{what, m, c})
+				}
+			}
+		}
+		slices.SortFunc(rows, func(a, b row) int { return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.what, b.what)) })
+		return rows
+	}
+	var parts []string
+	for _, r := range collect(apfSum, apfCount) {
+		parts = append(parts, fmt.Sprintf("%s %.1fms (%.0f)", r.what, 1000*r.mean, r.count))
+	}
+	out := "flow-control queue wait, mean per request (requests): " + strings.Join(parts, ", ")
+	parts = nil
+	rows := collect(durSum, durCount)
+	for _, r := range rows[:min(n, len(rows))] {
+		parts = append(parts, fmt.Sprintf("%s %.1fms (%.0f)", r.what, 1000*r.mean, r.count))
+	}
+	return out + "; API server time, mean per request (requests): " + strings.Join(parts, ", ")
 }
 
 func parseLabels(s string) map[string]string {
@@ -74,6 +182,9 @@ func requestsPer(before, after map[string]float64, n int) (string, float64) {
 	var rows []kv
 	total := 0.0
 	for k, v := range after {
+		if strings.HasPrefix(k, "\x00") {
+			continue
+		}
 		if d := (v - before[k]) / float64(n); d >= 0.05 {
 			rows = append(rows, kv{k, d})
 			total += d

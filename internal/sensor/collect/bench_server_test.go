@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -181,8 +183,8 @@ func BenchmarkServerThroughput(b *testing.B) {
 			}
 		}()
 		cpu0 := cgroupCPU(b, cg)
-		cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
-		cmd.Env = append(os.Environ(), benchRoleEnv+"=load", "BENCH_URL="+url,
+		cmd := benchCommand(0)
+		cmd.Env = append(cmd.Env, benchRoleEnv+"=load", "BENCH_URL="+url,
 			"BENCH_REQUESTS="+strconv.Itoa(requests), "BENCH_CONNS="+strconv.Itoa(conns))
 		out, err := cmd.Output()
 		if err != nil {
@@ -233,10 +235,12 @@ func BenchmarkServerThroughput(b *testing.B) {
 	type sensorRun struct {
 		cpu, wall     time.Duration
 		calls, events uint64
-		progNs        float64       // sys_enter's ns per run, when measured
-		progTotal     time.Duration // sys_enter's run time, when measured
-		duty          DutyState     // at the end of the load, with budget
-		attached      float64       // fraction of the load's time sys_enter was attached
+		progNs        float64            // sys_enter's ns per run, when measured
+		progTotal     time.Duration      // sys_enter's run time, when measured
+		eventProgs    map[string]progRun // the event programs', when measured
+		requests      int
+		duty          DutyState // at the end of the load, with budget
+		attached      float64   // fraction of the load's time sys_enter was attached
 	}
 	// measureProg turns the kernel's run-time statistics on for one run of
 	// with: they add two clock reads to every program run, so the rounds
@@ -334,6 +338,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 			if progBefore, err = c.objs.SysEnter.Stats(); err != nil {
 				b.Fatal(err)
 			}
+			run.eventProgs = eventProgStats(b, c, nil)
 		}
 		if cond.budget {
 			// The duty cycle measures the load in its first attached
@@ -374,6 +379,8 @@ func BenchmarkServerThroughput(b *testing.B) {
 				run.progTotal = after.Runtime - progBefore.Runtime
 				run.progNs = float64(run.progTotal) / float64(runs)
 			}
+			run.eventProgs = eventProgStats(b, c, run.eventProgs)
+			run.requests = requests
 		}
 		drain() // what the last second counted
 		run.cpu, run.wall = rusageCPU(b)-cpu0, time.Since(start)
@@ -463,6 +470,22 @@ func BenchmarkServerThroughput(b *testing.B) {
 			b.ReportMetric(perServerCall, "tracked-prog-ns/server-call")
 		}
 	}
+	// The event programs' own time per request, with sys_enter never
+	// attached: what the "events-only" loss can be made of in the kernel.
+	{
+		_, cpuPerReq, run := with(all[4]) // events-only
+		var total time.Duration
+		var parts []string
+		for _, name := range slices.Sorted(maps.Keys(run.eventProgs)) {
+			p := run.eventProgs[name]
+			total += p.runtime
+			parts = append(parts, fmt.Sprintf("%s %.1f runs/req x %.0f ns", name, float64(p.runs)/float64(run.requests), p.nsPerRun()))
+		}
+		perReq := float64(total) / float64(run.requests)
+		b.ReportMetric(perReq, "events-prog-ns/req")
+		b.Logf("  event programs (events-only, one more run, BPF run-time statistics on): %s; %.0f ns per request in all, %.2f %% of the server's %.1f µs CPU per request",
+			strings.Join(parts, ", "), perReq, 100*perReq/1000/cpuPerReq, cpuPerReq)
+	}
 	spread := func(xs []float64) string {
 		return fmt.Sprintf("%.1f [%.1f..%.1f]", median(xs), slices.Min(xs), slices.Max(xs))
 	}
@@ -488,6 +511,14 @@ func BenchmarkServerThroughput(b *testing.B) {
 		}
 		b.Logf("  %-15s req/s %s, loss %% %s; server CPU µs/req %s, capacity loss %% %s",
 			n, spread(rps[n]), spread(wallLoss[n]), spread(cpuReq[n]), spread(cpuLoss[n]))
+		if n != "off" && len(cpuLoss[n]) > 1 {
+			// One round's loss varies by ±10 % or more on a shared
+			// machine: the mean's 95 % interval says what the rounds
+			// can tell apart.
+			m, ci := meanCI(cpuLoss[n])
+			b.ReportMetric(m, n+"-cpu-loss-mean-%")
+			b.Logf("  %-15s capacity loss %% mean %.1f ± %.1f (95 %% interval, %d rounds)", n, m, ci, len(cpuLoss[n]))
+		}
 	}
 	b.Logf("  sys_enter program ns per run (one more run each, BPF run-time statistics on, all tasks' calls): tracked %.0f, untracked %.0f; with the server tracked, all runs' time per server call %.0f",
 		progNs["tracked"], progNs["untracked"], perServerCall)
@@ -510,6 +541,42 @@ func BenchmarkServerThroughput(b *testing.B) {
 		declared, runtime.NumCPU(), memlock, heapDelta)
 }
 
+// progRun is a program's run count and run time (BPF run-time statistics).
+type progRun struct {
+	runs    uint64
+	runtime time.Duration
+}
+
+func (p progRun) nsPerRun() float64 {
+	if p.runs == 0 {
+		return 0
+	}
+	return float64(p.runtime) / float64(p.runs)
+}
+
+// eventProgStats reads the event programs' statistics; with before, the
+// difference since then.
+func eventProgStats(b *testing.B, c *Collector, before map[string]progRun) map[string]progRun {
+	out := map[string]progRun{}
+	for name, p := range map[string]*ebpf.Program{
+		"sched_process_exec":  c.objs.SchedProcessExec,
+		"inet_sock_set_state": c.objs.InetSockSetState,
+		"net_dev_queue":       c.objs.NetDevQueue,
+	} {
+		st, err := p.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := progRun{runs: st.RunCount, runtime: st.Runtime}
+		if prev, ok := before[name]; ok {
+			r.runs -= prev.runs
+			r.runtime -= prev.runtime
+		}
+		out[name] = r
+	}
+	return out
+}
+
 // cgroupCPU is the cgroup's CPU time (cpu.stat usage_usec, present in every
 // cgroup v2 directory without the cpu controller) in µs.
 func cgroupCPU(b *testing.B, cg testCgroup) uint64 {
@@ -530,10 +597,30 @@ func cgroupCPU(b *testing.B, cg testCgroup) uint64 {
 	return 0
 }
 
+// benchCommand is this test binary as a benchmark process. Unless
+// BULKHEAD_BENCH_PIN=0, it runs on CPU cpu alone (taskset, GOMAXPROCS=1):
+// the server on one CPU and the load generator on the other, so that the
+// scheduler's placement of the two does not change the server's CPU per
+// request from one load to the next; the collector's consumer (this
+// process) runs where it can, as a sensor on a node does.
+func benchCommand(cpu int) *exec.Cmd {
+	args := []string{"-test.run=^$", "-test.bench=^$"}
+	if os.Getenv("BULKHEAD_BENCH_PIN") != "0" && runtime.NumCPU() >= 2 {
+		if ts, err := exec.LookPath("taskset"); err == nil {
+			cmd := exec.Command(ts, append([]string{"-c", strconv.Itoa(cpu), os.Args[0]}, args...)...)
+			cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+			return cmd
+		}
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = os.Environ()
+	return cmd
+}
+
 // startBenchServer starts the file server inside cg and returns its port.
 func startBenchServer(b *testing.B, cg testCgroup, dir string) int {
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
-	cmd.Env = append(os.Environ(), benchRoleEnv+"=serve", "BENCH_DIR="+dir)
+	cmd := benchCommand(1)
+	cmd.Env = append(cmd.Env, benchRoleEnv+"=serve", "BENCH_DIR="+dir)
 	cmd.SysProcAttr = &unix.SysProcAttr{UseCgroupFD: true, CgroupFD: cg.fd}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -604,6 +691,21 @@ func mapSizes(b *testing.B, c *Collector) (declared, memlock uint64) {
 		}
 	}
 	return declared, memlock
+}
+
+// meanCI is the mean of xs and the half-width of its normal 95 %
+// confidence interval (1.96 standard errors).
+func meanCI(xs []float64) (mean, half float64) {
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= float64(len(xs))
+	var ss float64
+	for _, x := range xs {
+		ss += (x - mean) * (x - mean)
+	}
+	sd := math.Sqrt(ss / float64(len(xs)-1))
+	return mean, 1.96 * sd / math.Sqrt(float64(len(xs)))
 }
 
 func median(xs []float64) float64 {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -69,6 +70,45 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		if n < uint64(b.N) {
 			b.Fatalf("counted %d trigrams for %d calls", n, b.N)
 		}
+	})
+	// The product's default: sys_enter in its duty cycle at the default
+	// budget, tracked. A getppid loop is the heaviest system-call load
+	// there is, so the duty goes to its floor; the loop runs for whole duty
+	// periods (after one to settle), so the ns per call is the average over
+	// attached and detached windows. b.N is not used: the time is, and
+	// ns/op is the wall time per call.
+	b.Run("duty-tracked", func(b *testing.B) {
+		c := newCollector(b, Options{Duty: DutyConfig{Budget: DefaultSyscallCPUBudget}})
+		if err := c.Track(cg.id); err != nil {
+			b.Fatal(err)
+		}
+		cfg, err := DutyConfig{Budget: DefaultSyscallCPUBudget}.withDefaults()
+		if err != nil {
+			b.Fatal(err)
+		}
+		period := cfg.Period
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		loopFor := func(d time.Duration) (calls int) {
+			end := time.Now().Add(d)
+			for time.Now().Before(end) {
+				for range 10_000 {
+					_, _, _ = unix.RawSyscall(unix.SYS_GETPPID, 0, 0, 0)
+				}
+				calls += 10_000
+			}
+			return calls
+		}
+		loopFor(period) // the duty settles under this load
+		start, t0 := threadCPU(b), time.Now()
+		n := loopFor(4 * period)
+		b.ReportMetric(float64(threadCPU(b)-start)/float64(n), "cpu-ns/call")
+		b.ReportMetric(float64(time.Since(t0))/float64(n), "ns/op")
+		st := c.SyscallDuty()
+		if st.Err != "" {
+			b.Fatal(st.Err)
+		}
+		b.ReportMetric(st.Ratio, "duty-ratio")
 	})
 }
 
