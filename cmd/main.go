@@ -142,10 +142,11 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("setting up notifications: %w", err)
 	}
-	if err := setupPolicies(mgr, ns, f.policies, det, activity, n); err != nil {
+	iso := newIsolationPath()
+	if err := setupPolicies(mgr, ns, f.policies, det, activity, n, iso); err != nil {
 		return fmt.Errorf("setting up policies: %w", err)
 	}
-	if err := setupContainment(mgr, ns, f.containment, det.Sensors, det.Store, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, ns, f.containment, det.Sensors, det.Store, n.OnPhaseChange, iso); err != nil {
 		return fmt.Errorf("setting up containment: %w", err)
 	}
 	if err := setupSensor(mgr, ns, f.sensor); err != nil {

@@ -46,10 +46,11 @@ func TestSetupWithoutAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity, n); err != nil {
+	iso := newIsolationPath()
+	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity, n, iso); err != nil {
 		t.Fatalf("policies without an API server: %v", err)
 	}
-	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, det.Store, n.OnPhaseChange); err != nil {
+	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, det.Store, n.OnPhaseChange, iso); err != nil {
 		t.Fatal(err)
 	}
 	if err := setupSensor(mgr, f.manager.namespace, f.sensor); err != nil {

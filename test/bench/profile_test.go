@@ -50,7 +50,8 @@ func (p *profiler) args() []string {
 	return []string{"--pprof-bind-address=" + p.pprof, "--metrics-bind-address=" + p.metrics, "--metrics-secure=false"}
 }
 
-// start takes a CPU profile for d and a goroutine dump after g, in the
+// start takes a CPU profile for d and a goroutine dump after g
+// (BENCH_PPROF_GOROUTINES_AFTER, e.g. 1.5s, overrides it), in the
 // background; the returned func waits for both.
 func (p *profiler) start(ctx context.Context, name string, d, g time.Duration) func() {
 	if p.dir == "" {
@@ -61,6 +62,9 @@ func (p *profiler) start(ctx context.Context, name string, d, g time.Duration) f
 		p.save(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())), name+".cpu.pprof")
 		done <- struct{}{}
 	}()
+	if v, err := time.ParseDuration(os.Getenv("BENCH_PPROF_GOROUTINES_AFTER")); err == nil {
+		g = v
+	}
 	go func() {
 		time.Sleep(g)
 		p.save(ctx, "http://"+p.pprof+"/debug/pprof/goroutine?debug=1", name+".goroutines.txt")

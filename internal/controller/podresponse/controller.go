@@ -84,6 +84,11 @@ type Reconciler struct {
 	// that carry them out are not.
 	MaxConcurrentReconciles int
 
+	// Handoff, when set, hears of every Quarantine this controller creates
+	// (cmd wires the Quarantine controller's, so isolation need not wait
+	// for its watch); nil: nobody.
+	Handoff Handoff
+
 	// PlanEvents bounds the Events about plans (WouldQuarantine,
 	// CordonCapReached); nil: DefaultPlanEvents in SetupWithManager.
 	PlanEvents *rate.Limiter
@@ -95,6 +100,15 @@ type Reconciler struct {
 	pending ledger
 	// verified caches the provenance check per Quarantine version.
 	verified verified
+}
+
+// Handoff hears of this controller's creates: Creating before the request,
+// then Created with the API server's answer (after runs the create's Event
+// when the Handoff sees fit) or Abandoned when it failed.
+type Handoff interface {
+	Creating(key types.NamespacedName)
+	Created(q *securityv1alpha1.Quarantine, after func())
+	Abandoned(key types.NamespacedName)
 }
 
 // +kubebuilder:rbac:groups=security.bulkhead.dev,resources=quarantines,verbs=get;list;watch;create;patch;release

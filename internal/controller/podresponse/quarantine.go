@@ -43,7 +43,13 @@ func (r *Reconciler) create(ctx context.Context, w *world, spec *securityv1alpha
 			Spec: *spec,
 		}
 		q.Annotations[provenance.Annotation] = w.signer.Sign(q)
+		if r.Handoff != nil {
+			r.Handoff.Creating(key)
+		}
 		err := r.Create(ctx, q, client.FieldOwner(securityv1alpha1.FieldManager))
+		if err != nil && r.Handoff != nil {
+			r.Handoff.Abandoned(key)
+		}
 		if apierrors.IsAlreadyExists(err) {
 			key = r.reserveAgain(w, spec, key)
 			continue
@@ -52,8 +58,17 @@ func (r *Reconciler) create(ctx context.Context, w *world, spec *securityv1alpha
 			return "", fmt.Errorf("creating Quarantine %s/%s: %w", key.Namespace, key.Name, err)
 		}
 		logf.FromContext(ctx).Info("quarantine created", "quarantine", key.Name, "policies", spec.Reason.Policies, "score", spec.Reason.Score)
-		r.Recorder.Eventf(w.pod, q, corev1.EventTypeWarning, "Quarantined", "Create",
-			"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, key.Name)
+		pod := w.pod
+		event := func() {
+			r.Recorder.Eventf(pod, q, corev1.EventTypeWarning, "Quarantined", "Create",
+				"policies %v scored this pod %s: Quarantine %s", spec.Reason.Policies, spec.Reason.Score, key.Name)
+		}
+		if r.Handoff != nil && err == nil {
+			// Its isolation starts now; the Event waits for it.
+			r.Handoff.Created(q, event)
+		} else {
+			event()
+		}
 		return key.Name, nil
 	}
 	r.pending.dropCreate(key)

@@ -170,6 +170,7 @@ func setup(mgr ctrl.Manager) (*detection.Pipeline, error) {
 	decider = &Reconciler{
 		Client: gatedClient{mgr.GetClient()}, APIReader: mgr.GetAPIReader(), Triggers: triggers, Evaluator: evaluator, Activity: activity,
 		Recorder: recorder, ManagerNamespace: managerNS, MaxActive: 100, Provenance: keys,
+		Handoff: handoffs,
 	}
 	if err := decider.SetupWithManager(mgr); err != nil {
 		return nil, err

@@ -67,11 +67,18 @@ type QuarantineReconciler struct {
 	// (internal/provenance); nil: every Quarantine counts as hand-made.
 	Provenance *provenance.Keyring
 
+	// Handoff, when set, brings the Quarantines the policies create ahead
+	// of the watch (handoff.go); nil: the watch alone.
+	Handoff *Handoff
+
 	// served is shared by every pass's Engine (set up in SetupWithManager).
 	served *containment.ServedKinds
 	// waiting are the Quarantines created and not reconciled yet; nil (no
 	// SetupWithManager): nothing waits for them.
 	waiting *unisolated
+	// written keeps this controller's own latest writes for a cache that
+	// lags them (handoff.go); nil: the cache alone.
+	written *written
 	// stash keeps evidence snapshots a burst deferred (evidence.go).
 	stash *evidenceStash
 	// cachedHolders lists Quarantines from the cache (sameTarget); nil:
@@ -119,8 +126,14 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		defer r.waiting.done(req.NamespacedName)
 	}
 	q := &securityv1alpha1.Quarantine{}
-	if err := r.Get(ctx, req.NamespacedName, q); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	err := r.Get(ctx, req.NamespacedName, q)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	if own := r.written.latest(req.NamespacedName, q, err == nil); own != nil {
+		q = own // the cache has not caught up with this controller's write
+	} else if err != nil {
+		return ctrl.Result{}, nil
 	}
 	if q.Status.Phase == securityv1alpha1.PhaseReleased && !controllerutil.ContainsFinalizer(q, securityv1alpha1.QuarantineFinalizer) {
 		return r.reconcileRetention(ctx, q)
@@ -135,6 +148,7 @@ func (r *QuarantineReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if err := r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
+		r.written.record(req.NamespacedName, base.ResourceVersion, q.DeepCopy())
 	}
 
 	p := r.newPass(q)
@@ -165,7 +179,12 @@ func (r *QuarantineReconciler) dropFinalizer(ctx context.Context, q *securityv1a
 	}
 	base := q.DeepCopy()
 	controllerutil.RemoveFinalizer(q, securityv1alpha1.QuarantineFinalizer)
-	return client.IgnoreNotFound(r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner))
+	err := client.IgnoreNotFound(r.Patch(ctx, q, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner))
+	if err == nil {
+		// It may be gone now: no copy of it stands in for the cache.
+		r.written.forget(client.ObjectKeyFromObject(q))
+	}
+	return err
 }
 
 // patchStatus writes status when it changed, then reports a phase change.
@@ -178,10 +197,12 @@ func (r *QuarantineReconciler) patchStatus(ctx context.Context, p *pass) error {
 	// newer status lists (actions, audit) wholesale; it retries instead.
 	if err := r.Status().Patch(ctx, q, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{}), kubeutil.FieldOwner); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.written.forget(client.ObjectKeyFromObject(q))
 			return nil
 		}
 		return err
 	}
+	r.written.record(client.ObjectKeyFromObject(q), p.base.ResourceVersion, q.DeepCopy())
 	from, to := p.base.Status.Phase, q.Status.Phase
 	if from != to {
 		recordPhase(q, from, to, r.now())
@@ -231,7 +252,10 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.MaxConcurrentReconciles = 8
 	}
 	r.served = &containment.ServedKinds{TTL: servedTTL}
-	r.waiting = &unisolated{}
+	r.waiting, r.written = &unisolated{}, &written{}
+	if r.Handoff != nil {
+		r.waiting, r.written = r.Handoff.waiting, r.Handoff.written
+	}
 	r.stash = &evidenceStash{}
 	r.cachedHolders, r.podCache = mgr.GetClient(), mgr.GetClient()
 	b := ctrl.NewControllerManagedBy(mgr).
@@ -242,6 +266,9 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("quarantine")
 	if r.KernelChanges != nil {
 		b = b.WatchesRawSource(source.Channel(r.KernelChanges, &handler.EnqueueRequestForObject{}))
+	}
+	if r.Handoff != nil {
+		b = b.WatchesRawSource(source.Channel(r.Handoff.ch, &handler.EnqueueRequestForObject{}))
 	}
 	c, err := b.Build(r)
 	if err != nil {

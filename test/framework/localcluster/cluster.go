@@ -233,10 +233,26 @@ func (c *Cluster) startEtcd(ctx context.Context, port, peerPort int) error {
 	return err
 }
 
+// auditArgs turn on the API server's audit log (metadata of every
+// request's completion, as JSON lines in dir/audit.log) when
+// BULKHEAD_APISERVER_AUDIT is set: a diagnostic for where a benchmark's
+// requests go and when, not for tests (it costs the API server CPU).
+func auditArgs(dir string) []string {
+	if os.Getenv("BULKHEAD_APISERVER_AUDIT") == "" {
+		return nil
+	}
+	policy := filepath.Join(dir, "audit-policy.yaml")
+	const rules = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n"
+	if err := os.WriteFile(policy, []byte(rules), 0o600); err != nil {
+		return nil
+	}
+	return []string{"--audit-policy-file=" + policy, "--audit-log-path=" + filepath.Join(dir, "audit.log"), "--audit-log-format=json", "--audit-log-mode=batch"}
+}
+
 func (c *Cluster) startAPIServer(ctx context.Context, port, etcdPort int) error {
 	t := time.Now()
 	f := c.pki.path
-	p, err := startProcess(c.Dir, "kube-apiserver", c.bin("kube-apiserver"), []string{
+	p, err := startProcess(c.Dir, "kube-apiserver", c.bin("kube-apiserver"), append([]string{
 		"--etcd-servers=http://" + hostPort(etcdPort),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -258,7 +274,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, port, etcdPort int) error 
 		"--enable-admission-plugins=NodeRestriction,ValidatingAdmissionPolicy,PodSecurity",
 		"--allow-privileged=true",
 		"--profiling=false",
-	}, nil)
+	}, auditArgs(c.Dir)...), nil)
 	if err != nil {
 		return err
 	}
