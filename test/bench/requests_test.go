@@ -145,17 +145,16 @@ func timingsPer(before, after map[string]float64, n int) string {
 		slices.SortFunc(rows, func(a, b row) int { return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.what, b.what)) })
 		return rows
 	}
-	var parts []string
-	for _, r := range collect(apfSum, apfCount) {
-		parts = append(parts, fmt.Sprintf("%s %.1fms (%.0f)", r.what, 1000*r.mean, r.count))
+	format := func(rows []row) string {
+		parts := make([]string, 0, len(rows))
+		for _, r := range rows {
+			parts = append(parts, fmt.Sprintf("%s %.1fms (%.0f)", r.what, 1000*r.mean, r.count))
+		}
+		return strings.Join(parts, ", ")
 	}
-	out := "flow-control queue wait, mean per request (requests): " + strings.Join(parts, ", ")
-	parts = nil
 	rows := collect(durSum, durCount)
-	for _, r := range rows[:min(n, len(rows))] {
-		parts = append(parts, fmt.Sprintf("%s %.1fms (%.0f)", r.what, 1000*r.mean, r.count))
-	}
-	return out + "; API server time, mean per request (requests): " + strings.Join(parts, ", ")
+	return "flow-control queue wait, mean per request (requests): " + format(collect(apfSum, apfCount)) +
+		"; API server time, mean per request (requests): " + format(rows[:min(n, len(rows))])
 }
 
 func parseLabels(s string) map[string]string {

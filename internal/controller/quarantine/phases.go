@@ -556,7 +556,7 @@ func applyActions(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 	q := p.q
 	if p.r.stash.has(q.UID, true) && p.othersAwaitIsolation() {
-		return holdResult(), true, nil // isolated; status waits (deferStatus)
+		return p.hold() // isolated; status waits (deferStatus)
 	}
 	if q.Status.Phase != securityv1alpha1.PhaseContaining || (q.Status.Evidence == nil && !p.r.stash.has(q.UID, false)) || !p.othersAwaitIsolation() {
 		return ctrl.Result{}, false, nil
@@ -576,6 +576,14 @@ func holdBehindIsolation(_ context.Context, p *pass) (ctrl.Result, bool, error) 
 	if !pending && q.Status.Evidence != nil {
 		return ctrl.Result{}, false, nil
 	}
+	return p.hold()
+}
+
+// hold ends a pass that waits for other Quarantines' isolation without a
+// write: it changed nothing, and even a status patch of observedGeneration
+// alone is a request the API server then serves ahead of their isolation.
+func (p *pass) hold() (ctrl.Result, bool, error) {
+	p.noStatus = true
 	return holdResult(), true, nil
 }
 

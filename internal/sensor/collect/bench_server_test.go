@@ -475,7 +475,7 @@ func BenchmarkServerThroughput(b *testing.B) {
 	{
 		_, cpuPerReq, run := with(all[4]) // events-only
 		var total time.Duration
-		var parts []string
+		parts := make([]string, 0, len(run.eventProgs))
 		for _, name := range slices.Sorted(maps.Keys(run.eventProgs)) {
 			p := run.eventProgs[name]
 			total += p.runtime
