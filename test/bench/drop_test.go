@@ -70,6 +70,22 @@ func TestBenchDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if pl := os.Getenv("BENCH_FLOWSCHEMA"); pl != "" {
+		// Experiment: the manager's requests in another priority level.
+		if err := env.Apply(fmt.Sprintf(`apiVersion: flowcontrol.apiserver.k8s.io/v1
+kind: FlowSchema
+metadata: {name: bench-manager}
+spec:
+  priorityLevelConfiguration: {name: %s}
+  matchingPrecedence: 850
+  distinguisherMethod: {type: ByUser}
+  rules:
+  - subjects: [{kind: ServiceAccount, serviceAccount: {name: bulkhead-controller-manager, namespace: %s}}]
+    resourceRules: [{verbs: ["*"], apiGroups: ["*"], resources: ["*"], namespaces: ["*"], clusterScope: true}]
+`, pl, env.Install.Namespace)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	defer mgr.Stop(10 * time.Second)
 
 	dir, err := os.MkdirTemp("", "bulkhead-bench-drop-")
