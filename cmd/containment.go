@@ -46,7 +46,7 @@ func (f *containmentFlags) bind(fs *flag.FlagSet) {
 // sensors, when set, reports the node kernels' enforcement of Isolate;
 // scores are the detectors' scores the evidence records.
 func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, sensors *sensorhub.Hub, scores *detection.Store,
-	onPhaseChange func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase), iso isolationPath) error {
+	onPhaseChange func(ctx context.Context, q *securityv1alpha1.Quarantine, from, to securityv1alpha1.QuarantinePhase), handoff *quarantine.Handoff) error {
 	if f.evidenceRetention <= 0 || f.evidenceTimeout <= 0 {
 		return fmt.Errorf("--evidence-retention and --evidence-gather-timeout must be positive")
 	}
@@ -61,7 +61,7 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, se
 		MinSchedulableNodes:     f.minNodes,
 		MaxConcurrentReconciles: f.concurrency,
 		OnPhaseChange:           onPhaseChange,
-		Handoff:                 iso.handoff,
+		Handoff:                 handoff,
 		Provenance:              provenanceKeys(mgr, namespace),
 		ProtectedBy: func(ctx context.Context, ns string) (string, error) {
 			var tps securityv1alpha1.ThreatPolicyList
@@ -94,15 +94,4 @@ func setupContainment(mgr ctrl.Manager, namespace string, f containmentFlags, se
 	}
 	return mgr.Add(&evidence.Janitor{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Quarantines: mgr.GetClient(),
 		Namespace: namespace, Retention: f.evidenceRetention, Interval: 10 * time.Minute})
-}
-
-// isolationPath carries a new Quarantine to its isolating writes ahead of
-// its watch (issue 17): the policies hand each Quarantine they create
-// straight to containment.
-type isolationPath struct {
-	handoff *quarantine.Handoff
-}
-
-func newIsolationPath() isolationPath {
-	return isolationPath{handoff: quarantine.NewHandoff()}
 }

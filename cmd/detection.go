@@ -17,6 +17,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/behavior"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/podresponse"
+	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/threatpolicy"
 	"github.com/bulkhead-dev/bulkhead/internal/detection"
 	"github.com/bulkhead-dev/bulkhead/internal/exposure"
@@ -202,7 +203,7 @@ func provenanceKeys(mgr ctrl.Manager, namespace string) *provenance.Keyring {
 // setupPolicies adds the per-pod decision, which turns the triggers of d
 // into Quarantines, and the ThreatPolicy status controller, which reports
 // activity.
-func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity, n *notify.Dispatcher, iso isolationPath) error {
+func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detectionParts, activity *threatpolicy.Activity, n *notify.Dispatcher, handoff *quarantine.Handoff) error {
 	if f.namespaceShare < 1 || f.namespaceShare > 100 {
 		return fmt.Errorf("--namespace-share=%d: want a percentage from 1 to 100", f.namespaceShare)
 	}
@@ -211,7 +212,7 @@ func setupPolicies(mgr ctrl.Manager, namespace string, f policyFlags, d *detecti
 	if err := (&podresponse.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Triggers: d.Triggers, Evaluator: d.Evaluator, Activity: activity,
 		Recorder: recorder, ManagerNamespace: namespace, MaxActive: f.maxActive, NamespaceShare: f.namespaceShare, Provenance: keys,
-		Handoff: iso.handoff,
+		Handoff: handoff,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

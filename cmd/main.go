@@ -19,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
+	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/threatpolicy"
 	"github.com/bulkhead-dev/bulkhead/internal/podcache"
 )
@@ -142,11 +143,13 @@ func runManager(args []string) error {
 	if err != nil {
 		return fmt.Errorf("setting up notifications: %w", err)
 	}
-	iso := newIsolationPath()
-	if err := setupPolicies(mgr, ns, f.policies, det, activity, n, iso); err != nil {
+	// The policies hand each Quarantine they create straight to
+	// containment, ahead of its watch (issue 17).
+	handoff := quarantine.NewHandoff()
+	if err := setupPolicies(mgr, ns, f.policies, det, activity, n, handoff); err != nil {
 		return fmt.Errorf("setting up policies: %w", err)
 	}
-	if err := setupContainment(mgr, ns, f.containment, det.Sensors, det.Store, n.OnPhaseChange, iso); err != nil {
+	if err := setupContainment(mgr, ns, f.containment, det.Sensors, det.Store, n.OnPhaseChange, handoff); err != nil {
 		return fmt.Errorf("setting up containment: %w", err)
 	}
 	if err := setupSensor(mgr, ns, f.sensor); err != nil {

@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/bulkhead-dev/bulkhead/internal/controller/quarantine"
 	"github.com/bulkhead-dev/bulkhead/internal/controller/threatpolicy"
 	"github.com/bulkhead-dev/bulkhead/internal/podcache"
 )
@@ -46,11 +47,11 @@ func TestSetupWithoutAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iso := newIsolationPath()
-	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity, n, iso); err != nil {
+	handoff := quarantine.NewHandoff()
+	if err := setupPolicies(mgr, f.manager.namespace, f.policies, det, activity, n, handoff); err != nil {
 		t.Fatalf("policies without an API server: %v", err)
 	}
-	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, det.Store, n.OnPhaseChange, iso); err != nil {
+	if err := setupContainment(mgr, f.manager.namespace, f.containment, det.Sensors, det.Store, n.OnPhaseChange, handoff); err != nil {
 		t.Fatal(err)
 	}
 	if err := setupSensor(mgr, f.manager.namespace, f.sensor); err != nil {

@@ -16,8 +16,9 @@ import (
 
 // apiRequests reads the API server's apiserver_request_total, summed by verb
 // and resource (every client, the control plane's own included), so a phase's
-// requests are the difference of two reads. A few lines of parsing for one
-// counter rather than a Prometheus parser dependency.
+// requests are the difference of two reads; with it the sums and counts of
+// the request durations and flow-control waits (metrics). A few lines of
+// parsing rather than a Prometheus parser dependency.
 func apiRequests(env *kit.Env) (map[string]float64, error) {
 	raw, err := env.Fast.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(env.Ctx)
 	if err != nil {
@@ -27,30 +28,9 @@ func apiRequests(env *kit.Env) (map[string]float64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
-		if !ok {
-			if m, ok := timingLine(line); ok {
-				for k, v := range m {
-					out[k] += v
-				}
-			}
-			continue
+		if key, v, ok := metricLine(sc.Text()); ok {
+			out[key] += v
 		}
-		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		l := parseLabels(labels)
-		key := l["verb"] + " " + l["resource"]
-		if l["subresource"] != "" {
-			key += "/" + l["subresource"]
-		}
-		out[key] += v
 	}
 	return out, sc.Err()
 }
@@ -65,57 +45,43 @@ const (
 	apfCount = "\x00apf-count "
 )
 
-// timingLine parses the _sum and _count lines of
-// apiserver_request_duration_seconds and
-// apiserver_flowcontrol_request_wait_duration_seconds.
-func timingLine(line string) (map[string]float64, bool) {
-	var sumKey, countKey, rest string
-	var apf bool
-	for _, m := range []struct {
-		prefix, key string
-		apf         bool
-	}{
-		{"apiserver_request_duration_seconds_sum{", durSum, false},
-		{"apiserver_request_duration_seconds_count{", durCount, false},
-		{"apiserver_flowcontrol_request_wait_duration_seconds_sum{", apfSum, true},
-		{"apiserver_flowcontrol_request_wait_duration_seconds_count{", apfCount, true},
-	} {
-		if r, ok := strings.CutPrefix(line, m.prefix); ok {
-			rest, apf = r, m.apf
-			if strings.Contains(m.prefix, "_sum{") {
-				sumKey = m.key
-			} else {
-				countKey = m.key
+// metrics are the lines apiRequests reads: by metric name prefix, the key
+// prefix in its map and the label that names a series ("" for verb and
+// resource).
+var metrics = []struct{ prefix, key, label string }{
+	{"apiserver_request_total{", "", ""},
+	{"apiserver_request_duration_seconds_sum{", durSum, ""},
+	{"apiserver_request_duration_seconds_count{", durCount, ""},
+	{"apiserver_flowcontrol_request_wait_duration_seconds_sum{", apfSum, "priority_level"},
+	{"apiserver_flowcontrol_request_wait_duration_seconds_count{", apfCount, "priority_level"},
+}
+
+// metricLine parses one of metrics' lines into its key and value.
+func metricLine(line string) (string, float64, bool) {
+	for _, m := range metrics {
+		rest, ok := strings.CutPrefix(line, m.prefix)
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return "", 0, false
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return "", 0, false
+		}
+		l := parseLabels(labels)
+		what := l[m.label]
+		if m.label == "" {
+			what = l["verb"] + " " + l["resource"]
+			if l["subresource"] != "" {
+				what += "/" + l["subresource"]
 			}
-			break
 		}
+		return m.key + what, v, true
 	}
-	if rest == "" {
-		return nil, false
-	}
-	labels, value, ok := strings.Cut(rest, "} ")
-	if !ok {
-		return nil, false
-	}
-	v, err := strconv.ParseFloat(value, 64)
-	if err != nil {
-		return nil, false
-	}
-	l := parseLabels(labels)
-	var what string
-	if apf {
-		what = l["priority_level"]
-	} else {
-		what = l["verb"] + " " + l["resource"]
-		if l["subresource"] != "" {
-			what += "/" + l["subresource"]
-		}
-	}
-	key := sumKey
-	if key == "" {
-		key = countKey
-	}
-	return map[string]float64{key + what: v}, true
+	return "", 0, false
 }
 
 // timingsPer reports, for the requests between two reads, the flow

@@ -56,13 +56,7 @@ func (u *unisolated) hand(key types.NamespacedName) {
 		u.handed = map[types.NamespacedName]time.Time{}
 	}
 	now := time.Now()
-	if len(u.handed) >= 1024 {
-		for k, at := range u.handed {
-			if now.Sub(at) > staleFor {
-				delete(u.handed, k)
-			}
-		}
-	}
+	pruneStale(u.handed, now, func(at time.Time) time.Time { return at })
 	u.handed[key] = now
 }
 

@@ -30,16 +30,7 @@ func TestOtherActionsWaitForNewQuarantinesIsolation(t *testing.T) {
 	r.waiting.add(other)
 
 	var reads atomic.Int64
-	counted := interceptor.NewClient(direct, interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			reads.Add(1)
-			return c.Get(ctx, key, obj, opts...)
-		},
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			reads.Add(1)
-			return c.List(ctx, list, opts...)
-		},
-	})
+	counted := countingReads(&reads)
 	r.APIReader = counted
 	// A held pass writes nothing at all, not even status.observedGeneration:
 	// in a 200 burst those patches were 177 of the requests made while
@@ -153,16 +144,7 @@ func TestIsolationFromTheCachedPod(t *testing.T) {
 	other := types.NamespacedName{Namespace: f.ns, Name: "qnew"}
 	r.waiting.add(other)
 	var reads atomic.Int64
-	r.APIReader = interceptor.NewClient(direct, interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			reads.Add(1)
-			return c.Get(ctx, key, obj, opts...)
-		},
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			reads.Add(1)
-			return c.List(ctx, list, opts...)
-		},
-	})
+	r.APIReader = countingReads(&reads)
 	if _, err := r.Reconcile(ctx, reqFor(key)); err != nil {
 		t.Fatal(err)
 	}
@@ -188,4 +170,19 @@ func TestIsolationFromTheCachedPod(t *testing.T) {
 	if replicas(t, f) != 0 {
 		t.Fatal("not scaled to zero")
 	}
+}
+
+// countingReads is the API server (direct) with every Get and List counted
+// in reads.
+func countingReads(reads *atomic.Int64) client.WithWatch {
+	return interceptor.NewClient(direct, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			reads.Add(1)
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			reads.Add(1)
+			return c.List(ctx, list, opts...)
+		},
+	})
 }

@@ -85,6 +85,19 @@ type writtenCopy struct {
 	at       time.Time
 }
 
+// pruneStale drops the entries of m older than staleFor once it holds
+// 1024 (entries whose object never came back through the cache).
+func pruneStale[V any](m map[types.NamespacedName]V, now time.Time, at func(V) time.Time) {
+	if len(m) < 1024 {
+		return
+	}
+	for k, v := range m {
+		if now.Sub(at(v)) > staleFor {
+			delete(m, k)
+		}
+	}
+}
+
 // maxChain bounds the versions a written copy remembers.
 const maxChain = 8
 
@@ -98,13 +111,7 @@ func (w *written) record(key types.NamespacedName, replaced string, q *securityv
 		w.m = map[types.NamespacedName]writtenCopy{}
 	}
 	now := time.Now()
-	if len(w.m) >= 1024 {
-		for k, c := range w.m {
-			if now.Sub(c.at) > staleFor {
-				delete(w.m, k)
-			}
-		}
-	}
+	pruneStale(w.m, now, func(c writtenCopy) time.Time { return c.at })
 	chain := []string{replaced}
 	if prev, ok := w.m[key]; ok && prev.q.ResourceVersion == replaced && now.Sub(prev.at) <= staleFor {
 		// This write followed the last one: the cache may still show any
