@@ -86,6 +86,10 @@ func TestBench(t *testing.T) {
 	defer cancel()
 
 	logf("starting a local cluster with %d kwok nodes", nodes)
+	prof, err := newProfiler()
+	if err != nil {
+		t.Fatal(err)
+	}
 	env, err := kit.Start(ctx, nodes, logf)
 	if err != nil {
 		t.Fatal(err)
@@ -93,10 +97,6 @@ func TestBench(t *testing.T) {
 	defer env.Stop()
 	// gctrace logs the live heap after each collection (memory per pod).
 	env.ManagerEnv = []string{"GODEBUG=gctrace=1"}
-	prof, err := newProfiler()
-	if err != nil {
-		t.Fatal(err)
-	}
 	mgr, err := env.StartManager("manager", append([]string{
 		"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0",
 		fmt.Sprintf("--kube-api-qps=%d", qps), fmt.Sprintf("--kube-api-burst=%d", burst),
@@ -231,7 +231,7 @@ func TestBench(t *testing.T) {
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
 	prof.saveMetrics(env.Ctx, env, "before")
-	profiled := prof.start(env.Ctx, "threats", 10*time.Second, 6*time.Second)
+	profiled := prof.start(env.Ctx, env, "threats", 10*time.Second, 6*time.Second)
 	for i := range threatPods {
 		wg.Add(1)
 		go func() {

@@ -61,12 +61,16 @@ func TestBenchDrop(t *testing.T) {
 	first := len(report)
 
 	logf("starting a local cluster with %d kwok nodes", nodes)
+	prof, err := newProfiler()
+	if err != nil {
+		t.Fatal(err)
+	}
 	env, err := kit.Start(ctx, nodes, logf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer env.Stop()
-	mgr, err := env.StartManager("manager", "--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0")
+	mgr, err := env.StartManager("manager", append([]string{"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0"}, prof.args()...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,6 +266,8 @@ spec:
 		kubeVersion(env), nodes, mgr.Binary, singles, many, singleInterval, interval, loadavg())
 
 	w := startWatch(t, env, ns, owner, time.Duration(120+many)*time.Second)
+	var acceptedMu sync.Mutex
+	accepted := map[string]time.Time{} // pod -> when its POST was answered
 	post := func(pod string) {
 		// The probe sends at its fast interval from now on.
 		_ = procs[pod].Cmd.Process.Signal(syscall.SIGUSR1)
@@ -269,6 +275,9 @@ spec:
 		if err != nil || code != 202 {
 			t.Errorf("post %s: %d %s %v", pod, code, msg, err)
 		}
+		acceptedMu.Lock()
+		accepted[pod] = time.Now()
+		acceptedMu.Unlock()
 	}
 	starts := map[string]time.Time{}
 	for _, p := range pods[:singles] {
@@ -277,7 +286,7 @@ spec:
 		post(p)
 		waitProbes("single pod "+p+" dropped", []string{p}, 30*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
 	}
-	dropReport(t, w, "1 pod at a time (idle cluster)", pods[:singles], starts, probeTimes, sensors, "p99 <= 250ms")
+	dropReport(t, w, "1 pod at a time (idle cluster)", pods[:singles], starts, accepted, probeTimes, sensors, "p99 <= 250ms")
 
 	time.Sleep(2 * time.Second)
 	starts = map[string]time.Time{}
@@ -296,10 +305,12 @@ spec:
 			post(p)
 		}()
 	}
+	profiled := prof.start(ctx, env, "drop", 5*time.Second, 2*time.Second)
 	close(gate)
 	wg.Wait()
 	waitProbes(fmt.Sprintf("%d pods dropped", many), pods[singles:], time.Duration(60+many/2)*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
-	dropReport(t, w, fmt.Sprintf("%d pods at once across %d nodes", many, nodes), pods[singles:], starts, probeTimes, sensors, "p99 <= 1s")
+	profiled()
+	dropReport(t, w, fmt.Sprintf("%d pods at once across %d nodes", many, nodes), pods[singles:], starts, accepted, probeTimes, sensors, "p99 <= 1s")
 	add("load average at the end: %s", loadavg())
 
 	fmt.Println()
@@ -356,7 +367,7 @@ func sensorLogs(t *testing.T, sensors map[string]*nodekit.Sensor) map[string]sen
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 // dropReport adds score → dropped p50/p99 and its parts for pods.
-func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map[string]time.Time,
+func dropReport(t *testing.T, w *watcher, what string, pods []string, starts, accepted map[string]time.Time,
 	probeTimes func(string) (time.Time, time.Time), sensors map[string]*nodekit.Sensor, goal string) {
 	// A datagram is refused while Isolate still runs: give the sensors a
 	// moment to log the isolations that the drops have already shown.
@@ -373,7 +384,7 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var total, created, label, sensorPart, createdToSync, createdToDrop, toSync, syncToIsolate, attach, isolate, toDrop timings
+	var total, answered, created, label, sensorPart, createdToSync, createdToDrop, toSync, syncToIsolate, attach, isolate, toDrop timings
 	var first, last time.Time
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -384,6 +395,9 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			continue
 		}
 		total.lat = append(total.lat, d.Sub(s))
+		if a, ok := accepted[p]; ok {
+			answered.lat = append(answered.lat, a.Sub(s))
+		}
 		if first.IsZero() || s.Before(first) {
 			first = s
 		}
@@ -413,11 +427,12 @@ func dropReport(t *testing.T, w *watcher, what string, pods []string, starts map
 			toDrop.lat = append(toDrop.lat, d.Sub(si.isolateStart))
 		}
 	}
-	for _, tm := range []*timings{&total, &created, &label, &sensorPart, &createdToSync, &createdToDrop, &toSync, &syncToIsolate, &attach, &isolate, &toDrop} {
+	for _, tm := range []*timings{&total, &answered, &created, &label, &sensorPart, &createdToSync, &createdToDrop, &toSync, &syncToIsolate, &attach, &isolate, &toDrop} {
 		slices.Sort(tm.lat)
 	}
 	total.span = last.Sub(first)
 	summarize("score → packets dropped", what+" (goal "+goal+")", total)
+	summarize("  score → POST answered (202)", what, answered)
 	summarize("  score → Quarantine created (manager)", what, created)
 	summarize("  score → pod label persisted (manager: Quarantine, NetworkPolicy, label)", what, label)
 	summarize("  pod label persisted → first refused datagram", what, sensorPart)

@@ -16,7 +16,9 @@ import (
 )
 
 // profiler saves the manager's pprof profiles and metrics of the
-// 200-threat phase into BENCH_PPROF (a directory); unset, it does nothing.
+// 200-threat phase (and the API server's CPU profile) into BENCH_PPROF (a
+// directory); unset, it does nothing. It must be made before the cluster
+// starts.
 type profiler struct {
 	dir            string
 	pprof, metrics string
@@ -28,6 +30,10 @@ func newProfiler() (*profiler, error) {
 		return &profiler{}, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// Read by the local cluster's API server when it starts.
+	if err := os.Setenv("BULKHEAD_APISERVER_PROFILING", "1"); err != nil {
 		return nil, err
 	}
 	addrs := make([]string, 2)
@@ -50,16 +56,28 @@ func (p *profiler) args() []string {
 	return []string{"--pprof-bind-address=" + p.pprof, "--metrics-bind-address=" + p.metrics, "--metrics-secure=false"}
 }
 
-// start takes a CPU profile for d and a goroutine dump after g
-// (BENCH_PPROF_GOROUTINES_AFTER, e.g. 1.5s, overrides it), in the
-// background; the returned func waits for both.
-func (p *profiler) start(ctx context.Context, name string, d, g time.Duration) func() {
+// start takes CPU profiles of the manager and of the API server for d and
+// a goroutine dump of the manager after g (BENCH_PPROF_GOROUTINES_AFTER,
+// e.g. 1.5s, overrides it), in the background; the returned func waits for
+// all three.
+func (p *profiler) start(ctx context.Context, env *kit.Env, name string, d, g time.Duration) func() {
 	if p.dir == "" {
 		return func() {}
 	}
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() {
 		p.save(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())), name+".cpu.pprof")
+		done <- struct{}{}
+	}()
+	go func() {
+		raw, err := env.Fast.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", fmt.Sprint(int(d.Seconds()))).Timeout(d + time.Minute).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(p.dir, name+".apiserver.cpu.pprof"), raw, 0o644)
+		}
+		if err != nil {
+			logf("profile %s apiserver cpu: %v", name, err)
+		}
 		done <- struct{}{}
 	}()
 	if v, err := time.ParseDuration(os.Getenv("BENCH_PPROF_GOROUTINES_AFTER")); err == nil {
@@ -70,7 +88,7 @@ func (p *profiler) start(ctx context.Context, name string, d, g time.Duration) f
 		p.save(ctx, "http://"+p.pprof+"/debug/pprof/goroutine?debug=1", name+".goroutines.txt")
 		done <- struct{}{}
 	}()
-	return func() { <-done; <-done }
+	return func() { <-done; <-done; <-done }
 }
 
 // saveMetrics saves the manager's metrics (workqueue, client latency) and

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -273,7 +274,8 @@ func (c *Cluster) startAPIServer(ctx context.Context, port, etcdPort int) error 
 		// named so that turning them off elsewhere never goes unnoticed here.
 		"--enable-admission-plugins=NodeRestriction,ValidatingAdmissionPolicy,PodSecurity",
 		"--allow-privileged=true",
-		"--profiling=false",
+		// /debug/pprof only for benchmarks that ask (BULKHEAD_APISERVER_PROFILING=1).
+		"--profiling=" + strconv.FormatBool(os.Getenv("BULKHEAD_APISERVER_PROFILING") != ""),
 	}, auditArgs(c.Dir)...), nil)
 	if err != nil {
 		return err
