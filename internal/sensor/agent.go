@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -22,6 +25,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/behavior"
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
 	"github.com/bulkhead-dev/bulkhead/internal/detector"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
 )
 
@@ -127,6 +131,10 @@ type Agent struct {
 	stats    loopStats
 
 	enf *enforcement
+	// podCgroups is pod UID → pod cgroup (relative to the root) from the
+	// last container scan, for enforcement: a burst's syncs then find
+	// their pods without walking the node's cgroup tree each.
+	podCgroups atomic.Pointer[map[string]string]
 }
 
 type loopStats struct {
@@ -395,6 +403,15 @@ func (a *Agent) rescan(ctx context.Context) {
 		a.log.Error(err, "scanning container cgroups", "root", a.cfg.CgroupRoot)
 		return
 	}
+	podDirs := map[string]string{}
+	for _, c := range conts {
+		if dir := path.Dir(c.Path); dir != "." {
+			if uid, _, ok := cgroups.ParsePod(dir); ok && uid == c.PodUID {
+				podDirs[uid] = dir
+			}
+		}
+	}
+	a.podCgroups.Store(&podDirs)
 	want := map[uint64]*tracked{}
 	for _, c := range conts {
 		p := byUID[c.PodUID]
@@ -446,6 +463,23 @@ func (a *Agent) existingSockets(id uint64, t *tracked) {
 			a.pending = append(a.pending, be)
 		}
 	}
+}
+
+// knownPodCgroup is the pod's cgroup as the last container scan found it,
+// if it still exists; "" when unknown.
+func (a *Agent) knownPodCgroup(uid string) string {
+	m := a.podCgroups.Load()
+	if m == nil {
+		return ""
+	}
+	rel := (*m)[uid]
+	if rel == "" {
+		return ""
+	}
+	if st, err := os.Stat(filepath.Join(a.cfg.CgroupRoot, rel)); err != nil || !st.IsDir() {
+		return ""
+	}
+	return rel
 }
 
 // containerName finds the container of a pod by runtime id.

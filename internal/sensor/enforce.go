@@ -6,12 +6,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -302,6 +304,10 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 				continue
 			}
 		}
+		if p := a.knownPodCgroup(uid); p != "" {
+			paths[uid] = p
+			continue
+		}
 		lookup = append(lookup, uid)
 	}
 	if len(lookup) > 0 {
@@ -404,6 +410,7 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 		e.cuts.Go(func() {
 			e.cutSlots <- struct{}{}
 			defer func() { <-e.cutSlots }()
+			defer lowerPriority()()
 			res, err := enf.Isolate(path, d.opts)
 			rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
 				path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
@@ -460,6 +467,40 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 		e.put(&r2)
 	}
 	return changed
+}
+
+// cutNice is the nice value of the threads that cut sockets. A cut walks
+// the kernel's whole socket tables (about 1 ms of CPU per table on a host
+// with 262144 TCP hash buckets, more while several run), and a burst brings
+// hundreds; the pod's packets are already dropped when it starts, so it can
+// wait for the node's workloads — and, on a small node, its API server and
+// the sensor's own attaches — instead of competing with them.
+const cutNice = 10
+
+// lowerPriority runs the calling goroutine on its thread at cutNice until
+// the returned func restores the thread's priority and unlocks it. A thread
+// whose priority cannot be restored stays locked, so Go ends it with the
+// goroutine rather than hand the lowered priority to others. (Ending every
+// cutting thread instead would also fire the parent-death signal of any
+// child process that thread had started.)
+func lowerPriority() (restore func()) {
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	old, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil {
+		return func() {}
+	}
+	// Linux's getpriority(2) system call returns 20 - nice.
+	old = 20 - old
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, cutNice); err != nil {
+		runtime.UnlockOSThread()
+		return func() {}
+	}
+	return func() {
+		if unix.Setpriority(unix.PRIO_PROCESS, tid, old) == nil {
+			runtime.UnlockOSThread()
+		}
+	}
 }
 
 // parallel calls f for each item on at most workers goroutines and returns

@@ -1,10 +1,15 @@
 package sensor
 
 import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -168,6 +173,51 @@ func TestProtected(t *testing.T) {
 	for ns, want := range map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true, testManagerNS: true, "shop": false, "bulkhead-system-2": false} {
 		if got := Protected(ns, testManagerNS); got != want {
 			t.Errorf("Protected(%q) = %v, want %v", ns, got, want)
+		}
+	}
+}
+
+// threadNice is the nice value of the calling goroutine's thread (it must
+// be locked to it).
+func threadNice(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", unix.Gettid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	n, err := strconv.Atoi(f[16]) // field 19 of stat(5): nice
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Socket cuts run at a lower priority, and the lowered priority ends with
+// them instead of passing to other goroutines.
+func TestCutsRunAtLowerPriority(t *testing.T) {
+	got := make(chan [2]int)
+	go func() {
+		restore := lowerPriority()
+		during := threadNice(t)
+		restore()
+		runtime.LockOSThread() // still locked (same thread) if restore failed
+		defer runtime.UnlockOSThread()
+		got <- [2]int{during, threadNice(t)}
+	}()
+	if n := <-got; n[0] != cutNice || n[1] != 0 {
+		t.Fatalf("cutting thread at nice %d, then %d; want %d, then 0", n[0], n[1], cutNice)
+	}
+	for range 50 {
+		ch := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			ch <- threadNice(t)
+		}()
+		if n := <-ch; n != 0 {
+			t.Fatalf("another goroutine's thread at nice %d after a cut", n)
 		}
 	}
 }

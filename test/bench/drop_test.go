@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,8 +24,11 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/test/framework"
 	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
 	"github.com/bulkhead-dev/bulkhead/test/framework/localcluster"
@@ -170,43 +174,53 @@ spec:
 		}
 	}()
 
-	const ns = "drop"
-	if err := env.Namespace(ns, map[string]string{"load": "drop"}); err != nil {
-		t.Fatal(err)
-	}
-	ws, err := env.CreateWorkloads(ns, "d", "svc", singles+many, 1, 32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitRunning(t, env, ns, singles+many)
-	list, err := env.Fast.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]corev1.Pod{}
-	for _, p := range list.Items {
-		byName[p.Name] = p
-	}
 	owner := map[string]string{}
 	logs := map[string]string{} // pod -> its probe's log
 	procs := map[string]*nodekit.Proc{}
-	for _, w := range ws {
-		pod := w.Pods[0]
-		owner[w.Name] = pod
-		c, err := nk.Container(byName[pod])
+	// launch creates n one-pod ReplicaSets in a new namespace ns, each
+	// with a probe in its pod's cgroup; the first fast probes send every
+	// singleInterval once signalled, the others every interval.
+	launch := func(ns, prefix string, n, fast int) []string {
+		if err := env.Namespace(ns, map[string]string{"load": "drop"}); err != nil {
+			t.Fatal(err)
+		}
+		ws, err := env.CreateWorkloads(ns, prefix, "svc", n, 1, 32)
 		if err != nil {
 			t.Fatal(err)
 		}
-		every := interval
-		if len(logs) < singles {
-			every = singleInterval
-		}
-		p, err := c.Start("probe", probe, "-udp", sink.LocalAddr().String(), "-interval", every.String())
+		waitRunning(t, env, ns, n)
+		list, err := env.Fast.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs[pod], procs[pod] = p.LogPath, p
+		byName := map[string]corev1.Pod{}
+		for _, p := range list.Items {
+			byName[p.Name] = p
+		}
+		pods := make([]string, len(ws))
+		for i, w := range ws {
+			pod := w.Pods[0]
+			pods[i] = pod
+			owner[w.Name] = pod
+			c, err := nk.Container(byName[pod])
+			if err != nil {
+				t.Fatal(err)
+			}
+			every := interval
+			if i < fast {
+				every = singleInterval
+			}
+			p, err := c.Start("probe", probe, "-udp", sink.LocalAddr().String(), "-interval", every.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs[pod], procs[pod] = p.LogPath, p
+		}
+		return pods
 	}
+	mgrStopped := false
+	const ns = "drop"
+	pods := launch(ns, "d", singles+many, singles)
 	probeTimes := func(pod string) (ok, dropped time.Time) {
 		b, _ := os.ReadFile(logs[pod])
 		for _, l := range strings.Split(string(b), "\n") {
@@ -227,29 +241,24 @@ spec:
 		}
 		return ok, dropped
 	}
-	pods := make([]string, len(ws))
-	for i, w := range ws {
-		pods[i] = w.Pods[0]
-	}
+	// waitProbes polls the probes' logs (done must stay true once true: a
+	// probe that is done is not read again, so polling 200 logs costs the
+	// machine under test little).
 	waitProbes := func(what string, ps []string, limit time.Duration, done func(ok, dropped time.Time) bool) {
 		deadline := time.Now().Add(limit)
+		left := slices.Clone(ps)
 		for {
-			n := 0
-			for _, p := range ps {
-				if done(probeTimes(p)) {
-					n++
-				}
-			}
-			if n == len(ps) {
+			left = slices.DeleteFunc(left, func(p string) bool { return done(probeTimes(p)) })
+			if len(left) == 0 {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d of %d probes after %s", what, n, len(ps), limit)
+				t.Fatalf("%s: %d of %d probes after %s", what, len(ps)-len(left), len(ps), limit)
 			}
-			if exited, err := mgr.Exited(); exited {
+			if exited, err := mgr.Exited(); exited && !mgrStopped {
 				t.Fatalf("%s: the manager exited (%v):\n%s", what, err, mgr.Logs(8192))
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	waitProbes("probes sending", pods, time.Minute, func(ok, _ time.Time) bool { return !ok.IsZero() })
@@ -311,6 +320,38 @@ spec:
 	waitProbes(fmt.Sprintf("%d pods dropped", many), pods[singles:], time.Duration(60+many/2)*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
 	profiled()
 	dropReport(t, w, fmt.Sprintf("%d pods at once across %d nodes", many, nodes), pods[singles:], starts, accepted, probeTimes, sensors, "p99 <= 1s")
+
+	// The floor: what the sensors need from the API, the Quarantines alone,
+	// created with client-go at once for as many fresh pods, no manager.
+	mgr.Stop(10 * time.Second)
+	mgrStopped = true
+	fpods := launch("drop-floor", "f", many, 0)
+	waitProbes("floor probes sending", fpods, time.Minute, func(ok, _ time.Time) bool { return !ok.IsZero() })
+	time.Sleep(3 * time.Second)
+	logf("floor: %d Quarantines at once, no manager", many)
+	fstarts := floorQuarantines(t, env, "drop-floor", fpods, procs)
+	waitProbes(fmt.Sprintf("floor: %d pods dropped", many), fpods, time.Duration(60+many/2)*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
+	var fl timings
+	for _, p := range fpods {
+		if _, d := probeTimes(p); !d.IsZero() {
+			fl.lat = append(fl.lat, d.Sub(fstarts[p]))
+		}
+	}
+	slices.Sort(fl.lat)
+	summarize("score → packets dropped", fmt.Sprintf("floor, %d pods at once (client-go: Quarantine create → first refused datagram, no manager)", many), fl)
+	var bl timings
+	for _, p := range pods[singles:] {
+		if _, d := probeTimes(p); !d.IsZero() {
+			bl.lat = append(bl.lat, d.Sub(starts[p]))
+		}
+	}
+	slices.Sort(bl.lat)
+	if len(bl.lat) > 0 && len(fl.lat) > 0 {
+		for _, pc := range []float64{50, 99} {
+			b, f := percentile(bl.lat, pc), percentile(fl.lat, pc)
+			add("ratio: score → packets dropped p%.0f Bulkhead / floor = %s / %s = %.2f", pc, b.Round(time.Millisecond), f.Round(time.Millisecond), float64(b)/float64(f))
+		}
+	}
 	add("load average at the end: %s", loadavg())
 
 	fmt.Println()
@@ -452,4 +493,43 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// floorQuarantines signals the pods' probes, then creates one Quarantine
+// (Isolate) per pod, all at once, as the cluster's admin with client-go;
+// it returns when each create was sent.
+func floorQuarantines(t *testing.T, env *kit.Env, ns string, pods []string, procs map[string]*nodekit.Proc) map[string]time.Time {
+	cfg := rest.CopyConfig(env.Cluster.Config)
+	cfg.QPS, cfg.Burst = 2000, 4000
+	cl, err := client.New(cfg, client.Options{Scheme: localcluster.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		_ = procs[p].Cmd.Process.Signal(syscall.SIGUSR1)
+	}
+	starts := make([]time.Time, len(pods))
+	took := make([]time.Duration, len(pods))
+	var errs atomic.Int64
+	parallel(len(pods), len(pods), func(i int) {
+		q := &securityv1alpha1.Quarantine{
+			ObjectMeta: metav1.ObjectMeta{Name: pods[i], Namespace: ns},
+			Spec: securityv1alpha1.QuarantineSpec{
+				Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: pods[i]},
+				Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+			},
+		}
+		starts[i] = time.Now()
+		if err := cl.Create(env.Ctx, q); err != nil && errs.Add(1) <= 5 {
+			t.Errorf("floor create %s: %v", pods[i], err)
+		}
+		took[i] = time.Since(starts[i])
+	})
+	slices.Sort(took)
+	summarize("  Quarantine create answered", fmt.Sprintf("floor, %d at once", len(pods)), timings{lat: took})
+	out := make(map[string]time.Time, len(pods))
+	for i, p := range pods {
+		out[p] = starts[i]
+	}
+	return out
 }

@@ -31,7 +31,9 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/behavior"
 	"github.com/bulkhead-dev/bulkhead/internal/behavior/kubestore"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor"
+	"github.com/bulkhead-dev/bulkhead/internal/sensor/cgroups"
 	"github.com/bulkhead-dev/bulkhead/internal/sensor/wire"
+	"github.com/bulkhead-dev/bulkhead/test/framework/nodekit"
 	"github.com/bulkhead-dev/bulkhead/test/framework/testenv"
 )
 
@@ -691,5 +693,51 @@ func TestBurstIsolatedFromQuarantinesWithoutLabels(t *testing.T) {
 		if _, ok := got.Labels[securityv1alpha1.QuarantineLabel]; ok {
 			t.Fatalf("pod %s has a quarantine label: the test must isolate without one", p.Name)
 		}
+	}
+}
+
+// Pods the sensor's container scan already found are isolated without a
+// walk of the node's cgroup tree: a burst's syncs stat each pod's cgroup
+// instead.
+func TestBurstOfScannedPodsNeedsNoWalk(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "sensor-scanned")
+	conts := &fakeContainers{}
+	root := t.TempDir()
+	const n = 6
+	pods := make([]*corev1.Pod, 0, n)
+	for i := range n {
+		p := runningPod(t, ns, fmt.Sprintf("shop-%d", i), ns+"-node", fmt.Sprintf("c-scanned-%d", i), "", nil)
+		c := conts.addAt(cgroups.ContainerPath(cgroups.Systemd, "burstable", string(p.UID), "containerd", nodekit.RandHex(64)), string(p.UID))
+		if err := os.MkdirAll(filepath.Join(root, c.Path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, p)
+	}
+	r := startAgent(t, ns+"-node", newFakeManager(t), conts, func(c *sensor.Config, _ *sensor.Backends) {
+		c.CgroupRoot = root
+		c.EnforceResync = time.Hour
+	})
+	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
+	for _, p := range pods {
+		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-" + p.Name},
+			Spec: securityv1alpha1.QuarantineSpec{
+				Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: p.Name},
+				Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+			}}
+		if err := env.Client.Create(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every pod isolated", func() bool { iso, _, _ := r.enf.state(); return len(iso) == n })
+	iso, _, _ := r.enf.state()
+	for _, p := range pods {
+		want := filepath.Dir(cgroups.ContainerPath(cgroups.Systemd, "burstable", string(p.UID), "containerd", strings.Repeat("0", 64)))
+		if _, ok := iso[want]; !ok {
+			t.Errorf("pod %s: its cgroup %s is not among the isolated %v", p.Name, want, iso)
+		}
+	}
+	if w := conts.walkCount(); w != 0 {
+		t.Errorf("%d cgroup walks for pods the container scan knew", w)
 	}
 }

@@ -150,6 +150,15 @@ func (f *fakeContainers) add(uid, container string, gen int) sensor.Container {
 	return c
 }
 
+// addAt places a container of pod uid at a kubelet-style path rel.
+func (f *fakeContainers) addAt(rel, uid string) sensor.Container {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := sensor.Container{PodUID: uid, ContainerID: filepath.Base(rel), Runtime: "containerd", QoS: "burstable", Path: rel, ID: cgroupID(rel)}
+	f.conts = append(f.conts, c)
+	return c
+}
+
 func (f *fakeContainers) Scan(string) ([]sensor.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

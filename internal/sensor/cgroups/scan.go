@@ -20,14 +20,28 @@ const maxDepth = 10
 // are left out, not errors.
 func Scan(root string) ([]Container, error) {
 	var out []Container
-	err := walk(root, func(rel string, id uint64) bool {
-		if c, ok := Parse(rel); ok {
+	var statErr error
+	err := walk(root, func(rel, path string) bool {
+		c, ok := Parse(rel)
+		if !ok {
+			return true
+		}
+		// Only containers need their ID: one stat each, not one per
+		// directory of the tree.
+		id, err := inode(path)
+		switch {
+		case gone(err):
+		case err != nil:
+			statErr = err
+		default:
 			c.ID = id
 			out = append(out, c)
-			return false // a container's own sub-cgroups are its business
 		}
-		return true
+		return false // a container's own sub-cgroups are its business
 	})
+	if err == nil {
+		err = statErr
+	}
 	return out, err
 }
 
@@ -36,7 +50,7 @@ func Scan(root string) ([]Container, error) {
 // many pods costs one walk, not one per pod.
 func PodCgroups(root string) (map[string]string, error) {
 	out := map[string]string{}
-	err := walk(root, func(rel string, _ uint64) bool {
+	err := walk(root, func(rel, _ string) bool {
 		if uid, _, ok := ParsePod(rel); ok {
 			out[uid] = rel
 			return false
@@ -50,8 +64,9 @@ func PodCgroups(root string) (map[string]string, error) {
 }
 
 // walk visits every directory below root (not root itself) with its path
-// relative to root and its cgroup ID, descending while visit returns true.
-func walk(root string, visit func(rel string, id uint64) bool) error {
+// relative to root and its full path, descending while visit returns true.
+// It stats nothing: the directory entries say which are directories.
+func walk(root string, visit func(rel, path string) bool) error {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return fmt.Errorf("reading cgroup root: %w", err)
@@ -69,14 +84,7 @@ func walk(root string, visit func(rel string, id uint64) bool) error {
 			if rel != "" {
 				r = rel + "/" + r
 			}
-			id, err := inode(p)
-			if gone(err) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if !visit(r, id) || depth+1 >= maxDepth {
+			if !visit(r, p) || depth+1 >= maxDepth {
 				continue
 			}
 			sub, err := os.ReadDir(p)
