@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	toolscache "k8s.io/client-go/tools/cache"
+
 	"golang.org/x/time/rate"
 
 	corev1 "k8s.io/api/core/v1"
@@ -100,6 +102,11 @@ type Reconciler struct {
 	pending ledger
 	// verified caches the provenance check per Quarantine version.
 	verified verified
+	// cache is the manager's (SetupWithManager); store, its Quarantine
+	// informer's objects, read by decisions without a copy.
+	cache   cache.Cache
+	storeMu sync.Mutex
+	store   toolscache.Store
 }
 
 // Handoff hears of this controller's creates: Creating before the request,
@@ -163,6 +170,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.PlanEvents == nil {
 		r.PlanEvents = DefaultPlanEvents()
 	}
+	r.cache = mgr.GetCache()
 	if r.PauseReader == nil {
 		c, err := pauseCache(mgr, r.ManagerNamespace)
 		if err != nil {

@@ -7,10 +7,13 @@ import (
 	"strings"
 	"time"
 
+	toolscache "k8s.io/client-go/tools/cache"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
@@ -55,13 +58,12 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 	for i := range tps.Items {
 		w.policies[tps.Items[i].Name] = &tps.Items[i]
 	}
-	var qs securityv1alpha1.QuarantineList
-	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
+	qs, err := r.cachedQuarantines(ctx)
+	if err != nil {
 		return nil, err
 	}
-	listed := make(map[types.NamespacedName]*securityv1alpha1.Quarantine, len(qs.Items))
-	for i := range qs.Items {
-		q := &qs.Items[i]
+	listed := make(map[types.NamespacedName]*securityv1alpha1.Quarantine, len(qs))
+	for _, q := range qs {
 		listed[types.NamespacedName{Namespace: q.Namespace, Name: q.Name}] = q
 		samePod := q.Namespace == pod.Namespace && q.Spec.Target.Name == pod.Name && (q.Spec.Target.Kind == "" || q.Spec.Target.Kind == securityv1alpha1.TargetPod)
 		if q.Namespace == pod.Namespace {
@@ -102,11 +104,60 @@ func (r *Reconciler) observe(ctx context.Context, pod *corev1.Pod, count bool) (
 			w.env.Existing = q
 		}
 	}
-	r.verified.keepOnly(qs.Items)
+	r.verified.keepOnly(qs)
 	if count {
 		r.pending.count(listed, &w.env)
 	}
 	return w, nil
+}
+
+// cachedQuarantines are all the Quarantines of the cache, read-only: the
+// informer's own objects when the cache has one (SetupWithManager), else a
+// List. A List copies every Quarantine into its result; with one per
+// decision, under decideMu, a burst of 200 spent most of each decision
+// copying.
+func (r *Reconciler) cachedQuarantines(ctx context.Context) ([]*securityv1alpha1.Quarantine, error) {
+	if store := r.quarantineStore(ctx); store != nil {
+		items := store.List()
+		out := make([]*securityv1alpha1.Quarantine, 0, len(items))
+		for _, o := range items {
+			if q, ok := o.(*securityv1alpha1.Quarantine); ok {
+				out = append(out, q)
+			}
+		}
+		return out, nil
+	}
+	var qs securityv1alpha1.QuarantineList
+	if err := r.List(ctx, &qs, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := make([]*securityv1alpha1.Quarantine, len(qs.Items))
+	for i := range qs.Items {
+		out[i] = &qs.Items[i]
+	}
+	return out, nil
+}
+
+// quarantineStore is the store of the cache's Quarantine informer, looked
+// up on first use (the informer exists by then: the controller watches
+// Quarantines); nil without a cache or before it is synced.
+func (r *Reconciler) quarantineStore(ctx context.Context) toolscache.Store {
+	if r.cache == nil {
+		return nil
+	}
+	r.storeMu.Lock()
+	defer r.storeMu.Unlock()
+	if r.store != nil {
+		return r.store
+	}
+	inf, err := r.cache.GetInformer(ctx, &securityv1alpha1.Quarantine{}, cache.BlockUntilSynced(false))
+	if err != nil || !inf.HasSynced() {
+		return nil
+	}
+	if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
+		r.store = s.GetStore()
+	}
+	return r.store
 }
 
 func (r *Reconciler) paused(ctx context.Context) (bool, error) {

@@ -51,7 +51,7 @@ func (v *verified) made(signer *provenance.Signer, q *securityv1alpha1.Quarantin
 
 // keepOnly forgets the Quarantines not in listed (all there are) once the
 // verdicts outnumber them by far.
-func (v *verified) keepOnly(listed []securityv1alpha1.Quarantine) {
+func (v *verified) keepOnly(listed []*securityv1alpha1.Quarantine) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.byUID) <= 2*len(listed)+64 {

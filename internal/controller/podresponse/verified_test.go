@@ -62,12 +62,12 @@ func TestVerifiedPerVersion(t *testing.T) {
 func TestVerifiedForgetsDeletedQuarantines(t *testing.T) {
 	var v verified
 	s := signer(t, 7)
-	var listed []securityv1alpha1.Quarantine
+	var listed []*securityv1alpha1.Quarantine
 	for i := range 200 {
 		q := signedQuarantine(s, fmt.Sprintf("u%d", i), "1")
 		v.made(s, q)
 		if i < 10 {
-			listed = append(listed, *q)
+			listed = append(listed, q)
 		}
 	}
 	v.keepOnly(listed)
