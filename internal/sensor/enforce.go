@@ -477,7 +477,8 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 // the sensor's own attaches — instead of competing with them.
 const cutNice = 10
 
-// lowerPriority runs the calling goroutine on its thread at cutNice until
+// lowerPriority runs the calling goroutine on its thread at cutNice (or
+// leaves it lower) until
 // the returned func restores the thread's priority and unlocks it. A thread
 // whose priority cannot be restored stays locked, so Go ends it with the
 // goroutine rather than hand the lowered priority to others. (Ending every
@@ -488,10 +489,15 @@ func lowerPriority() (restore func()) {
 	tid := unix.Gettid()
 	old, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 	if err != nil {
+		runtime.UnlockOSThread()
 		return func() {}
 	}
 	// Linux's getpriority(2) system call returns 20 - nice.
 	old = 20 - old
+	if old >= cutNice {
+		runtime.UnlockOSThread()
+		return func() {} // already as low (a sensor started with nice)
+	}
 	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, cutNice); err != nil {
 		runtime.UnlockOSThread()
 		return func() {}
