@@ -100,7 +100,7 @@ func TestBench(t *testing.T) {
 	mgr, err := env.StartManager("manager", append([]string{
 		"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0",
 		fmt.Sprintf("--kube-api-qps=%d", qps), fmt.Sprintf("--kube-api-burst=%d", burst),
-		fmt.Sprintf("--containment-concurrency=%d", conc)}, prof.args()...)...)
+		fmt.Sprintf("--containment-concurrency=%d", conc)}, append(prof.args(), extraManagerArgs()...)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

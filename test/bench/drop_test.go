@@ -74,7 +74,7 @@ func TestBenchDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer env.Stop()
-	mgr, err := env.StartManager("manager", append([]string{"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0"}, prof.args()...)...)
+	mgr, err := env.StartManager("manager", append([]string{"--ingest-rate=1000000", "--ingest-burst=1000000", "--max-active-quarantines=0"}, append(prof.args(), extraManagerArgs()...)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/test/framework/kit"
@@ -129,3 +130,7 @@ func (p *profiler) save(ctx context.Context, url, file string) {
 		logf("profile %s: %v", file, err)
 	}
 }
+
+// extraManagerArgs are BENCH_MANAGER_ARGS (space-separated manager flags),
+// for comparing settings, such as --kube-api-max-in-flight=0.
+func extraManagerArgs() []string { return strings.Fields(os.Getenv("BENCH_MANAGER_ARGS")) }
