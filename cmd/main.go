@@ -79,7 +79,7 @@ func (f *managerFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "Leader election lease duration.")
 	fs.DurationVar(&f.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "Leader election renew deadline.")
 	fs.DurationVar(&f.retryPeriod, "leader-elect-retry-period", 2*time.Second, "Leader election retry period.")
-	fs.IntVar(&f.maxInFlight, "kube-api-max-in-flight", kubeutil.DefaultMaxInFlight, "Requests to the API server other than watches in flight at once; more wait in the manager instead of opening another connection (kube-apiserver allows 100 streams per HTTP/2 connection). 0: no limit.")
+	fs.IntVar(&f.maxInFlight, "kube-api-max-in-flight", kubeutil.DefaultMaxInFlight, "Requests to the API server other than watches in flight at once; more wait in the manager instead of opening a connection each (kube-apiserver allows 100 streams per HTTP/2 connection). 0: no limit.")
 	fs.Float64Var(&f.qps, "kube-api-qps", 500, "Client QPS to the API server, per resource type; containment runs in parallel, so keep this well above client-go's default of 5 (the API server's priority and fairness still protects it).")
 	fs.IntVar(&f.burst, "kube-api-burst", 1000, "Client burst to the API server, per resource type.")
 	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "", "Address a pprof endpoint binds to (profiling, e.g. make bench with BENCH_PPROF); empty disables it.")
