@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -186,6 +187,9 @@ func newManager(f managerFlags) (ctrl.Manager, error) {
 	restCfg := ctrl.GetConfigOrDie()
 	restCfg.QPS = float32(f.qps)
 	restCfg.Burst = f.burst
+	// Lease renewals must never queue behind a burst's writes in the
+	// in-flight limit: a renewal late by RenewDeadline loses leadership.
+	leaderCfg := rest.CopyConfig(restCfg)
 	restCfg.Wrap(kubeutil.LimitInFlight(f.maxInFlight))
 
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
@@ -198,6 +202,7 @@ func newManager(f managerFlags) (ctrl.Manager, error) {
 		PprofBindAddress:        f.pprofAddr,
 		LeaderElection:          f.enableLeaderElection,
 		LeaderElectionID:        "bulkhead.security.bulkhead.dev",
+		LeaderElectionConfig:    leaderCfg,
 		LeaderElectionNamespace: f.namespace,
 		LeaseDuration:           &f.leaseDuration,
 		RenewDeadline:           &f.renewDeadline,
