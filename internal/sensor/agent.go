@@ -472,14 +472,17 @@ func (a *Agent) knownPodCgroup(uid string) string {
 	if m == nil {
 		return ""
 	}
-	rel := (*m)[uid]
-	if rel == "" {
-		return ""
+	if rel := (*m)[uid]; rel != "" && a.cgroupExists(rel) {
+		return rel
 	}
-	if st, err := os.Stat(filepath.Join(a.cfg.CgroupRoot, rel)); err != nil || !st.IsDir() {
-		return ""
-	}
-	return rel
+	return ""
+}
+
+// cgroupExists reports whether the cgroup rel (relative to the root) is
+// still there.
+func (a *Agent) cgroupExists(rel string) bool {
+	st, err := os.Stat(filepath.Join(a.cfg.CgroupRoot, rel))
+	return err == nil && st.IsDir()
 }
 
 // containerName finds the container of a pod by runtime id.

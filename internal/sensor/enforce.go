@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -298,11 +296,9 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 			continue
 		}
 		// A pod isolated before keeps its cgroup.
-		if old := e.get(uid); old != nil && old.path != "" {
-			if st, err := os.Stat(filepath.Join(a.cfg.CgroupRoot, old.path)); err == nil && st.IsDir() {
-				paths[uid] = old.path
-				continue
-			}
+		if old := e.get(uid); old != nil && old.path != "" && a.cgroupExists(old.path) {
+			paths[uid] = old.path
+			continue
 		}
 		if p := a.knownPodCgroup(uid); p != "" {
 			paths[uid] = p
@@ -478,8 +474,8 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 const cutNice = 10
 
 // lowerPriority runs the calling goroutine on its thread at cutNice (or
-// leaves it lower) until
-// the returned func restores the thread's priority and unlocks it. A thread
+// leaves it lower) until the returned func restores the thread's priority
+// and unlocks it. A thread
 // whose priority cannot be restored stays locked, so Go ends it with the
 // goroutine rather than hand the lowered priority to others. (Ending every
 // cutting thread instead would also fire the parent-death signal of any

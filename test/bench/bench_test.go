@@ -323,13 +323,6 @@ func TestBench(t *testing.T) {
 	summarize("time to isolate", "floor (client-go: Quarantine create, then NetworkPolicy apply and label patch at once)", fiso)
 	requestReport(t, env, "floor-isolate", ireq0, threats)
 
-	ratio := func(what string, a, b timings, goal string) {
-		for _, pc := range []float64{50, 99} {
-			if f := percentile(b.lat, pc); f > 0 {
-				add("ratio: %s p%.0f Bulkhead / floor = %s / %s = %.2f%s", what, pc, percentile(a.lat, pc).Round(time.Millisecond), f.Round(time.Millisecond), float64(percentile(a.lat, pc))/float64(f), goal)
-			}
-		}
-	}
 	ratio("time to isolate", iso, fiso, " (goal at p99: <= 1.5, and p99 <= 1s)")
 	ratio("time to contain", con, fcon, " (target at p99: <= 2)")
 	ratio("time to isolate, single threat", siso, fsiso, " (goal: Bulkhead p50 <= 20ms)")
@@ -633,6 +626,15 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// ratio adds Bulkhead's p50 and p99 over the floor's, goal appended.
+func ratio(what string, a, b timings, goal string) {
+	for _, pc := range []float64{50, 99} {
+		if f := percentile(b.lat, pc); f > 0 {
+			add("ratio: %s p%.0f Bulkhead / floor = %s / %s = %.2f%s", what, pc, percentile(a.lat, pc).Round(time.Millisecond), f.Round(time.Millisecond), float64(percentile(a.lat, pc))/float64(f), goal)
+		}
+	}
 }
 
 func percentile(lat []time.Duration, p float64) time.Duration {

@@ -331,27 +331,20 @@ spec:
 	logf("floor: %d Quarantines at once, no manager", many)
 	fstarts := floorQuarantines(t, env, "drop-floor", fpods, procs)
 	waitProbes(fmt.Sprintf("floor: %d pods dropped", many), fpods, time.Duration(60+many/2)*time.Second, func(_, d time.Time) bool { return !d.IsZero() })
-	var fl timings
-	for _, p := range fpods {
-		if _, d := probeTimes(p); !d.IsZero() {
-			fl.lat = append(fl.lat, d.Sub(fstarts[p]))
+	// dropped is each pod's start → first refused datagram, sorted.
+	dropped := func(ps []string, from map[string]time.Time) timings {
+		var tm timings
+		for _, p := range ps {
+			if _, d := probeTimes(p); !d.IsZero() {
+				tm.lat = append(tm.lat, d.Sub(from[p]))
+			}
 		}
+		slices.Sort(tm.lat)
+		return tm
 	}
-	slices.Sort(fl.lat)
+	fl := dropped(fpods, fstarts)
 	summarize("score → packets dropped", fmt.Sprintf("floor, %d pods at once (client-go: Quarantine create → first refused datagram, no manager)", many), fl)
-	var bl timings
-	for _, p := range pods[singles:] {
-		if _, d := probeTimes(p); !d.IsZero() {
-			bl.lat = append(bl.lat, d.Sub(starts[p]))
-		}
-	}
-	slices.Sort(bl.lat)
-	if len(bl.lat) > 0 && len(fl.lat) > 0 {
-		for _, pc := range []float64{50, 99} {
-			b, f := percentile(bl.lat, pc), percentile(fl.lat, pc)
-			add("ratio: score → packets dropped p%.0f Bulkhead / floor = %s / %s = %.2f", pc, b.Round(time.Millisecond), f.Round(time.Millisecond), float64(b)/float64(f))
-		}
-	}
+	ratio("score → packets dropped", dropped(pods[singles:], starts), fl, "")
 	add("load average at the end: %s", loadavg())
 
 	fmt.Println()
