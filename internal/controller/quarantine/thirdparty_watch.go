@@ -8,7 +8,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -16,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
 )
 
@@ -59,12 +62,44 @@ func (w *denyWatches) Start(ctx context.Context) error {
 		}
 		return err
 	}
+	var sources []source.SyncingSource
 	for _, gvk := range served {
 		m := &metav1.PartialObjectMetadata{}
 		m.SetGroupVersionKind(gvk)
 		src := source.Kind(w.mgr.GetCache(), m, handler.TypedEnqueueRequestsFromMapFunc(denyToQuarantine), denyTampered)
 		if err := w.c.Watch(src); err != nil {
 			return err
+		}
+		sources = append(sources, src)
+	}
+	if len(sources) == 0 {
+		return nil
+	}
+	for _, src := range sources {
+		if err := src.WaitForSync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	// The controller's first passes may have run before these watches saw
+	// anything: tampering in between raised no event. One more pass for
+	// each Quarantine still in force closes that gap.
+	return w.c.Watch(source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		return requeueInForce(ctx, w.mgr.GetCache(), q)
+	}))
+}
+
+// requeueInForce queues every Quarantine that is not yet released.
+func requeueInForce(ctx context.Context, r client.Reader, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	l := &securityv1alpha1.QuarantineList{}
+	if err := r.List(ctx, l); err != nil {
+		return err
+	}
+	for i := range l.Items {
+		if l.Items[i].Status.Phase != securityv1alpha1.PhaseReleased {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&l.Items[i])})
 		}
 	}
 	return nil

@@ -2,13 +2,20 @@ package quarantine
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	securityv1alpha1 "github.com/bulkhead-dev/bulkhead/api/v1alpha1"
 	"github.com/bulkhead-dev/bulkhead/internal/containment"
@@ -125,4 +132,48 @@ func TestManagerRepairsThirdPartyDenyFromWatches(t *testing.T) {
 	}
 	release(t, key)
 	eventually(t, "Released", func() bool { return released(getQ(t, key)) })
+}
+
+// Tampering between the manager's start and the deny watches' first sync
+// raises no event: once synced, every Quarantine in force gets a pass of
+// its own, with nothing changed.
+func TestDenyWatchesPassQuarantinesInForceOnceSynced(t *testing.T) {
+	f := newFixture(t, 1)
+	key := f.quarantine(t, "qs", f.pods[0].Name, act(securityv1alpha1.ActionIsolate))
+
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: direct.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	must(t, err)
+	var seen sync.Map
+	c, err := controller.New("deny-requeue", mgr, controller.Options{
+		SkipNameValidation: new(true),
+		Reconciler: reconcile.Func(func(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
+			seen.Store(req.NamespacedName, true)
+			return reconcile.Result{}, nil
+		}),
+	})
+	must(t, err)
+	must(t, mgr.Add(&denyWatches{mgr: mgr, c: c}))
+	go func() { _ = mgr.Start(mctx) }()
+	eventually(t, "a pass for the Quarantine in force", func() bool { _, ok := seen.Load(key); return ok })
+}
+
+func TestRequeueInForceSkipsReleased(t *testing.T) {
+	in, done := &securityv1alpha1.Quarantine{}, &securityv1alpha1.Quarantine{}
+	in.Name, in.Namespace = "in", "shop"
+	done.Name, done.Namespace = "done", "shop"
+	done.Status.Phase = securityv1alpha1.PhaseReleased
+	c := fake.NewClientBuilder().WithScheme(direct.Scheme()).WithObjects(in, done).Build()
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	must(t, requeueInForce(ctx, c, q))
+	if q.Len() != 1 {
+		t.Fatalf("queued %d, want only the Quarantine in force", q.Len())
+	}
+	if got, _ := q.Get(); got.NamespacedName != client.ObjectKeyFromObject(in) {
+		t.Fatalf("queued %v, want %v", got, client.ObjectKeyFromObject(in))
+	}
 }
