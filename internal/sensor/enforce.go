@@ -175,11 +175,11 @@ type enforcement struct {
 	mu    sync.Mutex
 	state map[string]*enfRecord // pod UID
 	// busy are the pods whose isolation is being finished (sockets cut)
-	// in the background; cuts waits for those goroutines and cutSlots
-	// bounds them.
-	busy     map[string]string // pod UID -> its cgroup
-	cuts     sync.WaitGroup
-	cutSlots chan struct{}
+	// in the background; cuts waits for those goroutines and cutters runs
+	// them, a few at a time.
+	busy    map[string]string // pod UID -> its cgroup
+	cuts    sync.WaitGroup
+	cutters *cutters
 
 	dns       []netip.AddrPort
 	dnsAt     time.Time
@@ -197,13 +197,17 @@ type enfRecord struct {
 }
 
 func newEnforcement(a *Agent) *enforcement {
-	return &enforcement{a: a, state: map[string]*enfRecord{}, busy: map[string]string{}, cutSlots: make(chan struct{}, a.cfg.EnforceWorkers)}
+	return &enforcement{a: a, state: map[string]*enfRecord{}, busy: map[string]string{}}
 }
 
 func (e *enforcement) run(ctx context.Context) {
 	t := time.NewTicker(e.a.cfg.EnforceResync)
 	defer t.Stop()
-	defer e.cuts.Wait()
+	e.cutters = startCutters(e.a.cfg.EnforceWorkers, lowerPriority)
+	defer func() {
+		e.cuts.Wait()
+		e.cutters.stop()
+	}()
 	for {
 		e.sync(ctx)
 		select {
@@ -404,10 +408,11 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 		e.busy[uid] = path
 		e.mu.Unlock()
 		e.cuts.Go(func() {
-			e.cutSlots <- struct{}{}
-			defer func() { <-e.cutSlots }()
-			defer lowerPriority()()
-			res, err := enf.Isolate(path, d.opts)
+			var (
+				res IsolateResult
+				err error
+			)
+			e.cutters.do(func() { res, err = enf.Isolate(path, d.opts) })
 			rec := &enfRecord{namespace: d.pod.Namespace, pod: d.pod.Name, uid: uid, quarantine: d.quarantine,
 				path: path, opts: d.opts, result: res, enforced: err == nil, reason: res.Reason, at: a.now()}
 			if err != nil {
@@ -473,13 +478,52 @@ func (e *enforcement) apply(ctx context.Context, want map[string]desired, syncSt
 // the sensor's own attaches — instead of competing with them.
 const cutNice = 10
 
+// cutters are a few goroutines, each locked to its own thread, lowered
+// once to cutNice for as long as the enforcement runs. Lowering a thread
+// needs no privilege, but raising it back needs CAP_SYS_NICE, which the
+// sensor does not have: restoring after every cut would fail and end a
+// thread per cut.
+type cutters struct {
+	work chan func()
+	wg   sync.WaitGroup
+}
+
+func startCutters(n int, lower func() (restore func())) *cutters {
+	c := &cutters{work: make(chan func())}
+	for range max(n, 1) {
+		c.wg.Go(func() {
+			defer lower()()
+			for f := range c.work {
+				f()
+			}
+		})
+	}
+	return c
+}
+
+// do runs f on a cutter and returns when it has.
+func (c *cutters) do(f func()) {
+	done := make(chan struct{})
+	c.work <- func() {
+		defer close(done)
+		f()
+	}
+	<-done
+}
+
+// stop ends the cutters once no do is running or waiting.
+func (c *cutters) stop() {
+	close(c.work)
+	c.wg.Wait()
+}
+
 // lowerPriority runs the calling goroutine on its thread at cutNice (or
 // leaves it lower) until the returned func restores the thread's priority
 // and unlocks it. A thread
-// whose priority cannot be restored stays locked, so Go ends it with the
-// goroutine rather than hand the lowered priority to others. (Ending every
-// cutting thread instead would also fire the parent-death signal of any
-// child process that thread had started.)
+// whose priority cannot be restored (no CAP_SYS_NICE) stays locked, so Go
+// ends it with the goroutine rather than hand the lowered priority to
+// others. (Ending every cutting thread instead would also fire the
+// parent-death signal of any child process that thread had started.)
 func lowerPriority() (restore func()) {
 	runtime.LockOSThread()
 	tid := unix.Gettid()

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -222,5 +224,38 @@ func TestCutsRunAtLowerPriority(t *testing.T) {
 		if n := <-ch; n != base {
 			t.Fatalf("another goroutine's thread at nice %d after a cut, want %d", n, base)
 		}
+	}
+}
+
+// Cuts run on a few long-lived threads lowered once: the sensor lacks
+// CAP_SYS_NICE, so a thread lowered for one cut could not be raised again.
+func TestCuttersLowerEachThreadOnce(t *testing.T) {
+	var lowered atomic.Int32
+	c := startCutters(2, func() func() {
+		lowered.Add(1)
+		return lowerPriority()
+	})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	tids := map[int]bool{}
+	for range 20 {
+		wg.Go(func() {
+			c.do(func() {
+				if n := threadNice(t); n < cutNice {
+					t.Errorf("cut at nice %d, want at least %d", n, cutNice)
+				}
+				mu.Lock()
+				tids[unix.Gettid()] = true
+				mu.Unlock()
+			})
+		})
+	}
+	wg.Wait()
+	c.stop()
+	if n := lowered.Load(); n != 2 {
+		t.Fatalf("threads lowered %d times for 20 cuts, want once per cutter (2)", n)
+	}
+	if len(tids) > 2 {
+		t.Fatalf("20 cuts ran on %d threads, want at most the 2 cutters'", len(tids))
 	}
 }
