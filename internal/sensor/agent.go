@@ -403,11 +403,18 @@ func (a *Agent) rescan(ctx context.Context) {
 		a.log.Error(err, "scanning container cgroups", "root", a.cfg.CgroupRoot)
 		return
 	}
+	// A pod UID whose containers name two different pod cgroups (a
+	// directory made to look like it inside another pod's) is left to the
+	// walk: "" marks it unknown.
 	podDirs := map[string]string{}
 	for _, c := range conts {
 		if dir := path.Dir(c.Path); dir != "." {
 			if uid, _, ok := cgroups.ParsePod(dir); ok && uid == c.PodUID {
-				podDirs[uid] = dir
+				if prev, seen := podDirs[uid]; seen && prev != dir {
+					podDirs[uid] = ""
+				} else if !seen {
+					podDirs[uid] = dir
+				}
 			}
 		}
 	}

@@ -717,8 +717,11 @@ func TestBurstOfScannedPodsNeedsNoWalk(t *testing.T) {
 	r := startAgent(t, ns+"-node", newFakeManager(t), conts, func(c *sensor.Config, _ *sensor.Backends) {
 		c.CgroupRoot = root
 		c.EnforceResync = time.Hour
+		c.ScanInterval = 20 * time.Millisecond
 	})
 	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
+	// A second scan has begun: the first one's pod cgroups are stored.
+	waitFor(t, "a container scan", func() bool { return conts.scanCount() >= 2 })
 	for _, p := range pods {
 		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-" + p.Name},
 			Spec: securityv1alpha1.QuarantineSpec{
@@ -739,5 +742,65 @@ func TestBurstOfScannedPodsNeedsNoWalk(t *testing.T) {
 	}
 	if w := conts.walkCount(); w != 0 {
 		t.Errorf("%d cgroup walks for pods the container scan knew", w)
+	}
+
+	// A pod whose scanned cgroup is gone by the time it is quarantined is
+	// found by a walk, not isolated at the stale path.
+	p := runningPod(t, ns, "shop-stale", ns+"-node", "c-scanned-stale", "", nil)
+	c := conts.addAt(cgroups.ContainerPath(cgroups.Systemd, "burstable", string(p.UID), "containerd", nodekit.RandHex(64)), string(p.UID))
+	if err := os.MkdirAll(filepath.Join(root, c.Path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	scans := conts.scanCount()
+	waitFor(t, "two more container scans", func() bool { return conts.scanCount() >= scans+2 })
+	if err := os.RemoveAll(filepath.Join(root, filepath.Dir(c.Path))); err != nil {
+		t.Fatal(err)
+	}
+	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-stale"},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: p.Name},
+			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+		}}
+	if err := env.Client.Create(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stale pod isolated where the walk found it", func() bool {
+		iso, _, _ := r.enf.state()
+		_, ok := iso[podPath(string(p.UID))]
+		return ok
+	})
+	if conts.walkCount() == 0 {
+		t.Error("no cgroup walk for a pod whose scanned cgroup is gone")
+	}
+
+	// A directory shaped like a pod's cgroup, made inside another pod's,
+	// does not decide where a pod is isolated: a UID with two pod cgroups
+	// is left to the walk.
+	p = runningPod(t, ns, "shop-decoy", ns+"-node", "c-scanned-decoy", "", nil)
+	real := conts.addAt(cgroups.ContainerPath(cgroups.Systemd, "burstable", string(p.UID), "containerd", nodekit.RandHex(64)), string(p.UID))
+	decoy := conts.addAt(filepath.Dir(cgroups.ContainerPath(cgroups.Systemd, "burstable", string(pods[0].UID), "containerd", strings.Repeat("0", 64)))+"/"+
+		cgroups.ContainerPath(cgroups.Systemd, "burstable", string(p.UID), "containerd", nodekit.RandHex(64)), string(p.UID))
+	for _, c := range []string{real.Path, decoy.Path} {
+		if err := os.MkdirAll(filepath.Join(root, c), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scans = conts.scanCount()
+	waitFor(t, "two more container scans", func() bool { return conts.scanCount() >= scans+2 })
+	q = &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-decoy"},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: p.Name},
+			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
+		}}
+	if err := env.Client.Create(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pod with a decoy isolated where the walk found it", func() bool {
+		iso, _, _ := r.enf.state()
+		_, ok := iso[podPath(string(p.UID))]
+		return ok
+	})
+	if iso, _, _ := r.enf.state(); len(iso) != n+2 {
+		t.Errorf("isolated %v, want the %d pods and no decoy", iso, n+2)
 	}
 }

@@ -124,6 +124,13 @@ type fakeContainers struct {
 	conts []sensor.Container
 	reads map[string]uint64
 	walks int // PodCgroups calls
+	scans int // Scan calls
+}
+
+func (f *fakeContainers) scanCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.scans
 }
 
 func (f *fakeContainers) walkCount() int {
@@ -162,6 +169,7 @@ func (f *fakeContainers) addAt(rel, uid string) sensor.Container {
 func (f *fakeContainers) Scan(string) ([]sensor.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.scans++
 	return slices.Clone(f.conts), nil
 }
 
