@@ -3,6 +3,7 @@ package kubeutil
 import (
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -40,12 +41,15 @@ type inFlight struct {
 }
 
 func (l *inFlight) RoundTrip(req *http.Request) (*http.Response, error) {
-	if q := req.URL.Query().Get("watch"); q == "true" || q == "1" {
+	if isWatch(req) {
 		return l.rt.RoundTrip(req) // long-running: its stream is the watch's for its life
 	}
 	select {
 	case l.slots <- struct{}{}:
 	case <-req.Context().Done():
+		if req.Body != nil {
+			_ = req.Body.Close() // a RoundTripper closes the body, even on error
+		}
 		return nil, req.Context().Err()
 	}
 	resp, err := l.rt.RoundTrip(req)
@@ -55,6 +59,13 @@ func (l *inFlight) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, release: func() { <-l.slots }}
 	return resp, nil
+}
+
+// isWatch reads the watch parameter as the API server does: present with
+// any value but "0" or "false" (any case), even empty.
+func isWatch(req *http.Request) bool {
+	v, ok := req.URL.Query()["watch"]
+	return ok && len(v) > 0 && v[0] != "0" && !strings.EqualFold(v[0], "false")
 }
 
 // releasingBody frees its slot once, when the body is read to its end or

@@ -58,9 +58,11 @@ func TestLimitInFlight(t *testing.T) {
 		t.Fatalf("%d requests at the server, want %d", n, limit)
 	}
 	// A watch passes while the slots are taken.
-	resp, err := get(context.Background(), "watch=true")
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	resp, err := get(wctx, "watch=true")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("watch held back by the limit: %v", err)
 	}
 	_ = resp.Body.Close()
 	// A request over the limit gives up with its context.
@@ -73,7 +75,12 @@ func TestLimitInFlight(t *testing.T) {
 	// Half the bodies are read to their end without Close, half closed
 	// unread: both free their slots, so all ten complete.
 	for i := range 10 {
-		resp := <-bodies
+		var resp *http.Response
+		select {
+		case resp = <-bodies:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of 10 requests answered: slots not freed", i)
+		}
 		if i%2 == 0 {
 			_, _ = io.ReadAll(resp.Body)
 		} else {
@@ -90,5 +97,65 @@ func TestLimitInFlight(t *testing.T) {
 func TestLimitInFlightZero(t *testing.T) {
 	if rt := LimitInFlight(0)(http.DefaultTransport); rt != http.DefaultTransport {
 		t.Fatalf("LimitInFlight(0) wrapped the transport: %T", rt)
+	}
+}
+
+// A slot is freed exactly once per request: read to its end and then
+// closed (what client-go does), failed in the transport, or answered with
+// no body. Freeing it twice would take another request's slot.
+func TestLimitInFlightFreesEachSlotOnce(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	const limit = 2
+	rt := LimitInFlight(limit)(http.DefaultTransport).(*inFlight)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	do := func(url string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		return rt.RoundTrip(req)
+	}
+
+	held, err := do(srv.URL) // one slot stays taken throughout
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		resp, err := do(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if n := len(rt.slots); n != 1 {
+			t.Fatalf("%d slots taken after a body read and closed, want 1 (the held one)", n)
+		}
+	}
+	for range limit + 1 {
+		if _, err := do(down.URL); err == nil {
+			t.Fatal("request to a closed server succeeded")
+		}
+	}
+	if n := len(rt.slots); n != 1 {
+		t.Fatalf("%d slots taken after failed requests, want 1", n)
+	}
+	_ = held.Body.Close()
+	if n := len(rt.slots); n != 0 {
+		t.Fatalf("%d slots taken after every body closed, want 0", n)
+	}
+}
+
+func TestIsWatch(t *testing.T) {
+	for q, want := range map[string]bool{
+		"watch=true": true, "watch=1": true, "watch=True": true, "watch": true, "watch=": true,
+		"": false, "watch=false": false, "watch=FALSE": false, "watch=0": false, "labelSelector=watch": false,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "https://api/api/v1/pods?"+q, nil)
+		if got := isWatch(req); got != want {
+			t.Errorf("%q: isWatch %v, want %v", q, got, want)
+		}
 	}
 }
