@@ -121,9 +121,12 @@ func (r *Reconciler) cachedQuarantines(ctx context.Context) ([]*securityv1alpha1
 		items := store.List()
 		out := make([]*securityv1alpha1.Quarantine, 0, len(items))
 		for _, o := range items {
-			if q, ok := o.(*securityv1alpha1.Quarantine); ok {
-				out = append(out, q)
+			q, ok := o.(*securityv1alpha1.Quarantine)
+			if !ok {
+				// Skipping it would undercount the budgets and caps.
+				return nil, fmt.Errorf("the Quarantine cache holds a %T", o)
 			}
+			out = append(out, q)
 		}
 		return out, nil
 	}
