@@ -119,13 +119,24 @@ func (d *Document) fit() {
 	if cut {
 		d.Trimmed = append(d.Trimmed, "image strings cut to 1024 bytes")
 	}
+	d.fitOwnerChain()
+	d.Node = kubeutil.Truncate(d.Node, maxNameLen)
+}
+
+func (d *Document) fitOwnerChain() {
 	if len(d.OwnerChain) > maxOwnerChain {
 		d.OwnerChain = d.OwnerChain[:maxOwnerChain]
 	}
 	for i := range d.OwnerChain {
 		d.OwnerChain[i] = kubeutil.Truncate(d.OwnerChain[i], maxOwnerLen)
 	}
-	d.Node = kubeutil.Truncate(d.Node, maxNameLen)
+}
+
+// SetOwnerChain records the pod's owners for a capture made before they
+// were read (from the cached pod, ahead of the isolating writes).
+func (d *Document) SetOwnerChain(chain []string) {
+	d.OwnerChain = chain
+	d.fitOwnerChain()
 }
 
 // Encode serialises the document and returns its digest. A document over

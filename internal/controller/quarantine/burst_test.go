@@ -3,6 +3,7 @@ package quarantine
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -162,10 +163,20 @@ func TestIsolationFromTheCachedPod(t *testing.T) {
 		t.Fatal("scaled to zero before the evidence")
 	}
 
+	// The pod changes before the pass that writes the evidence: the
+	// evidence still shows it as it was before the isolating writes.
+	pod := getPod(t, f.pods[0])
+	base := pod.DeepCopy()
+	pod.Labels["changed"] = "after-isolation"
+	must(t, direct.Patch(ctx, pod, client.MergeFrom(base)))
+
 	r.waiting.done(other)
 	q := drive(t, r, key, phaseIs(securityv1alpha1.PhaseContained))
 	if q.Status.Evidence == nil || !maps.Equal(q.Status.Evidence.Labels, before) {
 		t.Fatalf("evidence labels %v, want the pod's before isolation %v", q.Status.Evidence, before)
+	}
+	if want := []string{"ReplicaSet/shop-7f9c", "Deployment/shop"}; !slices.Equal(q.Status.Evidence.OwnerChain, want) {
+		t.Fatalf("evidence owner chain %v, want %v", q.Status.Evidence.OwnerChain, want)
 	}
 	if replicas(t, f) != 0 {
 		t.Fatal("not scaled to zero")

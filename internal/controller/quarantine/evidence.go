@@ -28,6 +28,9 @@ type snapshot struct {
 	gather *evidence.Context
 	// pod is whose Events and logs gather reads; nil once started.
 	pod *corev1.Pod
+	// ownersLater: captured from the cached pod before its owners were
+	// read; the pass that resolves the target fills them in.
+	ownersLater bool
 }
 
 // snapshotEvidence captures the pod and the detectors' scores in memory
@@ -36,8 +39,14 @@ type snapshot struct {
 // from an earlier pass is used, and the reads wait until it is persisted:
 // they would compete with the other targets' isolating writes.
 func (p *pass) snapshotEvidence(ctx context.Context) {
-	if d := p.deferred; d != nil && d.evidence != nil {
+	if d := p.deferred; d != nil && d.evidence != nil && p.evidence == nil {
 		p.evidence, d.evidence = d.evidence, nil
+	}
+	if s := p.evidence; s != nil {
+		if s.ownersLater {
+			s.doc.SetOwnerChain(p.scope.Target.OwnerChain())
+			s.ownersLater = false
+		}
 		return
 	}
 	pod := &p.scope.Target.Pods[0]
@@ -54,6 +63,20 @@ func (p *pass) snapshotEvidence(ctx context.Context) {
 		return
 	}
 	p.evidence.gather = p.r.Evidence.Gather(ctx, pod)
+}
+
+// snapshotCached captures the cached pod in memory ahead of a burst's
+// isolating writes: the rest of the pass (and the live read of the pod)
+// comes in a later pass, up to holdFor later, when the pod may have
+// changed. Its owners are filled in once resolved; Events and logs are
+// read when the snapshot is persisted.
+func (p *pass) snapshotCached(ctx context.Context, pod *corev1.Pod) {
+	if p.q.Status.Evidence != nil || p.evidence != nil || (p.deferred != nil && p.deferred.evidence != nil) {
+		return
+	}
+	doc := evidence.Capture(p.now, pod, nil, p.q.Spec.Reason)
+	p.r.Evidence.AddScores(ctx, &doc, p.q.Namespace, p.q.Spec.Reason)
+	p.evidence = &snapshot{doc: doc, pod: pod.DeepCopy(), ownersLater: true}
 }
 
 // deferEvidence keeps the snapshot for a later pass of this Quarantine
@@ -119,8 +142,9 @@ func (p *pass) evidenceFailed(doc evidence.Document, err error) {
 }
 
 // deferred is what a pass in a burst left for a later pass of the same
-// Quarantine: the evidence snapshot taken before its isolating writes, and
-// when it made them if it did not record that in status. A manager that
+// Quarantine: the evidence snapshot taken before its isolating writes (from
+// the cached pod, snapshotCached), and when it made them if it did not
+// record that in status. A manager that
 // dies meanwhile loses it: the next pass isolates again (idempotent),
 // snapshots again and drops the quarantine label it finds
 // (snapshotEvidence), and release undoes unrecorded isolation.

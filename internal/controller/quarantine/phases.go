@@ -132,6 +132,9 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		p.resolve(ctx)
 	}
 	if early != nil {
+		if burst {
+			p.snapshotCached(ctx, early)
+		}
 		if err := p.isolateEarly(ctx, early); err != nil {
 			return ctrl.Result{}, false, err
 		}
