@@ -197,3 +197,49 @@ func countingReads(reads *atomic.Int64) client.WithWatch {
 		},
 	})
 }
+
+// A pod deleted between a burst's first pass (which isolated it) and the
+// pass that writes status is a target gone after its isolation: the
+// Quarantine records it, its isolation and the evidence taken before the
+// isolating writes, instead of failing as never found.
+func TestBurstTargetGoneBeforeStatus(t *testing.T) {
+	f := newFixture(t, 2)
+	before := getPod(t, f.pods[0])
+	key := f.quarantine(t, "qg", f.pods[0].Name, isolateDNS())
+	r, _ := newReconciler(direct)
+	r.waiting, r.stash, r.podCache, r.cachedHolders = &unisolated{}, &evidenceStash{}, direct, direct
+	other := types.NamespacedName{Namespace: f.ns, Name: "qnew"}
+	r.waiting.add(other)
+	if _, err := r.Reconcile(ctx, reqFor(key)); err != nil {
+		t.Fatal(err)
+	}
+	if q := getQ(t, key); q.Status.Phase != "" {
+		t.Fatalf("status written in a burst's first pass: %s", q.Status.Phase)
+	}
+	must(t, direct.Delete(ctx, before, client.GracePeriodSeconds(0)))
+
+	r.waiting.done(other)
+	q := drive(t, r, key, func(q *securityv1alpha1.Quarantine) bool {
+		return q.Status.Phase != "" && q.Status.Phase != securityv1alpha1.PhasePending && q.Status.Phase != securityv1alpha1.PhaseContaining
+	})
+	if q.Status.Phase != securityv1alpha1.PhaseContained {
+		t.Fatalf("phase %s (%v), want Contained", q.Status.Phase, q.Status.Conditions)
+	}
+	if q.Status.Target == nil || q.Status.Target.UID != string(before.UID) {
+		t.Fatalf("target %v, want the isolated pod's uid %s", q.Status.Target, before.UID)
+	}
+	if st := actionState(q, securityv1alpha1.ActionIsolate); st.State != securityv1alpha1.ActionApplied {
+		t.Fatalf("Isolate %s (%s), want Applied", st.State, st.Message)
+	}
+	if q.Status.Evidence == nil || !maps.Equal(q.Status.Evidence.Labels, before.Labels) {
+		t.Fatalf("evidence %v, want the pod's labels before isolation %v", q.Status.Evidence, before.Labels)
+	}
+	if want := []string{"ReplicaSet/shop-7f9c"}; !slices.Equal(q.Status.Evidence.OwnerChain, want) {
+		t.Fatalf("evidence owner chain %v, want the pod's own owner %v", q.Status.Evidence.OwnerChain, want)
+	}
+	release(t, key)
+	drive(t, r, key, released)
+	if err := direct.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "bulkhead-qg"}, &networkingv1.NetworkPolicy{}); err == nil {
+		t.Fatal("NetworkPolicy left after release")
+	}
+}

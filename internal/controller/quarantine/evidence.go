@@ -65,6 +65,26 @@ func (p *pass) snapshotEvidence(ctx context.Context) {
 	p.evidence.gather = p.r.Evidence.Gather(ctx, pod)
 }
 
+// deferredSnapshotOfGonePod takes a burst's snapshot of a pod gone since:
+// its owners, unresolvable now, are those the pod named.
+func (p *pass) deferredSnapshotOfGonePod() {
+	d := p.deferred
+	if d == nil || d.evidence == nil || p.evidence != nil {
+		return
+	}
+	p.evidence, d.evidence = d.evidence, nil
+	if s := p.evidence; s.ownersLater {
+		var chain []string
+		if s.pod != nil {
+			for _, o := range s.pod.OwnerReferences {
+				chain = append(chain, o.Kind+"/"+o.Name)
+			}
+		}
+		s.doc.SetOwnerChain(chain)
+		s.ownersLater = false
+	}
+}
+
 // snapshotCached captures the cached pod in memory ahead of a burst's
 // isolating writes: the rest of the pass (and the live read of the pod)
 // comes in a later pass, up to holdFor later, when the pod may have
@@ -151,6 +171,8 @@ func (p *pass) evidenceFailed(doc evidence.Document, err error) {
 type deferred struct {
 	evidence   *snapshot
 	isolatedAt *metav1.Time
+	// target is what was isolated, for a pass that finds it gone.
+	target *securityv1alpha1.ResolvedTarget
 }
 
 // evidenceStash holds the deferred records by Quarantine uid.

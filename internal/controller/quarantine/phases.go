@@ -49,6 +49,9 @@ type pass struct {
 	// isolatedNow: this pass made isolating writes; isolatedEarly: from the
 	// cached pod, ahead of the live reads (isolateEarly).
 	isolatedNow, isolatedEarly bool
+	// earlyTarget is the cached pod isolateEarly isolated, for a later
+	// pass that finds it gone.
+	earlyTarget *securityv1alpha1.ResolvedTarget
 }
 
 // resolved is what Engine.Resolve returned.
@@ -135,6 +138,7 @@ func validateTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 		if burst {
 			p.snapshotCached(ctx, early)
 		}
+		p.earlyTarget = &securityv1alpha1.ResolvedTarget{UID: string(early.UID), Node: early.Spec.NodeName}
 		if err := p.isolateEarly(ctx, early); err != nil {
 			return ctrl.Result{}, false, err
 		}
@@ -263,6 +267,13 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	switch {
 	case errors.Is(err, containment.ErrTargetNotFound):
 		if p.q.Status.Target == nil {
+			if d := p.deferred; d != nil && d.target != nil && d.isolatedAt != nil {
+				// Gone since a burst's first pass isolated it: a target
+				// gone later, with its isolation and evidence recorded.
+				p.q.Status.Target = d.target
+				p.audit(containment.Actor, "TargetResolved", fmt.Sprintf("%s %s uid %s, gone since its isolation", kubeutil.TargetKind(p.q.Spec.Target), p.q.Spec.Target.Name, d.target.UID))
+				return ctrl.Result{}, false, nil
+			}
 			p.fail(securityv1alpha1.ReasonTargetNotFound, err.Error())
 			return ctrl.Result{}, true, nil
 		}
@@ -292,7 +303,11 @@ func resolveTarget(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 // isolated. A capture that fails is recorded and never blocks containment
 // (evidence.go).
 func captureEvidence(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
-	if p.q.Status.Evidence != nil || p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
+	if p.q.Status.Evidence != nil {
+		return ctrl.Result{}, false, nil
+	}
+	if p.scope.Target == nil || len(p.scope.Target.Pods) == 0 {
+		p.deferredSnapshotOfGonePod()
 		return ctrl.Result{}, false, nil
 	}
 	p.snapshotEvidence(ctx)
@@ -455,13 +470,19 @@ func deferStatus(_ context.Context, p *pass) (ctrl.Result, bool, error) {
 // target was first isolated (an earlier deferred pass's time and snapshot
 // win) for the pass that records them.
 func (p *pass) deferRest() (ctrl.Result, bool, error) {
-	d := &deferred{evidence: p.evidence, isolatedAt: &p.now}
+	d := &deferred{evidence: p.evidence, isolatedAt: &p.now, target: p.earlyTarget}
+	if p.q.Status.Target != nil {
+		d.target = p.q.Status.Target.DeepCopy()
+	}
 	if prev := p.deferred; prev != nil {
 		if d.evidence == nil {
 			d.evidence = prev.evidence
 		}
 		if prev.isolatedAt != nil {
 			d.isolatedAt = prev.isolatedAt
+		}
+		if prev.target != nil {
+			d.target = prev.target
 		}
 	}
 	p.evidence = nil
