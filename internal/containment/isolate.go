@@ -186,7 +186,9 @@ func (e *Engine) ensureNetworkPolicy(ctx context.Context, s *Scope, a securityv1
 }
 
 // ensurePodLabel puts the quarantine label on a pod. A pod held by another
-// Quarantine keeps that label: two isolations select it either way.
+// Quarantine keeps that label, whose isolation covers it; when that one is
+// released and takes its label away, this one's next pass (woken by the
+// pod's label change) puts its own.
 func (e *Engine) ensurePodLabel(ctx context.Context, pod *corev1.Pod, quarantine string) (bool, error) {
 	if _, ok := pod.Labels[securityv1alpha1.QuarantineLabel]; ok {
 		return false, nil

@@ -261,7 +261,7 @@ func (r *QuarantineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&securityv1alpha1.Quarantine{}, builder.WithPredicates(r.waiting.noteCreated(), quarantineChanged)).
 		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(notCreated)).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToQuarantine), builder.WithPredicates(quarantineLabelChanged)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToQuarantines), builder.WithPredicates(quarantineLabelChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("quarantine")
 	if r.KernelChanges != nil {
@@ -332,6 +332,36 @@ func podToQuarantine(_ context.Context, o client.Object) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// podToQuarantines maps a pod whose quarantine label was removed or
+// changed to the Quarantine the label names and to every other one that
+// holds the pod: a second holder kept the first one's label on the pod
+// (its policy selects it by its own), so once that label goes, the label
+// is its to put, now rather than at its re-check.
+func (r *QuarantineReconciler) podToQuarantines(ctx context.Context, o client.Object) []reconcile.Request {
+	reqs := podToQuarantine(ctx, o)
+	if len(reqs) == 0 || r.cachedHolders == nil {
+		return reqs
+	}
+	list := &securityv1alpha1.QuarantineList{}
+	if err := r.cachedHolders.List(ctx, list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
+		return reqs // the re-check repairs it
+	}
+	for i := range list.Items {
+		q := &list.Items[i]
+		if q.Name == reqs[0].Name || q.IsReleased() {
+			continue
+		}
+		holds := kubeutil.IsPodTarget(q.Spec.Target) && q.Spec.Target.Name == o.GetName()
+		if !holds && q.Status.Target != nil {
+			holds = slices.Contains(q.Status.Target.Pods, o.GetName())
+		}
+		if holds {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(q)})
+		}
+	}
+	return reqs
 }
 
 func (r *QuarantineReconciler) engine() *containment.Engine {

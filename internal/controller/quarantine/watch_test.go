@@ -8,7 +8,9 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -117,17 +119,24 @@ func TestManagerRepairsThirdPartyDenyFromWatches(t *testing.T) {
 			return fresh != nil && fresh.GetUID() != u.GetUID()
 		})
 		fresh := find()
-		want := fresh.Object["spec"]
+		// A copy: the edits below change fresh's maps in place. (Aliased,
+		// the check compared against the edited spec and passed only when
+		// it ran before the repair.)
+		want := runtime.DeepCopyJSONValue(fresh.Object["spec"])
 		if fl.GVK().Kind == "CiliumNetworkPolicy" {
 			unstructured.RemoveNestedField(fresh.Object, "spec", "ingressDeny")
 			must(t, unstructured.SetNestedField(fresh.Object, []any{}, "spec", "egressDeny"))
 		} else {
 			must(t, unstructured.SetNestedField(fresh.Object, []any{}, "spec", "ingress"))
 		}
+		if equality.Semantic.DeepEqual(normalise(t, fresh.Object["spec"]), normalise(t, want)) {
+			t.Fatalf("%s: the edit changes nothing", fl.GVK().Kind)
+		}
 		must(t, direct.Update(ctx, fresh))
 		eventually(t, fl.GVK().Kind+" restored after an edit", func() bool {
 			again := find()
-			return again != nil && equality.Semantic.DeepEqual(normalise(t, again.Object["spec"]), normalise(t, want))
+			return again != nil && again.GetGeneration() > fresh.GetGeneration() &&
+				equality.Semantic.DeepEqual(normalise(t, again.Object["spec"]), normalise(t, want))
 		})
 	}
 	release(t, key)
@@ -175,5 +184,42 @@ func TestRequeueInForceSkipsReleased(t *testing.T) {
 	}
 	if got, _ := q.Get(); got.NamespacedName != client.ObjectKeyFromObject(in) {
 		t.Fatalf("queued %v, want %v", got, client.ObjectKeyFromObject(in))
+	}
+}
+
+// A pod held by two Quarantines (its Deployment's and its own) carries the
+// first one's label; the second one's policy selects its own. Releasing the
+// first takes the label away, and the second puts its own at once, not at
+// its re-check.
+func TestReleasingOneHolderRelabelsForTheOther(t *testing.T) {
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	must(t, startManager(mctx, nil))
+	f := newFixture(t, 1)
+	qd := &securityv1alpha1.Quarantine{
+		ObjectMeta: metav1.ObjectMeta{Name: "qdep", Namespace: f.ns},
+		Spec: securityv1alpha1.QuarantineSpec{
+			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetDeployment, Name: f.dep.Name},
+			Actions: []securityv1alpha1.Action{act(securityv1alpha1.ActionIsolate)},
+		},
+	}
+	must(t, direct.Create(ctx, qd))
+	dkey := client.ObjectKeyFromObject(qd)
+	eventually(t, "the Deployment's Quarantine Contained", func() bool { return phaseIs(securityv1alpha1.PhaseContained)(getQ(t, dkey)) })
+	pkey := f.quarantine(t, "qpod", f.pods[0].Name, act(securityv1alpha1.ActionIsolate))
+	eventually(t, "the pod's Quarantine Contained", func() bool { return phaseIs(securityv1alpha1.PhaseContained)(getQ(t, pkey)) })
+	if l := getPod(t, f.pods[0]).Labels[securityv1alpha1.QuarantineLabel]; l != "qdep" {
+		t.Fatalf("pod labelled %q, want the first holder's", l)
+	}
+
+	release(t, dkey)
+	eventually(t, "the Deployment's Quarantine Released", func() bool { return released(getQ(t, dkey)) })
+	eventually(t, "the pod labelled by the Quarantine still holding it", func() bool {
+		return getPod(t, f.pods[0]).Labels[securityv1alpha1.QuarantineLabel] == "qpod"
+	})
+	release(t, pkey)
+	eventually(t, "the pod's Quarantine Released", func() bool { return released(getQ(t, pkey)) })
+	if l, ok := getPod(t, f.pods[0]).Labels[securityv1alpha1.QuarantineLabel]; ok {
+		t.Fatalf("pod still labelled %q after both released", l)
 	}
 }
