@@ -722,15 +722,18 @@ func TestBurstOfScannedPodsNeedsNoWalk(t *testing.T) {
 	waitFor(t, "the start-up reconcile", func() bool { _, _, n := r.enf.state(); return n > 0 })
 	// A second scan has begun: the first one's pod cgroups are stored.
 	waitFor(t, "a container scan", func() bool { return conts.scanCount() >= 2 })
-	for _, p := range pods {
-		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-" + p.Name},
+	isolate := func(pod string) {
+		q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-" + pod},
 			Spec: securityv1alpha1.QuarantineSpec{
-				Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: p.Name},
+				Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: pod},
 				Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
 			}}
 		if err := env.Client.Create(ctx, q); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, p := range pods {
+		isolate(p.Name)
 	}
 	waitFor(t, "every pod isolated", func() bool { iso, _, _ := r.enf.state(); return len(iso) == n })
 	iso, _, _ := r.enf.state()
@@ -756,14 +759,7 @@ func TestBurstOfScannedPodsNeedsNoWalk(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(root, filepath.Dir(c.Path))); err != nil {
 		t.Fatal(err)
 	}
-	q := &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-stale"},
-		Spec: securityv1alpha1.QuarantineSpec{
-			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: p.Name},
-			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
-		}}
-	if err := env.Client.Create(ctx, q); err != nil {
-		t.Fatal(err)
-	}
+	isolate(p.Name)
 	waitFor(t, "the stale pod isolated where the walk found it", func() bool {
 		iso, _, _ := r.enf.state()
 		_, ok := iso[podPath(string(p.UID))]
@@ -787,14 +783,7 @@ func TestBurstOfScannedPodsNeedsNoWalk(t *testing.T) {
 	}
 	scans = conts.scanCount()
 	waitFor(t, "two more container scans", func() bool { return conts.scanCount() >= scans+2 })
-	q = &securityv1alpha1.Quarantine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q-decoy"},
-		Spec: securityv1alpha1.QuarantineSpec{
-			Target:  securityv1alpha1.Target{Kind: securityv1alpha1.TargetPod, Name: p.Name},
-			Actions: []securityv1alpha1.Action{{Type: securityv1alpha1.ActionIsolate}},
-		}}
-	if err := env.Client.Create(ctx, q); err != nil {
-		t.Fatal(err)
-	}
+	isolate(p.Name)
 	waitFor(t, "the pod with a decoy isolated where the walk found it", func() bool {
 		iso, _, _ := r.enf.state()
 		_, ok := iso[podPath(string(p.UID))]
