@@ -243,3 +243,47 @@ func TestBurstTargetGoneBeforeStatus(t *testing.T) {
 		t.Fatal("NetworkPolicy left after release")
 	}
 }
+
+// A deferred record no pass took for longer than any burst holds (its
+// Quarantine deleted with its finalizer removed by hand) is dropped, so
+// the stash does not grow over a long run.
+func TestEvidenceStashDropsOrphans(t *testing.T) {
+	s := &evidenceStash{}
+	s.put("orphan", &deferred{})
+	s.put("recent", &deferred{})
+	s.mu.Lock()
+	s.m["orphan"].stashed = time.Now().Add(-stashTTL - time.Minute)
+	s.mu.Unlock()
+	s.put("new", &deferred{})
+	if s.has("orphan", false) {
+		t.Fatal("a record older than stashTTL kept")
+	}
+	if !s.has("recent", false) || !s.has("new", false) {
+		t.Fatal("recent records dropped")
+	}
+}
+
+// Released before the pass that writes status, a burst's Quarantine keeps
+// the evidence taken before its isolating writes, with the pod's owners.
+func TestBurstReleasedBeforeStatusKeepsEvidence(t *testing.T) {
+	f := newFixture(t, 1)
+	before := getPod(t, f.pods[0])
+	key := f.quarantine(t, "qr", f.pods[0].Name, isolateDNS())
+	r, _ := newReconciler(direct)
+	r.waiting, r.stash, r.podCache, r.cachedHolders = &unisolated{}, &evidenceStash{}, direct, direct
+	r.waiting.add(types.NamespacedName{Namespace: f.ns, Name: "qnew"})
+	if _, err := r.Reconcile(ctx, reqFor(key)); err != nil {
+		t.Fatal(err)
+	}
+	if q := getQ(t, key); q.Status.Phase != "" {
+		t.Fatalf("status written in a burst's first pass: %s", q.Status.Phase)
+	}
+	release(t, key)
+	q := drive(t, r, key, released)
+	if q.Status.Evidence == nil || !maps.Equal(q.Status.Evidence.Labels, before.Labels) {
+		t.Fatalf("evidence %v, want the pod's labels before isolation %v", q.Status.Evidence, before.Labels)
+	}
+	if want := []string{"ReplicaSet/shop-7f9c"}; !slices.Equal(q.Status.Evidence.OwnerChain, want) {
+		t.Fatalf("evidence owner chain %v, want %v", q.Status.Evidence.OwnerChain, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,16 +74,23 @@ func (p *pass) deferredSnapshotOfGonePod() {
 		return
 	}
 	p.evidence, d.evidence = d.evidence, nil
-	if s := p.evidence; s.ownersLater {
-		var chain []string
-		if s.pod != nil {
-			for _, o := range s.pod.OwnerReferences {
-				chain = append(chain, o.Kind+"/"+o.Name)
-			}
-		}
-		s.doc.SetOwnerChain(chain)
-		s.ownersLater = false
+	p.evidence.ownersFromPod()
+}
+
+// ownersFromPod fills in the owners of a snapshot taken before they were
+// resolved, when they no longer can be: those the pod named.
+func (s *snapshot) ownersFromPod() {
+	if !s.ownersLater {
+		return
 	}
+	var chain []string
+	if s.pod != nil {
+		for _, o := range s.pod.OwnerReferences {
+			chain = append(chain, o.Kind+"/"+o.Name)
+		}
+	}
+	s.doc.SetOwnerChain(chain)
+	s.ownersLater = false
 }
 
 // snapshotCached captures the cached pod in memory ahead of a burst's
@@ -173,7 +181,14 @@ type deferred struct {
 	isolatedAt *metav1.Time
 	// target is what was isolated, for a pass that finds it gone.
 	target *securityv1alpha1.ResolvedTarget
+	// stashed is when it was put in the stash.
+	stashed time.Time
 }
+
+// stashTTL bounds how long a deferred record waits for its pass: a burst
+// holds passes for seconds, so an older one belongs to a Quarantine
+// deleted without its release pass (its finalizer removed by hand).
+const stashTTL = 10 * time.Minute
 
 // evidenceStash holds the deferred records by Quarantine uid.
 type evidenceStash struct {
@@ -190,6 +205,13 @@ func (s *evidenceStash) put(uid types.UID, d *deferred) {
 	if s.m == nil {
 		s.m = map[types.UID]*deferred{}
 	}
+	now := time.Now()
+	for k, old := range s.m {
+		if now.Sub(old.stashed) > stashTTL {
+			delete(s.m, k)
+		}
+	}
+	d.stashed = now
 	s.m[uid] = d
 }
 

@@ -695,6 +695,7 @@ func markReleasing(ctx context.Context, p *pass) (ctrl.Result, bool, error) {
 	if d := p.r.stash.take(q.UID); d != nil && d.evidence != nil {
 		// Released in a burst before its evidence was persisted.
 		p.evidence = d.evidence
+		p.evidence.ownersFromPod()
 		p.persistSnapshot(ctx)
 	}
 	switch q.Status.Phase {
