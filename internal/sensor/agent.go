@@ -410,10 +410,10 @@ func (a *Agent) rescan(ctx context.Context) {
 	for _, c := range conts {
 		if dir := path.Dir(c.Path); dir != "." {
 			if uid, _, ok := cgroups.ParsePod(dir); ok && uid == c.PodUID {
-				if prev, seen := podDirs[uid]; seen && prev != dir {
-					podDirs[uid] = ""
-				} else if !seen {
+				if prev, seen := podDirs[uid]; !seen {
 					podDirs[uid] = dir
+				} else if prev != dir {
+					podDirs[uid] = ""
 				}
 			}
 		}

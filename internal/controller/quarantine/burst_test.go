@@ -198,14 +198,10 @@ func countingReads(reads *atomic.Int64) client.WithWatch {
 	})
 }
 
-// A pod deleted between a burst's first pass (which isolated it) and the
-// pass that writes status is a target gone after its isolation: the
-// Quarantine records it, its isolation and the evidence taken before the
-// isolating writes, instead of failing as never found.
-func TestBurstTargetGoneBeforeStatus(t *testing.T) {
-	f := newFixture(t, 2)
-	before := getPod(t, f.pods[0])
-	key := f.quarantine(t, "qg", f.pods[0].Name, isolateDNS())
+// burstFirstPass runs key's first pass while another new Quarantine
+// (returned) awaits its own: it isolates and leaves status for later.
+func burstFirstPass(t *testing.T, f *fixture, key client.ObjectKey) (*QuarantineReconciler, types.NamespacedName) {
+	t.Helper()
 	r, _ := newReconciler(direct)
 	r.waiting, r.stash, r.podCache, r.cachedHolders = &unisolated{}, &evidenceStash{}, direct, direct
 	other := types.NamespacedName{Namespace: f.ns, Name: "qnew"}
@@ -216,6 +212,18 @@ func TestBurstTargetGoneBeforeStatus(t *testing.T) {
 	if q := getQ(t, key); q.Status.Phase != "" {
 		t.Fatalf("status written in a burst's first pass: %s", q.Status.Phase)
 	}
+	return r, other
+}
+
+// A pod deleted between a burst's first pass (which isolated it) and the
+// pass that writes status is a target gone after its isolation: the
+// Quarantine records it, its isolation and the evidence taken before the
+// isolating writes, instead of failing as never found.
+func TestBurstTargetGoneBeforeStatus(t *testing.T) {
+	f := newFixture(t, 2)
+	before := getPod(t, f.pods[0])
+	key := f.quarantine(t, "qg", f.pods[0].Name, isolateDNS())
+	r, other := burstFirstPass(t, f, key)
 	must(t, direct.Delete(ctx, before, client.GracePeriodSeconds(0)))
 
 	r.waiting.done(other)
@@ -269,15 +277,7 @@ func TestBurstReleasedBeforeStatusKeepsEvidence(t *testing.T) {
 	f := newFixture(t, 1)
 	before := getPod(t, f.pods[0])
 	key := f.quarantine(t, "qr", f.pods[0].Name, isolateDNS())
-	r, _ := newReconciler(direct)
-	r.waiting, r.stash, r.podCache, r.cachedHolders = &unisolated{}, &evidenceStash{}, direct, direct
-	r.waiting.add(types.NamespacedName{Namespace: f.ns, Name: "qnew"})
-	if _, err := r.Reconcile(ctx, reqFor(key)); err != nil {
-		t.Fatal(err)
-	}
-	if q := getQ(t, key); q.Status.Phase != "" {
-		t.Fatalf("status written in a burst's first pass: %s", q.Status.Phase)
-	}
+	r, _ := burstFirstPass(t, f, key)
 	release(t, key)
 	q := drive(t, r, key, released)
 	if q.Status.Evidence == nil || !maps.Equal(q.Status.Evidence.Labels, before.Labels) {

@@ -40,13 +40,10 @@ type snapshot struct {
 // from an earlier pass is used, and the reads wait until it is persisted:
 // they would compete with the other targets' isolating writes.
 func (p *pass) snapshotEvidence(ctx context.Context) {
-	if d := p.deferred; d != nil && d.evidence != nil && p.evidence == nil {
-		p.evidence, d.evidence = d.evidence, nil
-	}
+	p.takeDeferredEvidence()
 	if s := p.evidence; s != nil {
 		if s.ownersLater {
-			s.doc.SetOwnerChain(p.scope.Target.OwnerChain())
-			s.ownersLater = false
+			s.setOwners(p.scope.Target.OwnerChain())
 		}
 		return
 	}
@@ -69,16 +66,29 @@ func (p *pass) snapshotEvidence(ctx context.Context) {
 // deferredSnapshotOfGonePod takes a burst's snapshot of a pod gone since:
 // its owners, unresolvable now, are those the pod named.
 func (p *pass) deferredSnapshotOfGonePod() {
-	d := p.deferred
-	if d == nil || d.evidence == nil || p.evidence != nil {
-		return
+	p.takeDeferredEvidence()
+	if p.evidence != nil {
+		p.evidence.ownersFromPod()
 	}
-	p.evidence, d.evidence = d.evidence, nil
-	p.evidence.ownersFromPod()
 }
 
-// ownersFromPod fills in the owners of a snapshot taken before they were
-// resolved, when they no longer can be: those the pod named.
+// takeDeferredEvidence moves the snapshot an earlier pass of a burst left
+// into this pass, unless this pass has one.
+func (p *pass) takeDeferredEvidence() {
+	if d := p.deferred; d != nil && d.evidence != nil && p.evidence == nil {
+		p.evidence, d.evidence = d.evidence, nil
+	}
+}
+
+// setOwners fills in the owners of a snapshot taken before they were
+// resolved.
+func (s *snapshot) setOwners(chain []string) {
+	s.doc.SetOwnerChain(chain)
+	s.ownersLater = false
+}
+
+// ownersFromPod fills them in when they no longer can be resolved: those
+// the pod named.
 func (s *snapshot) ownersFromPod() {
 	if !s.ownersLater {
 		return
@@ -89,8 +99,7 @@ func (s *snapshot) ownersFromPod() {
 			chain = append(chain, o.Kind+"/"+o.Name)
 		}
 	}
-	s.doc.SetOwnerChain(chain)
-	s.ownersLater = false
+	s.setOwners(chain)
 }
 
 // snapshotCached captures the cached pod in memory ahead of a burst's
